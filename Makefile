@@ -1,0 +1,130 @@
+# keel -- one front door.
+#
+#   make            build/keel and build/libkeel.a (optimised)
+#   make test       every test, under ASan+UBSan, -Werror
+#   make fuzz       each libFuzzer harness for FUZZ_SECONDS (default 60)
+#   make bench-raft core-only commit throughput
+#   make tidy       the purity check on the pure modules
+#   make clean
+#
+# Sources are found by wildcard: a new file in src/<module>/ joins the
+# library, a new tests/unit/test_*.c becomes a test binary, a new
+# tests/fuzz/fuzz_*.c a fuzz target.
+
+CC       ?= cc
+CLANG    ?= clang
+BUILD    ?= build
+WARN     := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
+            -Wmissing-prototypes -Wvla -Wformat=2 -Wundef -Wpointer-arith \
+            -Wcast-align -Wnull-dereference -Werror
+BASEFLAGS:= -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Iinclude -Isrc -g $(WARN)
+RELFLAGS := $(BASEFLAGS) -O2
+ASANFLAGS:= $(BASEFLAGS) -O1 -DKEEL_DEBUG -DKEEL_TEST -fno-omit-frame-pointer \
+            -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZFLAGS:= $(BASEFLAGS) -O1 -DKEEL_DEBUG -DKEEL_TEST -fsanitize=fuzzer,address,undefined
+MUTFLAGS := $(BASEFLAGS) -O2 -DKEEL_MUTANTS -DKEEL_TEST
+LDLIBS   := -lm
+
+# Library modules in dependency order; cli is the binary.
+MODULES  := common raft check node sim wal kv resp env server
+LIB_SRCS := $(foreach m,$(MODULES),$(wildcard src/$(m)/*.c))
+CLI_SRCS := $(wildcard src/cli/*.c)
+HDRS     := $(wildcard include/keel/*.h src/*/*.h tests/*.h)
+
+REL_OBJS := $(LIB_SRCS:%.c=$(BUILD)/rel/%.o)
+ASAN_OBJS:= $(LIB_SRCS:%.c=$(BUILD)/asan/%.o)
+MUT_OBJS := $(LIB_SRCS:%.c=$(BUILD)/mut/%.o)
+
+UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
+UNIT_BINS:= $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/asan/tests/%)
+FUZZ_SRCS:= $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS:= $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_SECONDS ?= 60
+
+.PHONY: all test unit tidy fuzz fuzz-smoke bench-raft clean deps
+.DEFAULT_GOAL := all
+
+all: $(BUILD)/keel $(BUILD)/libkeel.a
+
+deps:
+	@tools/deps.sh
+
+$(BUILD)/rel/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(RELFLAGS) -c $< -o $@
+
+$(BUILD)/asan/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASANFLAGS) -c $< -o $@
+
+$(BUILD)/mut/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(MUTFLAGS) -c $< -o $@
+
+$(BUILD)/libkeel.a: $(REL_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libkeel-asan.a: $(ASAN_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/keel: $(CLI_SRCS:%.c=$(BUILD)/rel/%.o) $(BUILD)/libkeel.a
+	$(CC) $(RELFLAGS) -o $@ $(filter %.o,$^) $(BUILD)/libkeel.a $(LDLIBS)
+
+$(BUILD)/keel-asan: $(CLI_SRCS:%.c=$(BUILD)/asan/%.o) $(BUILD)/libkeel-asan.a
+	$(CC) $(ASANFLAGS) -o $@ $(filter %.o,$^) $(BUILD)/libkeel-asan.a $(LDLIBS)
+
+$(BUILD)/asan/tests/%: tests/unit/%.c $(BUILD)/libkeel-asan.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASANFLAGS) -Itests -o $@ $< $(BUILD)/libkeel-asan.a $(LDLIBS)
+
+$(BUILD)/asan/tests/raft_scenarios: $(wildcard tests/raft/*.c) $(BUILD)/libkeel-asan.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASANFLAGS) -Itests -o $@ $(wildcard tests/raft/*.c) $(BUILD)/libkeel-asan.a $(LDLIBS)
+
+# The purity check: raft/ kv/ resp/ stay free of I/O, time, threads, rand,
+# raw malloc and printing.
+tidy:
+	@tools/purity-check.sh
+
+unit: $(UNIT_BINS) $(if $(wildcard tests/raft/*.c),$(BUILD)/asan/tests/raft_scenarios) $(BUILD)/keel-asan $(BUILD)/keel
+
+test: deps tidy
+	@$(MAKE) --no-print-directory unit
+	@BUILD=$(BUILD) tools/run-tests.sh
+
+# ---- fuzzing (clang + libFuzzer) --------------------------------------------
+
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
+$(BUILD)/fuzzobj/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(BASEFLAGS) -O1 -DKEEL_DEBUG -DKEEL_TEST -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJS) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZFLAGS) -Itests -o $@ $< $(FUZZ_LIB_OBJS) $(LDLIBS)
+
+fuzz: deps $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do \
+		name=$$(basename $$f); mkdir -p $(BUILD)/corpus/$$name; \
+		echo "== $$name for $(FUZZ_SECONDS)s"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/corpus/$$name tests/fuzz/seeds/$$name 2>&1 | tail -n 12 || exit 1; \
+	done
+
+# A short bounded run of each harness, part of make test.
+fuzz-smoke: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do \
+		name=$$(basename $$f); mkdir -p $(BUILD)/corpus/$$name; \
+		$$f -runs=$${FUZZ_RUNS:-20000} -seed=1 $(BUILD)/corpus/$$name $$( [ -d tests/fuzz/seeds/$$name ] && echo tests/fuzz/seeds/$$name ) >$(BUILD)/fuzz/$$name.log 2>&1 \
+			&& echo "fuzz $$name: ok ($${FUZZ_RUNS:-20000} runs, seed 1)" \
+			|| { echo "fuzz $$name: FAILED, see $(BUILD)/fuzz/$$name.log"; tail -n 30 $(BUILD)/fuzz/$$name.log; exit 1; }; \
+	done
+
+# ---- benchmarks -------------------------------------------------------------
+
+bench-raft: $(BUILD)/keel
+	$(BUILD)/keel bench raft
+
+clean:
+	rm -rf $(BUILD)

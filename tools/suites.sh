@@ -1,0 +1,6 @@
+# Suites run by tools/run-tests.sh after the unit binaries, one line each:
+#   run_suite NAME COMMAND ARGS...     (counts as one test; non-zero exit fails)
+#   run_counted NAME COMMAND ARGS...   (the command prints "N passed, M failed")
+# Keep every suite bounded in time; make test aims for <15 min on 2 cores.
+
+run_suite purity_check_catches_planted_header tools/purity-selftest.sh
