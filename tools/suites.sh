@@ -4,3 +4,5 @@
 # Keep every suite bounded in time; make test aims for <15 min on 2 cores.
 
 run_suite purity_check_catches_planted_header tools/purity-selftest.sh
+run_suite clang_build_clean make --no-print-directory CC=clang BUILD=build/clang all
+run_suite fuzz_smoke make --no-print-directory fuzz-smoke
