@@ -35,7 +35,10 @@
 	X(KEEL_ERR_NOSPACE, 15, "no space left on device")                    \
 	X(KEEL_ERR_UNKNOWN_NODE, 16, "unknown node id")                       \
 	X(KEEL_ERR_COMPACTED, 17, "entry compacted")                          \
-	X(KEEL_ERR_UNAVAILABLE, 18, "entry not available")
+	X(KEEL_ERR_UNAVAILABLE, 18, "entry not available")                     \
+	X(KEEL_ERR_NOT_FOUND, 19, "no such file")                             \
+	X(KEEL_ERR_EXISTS, 20, "file exists")                                 \
+	X(KEEL_ERR_POISONED, 21, "storage failed earlier; writes stopped")
 
 enum keel_err {
 #define KEEL_ERR_ENUM_(name, value, text) name = (value),
