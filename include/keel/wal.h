@@ -1,0 +1,116 @@
+/*
+ * wal.h -- keel's durable storage: a segmented write-ahead log of Raft
+ * entries, the hard state (term, vote, commit) in two alternating slots,
+ * and snapshots. Byte layout and recovery rules: docs/disk-format.md.
+ *
+ * All I/O goes through the env disk (disk.h), synchronously: in the server
+ * the WAL lives on the disk thread; in the simulator it runs over memdisk.
+ * Not thread-safe: one owner at a time.
+ *
+ * Durability contract: wal_append and wal_save_hard_state only stage;
+ * nothing is durable until wal_sync returns 0, and then everything staged
+ * before it is (group commit: one fdatasync per batch). After any I/O error
+ * the WAL is poisoned: every later call that writes returns the first
+ * error and nothing more is ever acknowledged (never retry an fsync).
+ */
+#ifndef KEEL_WAL_H
+#define KEEL_WAL_H
+
+#include "keel/disk.h"
+#include "keel/raft.h"
+
+#define WAL_VERSION 1
+#define WAL_SEGMENT_HEADER 64
+#define WAL_RECORD_HEADER 32
+#define WAL_DEFAULT_SEGMENT_BYTES (64u << 20)
+#define WAL_MIN_SEGMENT_BYTES (4u << 10)
+
+struct wal_config {
+	struct keel_disk disk;
+	const struct keel_alloc *alloc; /* NULL = libc */
+	uint64_t cluster_id;
+	uint64_t segment_bytes;    /* 0 = WAL_DEFAULT_SEGMENT_BYTES */
+	uint32_t max_record_bytes; /* 0 = segment_bytes - 96 */
+};
+
+/* What recovery found. Entries and the snapshot payload are owned by the
+ * WAL until wal_recovered_free (copy what you keep: raft_restore does). */
+struct wal_recovered {
+	struct raft_hard_state hs;
+	uint64_t snap_index; /* 0 = no snapshot */
+	uint64_t snap_term;
+	const uint8_t *snap_data;
+	size_t snap_len;
+	const struct raft_entry *entries; /* snap_index+1 .. */
+	uint32_t n_entries;
+	/* A torn tail was cut (a warning, not an error). */
+	bool torn_tail;
+	uint32_t n_warnings;
+	char warning[4][256];
+};
+
+struct wal;
+
+/* Opens (creating wal/ and snap/ if missing) and recovers. On failure
+ * returns an error with a message in err naming the file and the byte
+ * offset: KEEL_ERR_CORRUPT (a bad record followed by good data, a gap, a
+ * damaged hard state), KEEL_ERR_CLUSTER (a segment of another cluster),
+ * KEEL_ERR_IO, KEEL_ERR_NOMEM, KEEL_ERR_INVAL (bad config). */
+int wal_open(const struct wal_config *cfg, struct wal **out,
+	     struct wal_recovered *rec, char *err, size_t err_len);
+
+/* Releases what recovery handed out. */
+void wal_recovered_free(struct wal *w, struct wal_recovered *rec);
+
+/* Closes without syncing; staged data may be lost (as in a crash). */
+void wal_close(struct wal *w);
+
+/* Stages entries. ents[0].index may be <= the last index (a new leader
+ * overwrote a conflicting suffix): the overwrite is itself an append
+ * (docs/disk-format.md). Entries must be contiguous, above the snapshot.
+ * Returns 0, KEEL_ERR_TOO_BIG, KEEL_ERR_INVAL, the poison error. */
+int wal_append(struct wal *w, const struct raft_entry *ents, uint32_t n);
+
+/* Stages the hard state; made durable by the next wal_sync (the slot file
+ * is synced only when term or vote changed: §3.8 lets commit be volatile,
+ * so a commit-only change is written but not forced). */
+int wal_save_hard_state(struct wal *w, const struct raft_hard_state *hs);
+
+/* Writes everything staged and makes it durable. */
+int wal_sync(struct wal *w);
+
+/* Writes a snapshot durably (temp file, sync, rename, sync dir), then
+ * drops segments wholly covered by it and older snapshots. index must be
+ * durable in the log or covered by an earlier snapshot. */
+int wal_snapshot_save(struct wal *w, uint64_t index, uint64_t term,
+		      const uint8_t *data, size_t len);
+
+/* Rebases an empty log on a snapshot received from the leader
+ * (InstallSnapshot): saves it and forgets every logged entry. */
+int wal_snapshot_install(struct wal *w, uint64_t index, uint64_t term,
+			 const uint8_t *data, size_t len);
+
+/* The first error that poisoned the WAL, or 0; and a message. */
+int wal_poisoned(const struct wal *w);
+const char *wal_errmsg(const struct wal *w);
+
+struct wal_stats {
+	uint64_t first_index; /* snap_index + 1 */
+	uint64_t last_index;
+	uint64_t segments;
+	uint64_t syncs;
+	uint64_t appended_bytes;
+	uint64_t snap_index;
+};
+void wal_stats(const struct wal *w, struct wal_stats *st);
+
+#ifdef KEEL_MUTANTS
+enum wal_mutant {
+	WAL_MUTANT_NONE = 0,
+	WAL_MUTANT_SKIP_CHECKSUM = 1, /* accept records with a bad CRC */
+	WAL_MUTANT_NO_TRUNCATE = 2,   /* replay ignores overwrites */
+};
+void wal_set_mutant(struct wal *w, int mutant);
+#endif
+
+#endif /* KEEL_WAL_H */
