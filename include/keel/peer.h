@@ -130,6 +130,16 @@ int peer_decode(const uint8_t *buf, size_t len, const struct peer_limits *lim,
 		struct peer_frame_info *info, struct raft_msg *m,
 		struct raft_entry *entries, uint32_t max_entries);
 
+/* Checks a frame's envelope only -- magic, version, length, CRC32C, cluster
+ * id, a non-zero sender -- whatever its type, and returns the sender and
+ * the type. The transport uses it to drop a damaged frame and close the
+ * connection before anything reaches the node; node-level types (>= 32)
+ * pass it too. Returns 0 or the error peer_decode would give for those
+ * checks. */
+int peer_frame_verify(const uint8_t *buf, size_t len,
+		      const struct peer_limits *lim, uint64_t *sender,
+		      int *type);
+
 /* "PREVOTE", ..., or "UNKNOWN"; static strings. */
 const char *peer_frame_type_name(int type);
 

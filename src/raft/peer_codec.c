@@ -325,3 +325,30 @@ const char *peer_frame_type_name(int type)
 		return names[type];
 	return "UNKNOWN";
 }
+
+int peer_frame_verify(const uint8_t *buf, size_t len,
+		      const struct peer_limits *lim, uint64_t *sender,
+		      int *type)
+{
+	KEEL_ASSERT(lim != NULL);
+	size_t frame_len = 0;
+	int r = peer_frame_peek(buf, len, lim, &frame_len);
+	if (r != 0)
+		return r;
+	if (len < frame_len)
+		return KEEL_ERR_TRUNCATED;
+	/* Same order as peer_decode: nothing is believed before the CRC. */
+	size_t covered = frame_len - PEER_TRAILER_SIZE;
+	if (keel_crc32c(0, buf, covered) != keel_get_u32(buf + covered))
+		return KEEL_ERR_CORRUPT;
+	if (keel_get_u64(buf + OFF_CLUSTER) != lim->cluster_id)
+		return KEEL_ERR_CLUSTER;
+	if (keel_get_u16(buf + OFF_FLAGS) != 0 ||
+	    keel_get_u64(buf + OFF_SENDER) == RAFT_NONE)
+		return KEEL_ERR_MALFORMED;
+	if (sender)
+		*sender = keel_get_u64(buf + OFF_SENDER);
+	if (type)
+		*type = buf[OFF_TYPE];
+	return 0;
+}

@@ -609,3 +609,28 @@ TEST(type_names)
 	EXPECT(strcmp(peer_frame_type_name(32), "UNKNOWN") == 0);
 	EXPECT(strcmp(peer_frame_type_name(-1), "UNKNOWN") == 0);
 }
+
+/* The transport's envelope check: sender and type of a good frame; a
+ * flipped bit or another cluster is refused before anything is believed. */
+TEST(frame_verify_checks_the_envelope)
+{
+	struct raft_msg m = {.type = RAFT_MSG_HEARTBEAT, .from = 3, .to = 1,
+			     .term = 7, .commit = 2, .context = 9};
+	uint8_t buf[256];
+	size_t n = 0;
+	ASSERT(peer_encode(&m, 42, buf, sizeof(buf), &n) == 0);
+	struct peer_limits lim;
+	peer_limits_default(&lim, 42);
+	uint64_t sender = 0;
+	int type = 0;
+	EXPECT(peer_frame_verify(buf, n, &lim, &sender, &type) == 0);
+	EXPECT_EQ_U64(sender, 3);
+	EXPECT(type == RAFT_MSG_HEARTBEAT);
+	EXPECT(peer_frame_verify(buf, n - 1, &lim, NULL, NULL) ==
+	       KEEL_ERR_TRUNCATED);
+	buf[40] ^= 4;
+	EXPECT(peer_frame_verify(buf, n, &lim, NULL, NULL) == KEEL_ERR_CORRUPT);
+	buf[40] ^= 4;
+	peer_limits_default(&lim, 43);
+	EXPECT(peer_frame_verify(buf, n, &lim, NULL, NULL) == KEEL_ERR_CLUSTER);
+}
