@@ -1512,10 +1512,10 @@ static void print_diff(char **a, size_t na, char **b, size_t nb)
 			printf("     %s\n", a[i]);
 			i++;
 			j++;
-		} else if (j < nb && (i == na || T(i, j + 1) >= T(i + 1, j))) {
-			printf("   + %s\n", b[j++]);
-		} else {
+		} else if (i < na && (j == nb || T(i + 1, j) >= T(i, j + 1))) {
 			printf("   - %s\n", a[i++]);
+		} else {
+			printf("   + %s\n", b[j++]);
 		}
 	}
 #undef T
