@@ -1,0 +1,215 @@
+/*
+ * kv_internal.h -- what the files of src/kv/ share: the intrusive AVL tree,
+ * the key entry, struct kv itself, the mutation helpers every command uses,
+ * and the apply/read context the command implementations receive.
+ *
+ * Each key entry sits in three trees at once (intrusive links, one
+ * allocation per key): by key bytes (ordered keyspace: point lookups,
+ * ranges, prefixes, snapshots), by (hash, key) (the SCAN cursor order) and,
+ * when it has a TTL, by (expire_at_ms, key) (the expiry index, with subtree
+ * sizes so DBSIZE is O(log n)).
+ */
+#ifndef KEEL_KV_INTERNAL_H
+#define KEEL_KV_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keel/common.h"
+#include "keel/kv.h"
+
+/* ---- intrusive AVL tree (tree.c) ----------------------------------------- */
+
+struct kv_avl {
+	struct kv_avl *left;
+	struct kv_avl *right;
+	uint32_t height; /* Invariant: 1 + max(child heights); leaf = 1 */
+	uint64_t size;   /* Invariant: 1 + child sizes */
+};
+
+/* What the comparators compare a node against. Each tree reads the fields
+ * its order needs. */
+struct kv_probe {
+	const uint8_t *key;
+	size_t len;
+	uint64_t hash;
+	uint64_t exp;
+};
+
+/* < 0 when probe orders before node, 0 equal, > 0 after. */
+typedef int (*kv_avl_cmp_fn)(const struct kv_probe *probe,
+			     const struct kv_avl *node);
+
+/* An AVL tree of n nodes is at most 1.44 log2(n + 2) high: 96 covers any n
+ * that fits in memory. */
+#define KV_AVL_MAX_DEPTH 96
+
+/* In-order cursor: the stack of ancestors still to visit. Invalidated by
+ * any insert or remove on its tree. */
+struct kv_avl_iter {
+	struct kv_avl *stack[KV_AVL_MAX_DEPTH];
+	int depth;
+};
+
+/* Insert node (must not be present; probe describes it). Returns the new
+ * root. */
+struct kv_avl *kv_avl_insert(struct kv_avl *root, struct kv_avl *node,
+			     const struct kv_probe *probe, kv_avl_cmp_fn cmp);
+/* Remove the node equal to probe (must be present). Returns the new root. */
+struct kv_avl *kv_avl_remove(struct kv_avl *root, const struct kv_probe *probe,
+			     kv_avl_cmp_fn cmp);
+struct kv_avl *kv_avl_find(struct kv_avl *root, const struct kv_probe *probe,
+			   kv_avl_cmp_fn cmp);
+/* Number of nodes ordering strictly before probe. O(log n). */
+uint64_t kv_avl_rank(const struct kv_avl *root, const struct kv_probe *probe,
+		     kv_avl_cmp_fn cmp);
+/* Positions it at the first node >= probe (probe NULL: the first node). */
+void kv_avl_seek(struct kv_avl_iter *it, struct kv_avl *root,
+		 const struct kv_probe *probe, kv_avl_cmp_fn cmp);
+static inline struct kv_avl *kv_avl_cur(const struct kv_avl_iter *it)
+{
+	return it->depth > 0 ? it->stack[it->depth - 1] : NULL;
+}
+void kv_avl_next(struct kv_avl_iter *it);
+
+/* ---- entries and struct kv (kv.c) ---------------------------------------- */
+
+struct kv_entry {
+	struct kv_avl by_key;
+	struct kv_avl by_hash;
+	struct kv_avl by_exp; /* linked only when expire_at_ms != 0 */
+	uint64_t hash;        /* kv_key_hash(key) */
+	struct kv_meta meta;
+	uint8_t *val; /* NULL when val_len == 0 */
+	size_t val_len;
+	size_t val_cap;
+	size_t key_len;
+	uint8_t key[]; /* key_len bytes */
+};
+
+#define KV_CONTAINER(ptr, field)                                              \
+	((struct kv_entry *)(void *)((char *)(ptr)-offsetof(struct kv_entry,  \
+							      field)))
+
+#define KV_ERRBUF 512
+
+struct kv {
+	const struct keel_alloc *a;
+	struct kv_avl *by_key;
+	struct kv_avl *by_hash;
+	struct kv_avl *by_exp;
+	uint64_t revision;      /* Invariant: >= every key's mod_revision */
+	uint64_t applied_index; /* Invariant: increases with every kv_apply */
+	uint64_t count;         /* stored entries */
+	uint64_t expires;       /* entries linked in by_exp */
+	uint64_t key_bytes;
+	uint64_t val_bytes;
+	uint64_t val_cap_bytes;
+	/* Per-apply state: the revision this entry gets if it changes anything,
+	 * and whether it did. */
+	uint64_t pending_rev;
+	bool changed;
+	char errbuf[KV_ERRBUF]; /* formatted error replies */
+};
+
+int kv_cmp_key(const struct kv_probe *p, const struct kv_avl *n);
+int kv_cmp_hash(const struct kv_probe *p, const struct kv_avl *n);
+int kv_cmp_exp(const struct kv_probe *p, const struct kv_avl *n);
+
+uint64_t kv_hash64(const void *data, size_t len, uint64_t seed);
+/* The SCAN order: a fixed, unseeded hash so every replica (and a cursor
+ * handed from one node to another) agrees. */
+uint64_t kv_key_hash(const uint8_t *key, size_t len);
+
+static inline bool kv_entry_expired(const struct kv_entry *e, uint64_t now_ms)
+{
+	return e->meta.expire_at_ms != 0 && now_ms >= e->meta.expire_at_ms;
+}
+
+/* Stored entry (expired or not) or NULL. */
+struct kv_entry *kv_lookup(const struct kv *kv, const uint8_t *key,
+			   size_t len);
+/* Live entry at now_ms or NULL. */
+struct kv_entry *kv_lookup_live(const struct kv *kv, const uint8_t *key,
+				size_t len, uint64_t now_ms);
+
+/* Mutations, only during kv_apply (they use kv->pending_rev). */
+/* Sets key to val. keep_ttl keeps a live key's expiry; otherwise the
+ * expiry becomes expire_at (0 = none). Overwriting an expired entry is a
+ * creation. 0 or KEEL_ERR_NOMEM (nothing changed then). */
+int kv_set_value(struct kv *kv, const uint8_t *key, size_t klen,
+		 const uint8_t *val, size_t vlen, bool keep_ttl,
+		 uint64_t expire_at, uint64_t now_ms);
+/* Appends to a live entry. 0 or KEEL_ERR_NOMEM (nothing changed). */
+int kv_append_value(struct kv *kv, struct kv_entry *e, const uint8_t *p,
+		    size_t len);
+void kv_delete_entry(struct kv *kv, struct kv_entry *e);
+void kv_set_expire(struct kv *kv, struct kv_entry *e, uint64_t expire_at);
+/* Marks e written by this entry: mod_revision and, once per entry, version. */
+void kv_touch(struct kv *kv, struct kv_entry *e);
+void kv_clear(struct kv *kv);
+/* Inserts a fully built entry (snapshot decode). e must be absent. */
+void kv_link_entry(struct kv *kv, struct kv_entry *e);
+struct kv_entry *kv_entry_alloc(struct kv *kv, const uint8_t *key,
+				size_t klen);
+void kv_entry_free(struct kv *kv, struct kv_entry *e);
+
+/* ---- commands (commands.c, ops.c) ---------------------------------------- */
+
+struct kv_ctx {
+	struct kv *kv;
+	uint64_t now_ms;
+	int argc;
+	const uint8_t *const *argv;
+	const size_t *lens;
+	const struct kv_command *cmd;
+	const struct kv_reply_ops *r;
+	void *rc;
+	bool in_apply; /* false in kv_read: mutation is a bug */
+};
+
+typedef int (*kv_cmd_fn)(struct kv_ctx *c);
+#define KV_NUM_COMMANDS 35
+extern const kv_cmd_fn kv_command_procs[KV_NUM_COMMANDS];
+
+/* Reply helpers. */
+void kv_reply_ok(struct kv_ctx *c);
+void kv_reply_err(struct kv_ctx *c, const char *s);
+/* "ERR <a><arg sanitised><b>" into kv->errbuf. */
+void kv_reply_errf(struct kv_ctx *c, const char *a, const uint8_t *arg,
+		   size_t arglen, const char *b);
+void kv_reply_bulk_entry(struct kv_ctx *c, const struct kv_entry *e);
+
+bool kv_parse_i64(const uint8_t *p, size_t len, int64_t *out);
+bool kv_parse_u64(const uint8_t *p, size_t len, uint64_t *out);
+/* Decimal into buf (>= 21 bytes); returns the length. */
+size_t kv_fmt_i64(int64_t v, char *buf);
+size_t kv_fmt_u64(uint64_t v, char *buf);
+bool kv_arg_is(const struct kv_ctx *c, int i, const char *word);
+bool kv_bytes_ieq(const uint8_t *p, size_t len, const char *word);
+
+/* SET / GETEX option flags (Redis's OBJ_* of t_string.c). */
+enum {
+	KV_SETF_NX = 1u << 0,
+	KV_SETF_XX = 1u << 1,
+	KV_SETF_GET = 1u << 2,
+	KV_SETF_KEEPTTL = 1u << 3,
+	KV_SETF_PERSIST = 1u << 4,
+	KV_SETF_EX = 1u << 5,
+	KV_SETF_PX = 1u << 6,
+	KV_SETF_EXAT = 1u << 7,
+	KV_SETF_PXAT = 1u << 8,
+};
+#define KV_SETF_ANY_EXP (KV_SETF_EX | KV_SETF_PX | KV_SETF_EXAT | KV_SETF_PXAT)
+
+/* Parses SET (is_set) or GETEX options from argv[start..argc) with Redis
+ * 7's conflict rules. On success *flags and *exp_idx (the argv index of the
+ * effective expiry value, or -1). false = syntax error. */
+bool kv_parse_ext_options(const uint8_t *const *argv, const size_t *lens,
+			  int argc, int start, bool is_set, unsigned *flags,
+			  int *exp_idx);
+
+#define KV_ERR_SYNTAX "ERR syntax error"
+#define KV_ERR_NOT_INT "ERR value is not an integer or out of range"
+
+#endif /* KEEL_KV_INTERNAL_H */

@@ -1,0 +1,1727 @@
+/*
+ * test_kv.c -- tests of the replicated state machine (src/kv/).
+ *
+ * Command semantics are checked as scripts: rows of (now, command,
+ * expected reply), the reply rendered as text from the reply-builder calls
+ * ("+OK", "-ERR ...", ":1", "$value", "(nil)", "*2 $a $b"). Each script runs
+ * three ways -- writes through kv_apply as sent, writes through the leader's
+ * kv_rewrite_relative, and everything (reads too) through kv_apply -- and
+ * all three must give the expected replies and the same final digest.
+ *
+ * Randomized tests print their seed (KEEL_SEED replays): determinism of two
+ * replicas, snapshot round trips, every single-byte corruption and every
+ * truncation of a snapshot, the SCAN guarantee under concurrent writes, and
+ * a model test of ordering, ranges, prefixes and the expiry index against a
+ * plain sorted array. Tree invariants are checked from kv_internal.h.
+ */
+#include "keel/kv.h"
+#include "kv/kv_internal.h"
+#include "test.h"
+
+/* ---- reply recorder -------------------------------------------------------- */
+
+#define REC_CAP 65536
+#define REC_ITEMS 4096
+
+struct rec_item {
+	char kind; /* + - : $ n * */
+	int64_t num;
+	size_t off, len; /* into text for strings */
+};
+
+struct rec {
+	char text[REC_CAP]; /* the rendering */
+	size_t n;
+	struct rec_item items[REC_ITEMS];
+	size_t nitems;
+	char strs[REC_CAP];
+	size_t slen;
+};
+
+static void rec_reset(struct rec *r)
+{
+	r->n = 0;
+	r->text[0] = '\0';
+	r->nitems = 0;
+	r->slen = 0;
+}
+
+static void rec_put(struct rec *r, const char *s, size_t len)
+{
+	if (r->n && r->n + 1 < REC_CAP)
+		r->text[r->n++] = ' ';
+	for (size_t i = 0; i < len && r->n + 5 < REC_CAP; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch >= 0x20 && ch < 0x7f) {
+			r->text[r->n++] = (char)ch;
+		} else {
+			r->n += (size_t)snprintf(r->text + r->n, 5, "\\x%02x",
+						 ch);
+		}
+	}
+	r->text[r->n] = '\0';
+}
+
+static void rec_item(struct rec *r, char kind, int64_t num, const void *p,
+		     size_t len)
+{
+	if (r->nitems >= REC_ITEMS || r->slen + len > REC_CAP)
+		return;
+	struct rec_item *it = &r->items[r->nitems++];
+	it->kind = kind;
+	it->num = num;
+	it->off = r->slen;
+	it->len = len;
+	if (len)
+		memcpy(r->strs + r->slen, p, len);
+	r->slen += len;
+}
+
+static void rec_status(void *ctx, const char *s)
+{
+	struct rec *r = ctx;
+	char buf[600];
+	int n = snprintf(buf, sizeof(buf), "+%s", s);
+	rec_put(r, buf, (size_t)n);
+	rec_item(r, '+', 0, s, strlen(s));
+}
+
+static void rec_error(void *ctx, const char *s)
+{
+	struct rec *r = ctx;
+	char buf[600];
+	int n = snprintf(buf, sizeof(buf), "-%s", s);
+	rec_put(r, buf, (size_t)n);
+	rec_item(r, '-', 0, s, strlen(s));
+}
+
+static void rec_integer(void *ctx, int64_t v)
+{
+	struct rec *r = ctx;
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), ":%" PRId64, v);
+	rec_put(r, buf, (size_t)n);
+	rec_item(r, ':', v, NULL, 0);
+}
+
+static void rec_bulk(void *ctx, const uint8_t *p, size_t len)
+{
+	struct rec *r = ctx;
+	char buf[1024];
+	buf[0] = '$';
+	size_t n = len < sizeof(buf) - 1 ? len : sizeof(buf) - 1;
+	if (n)
+		memcpy(buf + 1, p, n);
+	rec_put(r, buf, n + 1);
+	rec_item(r, '$', 0, p, len);
+}
+
+static void rec_null(void *ctx)
+{
+	struct rec *r = ctx;
+	rec_put(r, "(nil)", 5);
+	rec_item(r, 'n', 0, NULL, 0);
+}
+
+static void rec_array(void *ctx, size_t n)
+{
+	struct rec *r = ctx;
+	char buf[32];
+	int k = snprintf(buf, sizeof(buf), "*%zu", n);
+	rec_put(r, buf, (size_t)k);
+	rec_item(r, '*', (int64_t)n, NULL, 0);
+}
+
+static const struct kv_reply_ops rec_ops = {
+	rec_status, rec_error, rec_integer, rec_bulk, rec_null, rec_array,
+};
+
+/* ---- a harness around one kv ----------------------------------------------- */
+
+enum mode {
+	MODE_RAW,     /* writes applied as sent, reads through kv_read */
+	MODE_REWRITE, /* writes through kv_rewrite_relative first */
+	MODE_ALL,     /* every command through kv_apply */
+};
+
+struct h {
+	struct kv *kv;
+	uint64_t index;
+	enum mode mode;
+	struct rec rec;
+};
+
+#define MAX_ARGS 64
+
+/* Splits a command line on spaces; "..." quotes a token (no escapes), so
+ * "" is the empty string. Returns argc. Storage is static per call. */
+static int tokenize(const char *line, const uint8_t **argv, size_t *lens,
+		    char *store)
+{
+	int argc = 0;
+	size_t o = 0;
+	const char *p = line;
+	while (*p) {
+		while (*p == ' ')
+			p++;
+		if (!*p)
+			break;
+		char *start = store + o;
+		if (*p == '"') {
+			p++;
+			while (*p && *p != '"')
+				store[o++] = *p++;
+			if (*p == '"')
+				p++;
+		} else {
+			while (*p && *p != ' ')
+				store[o++] = *p++;
+		}
+		argv[argc] = (const uint8_t *)start;
+		lens[argc] = (size_t)(store + o - start);
+		argc++;
+		store[o++] = '\0';
+	}
+	return argc;
+}
+
+static void h_init(struct h *h, enum mode mode)
+{
+	memset(h, 0, sizeof(*h));
+	h->kv = kv_create(&keel_alloc_libc);
+	h->mode = mode;
+}
+
+/* Applies argv as one entry at now (the leader's clock). */
+static int h_apply_argv(struct h *h, uint64_t now, int argc,
+			const uint8_t *const *argv, const size_t *lens)
+{
+	uint8_t *buf;
+	size_t len;
+	int rc;
+	if (h->mode == MODE_REWRITE) {
+		rc = kv_rewrite_relative(&keel_alloc_libc, now, argc, argv, lens,
+					 &buf, &len);
+		if (rc)
+			return rc;
+	} else {
+		len = kv_cmd_encoded_size(argc, lens);
+		if (!len)
+			return KEEL_ERR_TOO_BIG;
+		buf = malloc(len);
+		rc = kv_cmd_encode(now, argc, argv, lens, buf, len, &len);
+		if (rc) {
+			free(buf);
+			return rc;
+		}
+	}
+	rc = kv_apply(h->kv, ++h->index, buf, len, &rec_ops, &h->rec);
+	free(buf);
+	return rc;
+}
+
+static const char *h_run(struct h *h, uint64_t now, const char *line)
+{
+	const uint8_t *argv[MAX_ARGS];
+	size_t lens[MAX_ARGS];
+	char store[1024];
+	int argc = tokenize(line, argv, lens, store);
+	rec_reset(&h->rec);
+	const struct kv_command *cmd = kv_command_lookup(argv[0], lens[0]);
+	bool read = cmd && (cmd->flags & KV_CMD_READ);
+	if (read && h->mode != MODE_ALL) {
+		kv_read(h->kv, argc, argv, lens, now, &rec_ops, &h->rec);
+	} else {
+		int rc = h_apply_argv(h, now, argc, argv, lens);
+		if (rc)
+			return "apply failed";
+	}
+	return h->rec.text;
+}
+
+static void h_fini(struct h *h)
+{
+	kv_destroy(h->kv);
+	h->kv = NULL;
+}
+
+/* ---- tree invariants --------------------------------------------------------- */
+
+static int check_avl(const struct kv_avl *n, kv_avl_cmp_fn cmp,
+		     struct kv_avl *(*entry_node)(const struct kv_avl *),
+		     uint64_t *size, int *bad)
+{
+	(void)cmp;
+	(void)entry_node;
+	if (!n) {
+		*size = 0;
+		return 0;
+	}
+	uint64_t ls, rs;
+	int hl = check_avl(n->left, cmp, entry_node, &ls, bad);
+	int hr = check_avl(n->right, cmp, entry_node, &rs, bad);
+	if (hl - hr > 1 || hr - hl > 1)
+		*bad = 1;
+	int hgt = 1 + (hl > hr ? hl : hr);
+	if ((int)n->height != hgt)
+		*bad = 1;
+	*size = 1 + ls + rs;
+	if (n->size != *size)
+		*bad = 1;
+	return hgt;
+}
+
+static void expect_in_order(struct kv_avl *root, kv_avl_cmp_fn cmp,
+			    size_t field_off, uint64_t want, int *bad)
+{
+	struct kv_avl_iter it;
+	kv_avl_seek(&it, root, NULL, cmp);
+	const struct kv_entry *prev = NULL;
+	uint64_t n = 0;
+	for (struct kv_avl *a; (a = kv_avl_cur(&it)); kv_avl_next(&it)) {
+		const struct kv_entry *e =
+			(const struct kv_entry *)(const void *)((const char *)a -
+								field_off);
+		if (prev) {
+			struct kv_probe p = {prev->key, prev->key_len,
+					     prev->hash,
+					     prev->meta.expire_at_ms};
+			if (cmp(&p, a) >= 0)
+				*bad = 1;
+		}
+		prev = e;
+		n++;
+	}
+	if (n != want)
+		*bad = 1;
+}
+
+/* Every index balanced, sized, ordered and agreeing with the counters. */
+static bool kv_invariants(const struct kv *kv)
+{
+	int bad = 0;
+	uint64_t sz;
+	check_avl(kv->by_key, kv_cmp_key, NULL, &sz, &bad);
+	check_avl(kv->by_hash, kv_cmp_hash, NULL, &sz, &bad);
+	check_avl(kv->by_exp, kv_cmp_exp, NULL, &sz, &bad);
+	expect_in_order(kv->by_key, kv_cmp_key,
+			offsetof(struct kv_entry, by_key), kv->count, &bad);
+	expect_in_order(kv->by_hash, kv_cmp_hash,
+			offsetof(struct kv_entry, by_hash), kv->count, &bad);
+	expect_in_order(kv->by_exp, kv_cmp_exp,
+			offsetof(struct kv_entry, by_exp), kv->expires, &bad);
+	struct kv_avl_iter it;
+	uint64_t kb = 0, vb = 0, ex = 0;
+	kv_avl_seek(&it, kv->by_key, NULL, kv_cmp_key);
+	for (struct kv_avl *a; (a = kv_avl_cur(&it)); kv_avl_next(&it)) {
+		const struct kv_entry *e = KV_CONTAINER(a, by_key);
+		kb += e->key_len;
+		vb += e->val_len;
+		ex += e->meta.expire_at_ms != 0;
+		if (e->meta.create_revision < 1 ||
+		    e->meta.create_revision > e->meta.mod_revision ||
+		    e->meta.mod_revision > kv->revision ||
+		    e->meta.version < 1)
+			bad = 1;
+	}
+	if (kb != kv->key_bytes || vb != kv->val_bytes || ex != kv->expires)
+		bad = 1;
+	return !bad;
+}
+
+/* ---- scripts ---------------------------------------------------------------- */
+
+struct row {
+	uint64_t now;
+	const char *cmd;
+	const char *want;
+};
+
+#define I64MAX "9223372036854775807"
+#define I64MIN "-9223372036854775808"
+
+/* Runs rows in all three modes; the final digests must agree. */
+static void run_script(const char *name, const struct row *rows, size_t n)
+{
+	uint64_t digests[3];
+	for (int m = 0; m < 3; m++) {
+		struct h h;
+		h_init(&h, (enum mode)m);
+		for (size_t i = 0; i < n; i++) {
+			const char *got = h_run(&h, rows[i].now, rows[i].cmd);
+			if (strcmp(got, rows[i].want) != 0) {
+				fprintf(stderr,
+					"  %s row %zu mode %d: %s\n    want: "
+					"%s\n    got:  %s\n",
+					name, i, m, rows[i].cmd, rows[i].want,
+					got);
+				test_failed_now_ = 1;
+			}
+		}
+		EXPECT(kv_invariants(h.kv));
+		digests[m] = kv_digest(h.kv);
+		h_fini(&h);
+	}
+	/* MODE_ALL applies reads as entries, so its index differs; compare
+	 * the raw and rewritten runs, which apply the same writes. */
+	EXPECT_EQ_U64(digests[0], digests[1]);
+}
+
+#define RUN(rows) run_script(#rows, rows, KEEL_ARRAY_LEN(rows))
+
+TEST(kv_set_options)
+{
+	static const struct row rows[] = {
+		{1000, "SET k v", "+OK"},
+		{1000, "GET k", "$v"},
+		{1000, "SET k v2 NX", "(nil)"},
+		{1000, "GET k", "$v"},
+		{1000, "SET k v2 XX", "+OK"},
+		{1000, "GET k", "$v2"},
+		{1000, "SET n v XX", "(nil)"},
+		{1000, "GET n", "(nil)"},
+		{1000, "SET k v3 GET", "$v2"},
+		{1000, "GET k", "$v3"},
+		{1000, "SET n v GET", "(nil)"},
+		{1000, "GET n", "$v"},
+		{1000, "SET k x GET NX", "$v3"},
+		{1000, "GET k", "$v3"},
+		{1000, "SET k x nx nx", "(nil)"},
+		{1000, "set k v4 xx get", "$v3"},
+		{1000, "SET k v NX XX", "-ERR syntax error"},
+		{1000, "SET k v XX NX", "-ERR syntax error"},
+		{1000, "SET k v EX 10 PX 100", "-ERR syntax error"},
+		{1000, "SET k v PX 10 EX 100", "-ERR syntax error"},
+		{1000, "SET k v EXAT 10 PXAT 100", "-ERR syntax error"},
+		{1000, "SET k v KEEPTTL EX 10", "-ERR syntax error"},
+		{1000, "SET k v EX 10 KEEPTTL", "-ERR syntax error"},
+		{1000, "SET k v PERSIST", "-ERR syntax error"},
+		{1000, "SET k v EX", "-ERR syntax error"},
+		{1000, "SET k v FOO", "-ERR syntax error"},
+		{1000, "SET k v EX abc", "-ERR value is not an integer or out of range"},
+		{1000, "SET k v EX 0", "-ERR invalid expire time in 'set' command"},
+		{1000, "SET k v EX -5", "-ERR invalid expire time in 'set' command"},
+		{1000, "SET k v PXAT 0", "-ERR invalid expire time in 'set' command"},
+		{1000, "SET k v PX " I64MAX, "-ERR invalid expire time in 'set' command"},
+		{1000, "SET k v EX " I64MAX, "-ERR invalid expire time in 'set' command"},
+		{1000, "SET k v EX 9223372036854775 ", "-ERR invalid expire time in 'set' command"},
+		{1000, "GET k", "$v4"},
+		{1000, "SET k v EX 10", "+OK"},
+		{1000, "TTL k", ":10"},
+		{1000, "PTTL k", ":10000"},
+		{2000, "PTTL k", ":9000"},
+		{2400, "TTL k", ":9"},
+		{2600, "TTL k", ":8"},
+		{2000, "SET k v2 KEEPTTL", "+OK"},
+		{2000, "PTTL k", ":9000"},
+		{2000, "SET k v EX 1 EX 5", "+OK"},
+		{2000, "PTTL k", ":5000"},
+		{2000, "SET k v3", "+OK"},
+		{2000, "TTL k", ":-1"},
+		{2000, "SET k v EXAT 100", "+OK"},
+		{2000, "PTTL k", ":98000"},
+		{2000, "SET k v PXAT 5000 GET", "$v"},
+		{2000, "PTTL k", ":3000"},
+		{2000, "SET k v PXAT 1500", "+OK"},
+		{2000, "GET k", "(nil)"},
+		{2000, "EXISTS k", ":0"},
+		{2000, "SET k v PXAT 2000", "+OK"},
+		{2000, "EXISTS k", ":0"},
+		{2000, "SET", "-ERR wrong number of arguments for 'set' command"},
+		{2000, "SET k", "-ERR wrong number of arguments for 'set' command"},
+		{2000, "SET \"\" empty", "+OK"},
+		{2000, "GET \"\"", "$empty"},
+		{2000, "SET e \"\"", "+OK"},
+		{2000, "GET e", "$"},
+		{2000, "STRLEN e", ":0"},
+	};
+	RUN(rows);
+}
+
+TEST(kv_setnx_setex_getset_getdel_getex)
+{
+	static const struct row rows[] = {
+		{1000, "SETNX a 1", ":1"},
+		{1000, "SETNX a 2", ":0"},
+		{1000, "GET a", "$1"},
+		{1000, "SETEX s 10 v", "+OK"},
+		{1000, "TTL s", ":10"},
+		{1000, "SETEX s 0 v", "-ERR invalid expire time in 'setex' command"},
+		{1000, "SETEX s -1 v", "-ERR invalid expire time in 'setex' command"},
+		{1000, "SETEX s abc v", "-ERR value is not an integer or out of range"},
+		{1000, "SETEX s " I64MAX " v", "-ERR invalid expire time in 'setex' command"},
+		{1000, "SETEX s 10", "-ERR wrong number of arguments for 'setex' command"},
+		{1000, "PSETEX s 100 w", "+OK"},
+		{1000, "PTTL s", ":100"},
+		{1000, "GET s", "$w"},
+		{1000, "PSETEX s 0 v", "-ERR invalid expire time in 'psetex' command"},
+		{1100, "GET s", "(nil)"},
+		{1100, "GETSET g 1", "(nil)"},
+		{1100, "GETSET g 2", "$1"},
+		{1100, "SETEX g 100 x", "+OK"},
+		{1100, "GETSET g y", "$x"},
+		{1100, "TTL g", ":-1"},
+		{1100, "GETDEL g", "$y"},
+		{1100, "GETDEL g", "(nil)"},
+		{1100, "EXISTS g", ":0"},
+		{1000, "SET e v", "+OK"},
+		{1000, "GETEX e", "$v"},
+		{1000, "TTL e", ":-1"},
+		{1000, "GETEX e EX 100", "$v"},
+		{1000, "TTL e", ":100"},
+		{1000, "GETEX e PX 500", "$v"},
+		{1000, "PTTL e", ":500"},
+		{1000, "GETEX e EXAT 10", "$v"},
+		{1000, "PTTL e", ":9000"},
+		{1000, "GETEX e PERSIST", "$v"},
+		{1000, "TTL e", ":-1"},
+		{1000, "GETEX e NX", "-ERR syntax error"},
+		{1000, "GETEX e KEEPTTL", "-ERR syntax error"},
+		{1000, "GETEX e GET", "-ERR syntax error"},
+		{1000, "GETEX e EX 10 PERSIST", "-ERR syntax error"},
+		{1000, "GETEX e PERSIST EX 10", "-ERR syntax error"},
+		{1000, "GETEX e EX 0", "-ERR invalid expire time in 'getex' command"},
+		{1000, "GETEX nope EX 0", "-ERR invalid expire time in 'getex' command"},
+		{1000, "GETEX nope EX 10", "(nil)"},
+		{1000, "GETEX e PXAT 999", "$v"},
+		{1000, "GET e", "(nil)"},
+		{1000, "GETEX", "-ERR wrong number of arguments for 'getex' command"},
+	};
+	RUN(rows);
+}
+
+TEST(kv_multi_key)
+{
+	static const struct row rows[] = {
+		{1000, "MSET a 1 b 2", "+OK"},
+		{1000, "MGET a b c", "*3 $1 $2 (nil)"},
+		{1000, "MSET a 1 b", "-ERR wrong number of arguments for 'mset' command"},
+		{1000, "MSET a", "-ERR wrong number of arguments for 'mset' command"},
+		{1000, "MSETNX a 1 z 2", ":0"},
+		{1000, "EXISTS z", ":0"},
+		{1000, "MSETNX y 1 z 2", ":1"},
+		{1000, "MSETNX y", "-ERR wrong number of arguments for 'msetnx' command"},
+		{1000, "MSET d 1 d 2", "+OK"},
+		{1000, "GET d", "$2"},
+		{1000, "EXISTS y y z nope", ":3"},
+		{1000, "DEL a b c", ":2"},
+		{1000, "DEL y y", ":1"},
+		{1000, "UNLINK z nope", ":1"},
+		{1000, "DEL", "-ERR wrong number of arguments for 'del' command"},
+		{1000, "MGET a", "*1 (nil)"},
+		{1000, "SETEX t 1 v", "+OK"},
+		{1000, "MSET t 2", "+OK"},
+		{1000, "TTL t", ":-1"},
+		{1000, "DBSIZE", ":2"},
+		{1000, "FLUSHDB", "+OK"},
+		{1000, "DBSIZE", ":0"},
+		{1000, "SET a 1", "+OK"},
+		{1000, "FLUSHALL ASYNC", "+OK"},
+		{1000, "FLUSHALL sync", "+OK"},
+		{1000, "FLUSHDB now", "-ERR syntax error"},
+		{1000, "FLUSHDB SYNC ASYNC", "-ERR syntax error"},
+		{1000, "DBSIZE x", "-ERR wrong number of arguments for 'dbsize' command"},
+	};
+	RUN(rows);
+}
+
+TEST(kv_counters_and_append)
+{
+	static const struct row rows[] = {
+		{1000, "INCR c", ":1"},
+		{1000, "INCRBY c 10", ":11"},
+		{1000, "DECR c", ":10"},
+		{1000, "DECRBY c 20", ":-10"},
+		{1000, "GET c", "$-10"},
+		{1000, "INCRBY c -5", ":-15"},
+		{1000, "INCRBY c abc", "-ERR value is not an integer or out of range"},
+		{1000, "INCRBY c 1.5", "-ERR value is not an integer or out of range"},
+		{1000, "SET c abc", "+OK"},
+		{1000, "INCR c", "-ERR value is not an integer or out of range"},
+		{1000, "SET c 01", "+OK"},
+		{1000, "INCR c", "-ERR value is not an integer or out of range"},
+		{1000, "SET c +1", "+OK"},
+		{1000, "INCR c", "-ERR value is not an integer or out of range"},
+		{1000, "SET c -0", "+OK"},
+		{1000, "INCR c", "-ERR value is not an integer or out of range"},
+		{1000, "SET c \"\"", "+OK"},
+		{1000, "INCR c", "-ERR value is not an integer or out of range"},
+		{1000, "SET c " I64MAX, "+OK"},
+		{1000, "INCR c", "-ERR increment or decrement would overflow"},
+		{1000, "INCRBY c 0", ":" I64MAX},
+		{1000, "SET c " I64MIN, "+OK"},
+		{1000, "DECR c", "-ERR increment or decrement would overflow"},
+		{1000, "INCR c", ":-9223372036854775807"},
+		{1000, "DECRBY c " I64MIN, "-ERR decrement would overflow"},
+		{1000, "INCRBY c " I64MIN, "-ERR increment or decrement would overflow"},
+		{1000, "SET c 9223372036854775808", "+OK"},
+		{1000, "INCR c", "-ERR value is not an integer or out of range"},
+		{1000, "SET t 5 EX 100", "+OK"},
+		{1000, "INCR t", ":6"},
+		{1000, "TTL t", ":100"},
+		{1000, "INCR", "-ERR wrong number of arguments for 'incr' command"},
+		{1000, "APPEND ap hello", ":5"},
+		{1000, "APPEND ap _world", ":11"},
+		{1000, "GET ap", "$hello_world"},
+		{1000, "APPEND ap \"\"", ":11"},
+		{1000, "STRLEN ap", ":11"},
+		{1000, "STRLEN nope", ":0"},
+		{1000, "TYPE ap", "+string"},
+		{1000, "TYPE nope", "+none"},
+		{1000, "SETEX ap 10 x", "+OK"},
+		{1000, "APPEND ap y", ":2"},
+		{1000, "TTL ap", ":10"},
+		{20000, "APPEND ap z", ":1"},
+		{20000, "GET ap", "$z"},
+	};
+	RUN(rows);
+}
+
+TEST(kv_expire_family)
+{
+	static const struct row rows[] = {
+		{1000, "SET x v", "+OK"},
+		{1000, "EXPIRE x 100", ":1"},
+		{1000, "TTL x", ":100"},
+		{1000, "EXPIRE x 50 NX", ":0"},
+		{1000, "EXPIRE x 200 GT", ":1"},
+		{1000, "TTL x", ":200"},
+		{1000, "EXPIRE x 100 GT", ":0"},
+		{1000, "EXPIRE x 100 LT", ":1"},
+		{1000, "TTL x", ":100"},
+		{1000, "EXPIRE x 300 XX GT", ":1"},
+		{1000, "PERSIST x", ":1"},
+		{1000, "PERSIST x", ":0"},
+		{1000, "PERSIST nope", ":0"},
+		{1000, "EXPIRE x 100 XX", ":0"},
+		{1000, "EXPIRE x 100 GT", ":0"},
+		{1000, "EXPIRE x 100 LT", ":1"},
+		{1000, "EXPIRE x 100 nx", ":0"},
+		{1000, "EXPIRE x 100 NX XX", "-ERR NX and XX, GT or LT options at the same time are not compatible"},
+		{1000, "EXPIRE x 100 GT NX", "-ERR NX and XX, GT or LT options at the same time are not compatible"},
+		{1000, "EXPIRE x 100 GT LT", "-ERR GT and LT options at the same time are not compatible"},
+		{1000, "EXPIRE x 100 FOO", "-ERR Unsupported option FOO"},
+		{1000, "EXPIRE x abc FOO", "-ERR Unsupported option FOO"},
+		{1000, "EXPIRE x abc", "-ERR value is not an integer or out of range"},
+		{1000, "EXPIRE nope 100", ":0"},
+		{1000, "EXPIRE x " I64MAX, "-ERR invalid expire time in 'expire' command"},
+		{1000, "EXPIRE x -9223372036854776", "-ERR invalid expire time in 'expire' command"},
+		{1000, "PEXPIRE x " I64MAX, "-ERR invalid expire time in 'pexpire' command"},
+		{1000, "EXPIREAT x " I64MAX, "-ERR invalid expire time in 'expireat' command"},
+		{1000, "PEXPIREAT x " I64MAX, ":1"},
+		{1000, "PTTL x", ":9223372036854774807"},
+		{1000, "PEXPIRE x 1500", ":1"},
+		{1000, "PTTL x", ":1500"},
+		{1000, "EXPIREAT x 3", ":1"},
+		{1000, "PTTL x", ":2000"},
+		{1000, "PEXPIREAT x 4000", ":1"},
+		{1000, "PTTL x", ":3000"},
+		{1000, "EXPIRE x -1", ":1"},
+		{1000, "EXISTS x", ":0"},
+		{1000, "TTL x", ":-2"},
+		{1000, "PTTL x", ":-2"},
+		{1000, "SET y v", "+OK"},
+		{1000, "PEXPIREAT y 1000", ":1"},
+		{1000, "GET y", "(nil)"},
+		{1000, "SET y v", "+OK"},
+		{1000, "EXPIRE y 0", ":1"},
+		{1000, "GET y", "(nil)"},
+		{1000, "EXPIRE y", "-ERR wrong number of arguments for 'expire' command"},
+		{1000, "TTL", "-ERR wrong number of arguments for 'ttl' command"},
+	};
+	RUN(rows);
+}
+
+TEST(kv_unknown_and_revisions)
+{
+	static const struct row rows[] = {
+		{1000, "NOPE a b", "-ERR unknown command 'NOPE', with args beginning with: 'a' 'b' "},
+		{1000, "HSET h f v", "-ERR unknown command 'HSET', with args beginning with: 'h' 'f' 'v' "},
+		{1000, "SET a 1", "+OK"},
+		{1000, "KEEL.GET a", "*4 $1 :1 :1 :1"},
+		{1000, "SET b 1", "+OK"},
+		{1000, "SET a 2", "+OK"},
+		{1000, "KEEL.GET a", "*4 $2 :1 :3 :2"},
+		{1000, "DEL nope", ":0"},
+		{1000, "SET a 9 NX", "(nil)"},
+		{1000, "MSET a 3 a 4", "+OK"},
+		{1000, "KEEL.GET a", "*4 $4 :1 :4 :3"},
+		{1000, "DEL a", ":1"},
+		{1000, "KEEL.GET a", "(nil)"},
+		{1000, "SET a x", "+OK"},
+		{1000, "KEEL.GET a", "*4 $x :6 :6 :1"},
+		{1000, "EXPIRE a 100", ":1"},
+		{1000, "KEEL.GET a", "*4 $x :6 :7 :2"},
+		{1000, "PERSIST a", ":1"},
+		{1000, "INCR n", ":1"},
+		{1000, "INCR n", ":2"},
+		{1000, "KEEL.GET n", "*4 $2 :9 :10 :2"},
+		{1000, "APPEND n 0", ":2"},
+		{1000, "KEEL.GET n", "*4 $20 :9 :11 :3"},
+		{1000, "KEEL.GET b", "*4 $1 :2 :2 :1"},
+		{1000, "KEEL.EXPIRE-DELETE b 2", ":0"},
+		{1000, "KEEL.EXPIRE-DELETE b x", "-ERR value is not an integer or out of range"},
+		{1000, "GET b", "$1"},
+		{1000, "FLUSHDB", "+OK"},
+		{1000, "FLUSHDB", "+OK"},
+		{1000, "KEEL.GET", "-ERR wrong number of arguments for 'keel.get' command"},
+	};
+	RUN(rows);
+	/* The revision moved once per changing entry: 11 above, then one
+	 * FLUSHDB of a non-empty keyspace; the empty FLUSHDB changed nothing. */
+	struct h h;
+	h_init(&h, MODE_RAW);
+	for (size_t i = 0; i < KEEL_ARRAY_LEN(rows); i++)
+		h_run(&h, rows[i].now, rows[i].cmd);
+	struct kv_stats st;
+	kv_stats(h.kv, &st);
+	EXPECT_EQ_U64(st.revision, 12);
+	EXPECT_EQ_U64(st.keys, 0);
+	h_fini(&h);
+}
+
+TEST(kv_expiry_at_entry_time)
+{
+	static const struct row rows[] = {
+		{1000, "SET k v PXAT 2000", "+OK"},
+		{1999, "GET k", "$v"},
+		{1999, "DBSIZE", ":1"},
+		{2000, "GET k", "(nil)"},
+		{2000, "MGET k", "*1 (nil)"},
+		{2000, "EXISTS k", ":0"},
+		{2000, "STRLEN k", ":0"},
+		{2000, "TYPE k", "+none"},
+		{2000, "TTL k", ":-2"},
+		{2000, "KEEL.GET k", "(nil)"},
+		{2000, "DBSIZE", ":0"},
+		{2000, "KEYS *", "*0"},
+		{2000, "SCAN 0", "*2 $0 *0"},
+		/* A write at an entry time past the expiry sees no key. */
+		{2500, "SET k w NX", "+OK"},
+		{2500, "KEEL.GET k", "*4 $w :2 :2 :1"},
+		{2500, "SET j 5 PXAT 3000", "+OK"},
+		{3000, "INCR j", ":1"},
+		{3000, "TTL j", ":-1"},
+		{3000, "SET i v PXAT 4000", "+OK"},
+		{4000, "DEL i", ":0"},
+		{4000, "PERSIST i", ":0"},
+		{4000, "EXPIRE i 100", ":0"},
+		{4000, "GETDEL i", "(nil)"},
+		{4000, "SET i v KEEPTTL", "+OK"},
+		{4000, "TTL i", ":-1"},
+	};
+	RUN(rows);
+}
+
+TEST(kv_expire_delete_is_conditional)
+{
+	struct h h;
+	h_init(&h, MODE_RAW);
+	EXPECT(strcmp(h_run(&h, 1000, "SET k v PXAT 2000"), "+OK") == 0);
+	/* The leader's sweep at 2000 finds k with its mod revision. */
+	struct kv_meta m;
+	EXPECT(!kv_get(h.kv, (const uint8_t *)"k", 1, 2000, NULL, NULL, &m));
+	EXPECT(kv_get(h.kv, (const uint8_t *)"k", 1, 1999, NULL, NULL, &m));
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "KEEL.EXPIRE-DELETE k %" PRIu64,
+		 m.mod_revision);
+	/* Not yet expired at this entry's time: kept. */
+	EXPECT(strcmp(h_run(&h, 1500, cmd), ":0") == 0);
+	/* Rewritten after the leader decided: kept. */
+	EXPECT(strcmp(h_run(&h, 2001, "SET k v2"), "+OK") == 0);
+	EXPECT(strcmp(h_run(&h, 2002, cmd), ":0") == 0);
+	EXPECT(strcmp(h_run(&h, 2003, "GET k"), "$v2") == 0);
+	/* TTL renewed (same key, new mod revision) after the decision: kept. */
+	EXPECT(strcmp(h_run(&h, 2003, "SET k v3 PXAT 3000"), "+OK") == 0);
+	EXPECT(kv_get(h.kv, (const uint8_t *)"k", 1, 2003, NULL, NULL, &m));
+	snprintf(cmd, sizeof(cmd), "KEEL.EXPIRE-DELETE k %" PRIu64,
+		 m.mod_revision);
+	EXPECT(strcmp(h_run(&h, 2004, "PEXPIREAT k 9000"), ":1") == 0);
+	EXPECT(strcmp(h_run(&h, 3500, cmd), ":0") == 0);
+	EXPECT(strcmp(h_run(&h, 3500, "GET k"), "$v3") == 0);
+	/* Unchanged and expired: deleted, and the revision moves. */
+	EXPECT(kv_get(h.kv, (const uint8_t *)"k", 1, 3500, NULL, NULL, &m));
+	snprintf(cmd, sizeof(cmd), "KEEL.EXPIRE-DELETE k %" PRIu64,
+		 m.mod_revision);
+	struct kv_stats st;
+	kv_stats(h.kv, &st);
+	uint64_t rev = st.revision;
+	EXPECT(strcmp(h_run(&h, 9000, cmd), ":1") == 0);
+	kv_stats(h.kv, &st);
+	EXPECT_EQ_U64(st.revision, rev + 1);
+	EXPECT_EQ_U64(st.keys, 0);
+	EXPECT(strcmp(h_run(&h, 9001, cmd), ":0") == 0);
+	h_fini(&h);
+}
+
+/* ---- the expiry sweep ------------------------------------------------------- */
+
+struct collect {
+	char keys[64][16];
+	uint64_t exp[64];
+	int n;
+};
+
+static int collect_cb(void *ctx, const uint8_t *key, size_t klen,
+		      const uint8_t *val, size_t vlen,
+		      const struct kv_meta *meta)
+{
+	(void)val;
+	(void)vlen;
+	struct collect *c = ctx;
+	if (c->n < 64 && klen < 16) {
+		memcpy(c->keys[c->n], key, klen);
+		c->keys[c->n][klen] = '\0';
+		c->exp[c->n] = meta->expire_at_ms;
+		c->n++;
+	}
+	return 0;
+}
+
+/* Like collect_cb but records the mod revision (for EXPIRE-DELETE). */
+static int collect_mod_cb(void *ctx, const uint8_t *key, size_t klen,
+			  const uint8_t *val, size_t vlen,
+			  const struct kv_meta *meta)
+{
+	struct kv_meta m = *meta;
+	m.expire_at_ms = meta->mod_revision;
+	return collect_cb(ctx, key, klen, val, vlen, &m);
+}
+
+TEST(kv_next_expired_order)
+{
+	struct h h;
+	h_init(&h, MODE_RAW);
+	h_run(&h, 1000, "SET c v PXAT 3000");
+	h_run(&h, 1000, "SET a v PXAT 3000");
+	h_run(&h, 1000, "SET b v PXAT 2000");
+	h_run(&h, 1000, "SET d v PXAT 5000");
+	h_run(&h, 1000, "SET e v");
+	struct collect c = {.n = 0};
+	struct kv_visit v = {collect_cb, &c};
+	EXPECT_EQ_U64(kv_next_expired(h.kv, 1999, 10, &v), 0);
+	EXPECT_EQ_U64(kv_next_expired(h.kv, 3000, 10, &v), 3);
+	EXPECT(c.n == 3 && strcmp(c.keys[0], "b") == 0 &&
+	       strcmp(c.keys[1], "a") == 0 && strcmp(c.keys[2], "c") == 0);
+	c.n = 0;
+	EXPECT_EQ_U64(kv_next_expired(h.kv, UINT64_MAX, 2, &v), 2);
+	EXPECT(c.n == 2 && strcmp(c.keys[1], "a") == 0);
+	EXPECT_EQ_U64(kv_dbsize(h.kv, 2999), 4);
+	EXPECT_EQ_U64(kv_dbsize(h.kv, 3000), 2);
+	EXPECT_EQ_U64(kv_dbsize(h.kv, UINT64_MAX), 1);
+	h_fini(&h);
+}
+
+/* ---- KEYS, SCAN, glob ------------------------------------------------------ */
+
+TEST(kv_keys_and_scan_basics)
+{
+	static const struct row rows[] = {
+		{1000, "MSET user:1 a user:2 b user:10 c other x", "+OK"},
+		{1000, "KEYS user:*", "*3 $user:1 $user:10 $user:2"},
+		{1000, "KEYS user:?", "*2 $user:1 $user:2"},
+		{1000, "KEYS user:1", "*1 $user:1"},
+		{1000, "KEYS user:[12]", "*2 $user:1 $user:2"},
+		{1000, "KEYS *", "*4 $other $user:1 $user:10 $user:2"},
+		{1000, "KEYS nope", "*0"},
+		{1000, "KEYS", "-ERR wrong number of arguments for 'keys' command"},
+		{1000, "SCAN 0 COUNT 1000 MATCH user:1*", "*2 $0 *2 $user:10 $user:1"},
+		{1000, "SCAN 0 COUNT 1000 TYPE hash", "*2 $0 *0"},
+		{1000, "SCAN 0 COUNT 0", "-ERR syntax error"},
+		{1000, "SCAN 0 COUNT x", "-ERR value is not an integer or out of range"},
+		{1000, "SCAN 0 MATCH", "-ERR syntax error"},
+		{1000, "SCAN 0 FOO bar", "-ERR syntax error"},
+		{1000, "SCAN x", "-ERR invalid cursor"},
+		{1000, "SCAN -1", "-ERR invalid cursor"},
+		{1000, "SCAN 18446744073709551616", "-ERR invalid cursor"},
+		{1000, "SCAN 18446744073709551615 COUNT 1000", "*2 $0 *0"},
+	};
+	RUN(rows);
+}
+
+struct glob_case {
+	const char *pat, *str;
+	bool want;
+};
+
+TEST(kv_glob_table)
+{
+	static const struct glob_case cases[] = {
+		{"*", "", true},
+		{"*", "abc", true},
+		{"", "", true},
+		{"", "a", false},
+		{"a*", "abc", true},
+		{"a*", "ba", false},
+		{"*c", "abc", true},
+		{"*b*", "abc", true},
+		{"a**c", "abc", true},
+		{"a*b*c", "axxbyyc", true},
+		{"a*b*c", "axxbyy", false},
+		{"?", "a", true},
+		{"?", "", false},
+		{"??", "a", false},
+		{"a?c", "abc", true},
+		{"[abc]", "b", true},
+		{"[abc]", "d", false},
+		{"[^abc]", "d", true},
+		{"[^abc]", "a", false},
+		{"[a-c]", "b", true},
+		{"[a-c]", "d", false},
+		{"[c-a]", "b", true},
+		{"[^a-c]x", "dx", true},
+		{"[\\]]", "]", true},
+		{"[\\-]", "-", true},
+		{"[a-]", "-", false},
+		{"[a-]", "]", true},
+		{"[a-]", "a", true},
+		{"[abc", "b", true},
+		{"[abc", "d", false},
+		{"[", "[", false},
+		{"[^", "x", true},
+		{"\\*", "*", true},
+		{"\\*", "a", false},
+		{"\\?x", "?x", true},
+		{"a\\", "a\\", true},
+		{"\\", "\\", true},
+		{"h[ae]llo", "hello", true},
+		{"h[ae]llo", "hallo", true},
+		{"h[ae]llo", "hillo", false},
+		{"h*llo", "hllo", true},
+		{"*a*a*a*a*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false},
+		{"user:[0-9]*", "user:7abc", true},
+		{"user:[0-9]*", "user:abc", false},
+	};
+	for (size_t i = 0; i < KEEL_ARRAY_LEN(cases); i++) {
+		const struct glob_case *g = &cases[i];
+		bool got = kv_glob_match((const uint8_t *)g->pat, strlen(g->pat),
+					 (const uint8_t *)g->str,
+					 strlen(g->str));
+		if (got != g->want) {
+			fprintf(stderr, "  glob %s vs %s: got %d\n", g->pat,
+				g->str, got);
+			test_failed_now_ = 1;
+		}
+	}
+}
+
+/* Runs SCAN with cursor/count; returns the next cursor, adds keys to seen. */
+static uint64_t scan_once(struct kv *kv, uint64_t cursor, int count,
+			  bool *seen, int nkeys, struct rec *r)
+{
+	char cur[32], cnt[32];
+	snprintf(cur, sizeof(cur), "%" PRIu64, cursor);
+	snprintf(cnt, sizeof(cnt), "%d", count);
+	const uint8_t *argv[4] = {(const uint8_t *)"SCAN", (const uint8_t *)cur,
+				  (const uint8_t *)"COUNT",
+				  (const uint8_t *)cnt};
+	size_t lens[4] = {4, strlen(cur), 5, strlen(cnt)};
+	rec_reset(r);
+	kv_read(kv, 4, argv, lens, 1000, &rec_ops, r);
+	if (r->nitems < 3 || r->items[0].kind != '*' || r->items[1].kind != '$')
+		return 0;
+	char buf[32] = {0};
+	memcpy(buf, r->strs + r->items[1].off,
+	       r->items[1].len < 31 ? r->items[1].len : 31);
+	for (size_t i = 3; i < r->nitems; i++) {
+		char key[32] = {0};
+		int k = -1;
+		memcpy(key, r->strs + r->items[i].off,
+		       r->items[i].len < 31 ? r->items[i].len : 31);
+		if (sscanf(key, "k%d", &k) == 1 && k >= 0 && k < nkeys)
+			seen[k] = true;
+	}
+	return strtoull(buf, NULL, 10);
+}
+
+TEST(kv_scan_guarantee_under_writes)
+{
+	uint64_t seed = test_seed(7);
+	struct keel_rand rnd;
+	keel_rand_seed(&rnd, seed);
+	enum { NKEYS = 600 };
+	for (int round = 0; round < 20; round++) {
+		struct h h;
+		h_init(&h, MODE_RAW);
+		bool stable[NKEYS], present[NKEYS], seen[NKEYS];
+		for (int i = 0; i < NKEYS; i++) {
+			stable[i] = keel_rand_chance(&rnd, 1, 2);
+			present[i] = stable[i] || keel_rand_chance(&rnd, 1, 2);
+			seen[i] = false;
+			if (present[i]) {
+				char cmd[64];
+				snprintf(cmd, sizeof(cmd), "SET k%d v", i);
+				h_run(&h, 1000, cmd);
+			}
+		}
+		uint64_t cursor = 0;
+		int calls = 0;
+		do {
+			int count = 1 + (int)keel_rand_below(&rnd, 40);
+			cursor = scan_once(h.kv, cursor, count, seen, NKEYS, &h.rec);
+			calls++;
+			/* Churn the keys that are not stable. */
+			for (int w = 0; w < 20; w++) {
+				int k = (int)keel_rand_below(&rnd, NKEYS);
+				if (stable[k])
+					continue;
+				char cmd[64];
+				if (present[k])
+					snprintf(cmd, sizeof(cmd), "DEL k%d", k);
+				else
+					snprintf(cmd, sizeof(cmd), "SET k%d v", k);
+				h_run(&h, 1000, cmd);
+				present[k] = !present[k];
+			}
+		} while (cursor != 0 && calls < 100000);
+		for (int i = 0; i < NKEYS; i++) {
+			if (stable[i] && !seen[i]) {
+				fprintf(stderr, "  round %d: k%d never returned\n",
+					round, i);
+				test_failed_now_ = 1;
+				break;
+			}
+		}
+		EXPECT(kv_invariants(h.kv));
+		h_fini(&h);
+	}
+}
+
+/* ---- model test: ordering, ranges, prefixes, expiry index ------------------- */
+
+#define MODEL_MAX 512
+
+struct model_key {
+	uint8_t k[8];
+	size_t len;
+	uint64_t exp;
+};
+
+static int model_cmp(const struct model_key *a, const struct model_key *b)
+{
+	size_t n = a->len < b->len ? a->len : b->len;
+	int c = n ? memcmp(a->k, b->k, n) : 0;
+	if (c)
+		return c;
+	return a->len < b->len ? -1 : a->len > b->len;
+}
+
+struct range_out {
+	struct model_key got[MODEL_MAX];
+	int n;
+};
+
+static int range_cb(void *ctx, const uint8_t *key, size_t klen,
+		    const uint8_t *val, size_t vlen, const struct kv_meta *meta)
+{
+	(void)val;
+	(void)vlen;
+	struct range_out *o = ctx;
+	if (o->n < MODEL_MAX && klen <= 8) {
+		memcpy(o->got[o->n].k, key, klen);
+		o->got[o->n].len = klen;
+		o->got[o->n].exp = meta->expire_at_ms;
+		o->n++;
+	}
+	return 0;
+}
+
+static void rand_key(struct keel_rand *r, struct model_key *k)
+{
+	static const uint8_t alpha[] = {0x00, 'a', 'b', 'c', 0xff};
+	k->len = (size_t)keel_rand_below(r, 5);
+	for (size_t i = 0; i < k->len; i++)
+		k->k[i] = alpha[keel_rand_below(r, sizeof(alpha))];
+}
+
+TEST(kv_model_ordering_ranges)
+{
+	uint64_t seed = test_seed(11);
+	struct keel_rand rnd;
+	keel_rand_seed(&rnd, seed);
+	static struct model_key model[MODEL_MAX];
+	static struct range_out out;
+	int n = 0;
+	struct h h;
+	h_init(&h, MODE_RAW);
+	const uint64_t now = 5000;
+	for (int step = 0; step < 6000; step++) {
+		struct model_key k;
+		rand_key(&rnd, &k);
+		int pos = 0;
+		while (pos < n && model_cmp(&model[pos], &k) < 0)
+			pos++;
+		bool found = pos < n && model_cmp(&model[pos], &k) == 0;
+		const uint8_t *argv[5];
+		size_t lens[5];
+		char num[32];
+		uint64_t choice = keel_rand_below(&rnd, 3);
+		if (choice < 2) {
+			/* SET k v, with an expiry a third of the time (some
+			 * already past: those keys are absent). */
+			uint64_t exp = 0;
+			int argc = 3;
+			argv[0] = (const uint8_t *)"SET";
+			lens[0] = 3;
+			argv[1] = k.k;
+			lens[1] = k.len;
+			argv[2] = (const uint8_t *)"v";
+			lens[2] = 1;
+			if (keel_rand_chance(&rnd, 1, 3)) {
+				exp = 4000 + keel_rand_below(&rnd, 4000);
+				snprintf(num, sizeof(num), "%" PRIu64, exp);
+				argv[3] = (const uint8_t *)"PXAT";
+				lens[3] = 4;
+				argv[4] = (const uint8_t *)num;
+				lens[4] = strlen(num);
+				argc = 5;
+			}
+			ASSERT(h_apply_argv(&h, now, argc, argv, lens) == 0);
+			bool live = exp == 0 || exp > now;
+			if (live && !found && n < MODEL_MAX) {
+				memmove(&model[pos + 1], &model[pos],
+					(size_t)(n - pos) * sizeof(model[0]));
+				model[pos] = k;
+				model[pos].exp = exp;
+				n++;
+			} else if (live && found) {
+				model[pos].exp = exp;
+			} else if (!live && found) {
+				memmove(&model[pos], &model[pos + 1],
+					(size_t)(n - pos - 1) * sizeof(model[0]));
+				n--;
+			}
+			if (live && !found && n >= MODEL_MAX) {
+				/* keep kv and model equal: undo */
+				argv[0] = (const uint8_t *)"DEL";
+				lens[0] = 3;
+				ASSERT(h_apply_argv(&h, now, 2, argv, lens) == 0);
+			}
+		} else {
+			argv[0] = (const uint8_t *)"DEL";
+			lens[0] = 3;
+			argv[1] = k.k;
+			lens[1] = k.len;
+			ASSERT(h_apply_argv(&h, now, 2, argv, lens) == 0);
+			if (found) {
+				memmove(&model[pos], &model[pos + 1],
+					(size_t)(n - pos - 1) * sizeof(model[0]));
+				n--;
+			}
+		}
+		if (step % 50 != 0)
+			continue;
+		ASSERT(kv_invariants(h.kv));
+		EXPECT_EQ_U64(kv_dbsize(h.kv, now), (uint64_t)n);
+		/* A random range with a random limit. */
+		struct model_key a, b;
+		rand_key(&rnd, &a);
+		rand_key(&rnd, &b);
+		bool unbounded = keel_rand_chance(&rnd, 1, 4);
+		uint64_t limit = keel_rand_below(&rnd, 8);
+		out.n = 0;
+		struct kv_visit v = {range_cb, &out};
+		kv_range(h.kv, a.k, a.len, unbounded ? NULL : b.k, b.len, now,
+			 limit, &v);
+		int want = 0;
+		for (int i = 0; i < n; i++) {
+			if (model_cmp(&model[i], &a) < 0)
+				continue;
+			if (!unbounded && model_cmp(&model[i], &b) >= 0)
+				break;
+			if (limit && (uint64_t)want >= limit)
+				break;
+			if (want >= out.n ||
+			    model_cmp(&out.got[want], &model[i]) != 0) {
+				test_failed_now_ = 1;
+				fprintf(stderr, "  range mismatch at %d\n", want);
+				break;
+			}
+			want++;
+		}
+		EXPECT(want == out.n);
+		/* A prefix scan. */
+		struct model_key p;
+		rand_key(&rnd, &p);
+		if (p.len > 2)
+			p.len = 2;
+		out.n = 0;
+		kv_prefix(h.kv, p.k, p.len, now, 0, &v);
+		want = 0;
+		for (int i = 0; i < n; i++) {
+			if (model[i].len < p.len ||
+			    (p.len && memcmp(model[i].k, p.k, p.len)))
+				continue;
+			if (want >= out.n ||
+			    model_cmp(&out.got[want], &model[i]) != 0) {
+				test_failed_now_ = 1;
+				break;
+			}
+			want++;
+		}
+		EXPECT(want == out.n);
+		/* The expiry index in (expire_at, key) order. */
+		out.n = 0;
+		kv_next_expired(h.kv, UINT64_MAX, MODEL_MAX, &v);
+		int with_exp = 0;
+		for (int i = 0; i < n; i++)
+			with_exp += model[i].exp != 0;
+		EXPECT(out.n == with_exp);
+		for (int i = 1; i < out.n; i++) {
+			if (out.got[i - 1].exp > out.got[i].exp ||
+			    (out.got[i - 1].exp == out.got[i].exp &&
+			     model_cmp(&out.got[i - 1], &out.got[i]) >= 0)) {
+				test_failed_now_ = 1;
+				break;
+			}
+		}
+	}
+	h_fini(&h);
+}
+
+/* ---- random command streams --------------------------------------------------- */
+
+static const char *const rand_cmds[] = {
+	"SET", "SET", "SET", "GET", "SETNX", "SETEX", "PSETEX", "GETSET",
+	"GETDEL", "GETEX", "MSET", "MSETNX", "DEL", "UNLINK", "EXISTS", "INCR",
+	"INCRBY", "DECR", "DECRBY", "APPEND", "EXPIRE", "PEXPIRE", "EXPIREAT",
+	"PEXPIREAT", "PERSIST", "TTL", "FLUSHDB", "KEEL.EXPIRE-DELETE", "NOPE",
+	"MGET", "STRLEN",
+};
+static const char *const rand_words[] = {
+	"NX", "XX", "GET", "KEEPTTL", "EX", "PX", "EXAT", "PXAT", "PERSIST",
+	"GT", "LT", "10", "0", "-1", "1", "5000", "abc", "99999999999999999999",
+	"9223372036854775807",
+};
+
+struct stream {
+	const uint8_t *argv[12];
+	size_t lens[12];
+	char store[12][24];
+	int argc;
+};
+
+static void rand_arg(struct keel_rand *r, struct stream *s, int i)
+{
+	uint64_t c = keel_rand_below(r, 4);
+	if (c == 0) {
+		snprintf(s->store[i], 24, "k%d", (int)keel_rand_below(r, 12));
+	} else if (c == 1) {
+		snprintf(s->store[i], 24, "%s",
+			 rand_words[keel_rand_below(r, KEEL_ARRAY_LEN(rand_words))]);
+	} else if (c == 2) {
+		snprintf(s->store[i], 24, "%" PRId64,
+			 (int64_t)keel_rand_below(r, 20000) - 100);
+	} else {
+		size_t n = (size_t)keel_rand_below(r, 6);
+		for (size_t k = 0; k < n; k++)
+			s->store[i][k] = (char)('a' + keel_rand_below(r, 3));
+		s->store[i][n] = '\0';
+	}
+	s->argv[i] = (const uint8_t *)s->store[i];
+	s->lens[i] = strlen(s->store[i]);
+}
+
+static void rand_command(struct keel_rand *r, struct stream *s)
+{
+	snprintf(s->store[0], 24, "%s",
+		 rand_cmds[keel_rand_below(r, KEEL_ARRAY_LEN(rand_cmds))]);
+	s->argv[0] = (const uint8_t *)s->store[0];
+	s->lens[0] = strlen(s->store[0]);
+	s->argc = 1 + (int)keel_rand_below(r, 6);
+	for (int i = 1; i < s->argc; i++)
+		rand_arg(r, s, i);
+	/* Keys usually come first. */
+	if (s->argc > 1 && keel_rand_chance(r, 4, 5)) {
+		snprintf(s->store[1], 24, "k%d", (int)keel_rand_below(r, 12));
+		s->lens[1] = strlen(s->store[1]);
+	}
+}
+
+static bool snapshots_equal(const struct kv *a, const struct kv *b)
+{
+	uint8_t *sa, *sb;
+	size_t la, lb;
+	if (kv_snapshot_encode(a, &keel_alloc_libc, &sa, &la) ||
+	    kv_snapshot_encode(b, &keel_alloc_libc, &sb, &lb))
+		return false;
+	bool eq = la == lb && memcmp(sa, sb, la) == 0;
+	free(sa);
+	free(sb);
+	return eq;
+}
+
+TEST(kv_determinism_random_stream)
+{
+	uint64_t seed = test_seed(42);
+	struct keel_rand rnd;
+	keel_rand_seed(&rnd, seed);
+	static struct h a, b, c;
+	h_init(&a, MODE_RAW);
+	h_init(&b, MODE_RAW);
+	h_init(&c, MODE_REWRITE);
+	uint64_t now = 1000;
+	for (int i = 0; i < 20000; i++) {
+		struct stream s;
+		rand_command(&rnd, &s);
+		now += keel_rand_below(&rnd, 300);
+		rec_reset(&a.rec);
+		rec_reset(&b.rec);
+		rec_reset(&c.rec);
+		ASSERT(h_apply_argv(&a, now, s.argc, s.argv, s.lens) == 0);
+		ASSERT(h_apply_argv(&b, now, s.argc, s.argv, s.lens) == 0);
+		ASSERT(h_apply_argv(&c, now, s.argc, s.argv, s.lens) == 0);
+		if (strcmp(a.rec.text, b.rec.text) != 0 ||
+		    strcmp(a.rec.text, c.rec.text) != 0) {
+			fprintf(stderr, "  step %d %s: raw '%s' rewritten '%s'\n",
+				i, s.store[0], a.rec.text, c.rec.text);
+			test_failed_now_ = 1;
+			break;
+		}
+		if (i % 1000 == 0) {
+			ASSERT(kv_invariants(a.kv));
+			EXPECT_EQ_U64(kv_digest(a.kv), kv_digest(b.kv));
+			EXPECT_EQ_U64(kv_digest(a.kv), kv_digest(c.kv));
+			EXPECT(snapshots_equal(a.kv, b.kv));
+		}
+		/* Sometimes the leader sweeps: it reads due keys from its own
+		 * replica and proposes conditional deletes a little later. */
+		if (keel_rand_chance(&rnd, 1, 20)) {
+			static struct collect due;
+			due.n = 0;
+			struct kv_visit v = {collect_mod_cb, &due};
+			kv_next_expired(a.kv, now, 16, &v);
+			now += keel_rand_below(&rnd, 50);
+			for (int d = 0; d < due.n; d++) {
+				struct stream x;
+				x.argc = 3;
+				snprintf(x.store[0], 24, "KEEL.EXPIRE-DELETE");
+				snprintf(x.store[1], 24, "%s", due.keys[d]);
+				snprintf(x.store[2], 24, "%" PRIu64, due.exp[d]);
+				for (int k = 0; k < 3; k++) {
+					x.argv[k] = (const uint8_t *)x.store[k];
+					x.lens[k] = strlen(x.store[k]);
+				}
+				ASSERT(h_apply_argv(&a, now, 3, x.argv, x.lens) == 0);
+				ASSERT(h_apply_argv(&b, now, 3, x.argv, x.lens) == 0);
+				ASSERT(h_apply_argv(&c, now, 3, x.argv, x.lens) == 0);
+			}
+		}
+	}
+	EXPECT_EQ_U64(kv_digest(a.kv), kv_digest(b.kv));
+	EXPECT_EQ_U64(kv_digest(a.kv), kv_digest(c.kv));
+	EXPECT(snapshots_equal(a.kv, b.kv));
+	EXPECT(snapshots_equal(a.kv, c.kv));
+	h_fini(&a);
+	h_fini(&b);
+	h_fini(&c);
+}
+
+/* ---- snapshots ------------------------------------------------------------------ */
+
+static void fill_random(struct h *h, struct keel_rand *rnd, int n)
+{
+	uint64_t now = 1000;
+	for (int i = 0; i < n; i++) {
+		struct stream s;
+		rand_command(rnd, &s);
+		now += keel_rand_below(rnd, 100);
+		rec_reset(&h->rec);
+		h_apply_argv(h, now, s.argc, s.argv, s.lens);
+	}
+}
+
+TEST(kv_snapshot_round_trip)
+{
+	uint64_t seed = test_seed(5);
+	struct keel_rand rnd;
+	keel_rand_seed(&rnd, seed);
+	for (int round = 0; round < 20; round++) {
+		static struct h a, b;
+		h_init(&a, MODE_RAW);
+		fill_random(&a, &rnd, 50 + (int)keel_rand_below(&rnd, 2000));
+		uint8_t *snap;
+		size_t len;
+		ASSERT(kv_snapshot_encode(a.kv, &keel_alloc_libc, &snap, &len) == 0);
+		EXPECT_EQ_U64(len, kv_snapshot_size(a.kv));
+		/* Chunked writing gives the same bytes for any chunk size. */
+		size_t chunk = 1 + (size_t)keel_rand_below(&rnd, 97);
+		uint8_t *copy = malloc(len);
+		struct kv_snap_writer *w =
+			kv_snapshot_writer_create(a.kv, &keel_alloc_libc);
+		ASSERT(w != NULL);
+		size_t off = 0, n;
+		bool more = true;
+		while (more && off <= len) {
+			uint8_t tmp[128];
+			more = kv_snapshot_writer_next(w, tmp, chunk, &n);
+			ASSERT(off + n <= len);
+			memcpy(copy + off, tmp, n);
+			off += n;
+		}
+		kv_snapshot_writer_destroy(w);
+		EXPECT(off == len && memcmp(copy, snap, len) == 0);
+		free(copy);
+
+		h_init(&b, MODE_RAW);
+		kv_destroy(b.kv);
+		b.kv = NULL;
+		ASSERT(kv_snapshot_decode(&keel_alloc_libc, snap, len, &b.kv) == 0);
+		b.index = a.index;
+		EXPECT_EQ_U64(kv_digest(a.kv), kv_digest(b.kv));
+		EXPECT(kv_invariants(b.kv));
+		struct kv_stats sa, sb;
+		kv_stats(a.kv, &sa);
+		kv_stats(b.kv, &sb);
+		EXPECT_EQ_U64(sa.revision, sb.revision);
+		EXPECT_EQ_U64(sa.applied_index, sb.applied_index);
+		EXPECT_EQ_U64(sa.keys, sb.keys);
+		EXPECT_EQ_U64(sa.expires, sb.expires);
+		/* Both continue identically. */
+		uint64_t now = 300000;
+		for (int i = 0; i < 500; i++) {
+			struct stream s;
+			rand_command(&rnd, &s);
+			now += keel_rand_below(&rnd, 100);
+			rec_reset(&a.rec);
+			rec_reset(&b.rec);
+			h_apply_argv(&a, now, s.argc, s.argv, s.lens);
+			h_apply_argv(&b, now, s.argc, s.argv, s.lens);
+			if (strcmp(a.rec.text, b.rec.text) != 0) {
+				test_failed_now_ = 1;
+				break;
+			}
+		}
+		EXPECT_EQ_U64(kv_digest(a.kv), kv_digest(b.kv));
+		free(snap);
+		h_fini(&a);
+		h_fini(&b);
+	}
+}
+
+TEST(kv_snapshot_rejects_corruption_and_truncation)
+{
+	uint64_t seed = test_seed(9);
+	struct keel_rand rnd;
+	keel_rand_seed(&rnd, seed);
+	struct h a;
+	h_init(&a, MODE_RAW);
+	fill_random(&a, &rnd, 300);
+	uint8_t *snap;
+	size_t len;
+	ASSERT(kv_snapshot_encode(a.kv, &keel_alloc_libc, &snap, &len) == 0);
+	ASSERT(len > KV_SNAP_HEADER_BYTES + 4);
+	struct kv_stats st;
+	kv_stats(a.kv, &st);
+	ASSERT(st.keys > 0);
+	uint8_t *buf = malloc(len);
+	int accepted = 0;
+	for (size_t i = 0; i < len; i++) {
+		for (int t = 0; t < 2; t++) {
+			memcpy(buf, snap, len);
+			uint8_t x = t == 0 ? 0x01
+					   : (uint8_t)(1 + keel_rand_below(&rnd, 255));
+			buf[i] ^= x;
+			struct kv *out = NULL;
+			int rc = kv_snapshot_decode(&keel_alloc_libc, buf, len,
+						    &out);
+			if (rc == 0) {
+				accepted++;
+				kv_destroy(out);
+			}
+		}
+	}
+	EXPECT(accepted == 0);
+	for (size_t cut = 0; cut < len; cut++) {
+		uint8_t *t = malloc(cut ? cut : 1);
+		memcpy(t, snap, cut);
+		struct kv *out = NULL;
+		int rc = kv_snapshot_decode(&keel_alloc_libc, t, cut, &out);
+		if (rc == 0) {
+			accepted++;
+			kv_destroy(out);
+		}
+		free(t);
+	}
+	EXPECT(accepted == 0);
+	/* Re-sealed edits must be caught by the field checks themselves. */
+	struct kv *out = NULL;
+	memcpy(buf, snap, len);
+	keel_put_u32(buf + 8, 2);
+	keel_put_u32(buf + len - 4, keel_crc32c(0, buf, len - 4));
+	EXPECT(kv_snapshot_decode(&keel_alloc_libc, buf, len, &out) ==
+	       KEEL_ERR_VERSION);
+	memcpy(buf, snap, len);
+	keel_put_u64(buf + 40, st.keys + 1); /* key count */
+	keel_put_u32(buf + len - 4, keel_crc32c(0, buf, len - 4));
+	EXPECT(kv_snapshot_decode(&keel_alloc_libc, buf, len, &out) != 0);
+	memcpy(buf, snap, len);
+	keel_put_u64(buf + 32, 0); /* revision below every mod revision */
+	keel_put_u32(buf + len - 4, keel_crc32c(0, buf, len - 4));
+	EXPECT(kv_snapshot_decode(&keel_alloc_libc, buf, len, &out) ==
+	       KEEL_ERR_MALFORMED);
+	memcpy(buf, snap, len);
+	buf[0] = 'X';
+	EXPECT(kv_snapshot_decode(&keel_alloc_libc, buf, len, &out) ==
+	       KEEL_ERR_MAGIC);
+	free(buf);
+	free(snap);
+	h_fini(&a);
+}
+
+TEST(kv_snapshot_empty_and_golden_header)
+{
+	struct kv *kv = kv_create(&keel_alloc_libc);
+	uint8_t *snap;
+	size_t len;
+	ASSERT(kv_snapshot_encode(kv, &keel_alloc_libc, &snap, &len) == 0);
+	EXPECT_EQ_U64(len, KV_SNAP_HEADER_BYTES + 4);
+	EXPECT(memcmp(snap, "KEELKVSN", 8) == 0);
+	EXPECT_EQ_U64(keel_get_u32(snap + 8), 1);
+	EXPECT_EQ_U64(keel_get_u64(snap + 16), len);
+	EXPECT_EQ_U64(keel_get_u32(snap + len - 4),
+		      keel_crc32c(0, snap, len - 4));
+	struct kv *back = NULL;
+	EXPECT(kv_snapshot_decode(&keel_alloc_libc, snap, len, &back) == 0);
+	EXPECT_EQ_U64(kv_digest(back), kv_digest(kv));
+	kv_destroy(back);
+	free(snap);
+	kv_destroy(kv);
+}
+
+/* ---- the entry codec and the rewrite ---------------------------------------------- */
+
+struct rw_case {
+	const char *in, *out;
+};
+
+TEST(kv_rewrite_relative_table)
+{
+	static const struct rw_case cases[] = {
+		{"SET k v EX 10", "SET k v PXAT 11000"},
+		{"SET k v PX 10", "SET k v PXAT 1010"},
+		{"set k v nx ex 10 get", "set k v nx get PXAT 11000"},
+		{"SET k v EX 1 EX 2", "SET k v PXAT 3000"},
+		{"SET k v EX 1 PX 2", "SET k v EX 1 PX 2"},
+		{"SET k v EX abc", "SET k v EX abc"},
+		{"SET k v EX 0", "SET k v EX 0"},
+		{"SET k v EXAT 10", "SET k v EXAT 10"},
+		{"SET k EX EX 5", "SET k EX PXAT 6000"},
+		{"SETEX k 10 v", "SET k v PXAT 11000"},
+		{"PSETEX k 10 v", "SET k v PXAT 1010"},
+		{"SETEX k 0 v", "SETEX k 0 v"},
+		{"SETEX k 10", "SETEX k 10"},
+		{"GETEX k EX 5", "GETEX k PXAT 6000"},
+		{"GETEX k PERSIST", "GETEX k PERSIST"},
+		{"EXPIRE k 10 NX", "PEXPIREAT k 11000 NX"},
+		{"PEXPIRE k -5", "PEXPIREAT k 995"},
+		{"EXPIRE k " I64MAX, "EXPIRE k " I64MAX},
+		{"GET k", "GET k"},
+	};
+	for (size_t i = 0; i < KEEL_ARRAY_LEN(cases); i++) {
+		const uint8_t *argv[MAX_ARGS];
+		size_t lens[MAX_ARGS];
+		char store[512];
+		int argc = tokenize(cases[i].in, argv, lens, store);
+		uint8_t *buf;
+		size_t len;
+		ASSERT(kv_rewrite_relative(&keel_alloc_libc, 1000, argc, argv,
+					   lens, &buf, &len) == 0);
+		const uint8_t *dargv[MAX_ARGS];
+		size_t dlens[MAX_ARGS];
+		uint64_t now;
+		uint32_t dargc;
+		ASSERT(kv_cmd_decode(buf, len, &now, &dargc, dargv, dlens,
+				     MAX_ARGS) == 0);
+		EXPECT_EQ_U64(now, 1000);
+		char got[512];
+		size_t o = 0;
+		for (uint32_t k = 0; k < dargc; k++) {
+			if (k)
+				got[o++] = ' ';
+			memcpy(got + o, dargv[k], dlens[k]);
+			o += dlens[k];
+		}
+		got[o] = '\0';
+		if (strcmp(got, cases[i].out) != 0) {
+			fprintf(stderr, "  rewrite %s: got %s\n", cases[i].in,
+				got);
+			test_failed_now_ = 1;
+		}
+		free(buf);
+	}
+}
+
+TEST(kv_cmd_codec_rejects)
+{
+	const uint8_t *argv[2] = {(const uint8_t *)"GET", (const uint8_t *)"k"};
+	size_t lens[2] = {3, 1};
+	uint8_t buf[64];
+	size_t len;
+	ASSERT(kv_cmd_encode(77, 2, argv, lens, buf, sizeof(buf), &len) == 0);
+	EXPECT_EQ_U64(len, KV_CMD_HEADER_BYTES + 4 + 3 + 4 + 1);
+	EXPECT(buf[0] == KV_CMD_VERSION);
+	EXPECT_EQ_U64(keel_get_u64(buf + 1), 77);
+	EXPECT_EQ_U64(keel_get_u32(buf + 9), 2);
+	EXPECT(kv_cmd_encode(77, 2, argv, lens, buf, len - 1, &len) ==
+	       KEEL_ERR_TOO_BIG);
+	EXPECT(kv_cmd_encode(77, 0, argv, lens, buf, sizeof(buf), &len) ==
+	       KEEL_ERR_INVAL);
+	ASSERT(kv_cmd_encode(77, 2, argv, lens, buf, sizeof(buf), &len) == 0);
+	const uint8_t *dargv[2];
+	size_t dlens[2];
+	uint64_t now;
+	uint32_t argc;
+	for (size_t cut = 0; cut < len; cut++)
+		EXPECT(kv_cmd_decode(buf, cut, &now, &argc, dargv, dlens, 2) != 0);
+	EXPECT(kv_cmd_decode(buf, len, &now, &argc, dargv, dlens, 1) ==
+	       KEEL_ERR_NOSPACE);
+	EXPECT_EQ_U64(argc, 2);
+	uint8_t big[80];
+	memcpy(big, buf, len);
+	big[len] = 0;
+	EXPECT(kv_cmd_decode(big, len + 1, &now, &argc, dargv, dlens, 2) ==
+	       KEEL_ERR_MALFORMED);
+	memcpy(big, buf, len);
+	big[0] = 9;
+	EXPECT(kv_cmd_decode(big, len, &now, &argc, dargv, dlens, 2) ==
+	       KEEL_ERR_VERSION);
+	memcpy(big, buf, len);
+	keel_put_u32(big + 9, 0);
+	EXPECT(kv_cmd_decode(big, len, &now, &argc, dargv, dlens, 2) ==
+	       KEEL_ERR_MALFORMED);
+	memcpy(big, buf, len);
+	keel_put_u32(big + 13, 0xffffffffu);
+	EXPECT(kv_cmd_decode(big, len, &now, &argc, dargv, dlens, 2) ==
+	       KEEL_ERR_TOO_BIG);
+	/* kv_apply answers garbage with an error reply, never a crash. */
+	struct h h;
+	h_init(&h, MODE_RAW);
+	rec_reset(&h.rec);
+	EXPECT(kv_apply(h.kv, 1, big, len, &rec_ops, &h.rec) == 0);
+	EXPECT(strcmp(h.rec.text, "-ERR keel: malformed command entry") == 0);
+	rec_reset(&h.rec);
+	EXPECT(kv_apply(h.kv, 2, big, 0, &rec_ops, &h.rec) == 0);
+	EXPECT(strcmp(h.rec.text, "-ERR keel: malformed command entry") == 0);
+	struct kv_stats st;
+	kv_stats(h.kv, &st);
+	EXPECT_EQ_U64(st.applied_index, 2);
+	EXPECT_EQ_U64(st.revision, 0);
+	/* A write command on the read path is refused. */
+	rec_reset(&h.rec);
+	const uint8_t *wargv[3] = {(const uint8_t *)"SET", (const uint8_t *)"k",
+				   (const uint8_t *)"v"};
+	size_t wlens[3] = {3, 1, 1};
+	kv_read(h.kv, 3, wargv, wlens, 0, &rec_ops, &h.rec);
+	EXPECT(strcmp(h.rec.text, "-ERR keel: write command on the read path") == 0);
+	h_fini(&h);
+}
+
+TEST(kv_many_args_apply)
+{
+	/* More arguments than kv_apply's on-stack arrays hold. */
+	struct h h;
+	h_init(&h, MODE_RAW);
+	enum { N = 201 };
+	const uint8_t *argv[N];
+	size_t lens[N];
+	char store[N][16];
+	argv[0] = (const uint8_t *)"MSET";
+	lens[0] = 4;
+	for (int i = 1; i < N; i++) {
+		snprintf(store[i], 16, "%c%d", i % 2 ? 'k' : 'v', i / 2);
+		argv[i] = (const uint8_t *)store[i];
+		lens[i] = strlen(store[i]);
+	}
+	ASSERT(h_apply_argv(&h, 1000, N, argv, lens) == 0);
+	EXPECT(strcmp(h.rec.text, "+OK") == 0);
+	EXPECT_EQ_U64(kv_dbsize(h.kv, 1000), 100);
+	h_fini(&h);
+}
+
+/* ---- allocation failure ------------------------------------------------------------ */
+
+struct fail_alloc {
+	long countdown; /* fail when it reaches 0; < 0 never */
+	long live;
+};
+
+static void *fa_malloc(void *ctx, size_t n)
+{
+	struct fail_alloc *f = ctx;
+	if (f->countdown == 0)
+		return NULL;
+	if (f->countdown > 0)
+		f->countdown--;
+	void *p = malloc(n ? n : 1);
+	if (p)
+		f->live++;
+	return p;
+}
+
+static void *fa_realloc(void *ctx, void *p, size_t n)
+{
+	struct fail_alloc *f = ctx;
+	if (f->countdown == 0)
+		return NULL;
+	if (f->countdown > 0)
+		f->countdown--;
+	void *q = realloc(p, n ? n : 1);
+	if (q && !p)
+		f->live++;
+	return q;
+}
+
+static void fa_free(void *ctx, void *p)
+{
+	struct fail_alloc *f = ctx;
+	if (p)
+		f->live--;
+	free(p);
+}
+
+TEST(kv_nomem_leaves_single_key_state_unchanged)
+{
+	static const char *const cmds[] = {
+		"SET a hello", "SET b x EX 100", "APPEND a world", "APPEND n z",
+		"INCR c", "SETNX d 1", "GETSET a v", "MSET e 1",
+	};
+	struct fail_alloc fa = {-1, 0};
+	const struct keel_alloc alloc = {&fa, fa_malloc, fa_realloc, fa_free};
+	for (size_t ci = 0; ci < KEEL_ARRAY_LEN(cmds); ci++) {
+		for (long fail_at = 0; fail_at < 6; fail_at++) {
+			fa.countdown = -1;
+			struct kv *kv = kv_create(&alloc);
+			ASSERT(kv != NULL);
+			struct h h;
+			memset(&h, 0, sizeof(h));
+			h.kv = kv;
+			h_run(&h, 1000, "SET a 1");
+			uint64_t before = kv_digest(kv);
+			const uint8_t *argv[MAX_ARGS];
+			size_t lens[MAX_ARGS];
+			char store[256];
+			int argc = tokenize(cmds[ci], argv, lens, store);
+			uint8_t buf[256];
+			size_t len;
+			ASSERT(kv_cmd_encode(1000, argc, argv, lens, buf,
+					     sizeof(buf), &len) == 0);
+			fa.countdown = fail_at;
+			rec_reset(&h.rec);
+			int rc = kv_apply(kv, 2, buf, len, &rec_ops, &h.rec);
+			fa.countdown = -1;
+			if (rc == KEEL_ERR_NOMEM) {
+				EXPECT_EQ_U64(kv_digest(kv), before);
+				EXPECT(kv_invariants(kv));
+				/* A retry of the same entry succeeds. */
+				EXPECT(kv_apply(kv, 2, buf, len, &rec_ops,
+						&h.rec) == 0);
+			} else {
+				EXPECT(rc == 0);
+			}
+			EXPECT(kv_invariants(kv));
+			kv_destroy(kv);
+			EXPECT(fa.live == 0);
+		}
+	}
+}
