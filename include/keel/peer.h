@@ -47,12 +47,19 @@
  * client commands and replies, snapshot chunks) that later work defines;
  * until then the decoder rejects them with KEEL_ERR_TYPE. */
 #define PEER_TYPE_NODE_FIRST 32
+/* The dialer's first frame on a connection: names the sender, empty body
+ * (docs/peer-protocol.md §3). Consumed by the transport. */
+#define PEER_TYPE_HELLO 32
+#define PEER_HELLO_SIZE (PEER_HEADER_SIZE + PEER_TRAILER_SIZE)
 
 /* What the receiver accepts. */
 struct peer_limits {
 	uint64_t cluster_id;      /* frames of any other cluster are refused */
 	uint32_t max_frame_bytes; /* >= PEER_MIN_FRAME_SIZE; bounds the buffer
 	                             a reader ever needs for one frame */
+#ifdef KEEL_MUTANTS
+	bool mutant_accept_bad_crc; /* planted bug for keel sim --mutant */
+#endif
 };
 
 /* cluster_id, max_frame_bytes = PEER_MAX_FRAME_DEFAULT. */
@@ -139,6 +146,9 @@ int peer_decode(const uint8_t *buf, size_t len, const struct peer_limits *lim,
 int peer_frame_verify(const uint8_t *buf, size_t len,
 		      const struct peer_limits *lim, uint64_t *sender,
 		      int *type);
+
+/* Writes a HELLO frame (PEER_HELLO_SIZE bytes) into buf. */
+void peer_encode_hello(uint64_t cluster_id, uint64_t sender, uint8_t *buf);
 
 /* "PREVOTE", ..., or "UNKNOWN"; static strings. */
 const char *peer_frame_type_name(int type);

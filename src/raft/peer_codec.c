@@ -279,7 +279,11 @@ int peer_decode(const uint8_t *buf, size_t len, const struct peer_limits *lim,
 	 * cluster id, type or a count must read as corruption, not as a
 	 * misconfigured peer or a malformed message. */
 	size_t covered = frame_len - PEER_TRAILER_SIZE;
-	if (keel_crc32c(0, buf, covered) != keel_get_u32(buf + covered))
+	if (keel_crc32c(0, buf, covered) != keel_get_u32(buf + covered)
+#ifdef KEEL_MUTANTS
+	    && !lim->mutant_accept_bad_crc
+#endif
+	)
 		return KEEL_ERR_CORRUPT;
 
 	if (keel_get_u64(buf + OFF_CLUSTER) != lim->cluster_id)
@@ -351,4 +355,19 @@ int peer_frame_verify(const uint8_t *buf, size_t len,
 	if (type)
 		*type = buf[OFF_TYPE];
 	return 0;
+}
+
+void peer_encode_hello(uint64_t cluster_id, uint64_t sender, uint8_t *buf)
+{
+	KEEL_ASSERT(sender != RAFT_NONE);
+	for (size_t i = 0; i < 4; i++)
+		buf[OFF_MAGIC + i] = magic[i];
+	buf[OFF_VERSION] = PEER_VERSION;
+	buf[OFF_TYPE] = PEER_TYPE_HELLO;
+	keel_put_u16(buf + OFF_FLAGS, 0);
+	keel_put_u64(buf + OFF_CLUSTER, cluster_id);
+	keel_put_u64(buf + OFF_SENDER, sender);
+	keel_put_u32(buf + OFF_BODY_LEN, 0);
+	keel_put_u32(buf + PEER_HEADER_SIZE,
+		     keel_crc32c(0, buf, PEER_HEADER_SIZE));
 }

@@ -1,0 +1,263 @@
+/*
+ * test_posix_env.c -- the real peer transport on loopback: three envs in
+ * one libuv loop exchange frames over TCP; a corrupted frame is counted
+ * and closes its connection, which then comes back by itself; a dead
+ * peer's queue stays within its byte cap; timers fire in order and a
+ * stopped timer never fires. Every wait is bounded by a loop deadline.
+ */
+#include <unistd.h>
+
+#include "test.h"
+
+#include "keel/peer.h"
+#include "keel/posix_env.h"
+
+#define N 3
+
+struct got {
+	uint64_t frames[N + 1]; /* by sender */
+	uint64_t last_term;
+};
+
+static struct got got[N + 1];
+static int base_port;
+
+static void on_frame(void *ctx, const uint8_t *frame, size_t len)
+{
+	struct got *g = ctx;
+	struct peer_limits lim;
+	peer_limits_default(&lim, 9);
+	struct raft_msg m;
+	struct raft_entry ents[4];
+	if (peer_decode(frame, len, &lim, NULL, &m, ents, 4) == 0 &&
+	    m.from <= N) {
+		g->frames[m.from]++;
+		g->last_term = m.term;
+	}
+}
+
+static struct posix_env *make_env(uv_loop_t *loop, raft_id id, uint64_t cap)
+{
+	struct posix_env_config cfg = {.id = id, .cluster_id = 9, .n_peers = N,
+				       .on_frame = on_frame, .ctx = &got[id],
+				       .max_queue_bytes = cap,
+				       .backoff_min_ms = 10, .backoff_max_ms = 50,
+				       .log_level = ENV_LOG_ERROR + 1};
+	for (int i = 0; i < N; i++) {
+		cfg.peers[i].id = (raft_id)(i + 1);
+		snprintf(cfg.peers[i].addr, sizeof(cfg.peers[i].addr),
+			 "127.0.0.1:%d", base_port + i);
+	}
+	struct posix_env *e = NULL;
+	char err[256];
+	int rv = posix_env_create(loop, &cfg, &e, err, sizeof(err));
+	if (rv) {
+		fprintf(stderr, "  env %llu: %s\n", (unsigned long long)id, err);
+		if (e) {
+			uv_run(loop, UV_RUN_NOWAIT);
+			posix_env_free(e);
+		}
+		return NULL;
+	}
+	return e;
+}
+
+static void send_hb(struct env *env, raft_id from, raft_id to, uint64_t term)
+{
+	struct raft_msg m = {.type = RAFT_MSG_HEARTBEAT, .from = from, .to = to,
+			     .term = term};
+	uint8_t buf[128];
+	size_t n;
+	KEEL_ASSERT(peer_encode(&m, 9, buf, sizeof(buf), &n) == 0);
+	env->net.ops->send(env->net.ctx, to, buf, n);
+}
+
+/* Runs the loop until pred() or the deadline (ms). */
+static bool run_until(uv_loop_t *loop, bool (*pred)(void), uint64_t ms)
+{
+	uint64_t end = uv_hrtime() + ms * 1000000ull;
+	while (!pred() && uv_hrtime() < end)
+		uv_run(loop, UV_RUN_NOWAIT), usleep(1000);
+	return pred();
+}
+
+static bool all_delivered(void)
+{
+	return got[2].frames[1] >= 100 && got[1].frames[2] >= 100 &&
+	       got[1].frames[3] >= 100 && got[3].frames[2] >= 100;
+}
+
+static struct posix_env *watched;
+static uint64_t reconnects_before;
+
+static uint64_t reconnects_to_2(void)
+{
+	struct posix_env_peer_stats st[N];
+	uint32_t np = posix_env_peer_stats(watched, st, N);
+	for (uint32_t i = 0; i < np; i++)
+		if (st[i].id == 2)
+			return st[i].reconnects;
+	return 0;
+}
+
+/* Node 1 has reconnected to node 2 after losing the connection. */
+static bool redialed(void)
+{
+	struct posix_env_peer_stats st[N];
+	uint32_t np = posix_env_peer_stats(watched, st, N);
+	for (uint32_t i = 0; i < np; i++)
+		if (st[i].id == 2)
+			return st[i].connected &&
+			       st[i].reconnects > reconnects_before;
+	return false;
+}
+
+static bool term7_arrived(void)
+{
+	return got[2].last_term == 7;
+}
+
+static int fired[3];
+static void timer_cb(void *arg)
+{
+	int *slot = arg;
+	*slot = ++fired[2];
+}
+
+static bool timers_done(void)
+{
+	return fired[2] >= 2;
+}
+
+TEST(peers_exchange_frames_and_recover_from_a_bad_frame)
+{
+	/* Ports from the pid keep parallel runs apart; retried if taken. */
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct posix_env *e[N + 1] = {0};
+	struct env env[N + 1];
+	for (int attempt = 0; attempt < 20; attempt++) {
+		base_port = 20000 + (int)((getpid() * 7 + attempt * 97) % 30000);
+		bool ok = true;
+		for (int i = 1; i <= N && ok; i++) {
+			e[i] = make_env(&loop, (raft_id)i, 0);
+			ok = e[i] != NULL;
+		}
+		if (ok)
+			break;
+		for (int i = 1; i <= N; i++)
+			if (e[i]) {
+				posix_env_close(e[i]);
+				uv_run(&loop, UV_RUN_NOWAIT);
+				posix_env_free(e[i]);
+				e[i] = NULL;
+			}
+	}
+	ASSERT(e[1] && e[2] && e[3]);
+	for (int i = 1; i <= N; i++) {
+		memset(&env[i], 0, sizeof(env[i]));
+		posix_env_fill(e[i], &env[i]);
+	}
+	for (int k = 0; k < 100; k++) {
+		send_hb(&env[1], 1, 2, 5);
+		send_hb(&env[2], 2, 1, 5);
+		send_hb(&env[3], 3, 1, 5);
+		send_hb(&env[2], 2, 3, 5);
+	}
+	EXPECT(run_until(&loop, all_delivered, 5000));
+
+	/* A frame with a flipped bit: counted, connection closed, and the
+	 * dialer reconnects; frames sent afterwards arrive. */
+	struct raft_msg m = {.type = RAFT_MSG_HEARTBEAT, .from = 1, .to = 2,
+			     .term = 6};
+	uint8_t bad[128];
+	size_t n;
+	ASSERT(peer_encode(&m, 9, bad, sizeof(bad), &n) == 0);
+	bad[20] ^= 1;
+	watched = e[1];
+	reconnects_before = reconnects_to_2();
+	env[1].net.ops->send(env[1].net.ctx, 2, bad, n);
+	EXPECT(run_until(&loop, redialed, 5000));
+	for (int k = 0; k < 10; k++)
+		send_hb(&env[1], 1, 2, 7);
+	EXPECT(run_until(&loop, term7_arrived, 5000));
+	struct posix_env_peer_stats st[N];
+	uint32_t np = posix_env_peer_stats(e[2], st, N);
+	uint64_t bad_frames = 0;
+	for (uint32_t i = 0; i < np; i++)
+		if (st[i].id == 1)
+			bad_frames = st[i].bad_frames;
+	EXPECT_EQ_U64(bad_frames, 1);
+	EXPECT_EQ_U64(got[2].last_term, 7);
+
+	/* Timers: the shorter fires first, a stopped one never. */
+	uint64_t h1 = env[1].clock.ops->timer_start(env[1].clock.ctx, 30000000,
+						    timer_cb, &fired[0]);
+	uint64_t h2 = env[1].clock.ops->timer_start(env[1].clock.ctx, 5000000,
+						    timer_cb, &fired[1]);
+	int never = 0;
+	uint64_t h3 = env[1].clock.ops->timer_start(env[1].clock.ctx, 1000000,
+						    timer_cb, &never);
+	env[1].clock.ops->timer_stop(env[1].clock.ctx, h3);
+	EXPECT(h1 && h2 && h3);
+	EXPECT(run_until(&loop, timers_done, 2000));
+	EXPECT(fired[1] == 1 && fired[0] == 2);
+	EXPECT(never == 0);
+
+	for (int i = 1; i <= N; i++)
+		posix_env_close(e[i]);
+	for (int k = 0; k < 10; k++)
+		uv_run(&loop, UV_RUN_NOWAIT);
+	for (int i = 1; i <= N; i++)
+		posix_env_free(e[i]);
+	EXPECT(uv_loop_close(&loop) == 0);
+}
+
+TEST(queue_to_a_dead_peer_is_bounded)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct posix_env *e = NULL;
+	for (int attempt = 0; attempt < 20 && !e; attempt++) {
+		base_port = 20000 + (int)((getpid() * 13 + attempt * 101) % 30000);
+		e = make_env(&loop, 1, 4096); /* peers 2, 3 never start */
+	}
+	ASSERT(e);
+	struct env env;
+	posix_env_fill(e, &env);
+	for (int k = 0; k < 1000; k++)
+		send_hb(&env, 1, 2, 1);
+	for (int k = 0; k < 20; k++)
+		uv_run(&loop, UV_RUN_NOWAIT);
+	struct posix_env_peer_stats st[N];
+	uint32_t np = posix_env_peer_stats(e, st, N);
+	bool checked = false;
+	for (uint32_t i = 0; i < np; i++) {
+		if (st[i].id != 2)
+			continue;
+		checked = true;
+		EXPECT(st[i].queued_bytes <= 4096);
+		EXPECT(st[i].dropped_full > 0);
+		EXPECT(!st[i].connected);
+	}
+	EXPECT(checked);
+	posix_env_close(e);
+	for (int k = 0; k < 10; k++)
+		uv_run(&loop, UV_RUN_NOWAIT);
+	posix_env_free(e);
+	EXPECT(uv_loop_close(&loop) == 0);
+}
+
+TEST(address_parsing)
+{
+	struct sockaddr_storage ss;
+	EXPECT(posix_env_parse_addr("127.0.0.1:7101", &ss) == 0);
+	EXPECT(posix_env_parse_addr("[::1]:7101", &ss) == 0);
+	EXPECT(posix_env_parse_addr("localhost:1", &ss) == 0);
+	EXPECT(posix_env_parse_addr("127.0.0.1", &ss) == KEEL_ERR_INVAL);
+	EXPECT(posix_env_parse_addr("127.0.0.1:0", &ss) == KEEL_ERR_INVAL);
+	EXPECT(posix_env_parse_addr("127.0.0.1:65536", &ss) == KEEL_ERR_INVAL);
+	EXPECT(posix_env_parse_addr("127.0.0.1:7x", &ss) == KEEL_ERR_INVAL);
+	EXPECT(posix_env_parse_addr("example.com:80", &ss) == KEEL_ERR_INVAL);
+	EXPECT(posix_env_parse_addr("[::1:7101", &ss) == KEEL_ERR_INVAL);
+}
