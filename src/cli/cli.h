@@ -6,5 +6,6 @@
 /* Each returns the process exit code. argv[0] is the subcommand name. */
 int cmd_bench(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_sim(int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@ struct subcommand {
 static const struct subcommand subcommands[] = {
 	{"bench", cmd_bench, "micro-benchmarks (keel bench raft)"},
 	{"check", cmd_check, "check a history for linearizability"},
+	{"sim", cmd_sim, "deterministic simulation"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,155 @@
+/*
+ * env.h -- the environment a node runs in: clock and timers, network,
+ * randomness, logging and the log store, each a {ctx, vtable} pair.
+ *
+ * The node code (src/node/) reaches the world only through these. Two
+ * implementations drive the same node code: the deterministic simulator
+ * (src/sim/: one thread, simulated time, faults drawn from a seed) and,
+ * later, the posix environment (libuv loop, sockets, files). Nothing in
+ * src/node/ may know which one it has.
+ *
+ * Re-entrancy rule, shared by every implementation: no env call invokes a
+ * node callback from inside itself. Timers, store completions and incoming
+ * frames are delivered later, from the environment's own loop, so the node
+ * may call the env while it holds borrowed pointers into its Raft core.
+ */
+#ifndef KEEL_ENV_H
+#define KEEL_ENV_H
+
+#include "keel/common.h"
+#include "keel/raft.h"
+
+/* ---- clock and timers ---------------------------------------------------- */
+
+typedef void (*env_timer_cb)(void *arg);
+
+struct env_clock_ops {
+	/* Monotonic time of this node in nanoseconds (its own clock: in the
+	 * simulator it drifts and is skewed against the other nodes). */
+	uint64_t (*now_ns)(void *ctx);
+	/* One-shot timer: cb(arg) runs once, delay_ns from now on this
+	 * node's clock, unless stopped first. Returns a handle > 0, or 0 when
+	 * it could not be started. */
+	uint64_t (*timer_start)(void *ctx, uint64_t delay_ns, env_timer_cb cb,
+				void *arg);
+	/* Stops a timer that has not fired; a fired or unknown handle is a
+	 * no-op. */
+	void (*timer_stop)(void *ctx, uint64_t handle);
+};
+
+struct env_clock {
+	void *ctx;
+	const struct env_clock_ops *ops;
+};
+
+/* ---- network -------------------------------------------------------------- */
+
+struct env_net_ops {
+	/* Sends one peer frame to node `to`, best effort: it may be lost,
+	 * duplicated, delayed, reordered or corrupted on the way. The bytes
+	 * are copied before the call returns. Frames arrive at the receiver
+	 * through node_receive(). */
+	void (*send)(void *ctx, raft_id to, const uint8_t *frame, size_t len);
+};
+
+struct env_net {
+	void *ctx;
+	const struct env_net_ops *ops;
+};
+
+/* ---- randomness ----------------------------------------------------------- */
+
+struct env_rand_ops {
+	/* 64 random bits. The simulator derives them from the run's seed; the
+	 * posix env from the OS. */
+	uint64_t (*next)(void *ctx);
+};
+
+struct env_rand {
+	void *ctx;
+	const struct env_rand_ops *ops;
+};
+
+/* ---- logging -------------------------------------------------------------- */
+
+enum env_log_level {
+	ENV_LOG_DEBUG = 0,
+	ENV_LOG_INFO,
+	ENV_LOG_WARN,
+	ENV_LOG_ERROR,
+};
+
+struct env_log_ops {
+	/* One line of text (no newline); msg is borrowed for the call. */
+	void (*log)(void *ctx, int level, const char *msg);
+};
+
+struct env_log {
+	void *ctx;
+	const struct env_log_ops *ops;
+};
+
+/* ---- log store ------------------------------------------------------------ */
+
+/*
+ * The durable Raft log and hard state of one node. The WAL (segmented
+ * files, CRC records, snapshots) implements this over env disk primitives;
+ * the simulator implements it as an in-memory model with honest crash
+ * semantics (what is not synced at a crash is lost or torn).
+ *
+ * One write is, in this order: drop every stored entry with index >=
+ * truncate_from (0 = drop nothing), append entries (contiguous, the first
+ * at truncate_from when that is set), then store the hard state (when
+ * has_hard_state). A crash keeps every completed write and some prefix of
+ * that sequence of records of the writes after it (a torn tail): entries
+ * may survive without the hard state written after them, never the other
+ * way round.
+ */
+struct env_store_write {
+	uint64_t truncate_from;
+	uint32_t n_entries;
+	const struct raft_entry *entries; /* borrowed for the call */
+	bool has_hard_state;
+	struct raft_hard_state hard_state;
+};
+
+/* Everything a store holds, as loaded at start-up. */
+struct env_store_state {
+	struct raft_hard_state hard_state;
+	uint32_t n_entries;
+	const struct raft_entry *entries; /* indexes 1..n_entries */
+};
+
+/* Completion of a write: status 0 once durable, or an error (the store is
+ * then poisoned: every later write fails too). Completions run in the
+ * order the writes were issued. */
+typedef void (*env_store_cb)(void *arg, int status);
+
+struct env_store_ops {
+	/* Loads the durable state. Everything in *out is owned by the store
+	 * and valid until the next call on it. Returns 0 or KEEL_ERR_IO /
+	 * KEEL_ERR_CORRUPT. */
+	int (*load)(void *ctx, struct env_store_state *out);
+	/* Issues one write; w and the entry data are copied before the call
+	 * returns. cb(arg, status) runs later, once it is durable. Returns 0,
+	 * or an error when it could not be queued (cb will not run). */
+	int (*append)(void *ctx, const struct env_store_write *w,
+		      env_store_cb cb, void *arg);
+};
+
+struct env_store {
+	void *ctx;
+	const struct env_store_ops *ops;
+};
+
+/* ---- the whole environment of one node ------------------------------------ */
+
+struct env {
+	struct env_clock clock;
+	struct env_net net;
+	struct env_rand rand;
+	struct env_log log;
+	struct env_store store;
+};
+
+#endif /* KEEL_ENV_H */

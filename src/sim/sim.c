@@ -1,0 +1,1546 @@
+/*
+ * sim.c -- the deterministic simulator's run loop and its env.
+ *
+ * One thread, one seed, discrete events: the earliest network delivery,
+ * timer, disk completion, client action or fault comes next (ties broken
+ * by a sequence number), and simulated time jumps to it. The nodes are the
+ * real node code (src/node/) over a sim env: frames travel through the
+ * real peer codec as bytes (and may be lost, duplicated, delayed,
+ * reordered or have bits flipped on the way), the disk is the store model
+ * of store.c, each node's clock runs at its own rate.
+ *
+ * A run has two phases. The fault phase drives concurrent clients through
+ * the configured faults and checks the Raft safety properties after every
+ * step (checker.c); at its end the client history must be linearizable
+ * and no acknowledged write may be missing. The liveness phase heals every
+ * fault, restarts crashed nodes, and requires the cluster to elect a
+ * leader, commit a new write and converge within a bound of simulated
+ * time.
+ *
+ * Every random choice comes from keel_rand streams derived from the seed;
+ * nothing reads the real clock. No global state: a run is one struct sim.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sim/sim_internal.h"
+
+#define MS 1000000ull
+#define US 1000ull
+#define SEC (1000 * MS)
+
+#define SIM_MAX_CLIENTS 8
+#define SIM_MAX_KEYS 5
+#define SIM_TIMERS 4
+#define SIM_MAX_STEPS 400000000ull
+#define SIM_LIVENESS_BOUND (60 * SEC)
+#define SIM_FAULT_PERIOD (100 * MS)
+
+enum ev_type {
+	EV_DELIVER = 1,
+	EV_TIMER,
+	EV_DISK,
+	EV_CLIENT_REQ,
+	EV_CLIENT_REPLY,
+	EV_CLIENT_TIMEOUT,
+	EV_CLIENT_NEXT,
+	EV_FAULT,
+	EV_HEAL,
+	EV_RESTART,
+	EV_RESUME,
+};
+
+static const char *const ev_names[] = {
+	"?",	     "deliver", "timer",   "disk",    "client-req", "client-reply",
+	"timeout", "next",    "fault", "heal", "restart", "resume"};
+
+struct sim_event {
+	uint64_t time;
+	uint64_t seq;
+	uint8_t type;
+	uint8_t node; /* index into sim.nodes */
+	uint8_t from;
+	uint32_t inc;  /* node incarnation the event belongs to */
+	uint64_t a;    /* timer handle, client index, cookie */
+	uint64_t b;
+	void *p;       /* owned payload (frame bytes, request, reply) */
+	uint32_t len;
+	env_timer_cb cb;
+};
+
+struct sim_req {
+	uint64_t cookie;
+	uint8_t op, key;
+	uint8_t a_len, b_len;
+	uint8_t a[24], b[24];
+};
+
+struct sim_reply {
+	uint64_t cookie;
+	int status;
+	raft_id hint;
+	uint64_t index;
+	bool found;
+	uint32_t value_len;
+	uint8_t value[];
+};
+
+struct sim;
+
+struct sim_node {
+	struct sim *sim;
+	uint32_t idx;
+	raft_id id;
+	struct node *node; /* NULL while crashed */
+	bool paused;
+	uint64_t pause_until;
+	uint32_t inc;
+	struct sim_store store;
+	struct env env;
+	struct keel_rand rand; /* the node's env randomness */
+	uint64_t rate_ppm;     /* clock rate: 1e6 = true time */
+	uint64_t skew_ns;
+	uint64_t timers[SIM_TIMERS];
+	uint64_t disk_done; /* last scheduled disk completion */
+	uint64_t seen_commit;
+	uint64_t leader_term_checked;
+};
+
+struct sim_client {
+	uint32_t idx;
+	uint32_t process;
+	bool busy;
+	bool done;
+	uint64_t attempt;
+	uint64_t deadline;
+	uint64_t op_no; /* which operation a timeout event belongs to */
+	raft_id guess;
+	struct sim_req req;
+};
+
+struct sim_ack {
+	uint64_t index;
+	uint64_t hash;
+};
+
+struct sim {
+	struct sim_options opt;
+	struct sim_result *res;
+	uint32_t n_nodes;
+	struct sim_node nodes[SIM_MAX_NODES];
+	struct node_config ncfg;
+	struct keel_rand net_rand, disk_rand, client_rand, fault_rand,
+		crash_rand;
+	uint64_t now;
+	uint64_t seq;
+	uint64_t steps;
+	uint64_t next_handle;
+	bool liveness;
+
+	struct sim_event *heap;
+	uint64_t n_heap, cap_heap;
+
+	/* Parameters drawn from the seed. */
+	uint32_t loss_pm, dup_pm, corrupt_pm; /* per mille */
+	uint64_t lat_min, lat_jitter;         /* network */
+	uint32_t delay_pm;                    /* long-delay chance */
+	uint64_t delay_max;
+	uint64_t disk_min, disk_jitter;
+	uint32_t disk_spike_pm;
+	uint64_t disk_spike;
+	uint32_t partition_pm, crash_pm, pause_pm; /* per fault period */
+	uint32_t n_clients, n_keys;
+	uint64_t client_timeout;
+
+	bool block[SIM_MAX_NODES][SIM_MAX_NODES]; /* from -> to cut */
+	bool partitioned;
+	uint32_t n_down; /* crashed or paused */
+
+	struct sim_client clients[SIM_MAX_CLIENTS + 1]; /* last: liveness */
+	uint32_t next_process;
+	uint64_t ops_left;
+	uint32_t busy_clients;
+
+	struct sim_checker chk;
+	struct sim_history hist;
+	struct sim_ack *acks;
+	uint64_t n_acks, cap_acks;
+	bool live_ok;
+	uint64_t live_index;
+	char line[512];
+};
+
+/* ---- tracing --------------------------------------------------------------- */
+
+static bool tracing(const struct sim *s)
+{
+	return s->opt.trace != NULL;
+}
+
+__attribute__((format(printf, 2, 3))) static void trace(struct sim *s,
+							const char *fmt, ...);
+
+#include <stdarg.h>
+
+static void trace(struct sim *s, const char *fmt, ...)
+{
+	if (!s->opt.trace)
+		return;
+	int n = snprintf(s->line, sizeof(s->line), "t=%llu s=%llu ",
+			 (unsigned long long)s->now,
+			 (unsigned long long)s->steps);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(s->line + n, sizeof(s->line) - (size_t)n, fmt, ap);
+	va_end(ap);
+	s->opt.trace(s->opt.trace_ctx, s->line);
+}
+
+/* ---- event queue: a binary heap on (time, seq) ------------------------------- */
+
+static bool ev_before(const struct sim_event *a, const struct sim_event *b)
+{
+	return a->time < b->time || (a->time == b->time && a->seq < b->seq);
+}
+
+static void push(struct sim *s, struct sim_event ev)
+{
+	if (s->n_heap == s->cap_heap) {
+		uint64_t ncap = s->cap_heap ? s->cap_heap * 2 : 1024;
+		struct sim_event *nh = realloc(s->heap, ncap * sizeof(*nh));
+		KEEL_ASSERT(nh != NULL);
+		s->heap = nh;
+		s->cap_heap = ncap;
+	}
+	ev.seq = s->seq++;
+	uint64_t i = s->n_heap++;
+	while (i > 0) {
+		uint64_t p = (i - 1) / 2;
+		if (!ev_before(&ev, &s->heap[p]))
+			break;
+		s->heap[i] = s->heap[p];
+		i = p;
+	}
+	s->heap[i] = ev;
+}
+
+static struct sim_event pop(struct sim *s)
+{
+	KEEL_ASSERT(s->n_heap > 0);
+	struct sim_event top = s->heap[0];
+	struct sim_event last = s->heap[--s->n_heap];
+	uint64_t i = 0, n = s->n_heap;
+	for (;;) {
+		uint64_t l = 2 * i + 1, r = l + 1, m = i;
+		const struct sim_event *best = &last;
+		if (l < n && ev_before(&s->heap[l], best)) {
+			m = l;
+			best = &s->heap[l];
+		}
+		if (r < n && ev_before(&s->heap[r], best))
+			m = r;
+		if (m == i)
+			break;
+		s->heap[i] = s->heap[m];
+		i = m;
+	}
+	if (n)
+		s->heap[i] = last;
+	return top;
+}
+
+static uint64_t rnd_range(struct keel_rand *r, uint64_t lo, uint64_t hi)
+{
+	return hi <= lo ? lo : lo + keel_rand_below(r, hi - lo + 1);
+}
+
+/* ---- the sim env --------------------------------------------------------------- */
+
+static uint64_t env_now(void *ctx)
+{
+	struct sim_node *n = ctx;
+	return n->skew_ns + n->sim->now / 1000000 * n->rate_ppm +
+	       n->sim->now % 1000000 * n->rate_ppm / 1000000;
+}
+
+/* Simulated duration of d on this node's clock. */
+static uint64_t local_to_sim(const struct sim_node *n, uint64_t d)
+{
+	return d / n->rate_ppm * 1000000 + d % n->rate_ppm * 1000000 / n->rate_ppm;
+}
+
+static uint64_t env_timer_start(void *ctx, uint64_t delay, env_timer_cb cb,
+				void *arg)
+{
+	struct sim_node *n = ctx;
+	struct sim *s = n->sim;
+	int slot = -1;
+	for (int i = 0; i < SIM_TIMERS; i++)
+		if (!n->timers[i])
+			slot = i;
+	if (slot < 0)
+		return 0;
+	uint64_t h = ++s->next_handle;
+	n->timers[slot] = h;
+	push(s, (struct sim_event){.time = s->now + local_to_sim(n, delay),
+				   .type = EV_TIMER,
+				   .node = (uint8_t)n->idx,
+				   .inc = n->inc,
+				   .a = h,
+				   .p = arg,
+				   .cb = cb});
+	return h;
+}
+
+static bool take_timer(struct sim_node *n, uint64_t h)
+{
+	for (int i = 0; i < SIM_TIMERS; i++) {
+		if (n->timers[i] == h) {
+			n->timers[i] = 0;
+			return true;
+		}
+	}
+	return false;
+}
+
+static void env_timer_stop(void *ctx, uint64_t h)
+{
+	take_timer(ctx, h);
+}
+
+static void env_send(void *ctx, raft_id to, const uint8_t *frame, size_t len)
+{
+	struct sim_node *n = ctx;
+	struct sim *s = n->sim;
+	s->res->frames_sent++;
+	if (to < 1 || to > s->n_nodes)
+		return;
+	uint32_t t = (uint32_t)(to - 1);
+	if (s->block[n->idx][t]) {
+		if (tracing(s))
+			trace(s, "net drop %u->%u partition", n->idx + 1, t + 1);
+		return;
+	}
+	if (s->loss_pm && keel_rand_below(&s->net_rand, 1000) < s->loss_pm) {
+		if (tracing(s))
+			trace(s, "net drop %u->%u loss", n->idx + 1, t + 1);
+		return;
+	}
+	int copies = 1;
+	if (s->dup_pm && keel_rand_below(&s->net_rand, 1000) < s->dup_pm)
+		copies = 2;
+	for (int c = 0; c < copies; c++) {
+		uint8_t *b = malloc(len);
+		KEEL_ASSERT(b != NULL);
+		memcpy(b, frame, len);
+		bool bad = false;
+		if (s->corrupt_pm &&
+		    keel_rand_below(&s->net_rand, 1000) < s->corrupt_pm) {
+			uint32_t flips = (uint32_t)rnd_range(&s->net_rand, 1, 3);
+			for (uint32_t f = 0; f < flips; f++) {
+				uint64_t bit = keel_rand_below(&s->net_rand,
+							       len * 8);
+				b[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+			}
+			bad = true;
+			s->res->frames_corrupted++;
+		}
+		uint64_t d = s->lat_min +
+			     keel_rand_below(&s->net_rand, s->lat_jitter + 1);
+		if (s->delay_pm &&
+		    keel_rand_below(&s->net_rand, 1000) < s->delay_pm)
+			d += keel_rand_below(&s->net_rand, s->delay_max + 1);
+		if (tracing(s))
+			trace(s, "net send %u->%u len=%zu delay=%llu%s%s",
+			      n->idx + 1, t + 1, len, (unsigned long long)d,
+			      c ? " dup" : "", bad ? " corrupt" : "");
+		push(s, (struct sim_event){.time = s->now + d,
+					   .type = EV_DELIVER,
+					   .node = (uint8_t)t,
+					   .from = (uint8_t)n->idx,
+					   .p = b,
+					   .len = (uint32_t)len});
+	}
+}
+
+static uint64_t env_rand_next(void *ctx)
+{
+	struct sim_node *n = ctx;
+	return keel_rand_next(&n->rand);
+}
+
+static void env_log_line(void *ctx, int level, const char *msg)
+{
+	struct sim_node *n = ctx;
+	if (tracing(n->sim))
+		trace(n->sim, "node %u log %d %s", n->idx + 1, level, msg);
+}
+
+static int env_store_load(void *ctx, struct env_store_state *out)
+{
+	struct sim_node *n = ctx;
+	sim_store_load(&n->store, out);
+	return 0;
+}
+
+static int env_store_append(void *ctx, const struct env_store_write *w,
+			    env_store_cb cb, void *arg)
+{
+	struct sim_node *n = ctx;
+	struct sim *s = n->sim;
+	int rv = sim_store_submit(&n->store, w, cb, arg);
+	if (rv)
+		return rv;
+	uint64_t lat = s->disk_min +
+		       keel_rand_below(&s->disk_rand, s->disk_jitter + 1);
+	if (s->disk_spike_pm &&
+	    keel_rand_below(&s->disk_rand, 1000) < s->disk_spike_pm)
+		lat += keel_rand_below(&s->disk_rand, s->disk_spike + 1);
+	uint64_t at = KEEL_MAX(s->now + lat, n->disk_done);
+	n->disk_done = at;
+	if (tracing(s))
+		trace(s, "disk write node %u from=%llu n=%u hs=%d done_at=%llu",
+		      n->idx + 1, (unsigned long long)w->truncate_from,
+		      w->n_entries, w->has_hard_state, (unsigned long long)at);
+	push(s, (struct sim_event){.time = at,
+				   .type = EV_DISK,
+				   .node = (uint8_t)n->idx,
+				   .inc = n->inc});
+	return 0;
+}
+
+static const struct env_clock_ops clock_ops = {env_now, env_timer_start,
+					       env_timer_stop};
+static const struct env_net_ops net_ops = {env_send};
+static const struct env_rand_ops rand_ops = {env_rand_next};
+static const struct env_log_ops log_ops = {env_log_line};
+static const struct env_store_ops store_ops = {env_store_load,
+					       env_store_append};
+
+/* ---- checks around each step -------------------------------------------------- */
+
+static uint64_t node_term_at(const void *ctx, uint64_t index)
+{
+	int err = 0;
+	uint64_t t = raft_term_at(ctx, index, &err);
+	return err ? 0 : t;
+}
+
+static void obs_update(void *ctx, raft_id id, const struct raft_update *u)
+{
+	struct sim *s = ctx;
+	const struct raft *r = node_raft(s->nodes[id - 1].node);
+	for (uint32_t k = 0; k < u->n_entries; k++) {
+		const struct raft_entry *e = &u->entries[k];
+		uint64_t prev = k ? u->entries[k - 1].term
+				  : node_term_at(r, e->index - 1);
+		sim_check_logged(&s->chk, id, e->index, e->term,
+				 sim_entry_hash(e), prev);
+	}
+}
+
+static void obs_apply(void *ctx, raft_id id, const struct raft_entry *e)
+{
+	struct sim *s = ctx;
+	sim_check_applied(&s->chk, id, e->index, e->term, sim_entry_hash(e));
+}
+
+static uint32_t durable_votes(struct sim *s, uint64_t index, uint64_t term)
+{
+	uint32_t v = 0;
+	for (uint32_t i = 0; i < s->n_nodes; i++)
+		if (sim_store_durable_term(&s->nodes[i].store, index) == term)
+			v++;
+	return v;
+}
+
+/* Runs the per-step checks for one node after it handled an event. */
+static void check_node(struct sim *s, struct sim_node *n)
+{
+	if (!n->node)
+		return;
+	const struct raft *r = node_raft(n->node);
+	raft_check_invariants(r);
+	struct raft_status st;
+	raft_status(r, &st);
+	if (st.role == RAFT_LEADER) {
+		sim_check_leader(&s->chk, n->id, st.term);
+		if (n->leader_term_checked != st.term) {
+			n->leader_term_checked = st.term;
+			if (tracing(s))
+				trace(s, "leader node %u term %llu", n->idx + 1,
+				      (unsigned long long)st.term);
+			sim_check_leader_log(&s->chk, n->id, st.term,
+					     node_term_at, r);
+		}
+	}
+	for (uint64_t i = n->seen_commit + 1; i <= st.commit; i++) {
+		const struct raft_entry *e = raft_entry_at(r, i);
+		KEEL_ASSERT(e != NULL);
+		bool fresh = false;
+		sim_check_committed(&s->chk, n->id, i, e->term,
+				    sim_entry_hash(e), &fresh);
+		if (!fresh)
+			continue;
+		sim_check_durable(&s->chk, i, durable_votes(s, i, e->term));
+		/* Leaders of later terms must already hold it. */
+		for (uint32_t k = 0; k < s->n_nodes; k++) {
+			struct sim_node *o = &s->nodes[k];
+			if (!o->node || o == n)
+				continue;
+			struct raft_status os;
+			raft_status(node_raft(o->node), &os);
+			if (os.role == RAFT_LEADER && os.term > e->term &&
+			    node_term_at(node_raft(o->node), i) != e->term) {
+				char d[128];
+				snprintf(d, sizeof(d),
+					 "leader %llu of term %llu lacks newly "
+					 "committed index %llu",
+					 (unsigned long long)o->id,
+					 (unsigned long long)os.term,
+					 (unsigned long long)i);
+				sim_checker_fail(&s->chk, "leader-completeness",
+						 d);
+			}
+		}
+	}
+	if (st.commit > n->seen_commit)
+		n->seen_commit = st.commit;
+}
+
+/* After a crash: every committed entry is still durable on a majority. */
+static void check_all_durable(struct sim *s)
+{
+	for (uint64_t i = 1; i <= s->chk.n_committed && !s->chk.violated; i++)
+		sim_check_durable(&s->chk, i,
+				  durable_votes(s, i, s->chk.committed[i - 1].term));
+}
+
+/* ---- nodes: start, crash, pause ------------------------------------------------- */
+
+static void on_reply(void *ctx, const struct node_reply *rep);
+
+static int start_node(struct sim *s, struct sim_node *n)
+{
+	struct node_config cfg = s->ncfg;
+	cfg.id = n->id;
+	cfg.reply_ctx = n;
+	int rv = node_create(&cfg, &n->env, &n->node);
+	if (rv) {
+		char d[128];
+		snprintf(d, sizeof(d), "node %u cannot start: %s", n->idx + 1,
+			 keel_strerror(rv));
+		sim_checker_fail(&s->chk, "restart", d);
+		n->node = NULL;
+		return rv;
+	}
+	n->seen_commit = 0;
+	n->leader_term_checked = 0;
+	sim_checker_restart(&s->chk, n->id);
+	return 0;
+}
+
+static void crash_node(struct sim *s, struct sim_node *n)
+{
+	KEEL_ASSERT(n->node != NULL);
+	node_destroy(n->node);
+	n->node = NULL;
+	n->inc++;
+	memset(n->timers, 0, sizeof(n->timers));
+	uint64_t before = sim_store_unsynced_records(&n->store);
+	uint64_t kept = sim_store_crash(&n->store, &s->crash_rand);
+	n->disk_done = 0;
+	if (n->paused) {
+		n->paused = false;
+		s->n_down--;
+	}
+	s->n_down++;
+	s->res->crashes++;
+	if (tracing(s))
+		trace(s, "crash node %u unsynced=%llu kept=%llu", n->idx + 1,
+		      (unsigned long long)before, (unsigned long long)kept);
+	check_all_durable(s);
+}
+
+/* ---- clients ------------------------------------------------------------------- */
+
+static void client_send(struct sim *s, struct sim_client *c, raft_id to)
+{
+	c->attempt++;
+	c->req.cookie = ((uint64_t)c->idx << 40) | c->attempt;
+	struct sim_req *rq = malloc(sizeof(*rq));
+	KEEL_ASSERT(rq != NULL);
+	*rq = c->req;
+	uint64_t d = s->lat_min + keel_rand_below(&s->client_rand,
+						  s->lat_jitter + 1);
+	push(s, (struct sim_event){.time = s->now + d,
+				   .type = EV_CLIENT_REQ,
+				   .node = (uint8_t)(to - 1),
+				   .p = rq});
+}
+
+static raft_id pick_node(struct sim *s, struct sim_client *c)
+{
+	if (c->guess && keel_rand_below(&s->client_rand, 10) < 8)
+		return c->guess;
+	return 1 + keel_rand_below(&s->client_rand, s->n_nodes);
+}
+
+static void digits(struct keel_rand *r, uint8_t *out, uint8_t *len,
+		   uint64_t below)
+{
+	*len = (uint8_t)snprintf((char *)out, 24, "%llu",
+				 (unsigned long long)keel_rand_below(r, below));
+}
+
+static void hist(struct sim *s, struct sim_client *c, int type, bool has,
+		 const uint8_t *v1, uint32_t l1, const uint8_t *v2,
+		 uint32_t l2)
+{
+	int rv = sim_history_add(&s->hist, s->now, c->process, type,
+				 c->req.op, c->req.key, has, v1, l1, v2, l2);
+	KEEL_ASSERT(rv == 0);
+}
+
+/* Starts client c's next operation, or ends it. */
+static void client_next(struct sim *s, struct sim_client *c)
+{
+	KEEL_ASSERT(!c->busy);
+	bool live = c->idx == s->n_clients;
+	if (!live && s->ops_left == 0) {
+		c->done = true;
+		return;
+	}
+	struct keel_rand *r = &s->client_rand;
+	memset(&c->req, 0, sizeof(c->req));
+	if (live) {
+		c->req.op = NODE_OP_PUT;
+		c->req.key = 0;
+		digits(r, c->req.a, &c->req.a_len, 10);
+	} else {
+		s->ops_left--;
+		uint64_t p = keel_rand_below(r, 100);
+		c->req.op = p < 30   ? NODE_OP_GET
+			    : p < 50 ? NODE_OP_PUT
+			    : p < 65 ? NODE_OP_CAS
+			    : p < 80 ? NODE_OP_INCR
+			    : p < 90 ? NODE_OP_APPEND
+				     : NODE_OP_DEL;
+		c->req.key = (uint8_t)keel_rand_below(r, s->n_keys);
+		if (c->req.op == NODE_OP_PUT)
+			digits(r, c->req.a, &c->req.a_len, 10);
+		else if (c->req.op == NODE_OP_APPEND)
+			digits(r, c->req.a, &c->req.a_len, 10);
+		else if (c->req.op == NODE_OP_CAS) {
+			digits(r, c->req.a, &c->req.a_len, 10);
+			digits(r, c->req.b, &c->req.b_len, 10);
+		}
+	}
+	c->busy = true;
+	s->busy_clients++;
+	s->res->ops_invoked++;
+	c->deadline = s->now + s->client_timeout;
+	hist(s, c, SIM_INVOKE, false, c->req.a, c->req.a_len, c->req.b,
+	     c->req.b_len);
+	if (tracing(s))
+		trace(s, "client %u p=%u invoke %s k%u", c->idx, c->process,
+		      node_op_name(c->req.op), c->req.key);
+	push(s, (struct sim_event){.time = c->deadline,
+				   .type = EV_CLIENT_TIMEOUT,
+				   .a = c->idx,
+				   .b = s->res->ops_invoked});
+	c->op_no = s->res->ops_invoked;
+	client_send(s, c, pick_node(s, c));
+}
+
+static void client_finish(struct sim *s, struct sim_client *c, int type)
+{
+	KEEL_ASSERT(c->busy);
+	c->busy = false;
+	s->busy_clients--;
+	if (type == SIM_OK)
+		s->res->ops_ok++;
+	else if (type == SIM_FAIL)
+		s->res->ops_fail++;
+	else {
+		s->res->ops_info++;
+		/* Jepsen: an indeterminate op leaves its process open; the
+		 * client goes on as a new process. */
+		c->process = s->next_process++;
+	}
+	uint64_t think = keel_rand_below(&s->client_rand, 200 * US);
+	push(s, (struct sim_event){.time = s->now + think,
+				   .type = EV_CLIENT_NEXT,
+				   .a = c->idx});
+}
+
+static void client_reply(struct sim *s, struct sim_client *c,
+			 const struct sim_reply *rp)
+{
+	if (!c->busy || rp->cookie != c->req.cookie)
+		return; /* an answer to an attempt already given up */
+	if (tracing(s))
+		trace(s, "client %u p=%u reply %s idx=%llu", c->idx,
+		      c->process, node_status_name(rp->status),
+		      (unsigned long long)rp->index);
+	switch (rp->status) {
+	case NODE_NOT_LEADER:
+		c->guess = rp->hint;
+		if (!rp->hint)
+			c->guess = 1 + keel_rand_below(&s->client_rand,
+						       s->n_nodes);
+		client_send(s, c, c->guess);
+		return;
+	case NODE_DROPPED:
+		hist(s, c, SIM_FAIL, false, NULL, 0, NULL, 0);
+		client_finish(s, c, SIM_FAIL);
+		return;
+	case NODE_FAIL:
+		hist(s, c, SIM_FAIL, false, NULL, 0, NULL, 0);
+		client_finish(s, c, SIM_FAIL);
+		return;
+	default:
+		break;
+	}
+	if (c->req.op != NODE_OP_GET) {
+		/* Remember what the acknowledged write was: it must stay. */
+		KEEL_ASSERT(rp->index >= 1 && rp->index <= s->chk.n_applied);
+		if (s->n_acks == s->cap_acks) {
+			s->cap_acks = s->cap_acks ? s->cap_acks * 2 : 1024;
+			s->acks = realloc(s->acks,
+					  s->cap_acks * sizeof(*s->acks));
+			KEEL_ASSERT(s->acks != NULL);
+		}
+		s->acks[s->n_acks++] = (struct sim_ack){
+			rp->index, s->chk.applied[rp->index - 1].hash};
+		if (c->idx == s->n_clients) {
+			s->live_ok = true;
+			s->live_index = rp->index;
+		}
+	}
+	bool has = rp->found;
+	if (c->req.op == NODE_OP_INCR || c->req.op == NODE_OP_GET)
+		hist(s, c, SIM_OK, has, rp->value, rp->value_len, NULL, 0);
+	else
+		hist(s, c, SIM_OK, false, NULL, 0, NULL, 0);
+	client_finish(s, c, SIM_OK);
+}
+
+static void on_reply(void *ctx, const struct node_reply *rep)
+{
+	struct sim_node *n = ctx;
+	struct sim *s = n->sim;
+	uint32_t vlen = rep->result ? rep->result->value_len : 0;
+	struct sim_reply *rp = malloc(sizeof(*rp) + vlen);
+	KEEL_ASSERT(rp != NULL);
+	rp->cookie = rep->cookie;
+	rp->status = rep->status;
+	rp->hint = rep->leader_hint;
+	rp->index = rep->index;
+	rp->found = rep->result ? rep->result->found : false;
+	rp->value_len = vlen;
+	if (vlen)
+		memcpy(rp->value, rep->result->value, vlen);
+	uint64_t d = s->lat_min + keel_rand_below(&s->client_rand,
+						  s->lat_jitter + 1);
+	push(s, (struct sim_event){.time = s->now + d,
+				   .type = EV_CLIENT_REPLY,
+				   .a = rep->cookie >> 40,
+				   .p = rp});
+}
+
+/* ---- faults ---------------------------------------------------------------------- */
+
+static struct sim_node *leader_node(struct sim *s)
+{
+	struct sim_node *best = NULL;
+	uint64_t best_term = 0;
+	for (uint32_t i = 0; i < s->n_nodes; i++) {
+		struct sim_node *n = &s->nodes[i];
+		if (!n->node)
+			continue;
+		struct raft_status st;
+		raft_status(node_raft(n->node), &st);
+		if (st.role == RAFT_LEADER && st.term >= best_term) {
+			best = n;
+			best_term = st.term;
+		}
+	}
+	return best;
+}
+
+static void make_partition(struct sim *s)
+{
+	struct keel_rand *r = &s->fault_rand;
+	uint32_t n = s->n_nodes;
+	uint64_t kind = keel_rand_below(r, 4);
+	const char *what = "?";
+	if (kind == 0) {
+		/* Symmetric split into two non-empty sides. */
+		uint32_t side = (uint32_t)rnd_range(r, 1, (1u << n) - 2);
+		for (uint32_t a = 0; a < n; a++)
+			for (uint32_t b = 0; b < n; b++)
+				s->block[a][b] = ((side >> a) & 1) !=
+						 ((side >> b) & 1);
+		what = "split";
+	} else if (kind == 1) {
+		/* One node can hear but not speak, or speak but not hear. */
+		uint32_t a = (uint32_t)keel_rand_below(r, n);
+		bool deaf = keel_rand_below(r, 2);
+		for (uint32_t b = 0; b < n; b++) {
+			if (b == a)
+				continue;
+			if (deaf)
+				s->block[b][a] = true;
+			else
+				s->block[a][b] = true;
+		}
+		what = deaf ? "deaf" : "mute";
+	} else if (kind == 2) {
+		struct sim_node *l = leader_node(s);
+		uint32_t a = l ? l->idx : (uint32_t)keel_rand_below(r, n);
+		for (uint32_t b = 0; b < n; b++)
+			if (b != a)
+				s->block[a][b] = s->block[b][a] = true;
+		what = "isolate-leader";
+	} else {
+		uint32_t a = (uint32_t)keel_rand_below(r, n);
+		uint32_t b = (uint32_t)((a + 1 + keel_rand_below(r, n - 1)) % n);
+		s->block[a][b] = true;
+		what = "one-way";
+	}
+	s->partitioned = true;
+	uint64_t heal = rnd_range(r, 200 * MS, 3 * SEC);
+	if (tracing(s)) {
+		char m[64];
+		uint32_t k = 0;
+		for (uint32_t a = 0; a < n; a++)
+			for (uint32_t b = 0; b < n; b++)
+				if (k + 5 < sizeof(m) && s->block[a][b])
+					k += (uint32_t)snprintf(m + k,
+								sizeof(m) - k,
+								"%u>%u ", a + 1,
+								b + 1);
+		m[k] = 0;
+		trace(s, "partition %s cut=%s heal_in=%llu", what, m,
+		      (unsigned long long)heal);
+	}
+	push(s, (struct sim_event){.time = s->now + heal, .type = EV_HEAL});
+}
+
+static struct sim_node *pick_up_node(struct sim *s)
+{
+	struct keel_rand *r = &s->fault_rand;
+	if (keel_rand_below(r, 3) == 0) {
+		struct sim_node *l = leader_node(s);
+		if (l && !l->paused)
+			return l;
+	}
+	uint32_t start = (uint32_t)keel_rand_below(r, s->n_nodes);
+	for (uint32_t k = 0; k < s->n_nodes; k++) {
+		struct sim_node *n = &s->nodes[(start + k) % s->n_nodes];
+		if (n->node && !n->paused)
+			return n;
+	}
+	return NULL;
+}
+
+static void fault_tick(struct sim *s)
+{
+	if (s->liveness)
+		return;
+	struct keel_rand *r = &s->fault_rand;
+	uint32_t max_down = (s->n_nodes - 1) / 2;
+	if (s->partition_pm && !s->partitioned &&
+	    keel_rand_below(r, 1000) < s->partition_pm)
+		make_partition(s);
+	if (s->crash_pm && s->n_down < max_down &&
+	    keel_rand_below(r, 1000) < s->crash_pm) {
+		struct sim_node *n = pick_up_node(s);
+		if (n) {
+			crash_node(s, n);
+			push(s, (struct sim_event){
+					.time = s->now + rnd_range(r, 50 * MS,
+								   2 * SEC),
+					.type = EV_RESTART,
+					.node = (uint8_t)n->idx});
+		}
+	}
+	if (s->pause_pm && s->n_down < max_down &&
+	    keel_rand_below(r, 1000) < s->pause_pm) {
+		struct sim_node *n = pick_up_node(s);
+		if (n) {
+			n->paused = true;
+			n->pause_until = s->now + rnd_range(r, 50 * MS,
+							    1500 * MS);
+			s->n_down++;
+			if (tracing(s))
+				trace(s, "pause node %u until %llu", n->idx + 1,
+				      (unsigned long long)n->pause_until);
+			push(s, (struct sim_event){.time = n->pause_until,
+						   .type = EV_RESUME,
+						   .node = (uint8_t)n->idx});
+		}
+	}
+	push(s, (struct sim_event){.time = s->now + SIM_FAULT_PERIOD,
+				   .type = EV_FAULT});
+}
+
+static void restart_node(struct sim *s, struct sim_node *n)
+{
+	if (n->node)
+		return;
+	s->n_down--;
+	if (tracing(s))
+		trace(s, "restart node %u log=%llu term=%llu", n->idx + 1,
+		      (unsigned long long)n->store.n_log,
+		      (unsigned long long)n->store.hs.term);
+	if (start_node(s, n) == 0)
+		check_node(s, n);
+}
+
+static void resume_node(struct sim *s, struct sim_node *n)
+{
+	if (!n->paused)
+		return;
+	n->paused = false;
+	s->n_down--;
+	if (tracing(s))
+		trace(s, "resume node %u", n->idx + 1);
+}
+
+/* ---- dispatch ---------------------------------------------------------------------- */
+
+/* Events for a paused node wait until it resumes. */
+static bool deferred(struct sim *s, struct sim_node *n, struct sim_event *ev)
+{
+	if (!n->paused)
+		return false;
+	ev->time = KEEL_MAX(n->pause_until, s->now);
+	push(s, *ev);
+	return true;
+}
+
+static void dispatch(struct sim *s, struct sim_event *ev)
+{
+	struct sim_node *n = &s->nodes[ev->node];
+	switch (ev->type) {
+	case EV_DELIVER:
+		if (!n->node) {
+			free(ev->p);
+			return;
+		}
+		if (deferred(s, n, ev))
+			return;
+		if (tracing(s))
+			trace(s, "deliver %u->%u len=%u", ev->from + 1,
+			      n->idx + 1, ev->len);
+		{
+			struct node_stats before;
+			node_stats(n->node, &before);
+			node_receive(n->node, ev->p, ev->len);
+			struct node_stats after;
+			node_stats(n->node, &after);
+			if (after.frames_bad != before.frames_bad) {
+				s->res->frames_bad++;
+				if (tracing(s))
+					trace(s, "node %u dropped a bad frame",
+					      n->idx + 1);
+			}
+		}
+		free(ev->p);
+		check_node(s, n);
+		return;
+	case EV_TIMER:
+		if (ev->inc != n->inc || !n->node)
+			return;
+		if (deferred(s, n, ev))
+			return;
+		if (!take_timer(n, ev->a))
+			return;
+		if (tracing(s))
+			trace(s, "timer node %u", n->idx + 1);
+		ev->cb(ev->p);
+		check_node(s, n);
+		return;
+	case EV_DISK: {
+		if (ev->inc != n->inc || !n->node)
+			return;
+		if (deferred(s, n, ev))
+			return;
+		env_store_cb cb;
+		void *arg;
+		bool any = sim_store_complete(&n->store, &cb, &arg);
+		KEEL_ASSERT(any);
+		if (tracing(s))
+			trace(s, "disk done node %u", n->idx + 1);
+		cb(arg, 0);
+		check_node(s, n);
+		return;
+	}
+	case EV_CLIENT_REQ: {
+		struct sim_req *rq = ev->p;
+		if (!n->node) {
+			free(rq);
+			return;
+		}
+		if (deferred(s, n, ev))
+			return;
+		char key[8];
+		int kl = snprintf(key, sizeof(key), "k%u", rq->key);
+		struct node_request req = {.cookie = rq->cookie,
+					   .op = rq->op,
+					   .key_len = (uint32_t)kl,
+					   .key = (const uint8_t *)key,
+					   .a_len = rq->a_len,
+					   .a = rq->a,
+					   .b_len = rq->b_len,
+					   .b = rq->b};
+		if (tracing(s))
+			trace(s, "request node %u client %llu %s",
+			      n->idx + 1,
+			      (unsigned long long)(rq->cookie >> 40),
+			      node_op_name(rq->op));
+		int rv = node_request(n->node, &req);
+		KEEL_ASSERT(rv == 0);
+		free(rq);
+		check_node(s, n);
+		return;
+	}
+	case EV_CLIENT_REPLY:
+		client_reply(s, &s->clients[ev->a], ev->p);
+		free(ev->p);
+		return;
+	case EV_CLIENT_TIMEOUT: {
+		struct sim_client *c = &s->clients[ev->a];
+		if (!c->busy || c->op_no != ev->b)
+			return;
+		if (tracing(s))
+			trace(s, "client %u p=%u timeout", c->idx, c->process);
+		hist(s, c, SIM_INFO, false, NULL, 0, NULL, 0);
+		client_finish(s, c, SIM_INFO);
+		return;
+	}
+	case EV_CLIENT_NEXT: {
+		struct sim_client *c = &s->clients[ev->a];
+		bool live = c->idx == s->n_clients;
+		if (live && (!s->liveness || s->live_ok))
+			return;
+		client_next(s, c);
+		return;
+	}
+	case EV_FAULT:
+		fault_tick(s);
+		return;
+	case EV_HEAL:
+		memset(s->block, 0, sizeof(s->block));
+		s->partitioned = false;
+		if (tracing(s))
+			trace(s, "heal partition");
+		return;
+	case EV_RESTART:
+		restart_node(s, n);
+		return;
+	case EV_RESUME:
+		resume_node(s, n);
+		return;
+	default:
+		KEEL_ASSERT(0 && "bad event");
+	}
+}
+
+static void free_event(struct sim_event *ev)
+{
+	if (ev->type == EV_DELIVER || ev->type == EV_CLIENT_REQ ||
+	    ev->type == EV_CLIENT_REPLY)
+		free(ev->p);
+}
+
+/* Runs events until done(s), a violation, an empty queue or time > bound.
+ * Returns true when done(s) held. */
+static bool run_until(struct sim *s, bool (*done)(struct sim *), uint64_t bound)
+{
+	while (!s->chk.violated) {
+		if (done(s))
+			return true;
+		if (s->n_heap == 0 || s->heap[0].time > bound)
+			return false;
+		if (s->steps >= SIM_MAX_STEPS) {
+			sim_checker_fail(&s->chk, "step-bound",
+					 "the run did not finish");
+			return false;
+		}
+		struct sim_event ev = pop(s);
+		KEEL_ASSERT(ev.time >= s->now);
+		s->now = ev.time;
+		s->steps++;
+		s->chk.step = s->steps;
+		(void)ev_names;
+		dispatch(s, &ev);
+	}
+	return false;
+}
+
+static bool fault_phase_done(struct sim *s)
+{
+	return s->ops_left == 0 && s->busy_clients == 0;
+}
+
+static bool converged(struct sim *s)
+{
+	if (!s->live_ok || s->clients[s->n_clients].busy)
+		return false;
+	uint64_t digest = 0;
+	for (uint32_t i = 0; i < s->n_nodes; i++) {
+		struct sim_node *n = &s->nodes[i];
+		if (!n->node || node_applied(n->node) < s->live_index)
+			return false;
+		struct raft_status st;
+		raft_status(node_raft(n->node), &st);
+		if (st.commit != node_applied(n->node))
+			return false;
+		uint64_t d = node_sm_digest(node_state_machine(n->node));
+		if (i && d != digest)
+			return false;
+		digest = d;
+	}
+	return true;
+}
+
+/* ---- parameters ---------------------------------------------------------------- */
+
+static const char *const fault_names[] = {"loss",      "dup",   "delay",
+					  "corrupt",   "partition", "crash",
+					  "pause",     "clock", "disk"};
+
+int sim_faults_parse(const char *list, uint32_t *mask)
+{
+	if (!strcmp(list, "all")) {
+		*mask = SIM_FAULTS_ALL;
+		return 0;
+	}
+	*mask = 0;
+	if (!strcmp(list, "none"))
+		return 0;
+	const char *p = list;
+	for (int guard = 0; guard < 64 && *p; guard++) {
+		const char *e = strchr(p, ',');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+		bool found = false;
+		for (size_t i = 0; i < KEEL_ARRAY_LEN(fault_names); i++) {
+			if (strlen(fault_names[i]) == len &&
+			    !strncmp(p, fault_names[i], len)) {
+				*mask |= 1u << i;
+				found = true;
+			}
+		}
+		if (!found)
+			return KEEL_ERR_INVAL;
+		if (!e)
+			return 0;
+		p = e + 1;
+	}
+	return KEEL_ERR_INVAL;
+}
+
+void sim_faults_format(uint32_t mask, char *buf, size_t cap)
+{
+	if ((mask & SIM_FAULTS_ALL) == SIM_FAULTS_ALL) {
+		snprintf(buf, cap, "all");
+		return;
+	}
+	if (!mask) {
+		snprintf(buf, cap, "none");
+		return;
+	}
+	size_t k = 0;
+	buf[0] = 0;
+	for (size_t i = 0; i < KEEL_ARRAY_LEN(fault_names); i++)
+		if ((mask >> i) & 1u && k < cap)
+			k += (size_t)snprintf(buf + k, cap - k, "%s%s",
+					      k ? "," : "", fault_names[i]);
+}
+
+struct mutant_name {
+	const char *name;
+	int value;
+};
+
+#ifdef KEEL_MUTANTS
+static const struct mutant_name mutants[] = {
+	{"vote-no-log-check", RAFT_MUTANT_VOTE_NO_LOG_CHECK},
+	{"commit-old-term", RAFT_MUTANT_COMMIT_OLD_TERM},
+	{"read-no-confirm", RAFT_MUTANT_READ_NO_CONFIRM},
+	{"ack-before-persist", RAFT_MUTANT_ACK_BEFORE_PERSIST},
+	{"send-before-persist", NODE_MUTANT_SEND_BEFORE_PERSIST},
+	{"apply-uncommitted", NODE_MUTANT_APPLY_UNCOMMITTED},
+	{"accept-bad-checksum", NODE_MUTANT_ACCEPT_BAD_CRC},
+};
+#else
+static const struct mutant_name mutants[1] = {{NULL, 0}};
+#endif
+
+int sim_mutant_parse(const char *name)
+{
+	for (size_t i = 0; i < KEEL_ARRAY_LEN(mutants); i++)
+		if (mutants[i].name && !strcmp(mutants[i].name, name))
+			return mutants[i].value;
+	return -1;
+}
+
+const char *sim_mutant_name(int i)
+{
+	if (i < 0 || (size_t)i >= KEEL_ARRAY_LEN(mutants))
+		return NULL;
+	return mutants[i].name;
+}
+
+static void draw_params(struct sim *s, struct keel_rand *m)
+{
+	uint32_t f = s->opt.faults;
+	/* Everything is drawn whatever the mask, so one fault's switch does
+	 * not shift the others' values. */
+	s->loss_pm = (uint32_t)rnd_range(m, 1, 100);
+	s->dup_pm = (uint32_t)rnd_range(m, 1, 50);
+	s->corrupt_pm = (uint32_t)rnd_range(m, 1, 30);
+	s->lat_min = rnd_range(m, 20, 200) * US;
+	s->lat_jitter = rnd_range(m, 10, 500) * US;
+	s->delay_pm = (uint32_t)rnd_range(m, 5, 100);
+	s->delay_max = rnd_range(m, 5, 80) * MS;
+	s->disk_min = rnd_range(m, 10, 300) * US;
+	s->disk_jitter = rnd_range(m, 10, 300) * US;
+	s->disk_spike_pm = (uint32_t)rnd_range(m, 5, 50);
+	s->disk_spike = rnd_range(m, 5, 100) * MS;
+	s->partition_pm = (uint32_t)rnd_range(m, 20, 200);
+	s->crash_pm = (uint32_t)rnd_range(m, 20, 150);
+	s->pause_pm = (uint32_t)rnd_range(m, 20, 150);
+	s->n_clients = (uint32_t)rnd_range(m, 3, SIM_MAX_CLIENTS);
+	s->n_keys = (uint32_t)rnd_range(m, 1, SIM_MAX_KEYS);
+	s->client_timeout = rnd_range(m, 300, 1500) * MS;
+	uint64_t drift[SIM_MAX_NODES], skew[SIM_MAX_NODES];
+	for (uint32_t i = 0; i < SIM_MAX_NODES; i++) {
+		drift[i] = rnd_range(m, 970000, 1030000);
+		skew[i] = rnd_range(m, 0, 10 * SEC);
+	}
+	if (!(f & SIM_FAULT_LOSS))
+		s->loss_pm = 0;
+	if (!(f & SIM_FAULT_DUP))
+		s->dup_pm = 0;
+	if (!(f & SIM_FAULT_CORRUPT))
+		s->corrupt_pm = 0;
+	if (!(f & SIM_FAULT_DELAY))
+		s->delay_pm = 0;
+	if (!(f & SIM_FAULT_DISK))
+		s->disk_spike_pm = 0;
+	if (!(f & SIM_FAULT_PARTITION))
+		s->partition_pm = 0;
+	if (!(f & SIM_FAULT_CRASH))
+		s->crash_pm = 0;
+	if (!(f & SIM_FAULT_PAUSE))
+		s->pause_pm = 0;
+	for (uint32_t i = 0; i < s->n_nodes; i++) {
+		s->nodes[i].rate_ppm = (f & SIM_FAULT_CLOCK) ? drift[i] : 1000000;
+		s->nodes[i].skew_ns = (f & SIM_FAULT_CLOCK) ? skew[i] : 0;
+	}
+	char *p = s->res->params;
+	size_t cap = sizeof(s->res->params);
+	int k = snprintf(p, cap,
+			 "clients=%u keys=%u timeout_ms=%llu loss=%u/1000 "
+			 "dup=%u/1000 corrupt=%u/1000 lat_us=%llu+%llu "
+			 "delay=%u/1000:%llums disk_us=%llu+%llu "
+			 "disk_spike=%u/1000:%llums partition=%u/1000 "
+			 "crash=%u/1000 pause=%u/1000 clock_ppm=",
+			 s->n_clients, s->n_keys,
+			 (unsigned long long)(s->client_timeout / MS),
+			 s->loss_pm, s->dup_pm, s->corrupt_pm,
+			 (unsigned long long)(s->lat_min / US),
+			 (unsigned long long)(s->lat_jitter / US), s->delay_pm,
+			 (unsigned long long)(s->delay_max / MS),
+			 (unsigned long long)(s->disk_min / US),
+			 (unsigned long long)(s->disk_jitter / US),
+			 s->disk_spike_pm,
+			 (unsigned long long)(s->disk_spike / MS),
+			 s->partition_pm, s->crash_pm, s->pause_pm);
+	for (uint32_t i = 0; i < s->n_nodes && k > 0 && (size_t)k < cap; i++)
+		k += snprintf(p + k, cap - (size_t)k, "%s%llu", i ? "," : "",
+			      (unsigned long long)s->nodes[i].rate_ppm);
+	if (k > 0 && (size_t)k < cap)
+		snprintf(p + k, cap - (size_t)k, " skew_ms=%llu",
+			 (unsigned long long)(s->nodes[s->n_nodes - 1].skew_ns /
+					      MS));
+}
+
+/* ---- the run ---------------------------------------------------------------------- */
+
+static void heal_all(struct sim *s)
+{
+	s->liveness = true;
+	s->loss_pm = s->dup_pm = s->corrupt_pm = s->delay_pm = 0;
+	s->disk_spike_pm = 0;
+	memset(s->block, 0, sizeof(s->block));
+	s->partitioned = false;
+	for (uint32_t i = 0; i < s->n_nodes; i++) {
+		struct sim_node *n = &s->nodes[i];
+		resume_node(s, n);
+		restart_node(s, n);
+	}
+	if (tracing(s))
+		trace(s, "heal all: liveness phase");
+}
+
+/* Full pairwise Log Matching over the final logs: the incremental check's
+ * cross-check. */
+static void check_final_logs(struct sim *s)
+{
+	for (uint32_t a = 0; a < s->n_nodes; a++) {
+		for (uint32_t b = a + 1; b < s->n_nodes; b++) {
+			const struct raft *ra = node_raft(s->nodes[a].node);
+			const struct raft *rb = node_raft(s->nodes[b].node);
+			struct raft_status sa, sb;
+			raft_status(ra, &sa);
+			raft_status(rb, &sb);
+			uint64_t last = KEEL_MIN(sa.last_index, sb.last_index);
+			bool match = false;
+			for (uint64_t i = last; i >= 1; i--) {
+				const struct raft_entry *ea = raft_entry_at(ra, i);
+				const struct raft_entry *eb = raft_entry_at(rb, i);
+				if (ea->term == eb->term)
+					match = true;
+				if (match && (ea->term != eb->term ||
+					      sim_entry_hash(ea) !=
+						      sim_entry_hash(eb))) {
+					char d[128];
+					snprintf(d, sizeof(d),
+						 "nodes %u and %u differ at "
+						 "index %llu below a match",
+						 a + 1, b + 1,
+						 (unsigned long long)i);
+					sim_checker_fail(&s->chk,
+							 "log-matching", d);
+					return;
+				}
+			}
+		}
+	}
+}
+
+static void check_acks(struct sim *s)
+{
+	for (uint64_t i = 0; i < s->n_acks && !s->chk.violated; i++) {
+		const struct sim_ack *a = &s->acks[i];
+		if (a->index <= s->chk.n_committed &&
+		    s->chk.committed[a->index - 1].hash == a->hash)
+			continue;
+		char d[128];
+		snprintf(d, sizeof(d),
+			 "acknowledged write at index %llu is not committed",
+			 (unsigned long long)a->index);
+		sim_checker_fail(&s->chk, "acknowledged-write-lost", d);
+	}
+}
+
+/* Final reads of every key from the converged state, as one more
+ * process: a lost acknowledged write shows up as a non-linearizable
+ * read. */
+static void final_reads(struct sim *s)
+{
+	const struct node_sm *sm = node_state_machine(s->nodes[0].node);
+	static const uint8_t no[1] = {0};
+	struct node_result *res = malloc(sizeof(*res));
+	KEEL_ASSERT(res != NULL);
+	uint32_t proc = s->next_process++;
+	for (uint32_t k = 0; k < s->n_keys; k++) {
+		char key[8];
+		int kl = snprintf(key, sizeof(key), "k%u", k);
+		node_sm_get(sm, (const uint8_t *)key, (uint32_t)kl, res);
+		sim_history_add(&s->hist, s->now, proc, SIM_INVOKE,
+				NODE_OP_GET, (int)k, false, no, 0, no, 0);
+		sim_history_add(&s->hist, s->now, proc, SIM_OK, NODE_OP_GET,
+				(int)k, res->found, res->value,
+				res->value_len, no, 0);
+	}
+	free(res);
+}
+
+static void liveness_fail(struct sim *s)
+{
+	char d[300];
+	size_t k = (size_t)snprintf(
+		d, sizeof(d),
+		"no leader committed a new write and converged within 60 s "
+		"after healing (write %s at %llu;",
+		s->live_ok ? "ok" : "not done",
+		(unsigned long long)s->live_index);
+	for (uint32_t i = 0; i < s->n_nodes && k < sizeof(d); i++) {
+		struct sim_node *n = &s->nodes[i];
+		if (!n->node) {
+			k += (size_t)snprintf(d + k, sizeof(d) - k, " n%u down",
+					      i + 1);
+			continue;
+		}
+		struct raft_status st;
+		raft_status(node_raft(n->node), &st);
+		k += (size_t)snprintf(
+			d + k, sizeof(d) - k, " n%u %s t%llu c%llu a%llu d%04llx",
+			i + 1, raft_role_name(st.role),
+			(unsigned long long)st.term,
+			(unsigned long long)st.commit,
+			(unsigned long long)node_applied(n->node),
+			(unsigned long long)(node_sm_digest(
+						     node_state_machine(n->node)) &
+					     0xffff));
+		for (uint32_t p = 0; p < st.n_peers && st.role == RAFT_LEADER &&
+				     k < sizeof(d);
+		     p++)
+			k += (size_t)snprintf(
+				d + k, sizeof(d) - k, " [p%llu m%llu n%llu %s i%u]",
+				(unsigned long long)st.peers[p].id,
+				(unsigned long long)st.peers[p].match,
+				(unsigned long long)st.peers[p].next,
+				st.peers[p].state == RAFT_PROGRESS_PROBE
+					? "probe"
+					: "repl",
+				st.peers[p].inflight_msgs);
+	}
+	if (k < sizeof(d))
+		snprintf(d + k, sizeof(d) - k, ")");
+	sim_checker_fail(&s->chk, "liveness", d);
+}
+
+static void history_line(void *ctx, const char *line)
+{
+	struct sim *s = ctx;
+	s->opt.history(s->opt.history_ctx, line);
+}
+
+static void sim_close(struct sim *s)
+{
+	for (uint32_t i = 0; i < s->n_nodes; i++) {
+		node_destroy(s->nodes[i].node);
+		sim_store_close(&s->nodes[i].store);
+	}
+	for (uint64_t i = 0; i < s->n_heap; i++)
+		free_event(&s->heap[i]);
+	free(s->heap);
+	free(s->acks);
+	sim_checker_close(&s->chk);
+	sim_history_close(&s->hist);
+}
+
+int sim_run(const struct sim_options *o, struct sim_result *r)
+{
+	struct sim *s = calloc(1, sizeof(*s));
+	if (!s)
+		return KEEL_ERR_NOMEM;
+	memset(r, 0, sizeof(*r));
+	s->opt = *o;
+	s->res = r;
+	struct keel_rand master;
+	keel_rand_seed(&master, o->seed);
+	s->n_nodes = o->nodes ? o->nodes : (keel_rand_below(&master, 2) ? 5 : 3);
+	r->nodes = s->n_nodes;
+	if (s->n_nodes != 3 && s->n_nodes != 5 && s->n_nodes != 1) {
+		free(s);
+		return KEEL_ERR_INVAL;
+	}
+	draw_params(s, &master);
+	keel_rand_seed(&s->net_rand, keel_rand_next(&master));
+	keel_rand_seed(&s->disk_rand, keel_rand_next(&master));
+	keel_rand_seed(&s->client_rand, keel_rand_next(&master));
+	keel_rand_seed(&s->fault_rand, keel_rand_next(&master));
+	keel_rand_seed(&s->crash_rand, keel_rand_next(&master));
+	int rv = sim_checker_init(&s->chk, s->n_nodes);
+	if (rv) {
+		free(s);
+		return rv;
+	}
+	sim_history_init(&s->hist);
+
+	struct node_config *c = &s->ncfg;
+	c->members.n_voters = s->n_nodes;
+	for (uint32_t i = 0; i < s->n_nodes; i++)
+		c->members.voters[i] = i + 1;
+	c->cluster_id = 0x6b65656c00000000ull | (o->seed & 0xffffffff);
+	c->tick_ns = 10 * MS;
+	c->election_ticks = 10;
+	c->heartbeat_ticks = 2;
+	c->max_pending = 64;
+	c->reply = on_reply;
+	c->observer = (struct node_observer){s, obs_update, obs_apply};
+	c->mutant = o->mutant;
+
+	for (uint32_t i = 0; i < s->n_nodes; i++) {
+		struct sim_node *n = &s->nodes[i];
+		n->sim = s;
+		n->idx = i;
+		n->id = i + 1;
+		keel_rand_seed(&n->rand, keel_rand_next(&master));
+		sim_store_init(&n->store, NULL);
+		n->env = (struct env){.clock = {n, &clock_ops},
+				      .net = {n, &net_ops},
+				      .rand = {n, &rand_ops},
+				      .log = {n, &log_ops},
+				      .store = {n, &store_ops}};
+		if (start_node(s, n)) {
+			sim_close(s);
+			free(s);
+			return KEEL_ERR_INVAL;
+		}
+	}
+	for (uint32_t i = 0; i <= s->n_clients; i++) {
+		struct sim_client *cl = &s->clients[i];
+		cl->idx = i;
+		cl->process = s->next_process++;
+	}
+	s->ops_left = o->ops;
+	for (uint32_t i = 0; i < s->n_clients; i++)
+		push(s, (struct sim_event){
+				.time = keel_rand_below(&s->client_rand, MS),
+				.type = EV_CLIENT_NEXT,
+				.a = i});
+	push(s, (struct sim_event){.time = SIM_FAULT_PERIOD, .type = EV_FAULT});
+	if (tracing(s))
+		trace(s, "start seed=%llu nodes=%u %s",
+		      (unsigned long long)o->seed, s->n_nodes, r->params);
+
+	/* Phase 1: faults, clients, per-step safety checks. */
+	run_until(s, fault_phase_done, UINT64_MAX);
+	/* Phase 2: heal everything; the cluster must come back. */
+	if (!s->chk.violated) {
+		heal_all(s);
+		push(s, (struct sim_event){.time = s->now,
+					   .type = EV_CLIENT_NEXT,
+					   .a = s->n_clients});
+		uint64_t bound = s->now + SIM_LIVENESS_BOUND;
+		if (!run_until(s, converged, bound) && !s->chk.violated)
+			liveness_fail(s);
+	}
+	if (!s->chk.violated) {
+		check_final_logs(s);
+		check_acks(s);
+		final_reads(s);
+	}
+	if (o->history)
+		sim_history_write_jsonl(&s->hist, history_line, s);
+	if (!s->chk.violated) {
+		char d[200] = "";
+		rv = sim_history_check(&s->hist, d, sizeof(d));
+		if (rv == 1)
+			sim_checker_fail(&s->chk, "linearizability", d);
+		else if (rv)
+			sim_checker_fail(&s->chk, "linearizability-undecided",
+					 d);
+	}
+	r->ok = !s->chk.violated;
+	if (s->chk.violated)
+		snprintf(r->violation, sizeof(r->violation), "%s", s->chk.what);
+	r->steps = s->steps;
+	r->sim_ns = s->now;
+	if (tracing(s))
+		trace(s, "end result=%s %s", r->ok ? "ok" : "VIOLATION",
+		      r->violation);
+	sim_close(s);
+	free(s);
+	return 0;
+}

@@ -1,0 +1,169 @@
+/*
+ * sim_internal.h -- the simulator's parts, shared by its files and its
+ * unit tests: the log store model (store.c), the cluster-wide safety
+ * checkers (checker.c) and the client history (history.c). The run loop
+ * and the sim env are in sim.c; the public entry point is sim.h.
+ */
+#ifndef KEEL_SIM_INTERNAL_H
+#define KEEL_SIM_INTERNAL_H
+
+#include "keel/env.h"
+#include "keel/node.h"
+#include "keel/raft.h"
+#include "sim/sim.h"
+
+/* ---- log store model (store.c) ------------------------------------------ */
+
+struct sim_write {
+	uint64_t truncate_from;
+	uint32_t n_entries;
+	struct raft_entry *entries; /* owned copies */
+	bool has_hard_state;
+	struct raft_hard_state hard_state;
+	env_store_cb cb;
+	void *arg;
+};
+
+struct sim_store {
+	const struct keel_alloc *alloc;
+	/* Durable state. Invariant: log[i].index == i + 1. */
+	struct raft_hard_state hs;
+	struct raft_entry *log; /* data owned */
+	uint64_t n_log, cap_log;
+	/* Unsynced writes, FIFO ring. */
+	struct sim_write *pending;
+	uint32_t head, n_pending, cap_pending;
+	uint64_t submitted, completed;
+};
+
+void sim_store_init(struct sim_store *s, const struct keel_alloc *alloc);
+void sim_store_close(struct sim_store *s);
+/* Queues a write (copied). 0 or KEEL_ERR_NOMEM. */
+int sim_store_submit(struct sim_store *s, const struct env_store_write *w,
+		     env_store_cb cb, void *arg);
+/* Makes the oldest unsynced write durable and returns its callback;
+ * false when none is queued. */
+bool sim_store_complete(struct sim_store *s, env_store_cb *cb, void **arg);
+/* A crash: a prefix of the unsynced records drawn from rand survives,
+ * the rest is lost. Returns how many records survived. */
+uint64_t sim_store_crash(struct sim_store *s, struct keel_rand *rand);
+uint64_t sim_store_unsynced_records(const struct sim_store *s);
+/* Term of the durable entry at index, 0 if none. */
+uint64_t sim_store_durable_term(const struct sim_store *s, uint64_t index);
+const struct raft_entry *sim_store_durable_entry(const struct sim_store *s,
+						 uint64_t index);
+/* Borrowed view of the durable state (env_store.load). */
+void sim_store_load(const struct sim_store *s, struct env_store_state *out);
+
+/* ---- safety checkers (checker.c) ------------------------------------------ */
+
+/* What a committed, applied or logged entry is, for comparisons. */
+struct sim_entry_id {
+	uint64_t term;
+	uint64_t hash; /* of type and data */
+};
+
+uint64_t sim_entry_hash(const struct raft_entry *e);
+
+struct sim_checker {
+	uint32_t n_nodes;
+	uint64_t step; /* set by the caller before each check */
+	bool violated;
+	char what[400]; /* first violation: which check, at which step */
+
+	/* Election safety: leader of each term seen (0 = none yet). */
+	raft_id *leader_of_term;
+	uint64_t cap_terms;
+
+	/* Log matching: every (index, term) ever logged, with its content
+	 * and the term of the entry before it. Open addressing. */
+	struct sim_logged {
+		uint64_t index, term; /* index 0 = empty slot */
+		uint64_t hash, prev_term;
+	} *logged;
+	uint64_t cap_logged, n_logged;
+
+	/* Committed prefix known so far (index i at [i - 1]). */
+	struct sim_entry_id *committed;
+	uint64_t n_committed, cap_committed;
+
+	/* State machine safety: what was applied at each index. */
+	struct sim_entry_id *applied;
+	uint64_t n_applied, cap_applied;
+	uint64_t last_applied[SIM_MAX_NODES + 1]; /* per node, by id */
+};
+
+int sim_checker_init(struct sim_checker *c, uint32_t n_nodes);
+void sim_checker_close(struct sim_checker *c);
+
+/* Each returns true when the property holds; on a violation it records
+ * the first one in c->what and sets c->violated. */
+
+/* §3.6.3 Election Safety: at most one leader per term. */
+bool sim_check_leader(struct sim_checker *c, raft_id id, uint64_t term);
+/* §3.6.3 Log Matching, checked inductively: an (index, term) is the same
+ * entry, with the same predecessor term, wherever it appears. */
+bool sim_check_logged(struct sim_checker *c, raft_id id, uint64_t index,
+		      uint64_t term, uint64_t hash, uint64_t prev_term);
+/* A node says index is committed with this entry: it must agree with
+ * every earlier claim (a committed entry never changes or vanishes). Sets
+ * *fresh when the index was not known committed before. */
+bool sim_check_committed(struct sim_checker *c, raft_id id, uint64_t index,
+			 uint64_t term, uint64_t hash, bool *fresh);
+/* §3.6.3 Leader Completeness: a leader of term t holds every entry
+ * committed in an earlier term. term_at(ctx, index) reads its log. */
+bool sim_check_leader_log(struct sim_checker *c, raft_id id, uint64_t term,
+			  uint64_t (*term_at)(const void *ctx, uint64_t index),
+			  const void *ctx);
+/* State Machine Safety: every node applies the same entry at an index,
+ * in order, each index once per boot (reset with sim_checker_restart). */
+bool sim_check_applied(struct sim_checker *c, raft_id id, uint64_t index,
+		       uint64_t term, uint64_t hash);
+void sim_checker_restart(struct sim_checker *c, raft_id id);
+/* Durability: a committed entry must be durable on a majority.
+ * durable_votes = nodes whose durable log holds it. */
+bool sim_check_durable(struct sim_checker *c, uint64_t index,
+		       uint32_t durable_votes);
+/* Records a violation found elsewhere (liveness, linearizability). */
+void sim_checker_fail(struct sim_checker *c, const char *check,
+		      const char *detail);
+
+/* ---- history (history.c) --------------------------------------------------- */
+
+enum sim_hist_type { SIM_INVOKE = 0, SIM_OK, SIM_FAIL, SIM_INFO };
+
+struct sim_hist_event {
+	uint64_t time_ns;
+	uint32_t process;
+	uint8_t type; /* enum sim_hist_type */
+	uint8_t op;   /* enum node_op */
+	uint8_t key;  /* key number: "k<key>" */
+	bool has_value;  /* read ok: false = absent (null) */
+	uint32_t v1_off, v1_len; /* into the history's bytes */
+	uint32_t v2_off, v2_len; /* cas new value */
+};
+
+struct sim_history {
+	struct sim_hist_event *ev;
+	uint64_t n, cap;
+	uint8_t *bytes;
+	uint64_t n_bytes, cap_bytes;
+};
+
+void sim_history_init(struct sim_history *h);
+void sim_history_close(struct sim_history *h);
+int sim_history_add(struct sim_history *h, uint64_t time_ns, uint32_t process,
+		    int type, int op, int key, bool has_value,
+		    const uint8_t *v1, uint32_t v1_len, const uint8_t *v2,
+		    uint32_t v2_len);
+/* Writes one JSON line per event through out(ctx, line). */
+void sim_history_write_jsonl(const struct sim_history *h,
+			     void (*out)(void *ctx, const char *line),
+			     void *ctx);
+/* Checks the history for linearizability against the key-value model.
+ * Returns 0 when linearizable, 1 when not (detail says where), or an
+ * error code when it could not decide. */
+int sim_history_check(const struct sim_history *h, char *detail,
+		      size_t detail_cap);
+
+#endif /* KEEL_SIM_INTERNAL_H */
