@@ -321,6 +321,17 @@ static void infl_free_to(struct raft *r, struct progress *p, uint64_t index)
 		p->infl_head = 0;
 }
 
+/* Frees the oldest in-flight append (etcd's FreeFirstOne). */
+static void infl_free_first(struct raft *r, struct progress *p)
+{
+	KEEL_ASSERT(p->infl_count > 0);
+	p->infl_total_bytes -= p->infl_bytes[p->infl_head];
+	p->infl_head = (p->infl_head + 1) % r->cfg.max_inflight_msgs;
+	p->infl_count--;
+	if (p->infl_count == 0)
+		p->infl_head = 0;
+}
+
 static void infl_reset(struct progress *p)
 {
 	p->infl_head = 0;
@@ -915,6 +926,14 @@ static void step_leader(struct raft *r, const struct raft_msg *m)
 			p->read_ack = m->context;
 			release_reads(r);
 		}
+		/* A window full of appends that were all lost would pause
+		 * this peer for good: nothing else frees it. The heartbeat
+		 * proves the peer is reachable, so free one slot and let one
+		 * append through; if there is a gap the follower rejects it
+		 * and the leader falls back to probing (§10.2 pipelining). */
+		if (p->state == RAFT_PROGRESS_REPLICATE && infl_full(r, p) &&
+		    p->infl_count > 0)
+			infl_free_first(r, p);
 		if (p->match < last_index(r))
 			maybe_send_append(r, p, true);
 		break;
