@@ -239,7 +239,9 @@ enum resp_type {
  *  - INTEGER: integer. BOOL: integer 0 or 1.
  *  - ARRAY, SET, PUSH: n elements in elem[]; MAP: n == 2 * pairs, keys at
  *    even and values at odd indexes.
- * str is always NUL-terminated (str[len] == 0) for convenience. */
+ * For the string types str is NUL-terminated (str[len] == 0) for
+ * convenience, though it may also contain NULs; other types have str NULL.
+ * The whole tree is one allocation: free only the root. */
 struct resp_value {
 	int type;
 	int64_t integer;

@@ -258,7 +258,10 @@ static int get_line(struct resp_parser *p, const uint8_t *buf, size_t len,
 		    size_t *pos, uint64_t cap, const char *too_big,
 		    const uint8_t **line, size_t *line_len)
 {
-	KEEL_ASSERT(p->line_len <= cap);
+	/* Only if the caps were tightened mid-line (set_unauth between
+	 * calls): refuse, as for any over-long line. */
+	if (p->line_len > cap)
+		return fail(p, RESP_ERR_PROTOCOL, too_big);
 	const uint8_t *start = buf + *pos;
 	size_t avail = len - *pos;
 	uint64_t room = cap - p->line_len;

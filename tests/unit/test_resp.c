@@ -403,6 +403,18 @@ TEST(unauth_limits_switch_off)
 	EXPECT(resp_parse(&p, (const uint8_t *)big, sizeof(big) - 1, &used,
 			  &c) == RESP_NEED_MORE);
 	resp_parser_close(&p);
+
+	/* Tightened in the middle of a long inline line: refused, no
+	 * assertion, whatever was buffered. */
+	static uint8_t line[20000];
+	memset(line, 'a', sizeof(line));
+	resp_parser_init(&p, &keel_alloc_libc, NULL);
+	EXPECT(resp_parse(&p, line, sizeof(line), &used, &c) == RESP_NEED_MORE);
+	resp_parser_set_unauth(&p, &resp_limits_unauth);
+	EXPECT(resp_parse(&p, line, 1, &used, &c) == RESP_ERR_PROTOCOL);
+	EXPECT(!strcmp(resp_parser_error(&p),
+		       "Protocol error: too big inline request"));
+	resp_parser_close(&p);
 }
 
 /* ---- request parser: pipelines and splits -------------------------------- */
