@@ -155,9 +155,11 @@ void kv_destroy(struct kv *kv);
  * writes its reply through reply/reply_ctx. Total: any bytes give a reply
  * (an error reply for a malformed entry, an unknown command, wrong arity).
  * Bumps the global revision by one if the entry changed anything.
- * Returns 0, or KEEL_ERR_NOMEM: then no reply was written and, for
- * multi-key commands, the state may be partly changed -- the replica must
- * stop and recover from a snapshot and the log (it cannot stay in sync). */
+ * Returns 0, or KEEL_ERR_NOMEM: then the reply may be missing or partial.
+ * Single-key commands allocate before they change anything, so the state
+ * and the applied index are unchanged and the entry may be applied again;
+ * a multi-key command (MSET) may have changed part of the state -- then the
+ * replica must stop and recover from a snapshot and the log. */
 int kv_apply(struct kv *kv, uint64_t index, const uint8_t *cmd, size_t len,
 	     const struct kv_reply_ops *reply, void *reply_ctx);
 
