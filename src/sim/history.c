@@ -30,6 +30,12 @@ void sim_history_close(struct sim_history *h)
 	memset(h, 0, sizeof(*h));
 }
 
+void sim_history_reset(struct sim_history *h)
+{
+	h->n = 0;
+	h->n_bytes = 0;
+}
+
 static int add_bytes(struct sim_history *h, const uint8_t *p, uint32_t n,
 		     uint32_t *off)
 {
@@ -79,6 +85,23 @@ int sim_history_add(struct sim_history *h, uint64_t time_ns, uint32_t process,
 	if (rv)
 		return rv;
 	h->ev[h->n++] = e;
+	return 0;
+}
+
+int sim_history_add_initial(struct sim_history *h, uint64_t time_ns,
+			    uint32_t process, int key, const uint8_t *value,
+			    uint32_t len)
+{
+	int rv = sim_history_add(h, time_ns, process, SIM_INVOKE, NODE_OP_PUT,
+				 key, false, value, len, NULL, 0);
+	if (rv)
+		return rv;
+	h->ev[h->n - 1].synthetic = true;
+	rv = sim_history_add(h, time_ns, process, SIM_OK, NODE_OP_PUT, key,
+			     false, NULL, 0, NULL, 0);
+	if (rv)
+		return rv;
+	h->ev[h->n - 1].synthetic = true;
 	return 0;
 }
 
@@ -168,6 +191,8 @@ void sim_history_write_jsonl(const struct sim_history *h,
 	char *line = malloc(LINE_CAP);
 	KEEL_ASSERT(line != NULL);
 	for (uint64_t i = 0; i < h->n; i++) {
+		if (h->ev[i].synthetic)
+			continue;
 		format_event(h, &h->ev[i], line, LINE_CAP);
 		out(ctx, line);
 	}

@@ -139,6 +139,7 @@ struct sim_hist_event {
 	uint8_t op;   /* enum node_op */
 	uint8_t key;  /* key number: "k<key>" */
 	bool has_value;  /* read ok: false = absent (null) */
+	bool synthetic;  /* a window's initial state: checked, not written */
 	uint32_t v1_off, v1_len; /* into the history's bytes */
 	uint32_t v2_off, v2_len; /* cas new value */
 };
@@ -156,7 +157,14 @@ int sim_history_add(struct sim_history *h, uint64_t time_ns, uint32_t process,
 		    int type, int op, int key, bool has_value,
 		    const uint8_t *v1, uint32_t v1_len, const uint8_t *v2,
 		    uint32_t v2_len);
-/* Writes one JSON line per event through out(ctx, line). */
+/* Starts a new window: drops every event, keeps nothing. */
+void sim_history_reset(struct sim_history *h);
+/* Records that key starts the window holding value (a synthetic write,
+ * invoked and completed before anything else of the window). */
+int sim_history_add_initial(struct sim_history *h, uint64_t time_ns,
+			    uint32_t process, int key, const uint8_t *value,
+			    uint32_t len);
+/* Writes one JSON line per (non-synthetic) event through out(ctx, line). */
 void sim_history_write_jsonl(const struct sim_history *h,
 			     void (*out)(void *ctx, const char *line),
 			     void *ctx);
