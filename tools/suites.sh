@@ -6,3 +6,4 @@
 run_suite purity_check_catches_planted_header tools/purity-selftest.sh
 run_suite clang_build_clean make --no-print-directory CC=clang BUILD=build/clang all
 run_suite fuzz_smoke make --no-print-directory fuzz-smoke
+run_counted check_testdata tests/check/run-testdata.sh
