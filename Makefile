@@ -23,7 +23,7 @@ ASANFLAGS:= $(BASEFLAGS) -O1 -DKEEL_DEBUG -DKEEL_TEST -fno-omit-frame-pointer \
             -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZFLAGS:= $(BASEFLAGS) -O1 -DKEEL_DEBUG -DKEEL_TEST -fsanitize=fuzzer,address,undefined
 MUTFLAGS := $(BASEFLAGS) -O2 -DKEEL_MUTANTS -DKEEL_TEST
-LDLIBS   := -lm -pthread
+LDLIBS   := -lm -pthread -luv
 
 # Library modules in dependency order; cli is the binary.
 MODULES  := common raft check node sim wal kv resp env server
