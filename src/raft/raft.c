@@ -35,6 +35,7 @@ struct progress {
 	bool recent_active; /* heard from it this election timeout (§6.2) */
 	int vote;           /* enum vote_state, current election */
 	uint64_t read_ack;  /* highest read round it confirmed this term */
+	uint64_t sent_commit; /* highest commit index told to it */
 	/* In-flight appends (replicate state): a ring of the last index and
 	 * entry bytes of each, freed as acknowledgements arrive. */
 	uint64_t *infl_last;
@@ -394,6 +395,7 @@ static bool maybe_send_append(struct raft *r, struct progress *p,
 		.n_entries = (uint32_t)n,
 	};
 	send(r, m);
+	p->sent_commit = KEEL_MAX(p->sent_commit, r->commit);
 	if (p->state == RAFT_PROGRESS_REPLICATE) {
 		if (n > 0) {
 			/* Optimistic: assume it arrives, keep the pipe full. */
@@ -425,6 +427,7 @@ static void bcast_heartbeat(struct raft *r)
 			.context = r->read_round,
 		};
 		send(r, m);
+		p->sent_commit = KEEL_MAX(p->sent_commit, m.commit);
 	}
 }
 
@@ -595,6 +598,7 @@ static void reset(struct raft *r, uint64_t term)
 		p->next = last_index(r) + 1;
 		p->vote = VOTE_UNKNOWN;
 		p->read_ack = 0;
+		p->sent_commit = 0;
 		p->recent_active = false;
 		become_probe(p);
 		p->next = last_index(r) + 1;
@@ -904,6 +908,11 @@ static void leader_append_resp(struct raft *r, struct progress *p,
 	} else {
 		while (maybe_send_append(r, p, false)) {
 		}
+		/* A peer that was paused (probing) when the commit index
+		 * moved has not heard it: tell it now rather than at the
+		 * next heartbeat (etcd's CanBumpCommit). */
+		if (r->commit > p->sent_commit)
+			maybe_send_append(r, p, true);
 	}
 	maybe_send_timeout_now(r, p);
 }
