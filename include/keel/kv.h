@@ -46,6 +46,39 @@ struct kv_reply_ops {
 	void (*array)(void *ctx, size_t n);
 };
 
+/* ---- reply tapes --------------------------------------------------------- */
+
+/* A tape records reply-builder calls as bytes so a reply computed now (at
+ * apply time) can be played later into whatever encoder the client's
+ * connection uses (RESP2 or RESP3). Format: a sequence of
+ *   's' u32 len bytes   status      'e' u32 len bytes   error
+ *   'i' i64             integer     'b' u32 len bytes   bulk
+ *   'n'                 null        'a' u32 n           array of n
+ * little-endian. kv_tape_play validates everything (lengths, that arrays
+ * are complete, nesting <= KV_TAPE_MAX_DEPTH) and plays exactly one reply. */
+#define KV_TAPE_MAX_DEPTH 16
+
+struct kv_tape {
+	const struct keel_alloc *alloc;
+	uint8_t *buf;
+	size_t len, cap;
+	size_t max_bytes; /* beyond it the tape fails (not silently cut) */
+	bool failed;      /* out of memory or over max_bytes */
+};
+
+extern const struct kv_reply_ops kv_tape_ops; /* ctx = struct kv_tape * */
+
+void kv_tape_init(struct kv_tape *t, const struct keel_alloc *a,
+		  size_t max_bytes);
+void kv_tape_reset(struct kv_tape *t);
+void kv_tape_close(struct kv_tape *t);
+
+/* Plays one reply from tape into ops. Returns 0, or KEEL_ERR_MALFORMED
+ * (nothing is trusted: a truncated or nonsensical tape is refused, though
+ * calls made before the error have happened). */
+int kv_tape_play(const uint8_t *tape, size_t len,
+		 const struct kv_reply_ops *ops, void *ctx);
+
 /* ---- command table ------------------------------------------------------- */
 
 enum kv_command_flags {

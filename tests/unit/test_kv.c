@@ -1742,3 +1742,61 @@ TEST(kv_nomem_leaves_single_key_state_unchanged)
 		}
 	}
 }
+
+/* ---- reply tapes ------------------------------------------------------------ */
+
+/* A reply recorded on a tape and played back renders exactly like the
+ * reply given directly; a damaged tape is refused, not half-trusted. */
+TEST(tape_replays_replies_exactly_and_refuses_damage)
+{
+	static struct rec direct, played;
+	struct kv_tape tape;
+	kv_tape_init(&tape, NULL, 1 << 20);
+	static const uint8_t *argv[] = {(const uint8_t *)"MSET",
+					(const uint8_t *)"a",
+					(const uint8_t *)"1",
+					(const uint8_t *)"b",
+					(const uint8_t *)"two"};
+	static const size_t lens[] = {4, 1, 1, 1, 3};
+	struct kv *kv = kv_create(&keel_alloc_libc);
+	ASSERT(kv);
+	uint8_t cmd[256];
+	size_t n = 0;
+	ASSERT(kv_cmd_encode(1000, 5, argv, lens, cmd, sizeof(cmd), &n) == 0);
+	ASSERT(kv_apply(kv, 1, cmd, n, &kv_tape_ops, &tape) == 0);
+	rec_reset(&played);
+	EXPECT(kv_tape_play(tape.buf, tape.len, &rec_ops, &played) == 0);
+	EXPECT(strcmp(played.text, "+OK") == 0);
+	static const uint8_t *margv[] = {(const uint8_t *)"MGET",
+					 (const uint8_t *)"a",
+					 (const uint8_t *)"zz",
+					 (const uint8_t *)"b"};
+	static const size_t mlens[] = {4, 1, 2, 1};
+	rec_reset(&direct);
+	kv_read(kv, 4, margv, mlens, 1000, &rec_ops, &direct);
+	kv_tape_reset(&tape);
+	kv_read(kv, 4, margv, mlens, 1000, &kv_tape_ops, &tape);
+	rec_reset(&played);
+	EXPECT(kv_tape_play(tape.buf, tape.len, &rec_ops, &played) == 0);
+	EXPECT(strcmp(direct.text, played.text) == 0);
+	EXPECT(!tape.failed);
+	/* Every truncation and a lying array count are refused. */
+	for (size_t cut = 0; cut < tape.len; cut++) {
+		rec_reset(&played);
+		EXPECT(kv_tape_play(tape.buf, cut, &rec_ops, &played) ==
+		       KEEL_ERR_MALFORMED);
+	}
+	uint8_t lie[16] = {'a', 0xff, 0xff, 0xff, 0x0f, 'n'};
+	EXPECT(kv_tape_play(lie, 6, &rec_ops, &played) == KEEL_ERR_MALFORMED);
+	uint8_t bad_status[] = {'s', 3, 0, 0, 0, 'O', '\r', 'K'};
+	EXPECT(kv_tape_play(bad_status, sizeof(bad_status), &rec_ops, &played) ==
+	       KEEL_ERR_MALFORMED);
+	/* A tape over its cap fails instead of cutting the reply short. */
+	struct kv_tape small;
+	kv_tape_init(&small, NULL, 8);
+	kv_read(kv, 4, margv, mlens, 1000, &kv_tape_ops, &small);
+	EXPECT(small.failed);
+	kv_tape_close(&small);
+	kv_tape_close(&tape);
+	kv_destroy(kv);
+}
