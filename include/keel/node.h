@@ -144,6 +144,8 @@ struct node_config {
 	uint32_t election_ticks;
 	uint32_t heartbeat_ticks;
 	uint32_t max_pending;     /* client requests waiting at once */
+	uint32_t max_msg_entries; /* per append message; 0 = default */
+	uint32_t max_inflight_msgs; /* appends in flight per peer; 0 = default */
 	node_reply_cb reply;      /* required */
 	void *reply_ctx;
 	struct node_observer observer;

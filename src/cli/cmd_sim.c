@@ -65,7 +65,7 @@ static bool parse_u64(const char *s, uint64_t *out)
 
 int cmd_sim(int argc, char **argv)
 {
-	uint64_t first = 1, last = 1, ops = 500, nodes = 0;
+	uint64_t first = 1, last = 1, ops = 1000, nodes = 0;
 	uint32_t faults = SIM_FAULTS_ALL;
 	const char *trace_path = NULL, *history_path = NULL, *mutant = NULL;
 	for (int i = 1; i < argc; i++) {

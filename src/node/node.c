@@ -578,6 +578,10 @@ int node_create(const struct node_config *cfg, const struct env *env,
 	rc.heartbeat_ticks = cfg->heartbeat_ticks;
 	rc.seed = env->rand.ops->next(env->rand.ctx);
 	rc.max_msg_entries = NODE_MAX_MSG_ENTRIES;
+	if (cfg->max_msg_entries && cfg->max_msg_entries < NODE_MAX_MSG_ENTRIES)
+		rc.max_msg_entries = cfg->max_msg_entries;
+	if (cfg->max_inflight_msgs)
+		rc.max_inflight_msgs = cfg->max_inflight_msgs;
 	rc.max_msg_bytes = 256u << 10;
 	rc.alloc = a;
 	rv = KEEL_ERR_INVAL;

@@ -178,7 +178,8 @@ bool sim_check_logged(struct sim_checker *c, raft_id id, uint64_t index,
 }
 
 bool sim_check_committed(struct sim_checker *c, raft_id id, uint64_t index,
-			 uint64_t term, uint64_t hash, bool *fresh)
+			 uint64_t term, uint64_t hash, uint64_t node_term,
+			 bool *fresh)
 {
 	*fresh = false;
 	KEEL_ASSERT(index > 0);
@@ -209,7 +210,7 @@ bool sim_check_committed(struct sim_checker *c, raft_id id, uint64_t index,
 	if (grow((void **)&c->committed, &c->cap_committed, index,
 		 sizeof(*c->committed)))
 		return true;
-	c->committed[index - 1] = (struct sim_entry_id){term, hash};
+	c->committed[index - 1] = (struct sim_entry_id){term, hash, node_term};
 	c->n_committed = index;
 	*fresh = true;
 	return true;
@@ -222,17 +223,18 @@ bool sim_check_leader_log(struct sim_checker *c, raft_id id, uint64_t term,
 	/* Newest first: a missing entry is usually at the end. */
 	for (uint64_t i = c->n_committed; i >= 1; i--) {
 		const struct sim_entry_id *e = &c->committed[i - 1];
-		if (e->term >= term)
+		if (e->commit_term >= term)
 			continue;
 		uint64_t t = term_at(ctx, i);
 		if (t == e->term)
 			continue;
 		char d[160];
 		snprintf(d, sizeof(d),
-			 "leader %llu of term %llu lacks index %llu "
-			 "committed in term %llu (has term %llu)",
+			 "leader %llu of term %llu lacks index %llu (term "
+			 "%llu) committed in term %llu (has term %llu)",
 			 (unsigned long long)id, (unsigned long long)term,
 			 (unsigned long long)i, (unsigned long long)e->term,
+			 (unsigned long long)e->commit_term,
 			 (unsigned long long)t);
 		fail(c, "leader-completeness", d);
 		return false;
@@ -272,7 +274,7 @@ bool sim_check_applied(struct sim_checker *c, raft_id id, uint64_t index,
 	if (grow((void **)&c->applied, &c->cap_applied, index,
 		 sizeof(*c->applied)))
 		return true;
-	c->applied[index - 1] = (struct sim_entry_id){term, hash};
+	c->applied[index - 1] = (struct sim_entry_id){term, hash, 0};
 	c->n_applied = index;
 	return true;
 }
@@ -281,6 +283,22 @@ void sim_checker_restart(struct sim_checker *c, raft_id id)
 {
 	KEEL_ASSERT(id >= 1 && id <= SIM_MAX_NODES);
 	c->last_applied[id] = 0;
+}
+
+bool sim_check_commit_rule(struct sim_checker *c, raft_id id,
+			   uint64_t leader_term, uint64_t index,
+			   uint64_t entry_term)
+{
+	if (entry_term == leader_term)
+		return true;
+	char d[160];
+	snprintf(d, sizeof(d),
+		 "leader %llu of term %llu committed up to index %llu, an "
+		 "entry of term %llu, by counting replicas",
+		 (unsigned long long)id, (unsigned long long)leader_term,
+		 (unsigned long long)index, (unsigned long long)entry_term);
+	fail(c, "commit-rule", d);
+	return false;
 }
 
 bool sim_check_durable(struct sim_checker *c, uint64_t index,

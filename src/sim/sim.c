@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keel/peer.h"
 #include "sim/sim_internal.h"
 
 #define MS 1000000ull
@@ -176,6 +177,7 @@ struct sim {
 	bool barrier, any_info;
 	bool waiting[SIM_MAX_CLIENTS + 1];
 	struct node_result *scratch;
+	struct raft_entry dec[256]; /* describe_frame's scratch */
 	char line[512];
 };
 
@@ -317,6 +319,26 @@ static void env_timer_stop(void *ctx, uint64_t h)
 	take_timer(ctx, h);
 }
 
+/* What a frame says, for the trace (decoded without the entries' data). */
+static void describe_frame(struct sim *s, const uint8_t *frame, size_t len,
+			   char *out, size_t cap)
+{
+	struct peer_limits lim;
+	peer_limits_default(&lim, s->ncfg.cluster_id);
+	struct raft_msg m;
+	int rv = peer_decode(frame, len, &lim, NULL, &m, s->dec, 256);
+	if (rv) {
+		snprintf(out, cap, "undecodable(%s)", keel_strerror(rv));
+		return;
+	}
+	snprintf(out, cap,
+		 "%s t%llu li%llu lt%llu c%llu n%u%s ctx%llu",
+		 raft_msg_type_name(m.type), (unsigned long long)m.term,
+		 (unsigned long long)m.index, (unsigned long long)m.log_term,
+		 (unsigned long long)m.commit, m.n_entries,
+		 m.reject ? " reject" : "", (unsigned long long)m.context);
+}
+
 static void env_send(void *ctx, raft_id to, const uint8_t *frame, size_t len)
 {
 	struct sim_node *n = ctx;
@@ -359,10 +381,13 @@ static void env_send(void *ctx, raft_id to, const uint8_t *frame, size_t len)
 		if (s->delay_pm &&
 		    keel_rand_below(&s->net_rand, 1000) < s->delay_pm)
 			d += keel_rand_below(&s->net_rand, s->delay_max + 1);
-		if (tracing(s))
-			trace(s, "net send %u->%u len=%zu delay=%llu%s%s",
+		if (tracing(s)) {
+			char what[160];
+			describe_frame(s, frame, len, what, sizeof(what));
+			trace(s, "net send %u->%u len=%zu delay=%llu%s%s %s",
 			      n->idx + 1, t + 1, len, (unsigned long long)d,
-			      c ? " dup" : "", bad ? " corrupt" : "");
+			      c ? " dup" : "", bad ? " corrupt" : "", what);
+		}
 		push(s, (struct sim_event){.time = s->now + d,
 					   .type = EV_DELIVER,
 					   .node = (uint8_t)t,
@@ -483,15 +508,23 @@ static void check_node(struct sim *s, struct sim_node *n)
 					     node_term_at, r);
 		}
 	}
+	uint64_t fresh_top = 0;
 	for (uint64_t i = n->seen_commit + 1; i <= st.commit; i++) {
 		const struct raft_entry *e = raft_entry_at(r, i);
 		KEEL_ASSERT(e != NULL);
 		bool fresh = false;
 		sim_check_committed(&s->chk, n->id, i, e->term,
-				    sim_entry_hash(e), &fresh);
+				    sim_entry_hash(e), st.term, &fresh);
 		if (!fresh)
 			continue;
-		sim_check_durable(&s->chk, i, durable_votes(s, i, e->term));
+		fresh_top = i;
+		uint32_t votes = durable_votes(s, i, e->term);
+		if (tracing(s))
+			trace(s, "committed index %llu term %llu at node %u "
+				 "(durable on %u)",
+			      (unsigned long long)i,
+			      (unsigned long long)e->term, n->idx + 1, votes);
+		sim_check_durable(&s->chk, i, votes);
 		/* Leaders of later terms must already hold it. */
 		for (uint32_t k = 0; k < s->n_nodes; k++) {
 			struct sim_node *o = &s->nodes[k];
@@ -499,7 +532,7 @@ static void check_node(struct sim *s, struct sim_node *n)
 				continue;
 			struct raft_status os;
 			raft_status(node_raft(o->node), &os);
-			if (os.role == RAFT_LEADER && os.term > e->term &&
+			if (os.role == RAFT_LEADER && os.term > st.term &&
 			    node_term_at(node_raft(o->node), i) != e->term) {
 				char d[128];
 				snprintf(d, sizeof(d),
@@ -513,6 +546,11 @@ static void check_node(struct sim *s, struct sim_node *n)
 			}
 		}
 	}
+	/* The leader that moved the commit point did it with an entry of its
+	 * own term (it is always the first to know a new commit index). */
+	if (fresh_top && st.role == RAFT_LEADER)
+		sim_check_commit_rule(&s->chk, n->id, st.term, fresh_top,
+				      node_term_at(r, fresh_top));
 	if (st.commit > n->seen_commit)
 		n->seen_commit = st.commit;
 }
@@ -1001,6 +1039,16 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 	case EV_CLIENT_REQ: {
 		struct sim_req *rq = ev->p;
 		if (!n->node) {
+			/* Connection refused: the client learns at once that
+			 * nothing was sent, a definite "not here". */
+			struct node_reply rep = {.cookie = rq->cookie,
+						 .status = NODE_NOT_LEADER};
+			if (tracing(s))
+				trace(s, "request node %u client %llu refused: "
+					 "node down",
+				      n->idx + 1,
+				      (unsigned long long)(rq->cookie >> 40));
+			on_reply(n, &rep);
 			free(rq);
 			return;
 		}
@@ -1237,6 +1285,13 @@ static void draw_params(struct sim *s, struct keel_rand *m)
 	s->n_clients = (uint32_t)rnd_range(m, 3, SIM_MAX_CLIENTS);
 	s->n_keys = (uint32_t)rnd_range(m, 1, SIM_MAX_KEYS);
 	s->client_timeout = rnd_range(m, 1000, 5000) * MS;
+	/* Flow control shapes which interleavings happen at all (a batch of
+	 * one entry lets an acknowledgement cover an old-term entry without
+	 * the new leader's no-op, Figure 3.7): drawn too. */
+	static const uint32_t batch[] = {1, 2, 8, 64, 256};
+	static const uint32_t infl[] = {1, 4, 16, 64};
+	s->ncfg.max_msg_entries = batch[keel_rand_below(m, 5)];
+	s->ncfg.max_inflight_msgs = infl[keel_rand_below(m, 4)];
 	uint64_t drift[SIM_MAX_NODES], skew[SIM_MAX_NODES];
 	for (uint32_t i = 0; i < SIM_MAX_NODES; i++) {
 		drift[i] = rnd_range(m, 970000, 1030000);
@@ -1269,7 +1324,8 @@ static void draw_params(struct sim *s, struct keel_rand *m)
 			 "dup=%u/1000 corrupt=%u/1000 lat_us=%llu+%llu "
 			 "delay=%u/1000:%llums disk_us=%llu+%llu "
 			 "disk_spike=%u/1000:%llums partition=%u/1000 "
-			 "crash=%u/1000 pause=%u/1000 clock_ppm=",
+			 "crash=%u/1000 pause=%u/1000 batch=%u inflight=%u "
+			 "clock_ppm=",
 			 s->n_clients, s->n_keys,
 			 (unsigned long long)(s->client_timeout / MS),
 			 s->loss_pm, s->dup_pm, s->corrupt_pm,
@@ -1280,7 +1336,8 @@ static void draw_params(struct sim *s, struct keel_rand *m)
 			 (unsigned long long)(s->disk_jitter / US),
 			 s->disk_spike_pm,
 			 (unsigned long long)(s->disk_spike / MS),
-			 s->partition_pm, s->crash_pm, s->pause_pm);
+			 s->partition_pm, s->crash_pm, s->pause_pm,
+			 s->ncfg.max_msg_entries, s->ncfg.max_inflight_msgs);
 	for (uint32_t i = 0; i < s->n_nodes && k > 0 && (size_t)k < cap; i++)
 		k += snprintf(p + k, cap - (size_t)k, "%s%llu", i ? "," : "",
 			      (unsigned long long)s->nodes[i].rate_ppm);

@@ -61,6 +61,7 @@ void sim_store_load(const struct sim_store *s, struct env_store_state *out);
 struct sim_entry_id {
 	uint64_t term;
 	uint64_t hash; /* of type and data */
+	uint64_t commit_term; /* committed: term of the leader that did it */
 };
 
 uint64_t sim_entry_hash(const struct raft_entry *e);
@@ -105,13 +106,19 @@ bool sim_check_leader(struct sim_checker *c, raft_id id, uint64_t term);
  * entry, with the same predecessor term, wherever it appears. */
 bool sim_check_logged(struct sim_checker *c, raft_id id, uint64_t index,
 		      uint64_t term, uint64_t hash, uint64_t prev_term);
-/* A node says index is committed with this entry: it must agree with
- * every earlier claim (a committed entry never changes or vanishes). Sets
- * *fresh when the index was not known committed before. */
+/* A node in term node_term says index is committed with this entry: it
+ * must agree with every earlier claim (a committed entry never changes or
+ * vanishes). Sets *fresh when the index was not known committed before;
+ * the first node to report it is the leader that committed it, so
+ * node_term is then the term the entry was committed in. */
 bool sim_check_committed(struct sim_checker *c, raft_id id, uint64_t index,
-			 uint64_t term, uint64_t hash, bool *fresh);
+			 uint64_t term, uint64_t hash, uint64_t node_term,
+			 bool *fresh);
 /* §3.6.3 Leader Completeness: a leader of term t holds every entry
- * committed in an earlier term. term_at(ctx, index) reads its log. */
+ * committed in an earlier term (the term of the leader that committed it,
+ * not the entry's own term: an old-term entry committed indirectly by a
+ * leader of term u binds only leaders of terms > u). term_at(ctx, index)
+ * reads its log. */
 bool sim_check_leader_log(struct sim_checker *c, raft_id id, uint64_t term,
 			  uint64_t (*term_at)(const void *ctx, uint64_t index),
 			  const void *ctx);
@@ -120,6 +127,13 @@ bool sim_check_leader_log(struct sim_checker *c, raft_id id, uint64_t term,
 bool sim_check_applied(struct sim_checker *c, raft_id id, uint64_t index,
 		       uint64_t term, uint64_t hash);
 void sim_checker_restart(struct sim_checker *c, raft_id id);
+/* §3.6.2 (Figure 3.7): a leader commits by counting replicas only an
+ * entry of its own term; older entries are committed indirectly, under
+ * one. When a leader of term leader_term moves the known commit point to
+ * index, the entry there must be of that term. */
+bool sim_check_commit_rule(struct sim_checker *c, raft_id id,
+			   uint64_t leader_term, uint64_t index,
+			   uint64_t entry_term);
 /* Durability: a committed entry must be durable on a majority.
  * durable_votes = nodes whose durable log holds it. */
 bool sim_check_durable(struct sim_checker *c, uint64_t index,
