@@ -28,12 +28,16 @@ static uint64_t mix64(uint64_t x)
 
 uint64_t sim_entry_hash(const struct raft_entry *e)
 {
-	uint64_t h = 0xcbf29ce484222325ull ^ e->type;
-	for (uint32_t i = 0; i < e->len; i++) {
-		h ^= e->data[i];
-		h *= 0x100000001b3ull;
-	}
-	return mix64(h ^ e->len);
+	/* Eight bytes at a time: this runs for every entry logged and
+	 * applied, on every node. */
+	uint64_t h = 0xcbf29ce484222325ull ^ e->type ^ ((uint64_t)e->len << 8);
+	uint32_t i = 0;
+	for (; i + 8 <= e->len; i += 8)
+		h = mix64(h ^ keel_get_u64(e->data + i)) * 0x9e3779b97f4a7c15ull;
+	uint64_t tail = 0;
+	for (uint32_t k = 0; i + k < e->len; k++)
+		tail |= (uint64_t)e->data[i + k] << (8 * k);
+	return mix64(h ^ tail ^ 0x5bd1e995ull);
 }
 
 static void fail(struct sim_checker *c, const char *fmt_check,
