@@ -52,6 +52,7 @@ const struct kv_command kv_commands[] = {
 	{"flushall", -1, W | KV_CMD_ADMIN, 0, 0, 0},
 	{"keel.get", 2, R | F, 1, 1, 1},
 	{"keel.expire-delete", 3, W | F | KV_CMD_INTERNAL, 1, 1, 1},
+	{"keel.cas", 4, W | F, 1, 1, 1},
 };
 
 const size_t kv_commands_count = KEEL_ARRAY_LEN(kv_commands);

@@ -169,7 +169,7 @@ struct kv_ctx {
 };
 
 typedef int (*kv_cmd_fn)(struct kv_ctx *c);
-#define KV_NUM_COMMANDS 35
+#define KV_NUM_COMMANDS 36
 extern const kv_cmd_fn kv_command_procs[KV_NUM_COMMANDS];
 
 /* Reply helpers. */

@@ -754,6 +754,25 @@ static int cmd_keel_get(struct kv_ctx *c)
 	return 0;
 }
 
+/* KEEL.CAS key expected new: replaces the value only if the key is live
+ * and holds exactly `expected`; 1 if it did, 0 otherwise. Like SET, the
+ * new value has no TTL. (Compare-and-set on revision is wave 2.) */
+static int cmd_keel_cas(struct kv_ctx *c)
+{
+	struct kv_entry *e = kv_live(c, 1);
+	if (!e || e->val_len != LEN(2) ||
+	    (LEN(2) && memcmp(e->val, ARG(2), LEN(2)) != 0)) {
+		c->r->integer(c->rc, 0);
+		return 0;
+	}
+	int rc = kv_set_value(c->kv, ARG(1), LEN(1), ARG(3), LEN(3), false, 0,
+			      c->now_ms);
+	if (rc)
+		return rc;
+	c->r->integer(c->rc, 1);
+	return 0;
+}
+
 /* In the order of kv_commands[] (commands.c). */
 const kv_cmd_fn kv_command_procs[] = {
 	cmd_get,      cmd_set,       cmd_setnx,    cmd_setex,
@@ -764,7 +783,7 @@ const kv_cmd_fn kv_command_procs[] = {
 	cmd_type,     cmd_expire,    cmd_pexpire,  cmd_expireat,
 	cmd_pexpireat, cmd_ttl,      cmd_pttl,     cmd_persist,
 	cmd_keys,     cmd_scan,      cmd_dbsize,   cmd_flush,
-	cmd_flush,    cmd_keel_get,  cmd_expire_delete,
+	cmd_flush,    cmd_keel_get,  cmd_expire_delete, cmd_keel_cas,
 };
 
 /* The extern declaration in kv_internal.h has KV_NUM_COMMANDS elements: an

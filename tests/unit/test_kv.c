@@ -632,6 +632,28 @@ TEST(kv_expire_family)
 	RUN(rows);
 }
 
+TEST(kv_keel_cas_compares_values)
+{
+	static const struct row rows[] = {
+		{1000, "KEEL.CAS k a b", ":0"},
+		{1000, "GET k", "(nil)"},
+		{1000, "SET k a PX 5000", "+OK"},
+		{1000, "KEEL.CAS k x b", ":0"},
+		{1000, "GET k", "$a"},
+		{1000, "KEEL.CAS k a b", ":1"},
+		{1000, "GET k", "$b"},
+		{1000, "TTL k", ":-1"},
+		{1000, "KEEL.CAS k \"\" c", ":0"},
+		{1000, "SET e \"\"", "+OK"},
+		{1000, "KEEL.CAS e \"\" c", ":1"},
+		{1000, "GET e", "$c"},
+		{1000, "SET t v PX 10", "+OK"},
+		{2000, "KEEL.CAS t v w", ":0"},
+		{1000, "KEEL.CAS k b", "-ERR wrong number of arguments for 'keel.cas' command"},
+	};
+	RUN(rows);
+}
+
 TEST(kv_unknown_and_revisions)
 {
 	static const struct row rows[] = {
