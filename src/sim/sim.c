@@ -20,6 +20,7 @@
  * Every random choice comes from keel_rand streams derived from the seed;
  * nothing reads the real clock. No global state: a run is one struct sim.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,10 +52,6 @@ enum ev_type {
 	EV_RESTART,
 	EV_RESUME,
 };
-
-static const char *const ev_names[] = {
-	"?",	     "deliver", "timer",   "disk",    "client-req", "client-reply",
-	"timeout", "next",    "fault", "heal", "restart", "resume"};
 
 struct sim_event {
 	uint64_t time;
@@ -188,10 +185,8 @@ static bool tracing(const struct sim *s)
 	return s->opt.trace != NULL;
 }
 
-__attribute__((format(printf, 2, 3))) static void trace(struct sim *s,
-							const char *fmt, ...);
-
-#include <stdarg.h>
+__attribute__((format(printf, 2, 3))) static void
+trace(struct sim *s, const char *fmt, ...);
 
 static void trace(struct sim *s, const char *fmt, ...)
 {
@@ -1143,7 +1138,6 @@ static bool run_until(struct sim *s, bool (*done)(struct sim *), uint64_t bound)
 		s->now = ev.time;
 		s->steps++;
 		s->chk.step = s->steps;
-		(void)ev_names;
 		dispatch(s, &ev);
 	}
 	return false;
