@@ -143,9 +143,15 @@ $(BUILD)/keel-mut: $(CLI_SRCS:%.c=$(BUILD)/mut/%.o) $(MUT_OBJS)
 .PHONY: sim-mutants
 sim-mutants: $(BUILD)/keel-mut
 	@fail=0; for m in $(SIM_MUTANTS); do \
-		line=$$($(BUILD)/keel-mut sim --mutant $$m --seeds $(SIM_MUTANT_SEEDS) \
-			--ops $(SIM_MUTANT_OPS) --faults all 2>&1 | grep '^bug=' | tail -n 1); \
-		[ -n "$$line" ] || line="bug=$$m NOT CAUGHT (the run died)"; \
+		out=$$($(BUILD)/keel-mut sim --mutant $$m --seeds $(SIM_MUTANT_SEEDS) \
+			--ops $(SIM_MUTANT_OPS) --faults all 2>&1); \
+		line=$$(echo "$$out" | grep '^bug=' | tail -n 1); \
+		if [ -z "$$line" ]; then \
+			a=$$(echo "$$out" | grep 'assertion failed' | tail -n 1); \
+			s=$$(echo "$$out" | grep '^mutant .*seed=' | tail -n 1 | sed 's/.*seed=//'); \
+			if [ -n "$$a" ]; then line="bug=$$m caught seed=$$s check=core-assertion ($${a#keel: })"; \
+			else line="bug=$$m NOT CAUGHT (the run died)"; fi; \
+		fi; \
 		echo "$$line"; \
 		case "$$line" in *"NOT CAUGHT"*) fail=1;; esac; \
 	done; exit $$fail

@@ -150,6 +150,13 @@ int cmd_sim(int argc, char **argv)
 					.trace_ctx = trace,
 					.history = history ? file_line : NULL,
 					.history_ctx = history};
+		/* A run that dies on a core assertion (raft_check_invariants
+		 * after every step) must still be attributable to its seed. */
+		if (mutant) {
+			fprintf(stderr, "mutant %s: seed=%" PRIu64 "\n", mutant,
+				seed);
+			fflush(stderr);
+		}
 		struct sim_result r;
 		int rv = sim_run(&o, &r);
 		if (rv) {

@@ -757,7 +757,16 @@ static void client_reply(struct sim *s, struct sim_client *c,
 	}
 	if (c->req.op != NODE_OP_GET) {
 		/* Remember what the acknowledged write was: it must stay. */
-		KEEL_ASSERT(rp->index >= 1 && rp->index <= s->chk.n_applied);
+		if (rp->index < 1 || rp->index > s->chk.n_applied) {
+			char d[128];
+			snprintf(d, sizeof(d),
+				 "write acknowledged at index %llu, which no "
+				 "node applied in order",
+				 (unsigned long long)rp->index);
+			sim_checker_fail(&s->chk, "acknowledged-write-lost", d);
+			client_finish(s, c, SIM_OK);
+			return;
+		}
 		if (s->n_acks == s->cap_acks) {
 			s->cap_acks = s->cap_acks ? s->cap_acks * 2 : 1024;
 			s->acks = realloc(s->acks,
