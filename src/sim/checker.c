@@ -32,8 +32,10 @@ uint64_t sim_entry_hash(const struct raft_entry *e)
 	 * applied, on every node. */
 	uint64_t h = 0xcbf29ce484222325ull ^ e->type ^ ((uint64_t)e->len << 8);
 	uint32_t i = 0;
-	for (; i + 8 <= e->len; i += 8)
-		h = mix64(h ^ keel_get_u64(e->data + i)) * 0x9e3779b97f4a7c15ull;
+	for (; i + 8 <= e->len; i += 8) {
+		h = (h ^ keel_get_u64(e->data + i)) * 0x9e3779b97f4a7c15ull;
+		h ^= h >> 32;
+	}
 	uint64_t tail = 0;
 	for (uint32_t k = 0; i + k < e->len; k++)
 		tail |= (uint64_t)e->data[i + k] << (8 * k);

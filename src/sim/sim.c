@@ -103,6 +103,11 @@ struct sim_node {
 	uint64_t disk_done; /* last scheduled disk completion */
 	uint64_t seen_commit;
 	uint64_t leader_term_checked;
+	/* Role and term as of the node's last step (roles change only when
+	 * a node handles an event, and every event is followed by
+	 * check_node), so other checks need not ask the core. */
+	bool is_leader;
+	uint64_t term;
 };
 
 struct sim_client {
@@ -112,7 +117,10 @@ struct sim_client {
 	bool done;
 	uint64_t attempt;
 	uint64_t deadline;
-	uint64_t op_no; /* which operation a timeout event belongs to */
+	/* At most one timeout event per client is queued (a timer per
+	 * operation would fill the queue with seconds of dead timers); it
+	 * re-arms itself for the current deadline when it fires early. */
+	bool timeout_armed;
 	raft_id guess;
 	struct sim_req req;
 };
@@ -492,6 +500,8 @@ static void check_node(struct sim *s, struct sim_node *n)
 	raft_check_invariants(r);
 	struct raft_status st;
 	raft_status(r, &st);
+	n->is_leader = st.role == RAFT_LEADER;
+	n->term = st.term;
 	if (st.role == RAFT_LEADER) {
 		sim_check_leader(&s->chk, n->id, st.term);
 		if (n->leader_term_checked != st.term) {
@@ -523,18 +533,16 @@ static void check_node(struct sim *s, struct sim_node *n)
 		/* Leaders of later terms must already hold it. */
 		for (uint32_t k = 0; k < s->n_nodes; k++) {
 			struct sim_node *o = &s->nodes[k];
-			if (!o->node || o == n)
+			if (!o->node || o == n || !o->is_leader ||
+			    o->term <= st.term)
 				continue;
-			struct raft_status os;
-			raft_status(node_raft(o->node), &os);
-			if (os.role == RAFT_LEADER && os.term > st.term &&
-			    node_term_at(node_raft(o->node), i) != e->term) {
+			if (node_term_at(node_raft(o->node), i) != e->term) {
 				char d[128];
 				snprintf(d, sizeof(d),
 					 "leader %llu of term %llu lacks newly "
 					 "committed index %llu",
 					 (unsigned long long)o->id,
-					 (unsigned long long)os.term,
+					 (unsigned long long)o->term,
 					 (unsigned long long)i);
 				sim_checker_fail(&s->chk, "leader-completeness",
 						 d);
@@ -587,6 +595,7 @@ static void crash_node(struct sim *s, struct sim_node *n)
 	KEEL_ASSERT(n->node != NULL);
 	node_destroy(n->node);
 	n->node = NULL;
+	n->is_leader = false;
 	n->inc++;
 	memset(n->timers, 0, sizeof(n->timers));
 	uint64_t before = sim_store_unsynced_records(&n->store);
@@ -694,11 +703,12 @@ static void client_next(struct sim *s, struct sim_client *c)
 	if (tracing(s))
 		trace(s, "client %u p=%u invoke %s k%u", c->idx, c->process,
 		      node_op_name(c->req.op), c->req.key);
-	push(s, (struct sim_event){.time = c->deadline,
-				   .type = EV_CLIENT_TIMEOUT,
-				   .a = c->idx,
-				   .b = s->res->ops_invoked});
-	c->op_no = s->res->ops_invoked;
+	if (!c->timeout_armed) {
+		c->timeout_armed = true;
+		push(s, (struct sim_event){.time = c->deadline,
+					   .type = EV_CLIENT_TIMEOUT,
+					   .a = c->idx});
+	}
 	client_send(s, c, pick_node(s, c));
 }
 
@@ -1085,8 +1095,15 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 		return;
 	case EV_CLIENT_TIMEOUT: {
 		struct sim_client *c = &s->clients[ev->a];
-		if (!c->busy || c->op_no != ev->b)
+		c->timeout_armed = false;
+		if (!c->busy)
 			return;
+		if (c->deadline > s->now) { /* armed for an earlier op */
+			c->timeout_armed = true;
+			ev->time = c->deadline;
+			push(s, *ev);
+			return;
+		}
 		if (tracing(s))
 			trace(s, "client %u p=%u timeout", c->idx, c->process);
 		hist(s, c, SIM_INFO, false, NULL, 0, NULL, 0);
