@@ -9,6 +9,6 @@ run_suite fuzz_smoke make --no-print-directory fuzz-smoke
 run_counted check_testdata tests/check/run-testdata.sh
 # Deterministic simulator (docs/testing.md): 1,000 seeds with every fault,
 # the same seed twice compared byte for byte, and every planted bug caught.
-run_suite sim_sweep "$BUILD"/keel sim --seeds 1-1000 --faults all --ops 2000
+run_suite sim_sweep "$BUILD"/keel sim --seeds 1-1000 --faults all --ops 3000
 run_suite sim_determinism bash -c 'b=${BUILD:-build}; for i in 1 2; do "$b"/keel sim --seed 77 --ops 1500 --faults all --trace "$b"/sim-trace-$i.txt --history "$b"/sim-history-$i.jsonl >/dev/null || exit 1; done; cmp "$b"/sim-trace-1.txt "$b"/sim-trace-2.txt && cmp "$b"/sim-history-1.jsonl "$b"/sim-history-2.jsonl && [ "$(wc -l <"$b"/sim-trace-1.txt)" -gt 10000 ]'
 run_suite sim_mutants make --no-print-directory BUILD="$BUILD" sim-mutants
