@@ -147,6 +147,28 @@ int peer_frame_verify(const uint8_t *buf, size_t len,
 		      const struct peer_limits *lim, uint64_t *sender,
 		      int *type);
 
+/* Node-level frames (docs/peer-protocol.md §3): forwarding between
+ * replicas. Bodies are defined in src/node/node.c and the doc. */
+#define PEER_TYPE_FWD_WRITE 33
+#define PEER_TYPE_FWD_ACK 34
+#define PEER_TYPE_FWD_NACK 35
+#define PEER_TYPE_FWD_READ 36
+#define PEER_TYPE_FWD_READ_OK 37
+
+/* Encodes a frame of any type around body[0..body_len): header, body,
+ * CRC. Returns 0 or KEEL_ERR_TOO_BIG when cap is too small. */
+int peer_encode_frame(int type, uint64_t cluster_id, uint64_t sender,
+		      const uint8_t *body, size_t body_len, uint8_t *buf,
+		      size_t cap, size_t *written);
+
+/* The body of a frame that passed peer_frame_verify. */
+static inline const uint8_t *peer_frame_body(const uint8_t *frame,
+					     size_t *body_len)
+{
+	*body_len = keel_get_u32(frame + 24);
+	return frame + PEER_HEADER_SIZE;
+}
+
 /* Writes a HELLO frame (PEER_HELLO_SIZE bytes) into buf. */
 void peer_encode_hello(uint64_t cluster_id, uint64_t sender, uint8_t *buf);
 

@@ -371,3 +371,28 @@ void peer_encode_hello(uint64_t cluster_id, uint64_t sender, uint8_t *buf)
 	keel_put_u32(buf + PEER_HEADER_SIZE,
 		     keel_crc32c(0, buf, PEER_HEADER_SIZE));
 }
+
+int peer_encode_frame(int type, uint64_t cluster_id, uint64_t sender,
+		      const uint8_t *body, size_t body_len, uint8_t *buf,
+		      size_t cap, size_t *written)
+{
+	KEEL_ASSERT(type > 0 && type < 256);
+	KEEL_ASSERT(sender != RAFT_NONE);
+	if (body_len > UINT32_MAX - PEER_MIN_FRAME_SIZE ||
+	    cap < body_len + PEER_MIN_FRAME_SIZE)
+		return KEEL_ERR_TOO_BIG;
+	for (size_t i = 0; i < 4; i++)
+		buf[OFF_MAGIC + i] = magic[i];
+	buf[OFF_VERSION] = PEER_VERSION;
+	buf[OFF_TYPE] = (uint8_t)type;
+	keel_put_u16(buf + OFF_FLAGS, 0);
+	keel_put_u64(buf + OFF_CLUSTER, cluster_id);
+	keel_put_u64(buf + OFF_SENDER, sender);
+	keel_put_u32(buf + OFF_BODY_LEN, (uint32_t)body_len);
+	for (size_t i = 0; i < body_len; i++)
+		buf[PEER_HEADER_SIZE + i] = body[i];
+	size_t covered = PEER_HEADER_SIZE + body_len;
+	keel_put_u32(buf + covered, keel_crc32c(0, buf, covered));
+	*written = covered + PEER_TRAILER_SIZE;
+	return 0;
+}
