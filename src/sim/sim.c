@@ -51,6 +51,7 @@ enum ev_type {
 	EV_HEAL,
 	EV_RESTART,
 	EV_RESUME,
+	EV_CRASH,
 };
 
 struct sim_event {
@@ -108,6 +109,9 @@ struct sim_node {
 	 * check_node), so other checks need not ask the core. */
 	bool is_leader;
 	uint64_t term;
+	/* Crash right after this node's next disk write is issued, so the
+	 * crash finds unsynced data to lose or tear. */
+	bool crash_armed;
 };
 
 struct sim_client {
@@ -435,6 +439,15 @@ static int env_store_append(void *ctx, const struct env_store_write *w,
 		lat += keel_rand_below(&s->disk_rand, s->disk_spike + 1);
 	uint64_t at = KEEL_MAX(s->now + lat, n->disk_done);
 	n->disk_done = at;
+	s->res->disk_writes++;
+	if (n->crash_armed) {
+		/* After the step that issued it, before it completes. */
+		n->crash_armed = false;
+		push(s, (struct sim_event){.time = s->now,
+					   .type = EV_CRASH,
+					   .node = (uint8_t)n->idx,
+					   .inc = n->inc});
+	}
 	if (tracing(s))
 		trace(s, "disk write node %u from=%llu n=%u hs=%d done_at=%llu",
 		      n->idx + 1, (unsigned long long)w->truncate_from,
@@ -596,6 +609,7 @@ static void crash_node(struct sim *s, struct sim_node *n)
 	node_destroy(n->node);
 	n->node = NULL;
 	n->is_leader = false;
+	n->crash_armed = false;
 	n->inc++;
 	memset(n->timers, 0, sizeof(n->timers));
 	uint64_t before = sim_store_unsynced_records(&n->store);
@@ -607,6 +621,8 @@ static void crash_node(struct sim *s, struct sim_node *n)
 	}
 	s->n_down++;
 	s->res->crashes++;
+	if (kept < before)
+		s->res->crashes_lost++;
 	if (tracing(s))
 		trace(s, "crash node %u unsynced=%llu kept=%llu", n->idx + 1,
 		      (unsigned long long)before, (unsigned long long)kept);
@@ -882,6 +898,7 @@ static void make_partition(struct sim *s)
 		what = "one-way";
 	}
 	s->partitioned = true;
+	s->res->partitions++;
 	uint64_t heal = rnd_range(r, 200 * MS, 3 * SEC);
 	if (tracing(s)) {
 		char m[64];
@@ -929,7 +946,13 @@ static void fault_tick(struct sim *s)
 	if (s->crash_pm && s->n_down < max_down &&
 	    keel_rand_below(r, 1000) < s->crash_pm) {
 		struct sim_node *n = pick_up_node(s);
-		if (n) {
+		/* Half the crashes strike at once, half in the middle of the
+		 * node's next write. */
+		if (n && keel_rand_below(r, 2)) {
+			n->crash_armed = true;
+			if (tracing(s))
+				trace(s, "crash armed node %u", n->idx + 1);
+		} else if (n) {
 			crash_node(s, n);
 			push(s, (struct sim_event){
 					.time = s->now + rnd_range(r, 50 * MS,
@@ -943,6 +966,7 @@ static void fault_tick(struct sim *s)
 		struct sim_node *n = pick_up_node(s);
 		if (n) {
 			n->paused = true;
+			s->res->pauses++;
 			n->pause_until = s->now + rnd_range(r, 50 * MS,
 							    1500 * MS);
 			s->n_down++;
@@ -1132,6 +1156,17 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 		return;
 	case EV_RESUME:
 		resume_node(s, n);
+		return;
+	case EV_CRASH:
+		if (ev->inc != n->inc || !n->node || n->paused || s->liveness ||
+		    s->n_down >= (s->n_nodes - 1) / 2)
+			return;
+		crash_node(s, n);
+		push(s, (struct sim_event){
+				.time = s->now + rnd_range(&s->fault_rand,
+							   50 * MS, 2 * SEC),
+				.type = EV_RESTART,
+				.node = (uint8_t)n->idx});
 		return;
 	default:
 		KEEL_ASSERT(0 && "bad event");
@@ -1378,6 +1413,7 @@ static void heal_all(struct sim *s)
 	s->partitioned = false;
 	for (uint32_t i = 0; i < s->n_nodes; i++) {
 		struct sim_node *n = &s->nodes[i];
+		n->crash_armed = false;
 		resume_node(s, n);
 		restart_node(s, n);
 	}

@@ -63,6 +63,8 @@ struct sim_result {
 	uint64_t sim_ns;
 	uint64_t frames_sent, frames_corrupted, frames_bad;
 	uint64_t crashes;
+	uint64_t crashes_lost; /* unsynced writes cut short (lost or torn) */
+	uint64_t partitions, pauses, disk_writes;
 };
 
 /* Runs one seed. Returns 0 (r->ok says whether every check passed) or an
