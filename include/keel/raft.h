@@ -18,6 +18,13 @@
  *     later: raft_step(r, RAFT_EV_PERSISTED{index, term}) when the entries
  *            up to index are durable.
  *
+ * Snapshots (docs/raft.md "Log compaction and InstallSnapshot"): once the
+ * application's state machine holds a durable snapshot of every entry up to
+ * an applied index i, raft_compact(r, i) lets the core drop those entries.
+ * A follower whose next entry is gone gets RAFT_MSG_SNAPSHOT, which names
+ * the snapshot (index, term, membership) but never carries its bytes: see
+ * "The snapshot contract" below.
+ *
  * Ownership: everything passed into raft_step stays the caller's; the core
  * copies what it keeps (proposal data, received entries). Everything in a
  * struct raft_update is borrowed from the core and stays valid until the
@@ -71,7 +78,8 @@ enum raft_msg_type {
 	RAFT_MSG_HEARTBEAT = 7,     /* empty AppendEntries + read context, §6.4 */
 	RAFT_MSG_HEARTBEAT_RESP = 8,
 	RAFT_MSG_TIMEOUT_NOW = 9,   /* leadership transfer, §3.10 */
-	RAFT_MSG_TYPE_COUNT = 10,
+	RAFT_MSG_SNAPSHOT = 10,     /* InstallSnapshot metadata, §5.3 */
+	RAFT_MSG_TYPE_COUNT = 11,
 };
 const char *raft_msg_type_name(int type);
 
@@ -92,7 +100,14 @@ const char *raft_msg_type_name(int type);
  *   HEARTBEAT           commit = min(leader commit, follower match);
  *                       context = read round the leader is confirming.
  *   HEARTBEAT_RESP      context echoed back.
+ *   SNAPSHOT            index/log_term = the snapshot's last included
+ *                       index and term; commit = leader's commit index;
+ *                       conf = the membership the snapshot covers (must
+ *                       be non-NULL; for every other type it is NULL).
+ *                       Answered with an APPEND_RESP (accept, index = the
+ *                       index now matching).
  */
+struct raft_config_members;
 struct raft_msg {
 	uint8_t type; /* enum raft_msg_type */
 	bool reject;
@@ -108,6 +123,7 @@ struct raft_msg {
 	uint64_t context;
 	uint32_t n_entries;
 	struct raft_entry *entries; /* borrowed: see the ownership rules */
+	const struct raft_config_members *conf; /* SNAPSHOT only; borrowed */
 };
 
 /* Persistent state, §3.8 Figure 3.1 ("updated on stable storage before
@@ -156,6 +172,8 @@ enum raft_event_type {
 	RAFT_EV_PERSISTED,     /* entries up to (index, term) are durable */
 	RAFT_EV_CAMPAIGN,      /* start an election now (tests, bootstrap) */
 	RAFT_EV_TRANSFER,      /* hand leadership to a voter, §3.10 */
+	RAFT_EV_SNAPSHOT_STATUS, /* the bytes for a RAFT_MSG_SNAPSHOT to peer
+	                            were delivered (ok) or not (leader only) */
 };
 
 struct raft_event {
@@ -176,6 +194,10 @@ struct raft_event {
 		struct {
 			raft_id target;
 		} transfer;
+		struct {
+			raft_id peer;
+			bool ok;
+		} snapshot_status;
 	};
 };
 
@@ -194,6 +216,41 @@ struct raft_soft_state {
 	raft_id leader;
 	int role; /* enum raft_role */
 	uint64_t term;
+};
+
+/*
+ * The snapshot contract (metadata-only InstallSnapshot, docs/raft.md).
+ *
+ * The snapshot's bytes are the application's: the core never sees them.
+ *
+ * Sender (leader). When a peer needs entries the leader has compacted, the
+ * core emits one RAFT_MSG_SNAPSHOT naming (index, term, conf) of its log
+ * base and puts the peer in RAFT_PROGRESS_SNAPSHOT, where nothing else is
+ * sent to it. The application sends the message's metadata and streams the
+ * bytes of its snapshot AT EXACTLY that index beside it (node-level chunk
+ * frames). If it no longer has that snapshot, or the transfer fails (peer
+ * unreachable, bytes rejected), it steps RAFT_EV_SNAPSHOT_STATUS{peer,
+ * ok=false}; the core then probes again and, if the peer still lags behind
+ * the log base, names the newest snapshot. When the transfer succeeded it
+ * may step ok=true (that also frees the peer should the acknowledgement be
+ * lost). Either way the peer goes back to RAFT_PROGRESS_PROBE.
+ *
+ * Receiver (follower). The application buffers the chunks and hands the
+ * core the RAFT_MSG_SNAPSHOT (RAFT_EV_RECEIVE) only once every byte has
+ * arrived and been verified. If the core accepts it, the next update has
+ * u.snapshot set: the application must install those bytes as its state
+ * machine and make snapshot + metadata durable, discarding every stored log
+ * entry, BEFORE it persists u.entries of the same update (which then start
+ * at snapshot->index + 1), before it sends u.msgs_after_persist (the
+ * acknowledgement is there), and before it applies any later committed
+ * entry. If u.snapshot is NULL after handing the message in, the core
+ * ignored it (stale, or the log already held that point) and the bytes are
+ * dropped.
+ */
+struct raft_snapshot_meta {
+	uint64_t index; /* last entry the snapshot covers */
+	uint64_t term;  /* its term */
+	struct raft_config_members conf; /* membership as of index */
 };
 
 struct raft_update {
@@ -224,6 +281,10 @@ struct raft_update {
 	/* Read requests whose read point is now known. */
 	uint32_t n_reads;
 	const struct raft_read *reads;
+
+	/* Install this snapshot first (see "The snapshot contract"); NULL
+	 * when there is none. committed never holds entries it covers. */
+	const struct raft_snapshot_meta *snapshot;
 };
 
 struct raft; /* opaque */
@@ -240,6 +301,30 @@ int raft_config_validate(const struct raft_config *cfg);
  * and start at 1). Every restored entry counts as persisted. */
 int raft_restore(struct raft *r, const struct raft_hard_state *hs,
 		 const struct raft_entry *entries, uint32_t n);
+
+/* Like raft_restore, for storage that holds a snapshot: the log's base is
+ * (snap_index, snap_term) and entries (copied) start at snap_index + 1.
+ * conf is the snapshot's membership, or NULL; membership changes do not
+ * exist yet, so a conf other than the configured members (as a set) is
+ * KEEL_ERR_INVAL. commit and applied start at snap_index (commit at
+ * hs->commit when that is later and held). snap_index 0 needs snap_term 0
+ * and is raft_restore. Returns 0, KEEL_ERR_INVAL or KEEL_ERR_NOMEM. */
+int raft_restore_snapshot(struct raft *r, const struct raft_hard_state *hs,
+			  uint64_t snap_index, uint64_t snap_term,
+			  const struct raft_config_members *conf,
+			  const struct raft_entry *entries, uint32_t n);
+
+/* Log compaction (§5.1 of the thesis, chapter 5): the application's state
+ * machine has a durable snapshot of every entry up to index, so the core
+ * may drop them; (index, term of index) becomes the log's base, and
+ * raft_term_at / raft_entry_at answer KEEL_ERR_COMPACTED below it. Only
+ * applied entries (handed out in u.committed and advanced past; those are
+ * persisted too) may go. Not between raft_ready and raft_advance. Returns
+ *   0                    done (also when index is the base already)
+ *   KEEL_ERR_COMPACTED   index is below the base
+ *   KEEL_ERR_INVAL       index beyond the applied index, or an update is
+ *                        outstanding */
+int raft_compact(struct raft *r, uint64_t index);
 
 void raft_destroy(struct raft *r);
 
@@ -265,6 +350,7 @@ void raft_advance(struct raft *r, const struct raft_update *u);
 enum raft_progress_state {
 	RAFT_PROGRESS_PROBE = 0,
 	RAFT_PROGRESS_REPLICATE,
+	RAFT_PROGRESS_SNAPSHOT, /* waiting for a snapshot to be installed */
 };
 
 struct raft_peer_status {
@@ -275,6 +361,7 @@ struct raft_peer_status {
 	uint32_t inflight_msgs;
 	uint64_t inflight_bytes;
 	bool recent_active;
+	uint64_t pending_snapshot; /* snapshot state: index sent */
 };
 
 struct raft_status {
@@ -286,6 +373,8 @@ struct raft_status {
 	uint64_t commit;
 	uint64_t applied;   /* handed out through committed */
 	uint64_t persisted;
+	uint64_t snap_index; /* log base: first_index - 1 */
+	uint64_t snap_term;
 	uint64_t first_index;
 	uint64_t last_index;
 	uint64_t last_term;
@@ -297,12 +386,13 @@ struct raft_status {
 
 void raft_status(const struct raft *r, struct raft_status *st);
 
-/* Term of the entry at index (0 for index 0), or KEEL_ERR_COMPACTED /
- * KEEL_ERR_UNAVAILABLE through *err. */
+/* Term of the entry at index (0 for index 0; the base's term at the log
+ * base), or 0 with KEEL_ERR_COMPACTED (below the base) / KEEL_ERR_UNAVAILABLE
+ * (beyond the last entry) through *err. */
 uint64_t raft_term_at(const struct raft *r, uint64_t index, int *err);
 
-/* Borrowed pointer to the entry at index, or NULL. Valid until the next
- * step. */
+/* Borrowed pointer to the entry at index, or NULL (compacted, the base
+ * itself, or beyond the last entry). Valid until the next step. */
 const struct raft_entry *raft_entry_at(const struct raft *r, uint64_t index);
 
 /* Checks the core's local invariants; aborts with a message on a

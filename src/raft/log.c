@@ -108,3 +108,31 @@ void raft_log_truncate(struct raft_log *l, uint64_t from)
 	l->n = from - l->snap_index - 1;
 	KEEL_ASSERT(raft_log_last(l) == from - 1);
 }
+
+void raft_log_compact(struct raft_log *l, uint64_t index)
+{
+	KEEL_ASSERT(index > l->snap_index);
+	KEEL_ASSERT(index <= raft_log_last(l));
+	uint64_t term = raft_log_get(l, index)->term;
+	uint64_t drop = index - l->snap_index;
+	for (uint64_t i = 0; i < drop; i++)
+		l->alloc->free(l->alloc->ctx, (void *)l->e[l->head + i].data);
+	/* Moving the head is O(1); reserve() slides the live entries back
+	 * to the front when the array's tail runs out. */
+	l->head += drop;
+	l->n -= drop;
+	if (l->n == 0)
+		l->head = 0;
+	l->snap_index = index;
+	l->snap_term = term;
+}
+
+void raft_log_reset(struct raft_log *l, uint64_t index, uint64_t term)
+{
+	for (uint64_t i = 0; i < l->n; i++)
+		l->alloc->free(l->alloc->ctx, (void *)l->e[l->head + i].data);
+	l->head = 0;
+	l->n = 0;
+	l->snap_index = index;
+	l->snap_term = term;
+}

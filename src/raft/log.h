@@ -65,4 +65,12 @@ int raft_log_append(struct raft_log *l, const struct raft_entry *src,
 /* Drops every entry with index >= from (from > snap_index). */
 void raft_log_truncate(struct raft_log *l, uint64_t from);
 
+/* Drops every entry with index <= index (snap_index < index <= last) and
+ * makes (index, its term) the base. Frees memory only; cannot fail. */
+void raft_log_compact(struct raft_log *l, uint64_t index);
+
+/* Drops the whole log and rebases it at (index, term): a follower that
+ * installs a snapshot its log does not hold (§5.3). */
+void raft_log_reset(struct raft_log *l, uint64_t index, uint64_t term);
+
 #endif

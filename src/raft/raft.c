@@ -10,9 +10,14 @@
  * rules and their thesis sections are listed in docs/raft.md; the comments
  * below cite them (Ongaro, "Consensus: Bridging Theory and Practice", 2014).
  *
- * Known limits (wave 1): no snapshots yet (the log is never compacted), no
- * membership changes (the configuration is fixed at creation), and reads on
- * a follower are refused (the node forwards them to the leader).
+ * Log compaction and InstallSnapshot (thesis chapter 5): the application
+ * compacts with raft_compact(); a peer that needs a compacted entry gets a
+ * metadata-only RAFT_MSG_SNAPSHOT while the application moves the bytes
+ * (the contract is in raft.h).
+ *
+ * Known limits: no membership changes (the configuration is fixed at
+ * creation, so a snapshot's membership is always that configuration), and
+ * reads on a follower are refused (the node forwards them to the leader).
  */
 #include <string.h>
 
@@ -36,6 +41,9 @@ struct progress {
 	int vote;           /* enum vote_state, current election */
 	uint64_t read_ack;  /* highest read round it confirmed this term */
 	uint64_t sent_commit; /* highest commit index told to it */
+	/* Snapshot state: the log base named in the RAFT_MSG_SNAPSHOT sent;
+	 * 0 in the other states. */
+	uint64_t pending_snapshot;
 	/* In-flight appends (replicate state): a ring of the last index and
 	 * entry bytes of each, freed as acknowledgements arrive. */
 	uint64_t *infl_last;
@@ -73,7 +81,15 @@ struct raft {
 	int role;
 	raft_id leader;
 	struct raft_log log;
-	/* Invariant: applied <= commit, applied <= persisted. */
+	/* The membership a snapshot at the log base covers. Configuration is
+	 * fixed, so this is cfg.members; outgoing RAFT_MSG_SNAPSHOTs point
+	 * here. */
+	struct raft_config_members snap_conf;
+	/* A received snapshot the application must install (u.snapshot),
+	 * pending until raft_advance. */
+	struct raft_snapshot_meta install;
+	bool install_pending;
+	/* Invariant: snap_index <= applied <= commit, applied <= persisted. */
 	uint64_t applied;   /* handed to the application */
 	uint64_t persisted; /* durable here, reported by RAFT_EV_PERSISTED */
 	uint64_t persist_sent; /* handed out for persistence */
@@ -130,7 +146,7 @@ const char *raft_msg_type_name(int type)
 	static const char *const names[RAFT_MSG_TYPE_COUNT] = {
 		"None",      "PreVote",       "PreVoteResp", "Vote",
 		"VoteResp",  "App",           "AppResp",     "Heartbeat",
-		"HeartbeatResp", "TimeoutNow",
+		"HeartbeatResp", "TimeoutNow",  "Snapshot",
 	};
 	if (type < 0 || type >= RAFT_MSG_TYPE_COUNT)
 		return "?";
@@ -264,23 +280,27 @@ static void send(struct raft *r, struct raft_msg m)
 		m.term = r->term;
 	bool now = r->role == RAFT_LEADER &&
 		   (m.type == RAFT_MSG_APPEND || m.type == RAFT_MSG_HEARTBEAT ||
-		    m.type == RAFT_MSG_TIMEOUT_NOW);
+		    m.type == RAFT_MSG_TIMEOUT_NOW ||
+		    m.type == RAFT_MSG_SNAPSHOT);
 	struct msg_vec *q = now ? &r->msgs : &r->msgs_ap;
 	if (grow(r->alloc, (void **)&q->v, &q->cap, q->n + 1, sizeof(m)))
 		return;
 	q->v[q->n++] = m;
 }
 
-/* Queued appends reference log entries by index; a truncation would leave
- * them describing entries that no longer exist, so it drops them. */
-static void drop_queued_appends(struct raft *r, uint64_t from)
+/* Queued appends reference log entries by index (raft_ready points them
+ * at the log); dropping entries lo..hi from the log -- a truncated suffix,
+ * a compacted prefix, the whole log under a snapshot -- would leave them
+ * describing entries that no longer exist, so they go too: to the peer
+ * it looks like a lost message, which Raft retries. */
+static void drop_queued_appends(struct raft *r, uint64_t lo, uint64_t hi)
 {
 	struct msg_vec *q = &r->msgs;
 	uint32_t w = 0;
 	for (uint32_t i = 0; i < q->n; i++) {
 		const struct raft_msg *m = &q->v[i];
 		if (m->type == RAFT_MSG_APPEND && m->n_entries > 0 &&
-		    m->index + m->n_entries >= from)
+		    m->index + 1 <= hi && m->index + m->n_entries >= lo)
 			continue;
 		q->v[w++] = q->v[i];
 	}
@@ -344,6 +364,7 @@ static void become_probe(struct progress *p)
 {
 	p->state = RAFT_PROGRESS_PROBE;
 	p->probe_sent = false;
+	p->pending_snapshot = 0;
 	infl_reset(p);
 	p->next = p->match + 1;
 }
@@ -352,14 +373,31 @@ static void become_replicate(struct progress *p)
 {
 	p->state = RAFT_PROGRESS_REPLICATE;
 	p->probe_sent = false;
+	p->pending_snapshot = 0;
 	infl_reset(p);
 	p->next = p->match + 1;
+}
+
+/* The peer needs entries up to index that the log no longer has. Nothing
+ * else goes to it until it acknowledges or the application reports the
+ * transfer's outcome (etcd's StateSnapshot). next is optimistic, as in
+ * replicate state. */
+static void become_snapshot(struct progress *p, uint64_t index)
+{
+	KEEL_ASSERT(index > p->match);
+	p->state = RAFT_PROGRESS_SNAPSHOT;
+	p->probe_sent = false;
+	p->pending_snapshot = index;
+	infl_reset(p);
+	p->next = index + 1;
 }
 
 static bool progress_paused(const struct raft *r, const struct progress *p)
 {
 	if (p->state == RAFT_PROGRESS_PROBE)
 		return p->probe_sent;
+	if (p->state == RAFT_PROGRESS_SNAPSHOT)
+		return true;
 	return infl_full(r, p);
 }
 
@@ -374,8 +412,23 @@ static bool maybe_send_append(struct raft *r, struct progress *p,
 	if (progress_paused(r, p))
 		return false;
 	uint64_t last = last_index(r);
-	KEEL_ASSERT(p->next >= raft_log_first(&r->log));
 	KEEL_ASSERT(p->next <= last + 1);
+	if (p->next <= r->log.snap_index) {
+		/* §5.3 / chapter 5: the entry before next is compacted, so
+		 * no append can prove where the logs match. Name the log
+		 * base; the application streams its snapshot there. */
+		struct raft_msg m = {
+			.type = RAFT_MSG_SNAPSHOT,
+			.to = p->id,
+			.index = r->log.snap_index,
+			.log_term = r->log.snap_term,
+			.commit = r->commit,
+			.conf = &r->snap_conf,
+		};
+		send(r, m);
+		become_snapshot(p, r->log.snap_index);
+		return true;
+	}
 	uint64_t n = 0, bytes = 0;
 	while (p->next + n <= last && n < r->cfg.max_msg_entries) {
 		uint64_t len = raft_log_get(&r->log, p->next + n)->len;
@@ -826,7 +879,7 @@ static void handle_append(struct raft *r, const struct raft_msg *m)
 			 * entry can never conflict (Leader Completeness). */
 			KEEL_ASSERT(from > r->commit);
 			raft_log_truncate(&r->log, from);
-			drop_queued_appends(r, from);
+			drop_queued_appends(r, from, UINT64_MAX);
 			if (r->persisted >= from)
 				r->persisted = from - 1;
 			if (r->persist_sent >= from)
@@ -845,6 +898,70 @@ static void handle_append(struct raft *r, const struct raft_msg *m)
 	send(r, resp);
 }
 
+static bool ids_subset(const raft_id *a, uint32_t na, const raft_id *b,
+		       uint32_t nb)
+{
+	for (uint32_t i = 0; i < na; i++)
+		if (!members_contain(b, nb, a[i]))
+			return false;
+	return true;
+}
+
+/* The same voters and learners, in any order. */
+static bool members_equal(const struct raft_config_members *a,
+			  const struct raft_config_members *b)
+{
+	return a->n_voters == b->n_voters && a->n_learners == b->n_learners &&
+	       ids_subset(a->voters, a->n_voters, b->voters, b->n_voters) &&
+	       ids_subset(a->learners, a->n_learners, b->learners,
+			  b->n_learners);
+}
+
+/* InstallSnapshot, receiver side (§5.3 / chapter 5; the bytes arrived
+ * beside the message and were verified before it was handed in). */
+static void handle_snapshot(struct raft *r, const struct raft_msg *m)
+{
+	struct raft_msg resp = {.type = RAFT_MSG_APPEND_RESP, .to = m->from};
+	if (m->index <= r->commit) {
+		/* Stale: everything it covers is committed here already.
+		 * Tell the leader where we are, change nothing. */
+		resp.index = r->commit;
+		send(r, resp);
+		return;
+	}
+	/* Membership changes do not exist yet: a snapshot of another
+	 * membership cannot come from this cluster's leader. */
+	if (!members_equal(m->conf, &r->snap_conf))
+		return;
+	bool ok;
+	uint64_t t = raft_log_term(&r->log, m->index, &ok);
+	if (ok && t == m->log_term) {
+		/* Log matching: the log already holds every entry the
+		 * snapshot covers, and they are committed (the leader only
+		 * snapshots applied state). Keep the log and its suffix,
+		 * just commit (etcd's rule); the bytes are not needed. */
+		commit_to(r, m->index);
+		resp.index = m->index;
+		send(r, resp);
+		return;
+	}
+	/* The log does not hold the snapshot point, so nothing in it can be
+	 * trusted to follow the snapshot: drop it all and rebase. The state
+	 * machine is replaced by the snapshot, so applied jumps too; the
+	 * acknowledgement waits in msgs_after_persist for the install. */
+	raft_log_reset(&r->log, m->index, m->log_term);
+	drop_queued_appends(r, 0, UINT64_MAX);
+	r->commit = m->index;
+	r->applied = m->index;
+	r->persisted = m->index;
+	r->persist_sent = m->index;
+	r->install = (struct raft_snapshot_meta){
+		.index = m->index, .term = m->log_term, .conf = *m->conf};
+	r->install_pending = true;
+	resp.index = m->index;
+	send(r, resp);
+}
+
 /* ---- leader side of acknowledgements ----------------------------------- */
 
 static void maybe_send_timeout_now(struct raft *r, struct progress *p)
@@ -859,6 +976,30 @@ static void leader_append_resp(struct raft *r, struct progress *p,
 			       const struct raft_msg *m)
 {
 	p->recent_active = true;
+	if (p->state == RAFT_PROGRESS_SNAPSHOT) {
+		/* Only an acceptance means anything here: a rejection
+		 * answers an append sent before the snapshot. */
+		if (m->reject)
+			return;
+		uint64_t match = KEEL_MAX(p->match, m->index);
+		if (match < p->pending_snapshot &&
+		    match + 1 < raft_log_first(&r->log)) {
+			/* Still short of anything the log can serve. */
+			if (m->index > p->match) {
+				p->match = m->index;
+				if (maybe_commit(r)) {
+					bcast_append(r);
+					start_read_round(r);
+				}
+			}
+			return;
+		}
+		/* Installed (or the peer turned out to hold the point, or an
+		 * acceptance the log can serve from, etcd's Match+1 >=
+		 * firstIndex): back to probe. The acceptance below proves
+		 * the match at once, so it moves straight on to replicate. */
+		become_probe(p);
+	}
 	if (m->reject) {
 		/* Stale rejections (for an index we no longer probe) are
 		 * ignored. */
@@ -958,10 +1099,13 @@ static void step_candidate(struct raft *r, const struct raft_msg *m)
 	switch (m->type) {
 	case RAFT_MSG_APPEND:
 	case RAFT_MSG_HEARTBEAT:
+	case RAFT_MSG_SNAPSHOT:
 		/* A leader exists in this term (§3.4). */
 		become_follower(r, m->term, m->from);
 		if (m->type == RAFT_MSG_APPEND)
 			handle_append(r, m);
+		else if (m->type == RAFT_MSG_SNAPSHOT)
+			handle_snapshot(r, m);
 		else {
 			commit_to(r, m->commit);
 			struct raft_msg resp = {.type = RAFT_MSG_HEARTBEAT_RESP,
@@ -1012,6 +1156,11 @@ static void step_follower(struct raft *r, const struct raft_msg *m)
 		send(r, resp);
 		break;
 	}
+	case RAFT_MSG_SNAPSHOT:
+		r->election_elapsed = 0;
+		r->leader = m->from;
+		handle_snapshot(r, m);
+		break;
 	case RAFT_MSG_TIMEOUT_NOW:
 		/* §3.10: the leader asks us to start an election at once,
 		 * skipping PreVote; voters will not hold the lease against
@@ -1033,6 +1182,14 @@ static int step_msg(struct raft *r, const struct raft_msg *m)
 		return KEEL_ERR_INVAL;
 	if (m->n_entries > 0 && !m->entries)
 		return KEEL_ERR_INVAL;
+	if (m->type == RAFT_MSG_SNAPSHOT) {
+		/* A snapshot names a real point of a leader's log. */
+		const struct raft_config_members *c = m->conf;
+		if (!c || m->index == 0 || m->log_term == 0 ||
+		    m->log_term > m->term || c->n_voters == 0 ||
+		    c->n_voters + c->n_learners > RAFT_MAX_VOTERS)
+			return KEEL_ERR_INVAL;
+	}
 	for (uint32_t i = 0; i < m->n_entries; i++) {
 		/* Entries must continue from the probe point contiguously
 		 * with non-decreasing terms no newer than the message. */
@@ -1057,7 +1214,8 @@ static int step_msg(struct raft *r, const struct raft_msg *m)
 		} else if (m->type == RAFT_MSG_PREVOTE_RESP && !m->reject) {
 			/* A granted pre-vote carries the future term. */
 		} else if (m->type == RAFT_MSG_APPEND ||
-			   m->type == RAFT_MSG_HEARTBEAT) {
+			   m->type == RAFT_MSG_HEARTBEAT ||
+			   m->type == RAFT_MSG_SNAPSHOT) {
 			become_follower(r, m->term, m->from);
 		} else {
 			become_follower(r, m->term, RAFT_NONE);
@@ -1065,7 +1223,8 @@ static int step_msg(struct raft *r, const struct raft_msg *m)
 	} else if (m->term < r->term) {
 		if ((r->cfg.check_quorum || r->cfg.pre_vote) &&
 		    (m->type == RAFT_MSG_APPEND ||
-		     m->type == RAFT_MSG_HEARTBEAT)) {
+		     m->type == RAFT_MSG_HEARTBEAT ||
+		     m->type == RAFT_MSG_SNAPSHOT)) {
 			/* A deposed leader, maybe cut off long enough that
 			 * it never saw the new term: tell it, or with
 			 * CheckQuorum/PreVote it would never learn (§9.6). */
@@ -1223,6 +1382,28 @@ static int transfer(struct raft *r, raft_id target)
 	return 0;
 }
 
+/* The application's report on the bytes of a RAFT_MSG_SNAPSHOT (raft.h,
+ * "The snapshot contract"). Either way the peer goes back to probe, paused
+ * until the next heartbeat response or acknowledgement (etcd's
+ * ReportSnapshot), so a failing transfer is retried once per heartbeat, not
+ * in a tight loop. After a success the probe starts past the snapshot. */
+static int snapshot_status(struct raft *r, raft_id id, bool ok)
+{
+	struct progress *p = peer(r, id);
+	if (!p)
+		return KEEL_ERR_UNKNOWN_NODE;
+	/* Leadership (or the peer's state) may have changed while the bytes
+	 * were moving: a late report says nothing about the present. */
+	if (r->role != RAFT_LEADER || p->state != RAFT_PROGRESS_SNAPSHOT)
+		return 0;
+	uint64_t pending = p->pending_snapshot;
+	become_probe(p);
+	if (ok)
+		p->next = KEEL_MAX(p->match + 1, pending + 1);
+	p->probe_sent = true;
+	return 0;
+}
+
 static void persisted(struct raft *r, uint64_t index, uint64_t term)
 {
 	bool ok;
@@ -1266,6 +1447,10 @@ int raft_step(struct raft *r, const struct raft_event *ev)
 		break;
 	case RAFT_EV_TRANSFER:
 		rv = transfer(r, ev->transfer.target);
+		break;
+	case RAFT_EV_SNAPSHOT_STATUS:
+		rv = snapshot_status(r, ev->snapshot_status.peer,
+				     ev->snapshot_status.ok);
 		break;
 	default:
 		rv = KEEL_ERR_INVAL;
@@ -1336,9 +1521,10 @@ bool raft_ready(struct raft *r, struct raft_update *u)
 	}
 	u->n_reads = r->n_reads_out;
 	u->reads = r->reads_out;
+	u->snapshot = r->install_pending ? &r->install : NULL;
 	bool any = u->hard_state_changed || u->soft_state_changed ||
 		   u->n_entries || u->n_msgs || u->n_msgs_after_persist ||
-		   u->n_committed || u->n_reads;
+		   u->n_committed || u->n_reads || u->snapshot;
 	if (any) {
 		r->ready_pending = true;
 		r->ready_entries_last =
@@ -1364,6 +1550,8 @@ void raft_advance(struct raft *r, const struct raft_update *u)
 		KEEL_ASSERT(r->ready_committed_last > r->applied);
 		r->applied = r->ready_committed_last;
 	}
+	if (u->snapshot)
+		r->install_pending = false;
 	r->msgs.n = 0;
 	r->msgs_ap.n = 0;
 	r->n_reads_out = 0;
@@ -1384,6 +1572,7 @@ struct raft *raft_create(const struct raft_config *cfg)
 	r->alloc = a;
 	keel_rand_seed(&r->rand, cfg->seed);
 	raft_log_init(&r->log, a);
+	r->snap_conf = cfg->members;
 	const struct raft_config_members *m = &cfg->members;
 	for (uint32_t i = 0; i < m->n_voters + m->n_learners; i++) {
 		bool voter = i < m->n_voters;
@@ -1417,27 +1606,74 @@ fail:
 int raft_restore(struct raft *r, const struct raft_hard_state *hs,
 		 const struct raft_entry *entries, uint32_t n)
 {
-	if (last_index(r) != 0 || r->term != 0)
+	return raft_restore_snapshot(r, hs, 0, 0, NULL, entries, n);
+}
+
+int raft_restore_snapshot(struct raft *r, const struct raft_hard_state *hs,
+			  uint64_t snap_index, uint64_t snap_term,
+			  const struct raft_config_members *conf,
+			  const struct raft_entry *entries, uint32_t n)
+{
+	if (!hs || (n > 0 && !entries))
+		return KEEL_ERR_INVAL;
+	if (last_index(r) != 0 || r->term != 0 || r->ready_pending)
+		return KEEL_ERR_INVAL;
+	/* A base is a real entry (term >= 1) or nothing at all; it cannot
+	 * be newer than the term storage recorded. */
+	if ((snap_index == 0) != (snap_term == 0) || snap_term > hs->term)
+		return KEEL_ERR_INVAL;
+	if (snap_index > UINT64_MAX - 1 - n)
+		return KEEL_ERR_INVAL;
+	if (conf && !members_equal(conf, &r->cfg.members))
 		return KEEL_ERR_INVAL;
 	for (uint32_t i = 0; i < n; i++) {
-		if (entries[i].index != i + 1 || entries[i].term > hs->term ||
-		    (i && entries[i].term < entries[i - 1].term) ||
+		uint64_t prev_term = i ? entries[i - 1].term : snap_term;
+		if (entries[i].index != snap_index + 1 + i ||
+		    entries[i].term > hs->term || entries[i].term < prev_term ||
 		    (entries[i].len && !entries[i].data))
 			return KEEL_ERR_INVAL;
 	}
+	raft_log_reset(&r->log, snap_index, snap_term);
 	int rv = raft_log_append(&r->log, entries, n);
-	if (rv)
+	if (rv) {
+		raft_log_reset(&r->log, 0, 0);
 		return rv;
+	}
 	r->term = hs->term;
 	r->vote = hs->vote;
-	/* A commit index ahead of the durable log cannot be trusted. */
-	r->commit = KEEL_MIN(hs->commit, last_index(r));
+	/* A commit index ahead of the durable log cannot be trusted; the
+	 * snapshot itself is committed state. */
+	r->commit = KEEL_MAX(snap_index, KEEL_MIN(hs->commit, last_index(r)));
+	/* The application restored its state machine from the snapshot. */
+	r->applied = snap_index;
 	r->persisted = last_index(r);
 	r->persist_sent = last_index(r);
 	for (uint32_t i = 0; i < r->n_peers; i++)
 		r->peers[i].next = last_index(r) + 1;
 	r->prev_hs = hard_state(r);
 	r->prev_ss = soft_state(r);
+	return 0;
+}
+
+int raft_compact(struct raft *r, uint64_t index)
+{
+	/* u.committed and the queued appends point into the log. */
+	if (r->ready_pending)
+		return KEEL_ERR_INVAL;
+	if (index < r->log.snap_index)
+		return KEEL_ERR_COMPACTED;
+	if (index == r->log.snap_index)
+		return 0;
+	/* Only what the state machine holds may go: an entry not yet
+	 * applied exists nowhere but the log, and one not yet durable could
+	 * not be recovered from the snapshot's storage either. */
+	if (index > r->applied || index > r->persisted)
+		return KEEL_ERR_INVAL;
+	drop_queued_appends(r, 0, index);
+	raft_log_compact(&r->log, index);
+#ifdef KEEL_DEBUG
+	raft_check_invariants(r);
+#endif
 	return 0;
 }
 
@@ -1478,6 +1714,8 @@ void raft_status(const struct raft *r, struct raft_status *st)
 	st->commit = r->commit;
 	st->applied = r->applied;
 	st->persisted = r->persisted;
+	st->snap_index = r->log.snap_index;
+	st->snap_term = r->log.snap_term;
 	st->first_index = raft_log_first(&r->log);
 	st->last_index = last_index(r);
 	st->last_term = last_term(r);
@@ -1496,6 +1734,7 @@ void raft_status(const struct raft *r, struct raft_status *st)
 			.inflight_msgs = p->infl_count,
 			.inflight_bytes = p->infl_total_bytes,
 			.recent_active = p->recent_active,
+			.pending_snapshot = p->pending_snapshot,
 		};
 	}
 }
@@ -1527,6 +1766,22 @@ void raft_check_invariants(const struct raft *r)
 	KEEL_ASSERT(r->persisted <= r->persist_sent);
 	KEEL_ASSERT(r->persist_sent <= last);
 	KEEL_ASSERT(last_term(r) <= r->term);
+	/* The log base: compacted entries were applied (so committed and
+	 * durable); a base is a real entry or none. */
+	KEEL_ASSERT(r->log.snap_index <= r->applied);
+	KEEL_ASSERT(r->log.snap_term <= r->term);
+	KEEL_ASSERT((r->log.snap_index == 0) == (r->log.snap_term == 0));
+	KEEL_ASSERT(r->log.n == 0 ||
+		    r->log.e[r->log.head].index == r->log.snap_index + 1);
+	KEEL_ASSERT(r->log.n == 0 ||
+		    r->log.e[r->log.head].term >= r->log.snap_term);
+	if (r->install_pending) {
+		/* The snapshot to install is the base, and nothing after it
+		 * has been applied yet. */
+		KEEL_ASSERT(r->install.index == r->log.snap_index);
+		KEEL_ASSERT(r->install.term == r->log.snap_term);
+		KEEL_ASSERT(r->applied == r->log.snap_index);
+	}
 	if (r->role == RAFT_LEADER) {
 		KEEL_ASSERT(r->leader == r->cfg.id);
 		KEEL_ASSERT(r->vote == r->cfg.id);
@@ -1546,6 +1801,20 @@ void raft_check_invariants(const struct raft *r)
 		KEEL_ASSERT(p->infl_count <= r->cfg.max_inflight_msgs);
 		if (p->state == RAFT_PROGRESS_PROBE)
 			KEEL_ASSERT(p->infl_count == 0);
+		KEEL_ASSERT(p->state == RAFT_PROGRESS_PROBE ||
+			    p->state == RAFT_PROGRESS_REPLICATE ||
+			    p->state == RAFT_PROGRESS_SNAPSHOT);
+		if (p->state == RAFT_PROGRESS_SNAPSHOT) {
+			/* Waiting on a snapshot of this log's base (or an
+			 * older one): nothing in flight, nothing matched
+			 * there yet. */
+			KEEL_ASSERT(p->infl_count == 0);
+			KEEL_ASSERT(p->pending_snapshot > p->match);
+			KEEL_ASSERT(p->pending_snapshot <= r->log.snap_index);
+			KEEL_ASSERT(p->next == p->pending_snapshot + 1);
+		} else {
+			KEEL_ASSERT(p->pending_snapshot == 0);
+		}
 		KEEL_ASSERT(p->read_ack <= r->read_round);
 	}
 	for (uint32_t i = 0; i < r->n_reads; i++)
