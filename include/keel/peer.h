@@ -33,6 +33,7 @@
 #define PEER_TRAILER_SIZE 4   /* CRC32C */
 #define PEER_MSG_FIXED_SIZE 72 /* raft message body before the entries */
 #define PEER_ENTRY_HEADER_SIZE 21 /* term, index, type, len */
+#define PEER_CONF_HEADER_SIZE 8 /* SNAPSHOT: n_voters, n_learners; then ids */
 
 /* Smallest possible frame (empty body; no valid frame type has one). */
 #define PEER_MIN_FRAME_SIZE (PEER_HEADER_SIZE + PEER_TRAILER_SIZE)
@@ -83,8 +84,11 @@ size_t peer_frame_size(const struct raft_msg *m);
 /* Encodes m as one frame of cluster cluster_id into buf[0..cap); the sender
  * field is m->from. m and the entry data stay the caller's; nothing is kept.
  * On success *written = peer_frame_size(m). Returns 0, or
- *   KEEL_ERR_TYPE     m->type is not a Raft message type (1..9)
- *   KEEL_ERR_INVAL    m->from == RAFT_NONE (a frame must name its sender)
+ *   KEEL_ERR_TYPE     m->type is not a Raft message type (1..10)
+ *   KEEL_ERR_INVAL    m->from == RAFT_NONE (a frame must name its sender),
+ *                     or a SNAPSHOT without a membership (m->conf NULL,
+ *                     no voter, more than RAFT_MAX_VOTERS members) or with
+ *                     entries. m->conf of any other type is not sent.
  *   KEEL_ERR_TOO_BIG  the frame does not fit in cap, or its body would
  *                     exceed UINT32_MAX bytes; nothing useful is in buf.
  * The encoder does not apply a receiver's max_frame_bytes: the sender keeps
@@ -126,16 +130,32 @@ int peer_frame_peek(const uint8_t *buf, size_t len,
  *   KEEL_ERR_TOO_BIG     frame_len > lim->max_frame_bytes
  *   KEEL_ERR_CORRUPT     CRC32C mismatch
  *   KEEL_ERR_CLUSTER     cluster id != lim->cluster_id
- *   KEEL_ERR_TYPE        type not 1..9 (types >= 32 are reserved)
+ *   KEEL_ERR_TYPE        type not 1..9 (types >= 32 are reserved); 10
+ *                        (SNAPSHOT) only through peer_decode_msg
  *   KEEL_ERR_MALFORMED   reserved bits set, sender 0, body shorter than
  *                        its fields, n_entries more than the body holds,
  *                        an entry past the body's end, unknown entry type,
- *                        bytes left over
+ *                        bytes left over; for a SNAPSHOT: entries, no
+ *                        voter, more than RAFT_MAX_VOTERS members, an id
+ *                        0 or listed twice, a membership section of the
+ *                        wrong length
  *   KEEL_ERR_TOO_BIG     n_entries > max_entries
- * Never reads outside buf[0..len), whatever the bytes. */
+ * Never reads outside buf[0..len), whatever the bytes.
+ *
+ * peer_decode refuses SNAPSHOT frames (KEEL_ERR_TYPE): a caller that takes
+ * snapshots uses peer_decode_msg and hands it room for the membership. */
 int peer_decode(const uint8_t *buf, size_t len, const struct peer_limits *lim,
 		struct peer_frame_info *info, struct raft_msg *m,
 		struct raft_entry *entries, uint32_t max_entries);
+
+/* peer_decode that also accepts SNAPSHOT (type 10) when conf is non-NULL:
+ * the membership is decoded into *conf and m->conf points at it (valid as
+ * long as *conf is); m->conf is NULL for every other type. With conf NULL
+ * it is exactly peer_decode. */
+int peer_decode_msg(const uint8_t *buf, size_t len,
+		    const struct peer_limits *lim, struct peer_frame_info *info,
+		    struct raft_msg *m, struct raft_entry *entries,
+		    uint32_t max_entries, struct raft_config_members *conf);
 
 /* Checks a frame's envelope only -- magic, version, length, CRC32C, cluster
  * id, a non-zero sender -- whatever its type, and returns the sender and

@@ -11,6 +11,8 @@
  * lengths), so re-encoding a decoded frame reproduces it byte for byte;
  * the fuzz harness relies on that.
  */
+#include <string.h>
+
 #include "keel/peer.h"
 
 /* Header field offsets (docs/peer-protocol.md §2.1). */
@@ -49,8 +51,10 @@ enum {
 _Static_assert(OFF_BODY_LEN + 4 == PEER_HEADER_SIZE, "header layout");
 _Static_assert(B_N_ENTRIES + 4 == PEER_MSG_FIXED_SIZE, "body layout");
 _Static_assert(E_LEN + 4 == PEER_ENTRY_HEADER_SIZE, "entry layout");
-_Static_assert(RAFT_MSG_PREVOTE == 1 && RAFT_MSG_TIMEOUT_NOW == 9,
-	       "frame types 1..9 are enum raft_msg_type, unchanged");
+_Static_assert(RAFT_MSG_PREVOTE == 1 && RAFT_MSG_TIMEOUT_NOW == 9 &&
+		       RAFT_MSG_SNAPSHOT == 10 && RAFT_MSG_TYPE_COUNT == 11,
+	       "frame types 1..10 are enum raft_msg_type, unchanged");
+_Static_assert(PEER_CONF_HEADER_SIZE == 8, "membership layout");
 _Static_assert(RAFT_MSG_TYPE_COUNT <= PEER_TYPE_NODE_FIRST,
 	       "raft types must stay below the node-level range");
 
@@ -74,10 +78,26 @@ void peer_limits_default(struct peer_limits *lim, uint64_t cluster_id)
 	lim->max_frame_bytes = PEER_MAX_FRAME_DEFAULT;
 }
 
+/* The membership a SNAPSHOT carries is one the core could hold. */
+static bool conf_encodable(const struct raft_config_members *c)
+{
+	return c != NULL && c->n_voters > 0 &&
+	       c->n_voters <= RAFT_MAX_VOTERS &&
+	       c->n_learners <= RAFT_MAX_VOTERS - c->n_voters;
+}
+
+static uint64_t conf_size(const struct raft_config_members *c)
+{
+	return PEER_CONF_HEADER_SIZE +
+	       8 * ((uint64_t)c->n_voters + c->n_learners);
+}
+
 /* Body size in 64 bits: n_entries * (21 + 2^32-1) cannot wrap a u64. */
 static uint64_t body_size(const struct raft_msg *m)
 {
 	uint64_t n = PEER_MSG_FIXED_SIZE;
+	if (m->type == RAFT_MSG_SNAPSHOT && conf_encodable(m->conf))
+		n += conf_size(m->conf);
 	if (m->n_entries > 0)
 		KEEL_ASSERT(m->entries != NULL);
 	for (uint32_t i = 0; i < m->n_entries; i++)
@@ -102,6 +122,10 @@ int peer_encode(const struct raft_msg *m, uint64_t cluster_id, uint8_t *buf,
 	if (!is_raft_type(m->type))
 		return KEEL_ERR_TYPE;
 	if (m->from == RAFT_NONE)
+		return KEEL_ERR_INVAL;
+	/* A snapshot names its membership and carries no entries (§4.3). */
+	if (m->type == RAFT_MSG_SNAPSHOT &&
+	    (!conf_encodable(m->conf) || m->n_entries != 0))
 		return KEEL_ERR_INVAL;
 	uint64_t body = body_size(m);
 	if (body > UINT32_MAX)
@@ -149,6 +173,16 @@ int peer_encode(const struct raft_msg *m, uint64_t cluster_id, uint8_t *buf,
 			e += en->len;
 		}
 	}
+	if (m->type == RAFT_MSG_SNAPSHOT) {
+		const struct raft_config_members *c = m->conf;
+		keel_put_u32(e, c->n_voters);
+		keel_put_u32(e + 4, c->n_learners);
+		e += PEER_CONF_HEADER_SIZE;
+		for (uint32_t i = 0; i < c->n_voters; i++, e += 8)
+			keel_put_u64(e, c->voters[i]);
+		for (uint32_t i = 0; i < c->n_learners; i++, e += 8)
+			keel_put_u64(e, c->learners[i]);
+	}
 	KEEL_ASSERT((uint64_t)(e - p) == PEER_HEADER_SIZE + body);
 
 	uint32_t crc = keel_crc32c(0, p, (size_t)(e - p));
@@ -188,12 +222,52 @@ int peer_frame_peek(const uint8_t *buf, size_t len,
 	return 0;
 }
 
+static bool ids_have(const raft_id *ids, uint32_t n, raft_id id)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (ids[i] == id)
+			return true;
+	return false;
+}
+
+/* The membership section of a SNAPSHOT body (§4.3): exactly rest bytes,
+ * counts within RAFT_MAX_VOTERS, at least one voter, ids non-zero and
+ * each listed once. */
+static int decode_conf(const uint8_t *c, uint64_t rest,
+		       struct raft_config_members *conf)
+{
+	if (rest < PEER_CONF_HEADER_SIZE)
+		return KEEL_ERR_MALFORMED;
+	uint32_t nv = keel_get_u32(c);
+	uint32_t nl = keel_get_u32(c + 4);
+	/* Each count is checked alone first so their sum cannot wrap. */
+	if (nv == 0 || nv > RAFT_MAX_VOTERS || nl > RAFT_MAX_VOTERS - nv)
+		return KEEL_ERR_MALFORMED;
+	if (rest != PEER_CONF_HEADER_SIZE + 8 * (uint64_t)(nv + nl))
+		return KEEL_ERR_MALFORMED;
+	memset(conf, 0, sizeof(*conf));
+	c += PEER_CONF_HEADER_SIZE;
+	for (uint32_t i = 0; i < nv + nl; i++, c += 8) {
+		raft_id id = keel_get_u64(c);
+		if (id == RAFT_NONE ||
+		    ids_have(conf->voters, conf->n_voters, id) ||
+		    ids_have(conf->learners, conf->n_learners, id))
+			return KEEL_ERR_MALFORMED;
+		if (i < nv)
+			conf->voters[conf->n_voters++] = id;
+		else
+			conf->learners[conf->n_learners++] = id;
+	}
+	return 0;
+}
+
 /* The raft message body, checked against body_len at every step. Runs only
  * after the CRC matched, but still trusts nothing: a peer can compute a
  * valid CRC over nonsense. */
-static int decode_raft_body(const uint8_t *b, uint32_t body_len,
+static int decode_raft_body(uint8_t type, const uint8_t *b, uint32_t body_len,
 			    struct raft_msg *out, struct raft_entry *entries,
-			    uint32_t max_entries)
+			    uint32_t max_entries,
+			    struct raft_config_members *conf)
 {
 	if (body_len < PEER_MSG_FIXED_SIZE)
 		return KEEL_ERR_MALFORMED;
@@ -202,6 +276,15 @@ static int decode_raft_body(const uint8_t *b, uint32_t body_len,
 		return KEEL_ERR_MALFORMED;
 	uint32_t n = keel_get_u32(b + B_N_ENTRIES);
 	uint64_t rest = (uint64_t)body_len - PEER_MSG_FIXED_SIZE;
+	if (type == RAFT_MSG_SNAPSHOT) {
+		/* No entries; the membership fills the rest exactly. */
+		if (n != 0)
+			return KEEL_ERR_MALFORMED;
+		int rc = decode_conf(b + PEER_MSG_FIXED_SIZE, rest, conf);
+		if (rc != 0)
+			return rc;
+		rest = 0;
+	}
 	/* A lying count is malformed whatever our capacity; checked first so
 	 * the error says so. */
 	if (n > rest / PEER_ENTRY_HEADER_SIZE)
@@ -245,12 +328,22 @@ static int decode_raft_body(const uint8_t *b, uint32_t body_len,
 	out->transfer = (flags & PEER_MSG_FLAG_TRANSFER) != 0;
 	out->n_entries = n;
 	out->entries = entries;
+	out->conf = type == RAFT_MSG_SNAPSHOT ? conf : NULL;
 	return 0;
 }
 
 int peer_decode(const uint8_t *buf, size_t len, const struct peer_limits *lim,
 		struct peer_frame_info *info, struct raft_msg *m,
 		struct raft_entry *entries, uint32_t max_entries)
+{
+	return peer_decode_msg(buf, len, lim, info, m, entries, max_entries,
+			       NULL);
+}
+
+int peer_decode_msg(const uint8_t *buf, size_t len,
+		    const struct peer_limits *lim, struct peer_frame_info *info,
+		    struct raft_msg *m, struct raft_entry *entries,
+		    uint32_t max_entries, struct raft_config_members *conf)
 {
 	KEEL_ASSERT(lim != NULL);
 	KEEL_ASSERT(m != NULL);
@@ -293,6 +386,10 @@ int peer_decode(const uint8_t *buf, size_t len, const struct peer_limits *lim,
 	 * until a revision of the protocol defines them. */
 	if (!is_raft_type(type))
 		return KEEL_ERR_TYPE;
+	/* A caller without room for a membership takes no snapshots: to it
+	 * a SNAPSHOT is a type it does not speak (see peer.h). */
+	if (type == RAFT_MSG_SNAPSHOT && conf == NULL)
+		return KEEL_ERR_TYPE;
 	if (keel_get_u16(buf + OFF_FLAGS) != 0)
 		return KEEL_ERR_MALFORMED;
 	uint64_t sender = keel_get_u64(buf + OFF_SENDER);
@@ -300,8 +397,8 @@ int peer_decode(const uint8_t *buf, size_t len, const struct peer_limits *lim,
 		return KEEL_ERR_MALFORMED;
 
 	struct raft_msg out = {0};
-	r = decode_raft_body(buf + PEER_HEADER_SIZE, body_len, &out, entries,
-			     max_entries);
+	r = decode_raft_body(type, buf + PEER_HEADER_SIZE, body_len, &out,
+			     entries, max_entries, conf);
 	if (r != 0)
 		return r;
 	out.type = type;
@@ -324,6 +421,7 @@ const char *peer_frame_type_name(int type)
 		[RAFT_MSG_HEARTBEAT] = "HEARTBEAT",
 		[RAFT_MSG_HEARTBEAT_RESP] = "HEARTBEAT_RESP",
 		[RAFT_MSG_TIMEOUT_NOW] = "TIMEOUT_NOW",
+		[RAFT_MSG_SNAPSHOT] = "SNAPSHOT",
 	};
 	if (type > RAFT_MSG_NONE && type < RAFT_MSG_TYPE_COUNT)
 		return names[type];

@@ -2,12 +2,15 @@
  * fuzz_peer_frame.c -- libFuzzer harness for the peer frame decoder, the
  * first code that reads bytes another machine sent.
  *
- * Arbitrary bytes go through peer_frame_peek and peer_decode with a small
+ * Arbitrary bytes go through peer_frame_peek and peer_decode_msg (which
+ * also takes SNAPSHOT frames and their membership) with a small
  * frame limit (so the fuzzer reaches the limit checks). Beyond "no crash,
  * no out-of-bounds read" (ASan/UBSan) it checks the properties the
  * protocol document promises:
  *   - peek and decode agree on the frame length and on early rejections;
  *   - decoded entry data lies inside the frame (zero copy, no overread);
+ *   - a decoded SNAPSHOT has a membership the core could hold, no entries,
+ *     and the plain peer_decode refuses it;
  *   - the format is canonical: re-encoding a decoded message reproduces
  *     the frame byte for byte, so no two encodings mean the same thing.
  * Any violation aborts. Each input is tried twice: as given, and with its
@@ -49,8 +52,9 @@ static void decode_and_check(const uint8_t *buf, size_t size)
 	struct peer_frame_info info;
 	struct raft_msg m;
 	static struct raft_entry entries[FUZZ_MAX_ENTRIES];
-	int rc = peer_decode(buf, size, &lim, &info, &m, entries,
-			     FUZZ_MAX_ENTRIES);
+	struct raft_config_members conf;
+	int rc = peer_decode_msg(buf, size, &lim, &info, &m, entries,
+				 FUZZ_MAX_ENTRIES, &conf);
 
 	/* decode starts with peek's checks: same early verdict. */
 	if (pk != 0)
@@ -70,6 +74,16 @@ static void decode_and_check(const uint8_t *buf, size_t size)
 		const struct raft_entry *e = &m.entries[i];
 		check(e->data >= buf + PEER_HEADER_SIZE);
 		check(e->data + e->len <= buf + frame_len - PEER_TRAILER_SIZE);
+	}
+	if (m.type == RAFT_MSG_SNAPSHOT) {
+		check(m.conf == &conf && m.n_entries == 0);
+		check(conf.n_voters >= 1 &&
+		      conf.n_voters + conf.n_learners <= RAFT_MAX_VOTERS);
+		struct raft_msg m2;
+		check(peer_decode(buf, size, &lim, NULL, &m2, entries,
+				  FUZZ_MAX_ENTRIES) == KEEL_ERR_TYPE);
+	} else {
+		check(m.conf == NULL);
 	}
 
 	/* Canonical: the one encoding of m is the input frame. */

@@ -21,6 +21,7 @@ struct sample {
 	struct raft_msg m;
 	struct raft_entry entries[MAX_ENTRIES];
 	uint8_t data[MAX_ENTRIES][MAX_DATA];
+	struct raft_config_members conf; /* SNAPSHOT only */
 };
 
 /* Values that exercise every byte of a field, with the edges often. */
@@ -67,6 +68,27 @@ static void make_sample(struct keel_rand *r, struct sample *s, uint8_t type,
 		for (uint32_t k = 0; k < e->len; k++)
 			s->data[i][k] = (uint8_t)keel_rand_next(r);
 		e->data = e->len ? s->data[i] : NULL;
+	}
+	if (type == RAFT_MSG_SNAPSHOT) {
+		/* No entries; a membership of 1..16 distinct ids, the edges
+		 * (one voter, sixteen members) often. */
+		s->m.n_entries = 0;
+		s->m.conf = &s->conf;
+		uint32_t total = keel_rand_chance(r, 1, 4)
+					 ? (keel_rand_chance(r, 1, 2)
+						    ? 1
+						    : RAFT_MAX_VOTERS)
+					 : 1 + (uint32_t)keel_rand_below(
+						       r, RAFT_MAX_VOTERS);
+		uint32_t nv = 1 + (uint32_t)keel_rand_below(r, total);
+		for (uint32_t i = 0; i < total; i++) {
+			/* Distinct: the low bits carry i. */
+			raft_id id = (rand_u64(r) & ~(uint64_t)0xFF) | (i + 1);
+			if (i < nv)
+				s->conf.voters[s->conf.n_voters++] = id;
+			else
+				s->conf.learners[s->conf.n_learners++] = id;
+		}
 	}
 }
 
@@ -163,6 +185,7 @@ TEST(round_trip_random_messages)
 	static struct sample s;
 	static uint8_t buf[BUF_CAP + 64];
 	struct raft_entry got_e[MAX_ENTRIES];
+	struct raft_config_members got_conf;
 	struct peer_limits lim;
 	limits(&lim);
 	for (int iter = 0; iter < 5000; iter++) {
@@ -189,8 +212,9 @@ TEST(round_trip_random_messages)
 		struct raft_msg got;
 		struct peer_frame_info info;
 		memset(&got, 0xA5, sizeof(got));
-		int rc = peer_decode(buf, n + extra, &lim, &info, &got, got_e,
-				     MAX_ENTRIES);
+		memset(&got_conf, 0xA5, sizeof(got_conf));
+		int rc = peer_decode_msg(buf, n + extra, &lim, &info, &got,
+					 got_e, MAX_ENTRIES, &got_conf);
 		if (rc != 0) {
 			fprintf(stderr, "  iter %d: decode %s\n", iter,
 				keel_strerror(rc));
@@ -219,6 +243,22 @@ TEST(round_trip_random_messages)
 		EXPECT_EQ_U64(got.context, s.m.context);
 		ASSERT(got.n_entries == s.m.n_entries);
 		EXPECT(got.entries == got_e);
+		if (type == RAFT_MSG_SNAPSHOT) {
+			ASSERT(got.conf == &got_conf);
+			const struct raft_config_members *a = &s.conf;
+			ASSERT(got_conf.n_voters == a->n_voters);
+			ASSERT(got_conf.n_learners == a->n_learners);
+			for (uint32_t i = 0; i < a->n_voters; i++)
+				EXPECT_EQ_U64(got_conf.voters[i], a->voters[i]);
+			for (uint32_t i = 0; i < a->n_learners; i++)
+				EXPECT_EQ_U64(got_conf.learners[i],
+					      a->learners[i]);
+			/* The plain decoder takes no snapshots. */
+			EXPECT(peer_decode(buf, n, &lim, NULL, &got, got_e,
+					   MAX_ENTRIES) == KEEL_ERR_TYPE);
+		} else {
+			EXPECT(got.conf == NULL);
+		}
 		for (uint32_t i = 0; i < got.n_entries; i++) {
 			const struct raft_entry *a = &s.entries[i];
 			const struct raft_entry *b = &got_e[i];
@@ -377,7 +417,7 @@ TEST(wrong_cluster_is_rejected)
 
 TEST(unknown_type_is_rejected_with_valid_crc)
 {
-	static const uint8_t bad[] = {0, 10, 31, 32, 33, 200, 255};
+	static const uint8_t bad[] = {0, 11, 31, 32, 33, 200, 255};
 	uint8_t buf[BUF_CAP];
 	for (size_t i = 0; i < KEEL_ARRAY_LEN(bad); i++) {
 		size_t n = vote_frame(buf, sizeof(buf));
@@ -391,8 +431,19 @@ TEST(unknown_type_is_rejected_with_valid_crc)
 				keel_strerror(rc));
 		EXPECT(rc == KEEL_ERR_TYPE);
 	}
-	/* And every known type passes the same path. */
+	/* SNAPSHOT (10) is known, but only to a caller with room for its
+	 * membership: peer_decode refuses it before reading the body. */
+	{
+		size_t n = vote_frame(buf, sizeof(buf));
+		buf[5] = RAFT_MSG_SNAPSHOT;
+		reseal(buf, n);
+		struct raft_msg m;
+		EXPECT(decode(buf, n, &m, NULL, 0) == KEEL_ERR_TYPE);
+	}
+	/* And every other known type passes the same path. */
 	for (uint8_t t = 1; t < RAFT_MSG_TYPE_COUNT; t++) {
+		if (t == RAFT_MSG_SNAPSHOT)
+			continue;
 		size_t n = vote_frame(buf, sizeof(buf));
 		buf[5] = t;
 		reseal(buf, n);
@@ -605,6 +656,9 @@ TEST(type_names)
 	EXPECT(strcmp(peer_frame_type_name(RAFT_MSG_PREVOTE), "PREVOTE") == 0);
 	EXPECT(strcmp(peer_frame_type_name(RAFT_MSG_TIMEOUT_NOW),
 		      "TIMEOUT_NOW") == 0);
+	EXPECT(strcmp(peer_frame_type_name(RAFT_MSG_SNAPSHOT), "SNAPSHOT") ==
+	       0);
+	EXPECT(strcmp(peer_frame_type_name(11), "UNKNOWN") == 0);
 	EXPECT(strcmp(peer_frame_type_name(0), "UNKNOWN") == 0);
 	EXPECT(strcmp(peer_frame_type_name(32), "UNKNOWN") == 0);
 	EXPECT(strcmp(peer_frame_type_name(-1), "UNKNOWN") == 0);
@@ -633,4 +687,161 @@ TEST(frame_verify_checks_the_envelope)
 	buf[40] ^= 4;
 	peer_limits_default(&lim, 43);
 	EXPECT(peer_frame_verify(buf, n, &lim, NULL, NULL) == KEEL_ERR_CLUSTER);
+}
+
+/* ---- SNAPSHOT (type 10, docs/peer-protocol.md §4.3) ---------------------- */
+
+/* The SNAPSHOT example of the document: node 1 to node 3, term 5,
+ * snapshot (term 4, index 100), commit 120, voters (1 2 3), learner 9. */
+static size_t snapshot_frame(uint8_t *buf, size_t cap)
+{
+	static const struct raft_config_members conf = {
+		.n_voters = 3, .voters = {1, 2, 3},
+		.n_learners = 1, .learners = {9}};
+	struct raft_msg m = {.type = RAFT_MSG_SNAPSHOT, .from = 1, .to = 3,
+			     .term = 5, .log_term = 4, .index = 100,
+			     .commit = 120, .conf = &conf};
+	size_t n = 0;
+	if (peer_encode(&m, CLUSTER, buf, cap, &n) != 0)
+		return 0;
+	return n;
+}
+
+static int decode_snap(const uint8_t *buf, size_t len, struct raft_msg *m,
+		       struct raft_config_members *conf)
+{
+	struct peer_limits lim;
+	limits(&lim);
+	return peer_decode_msg(buf, len, &lim, NULL, m, NULL, 0, conf);
+}
+
+TEST(golden_snapshot_frame_matches_document)
+{
+	uint8_t buf[256];
+	size_t n = snapshot_frame(buf, sizeof(buf));
+	/* 72 fixed + 8 counts + 4 ids * 8 = 112 body bytes. */
+	ASSERT(n == PEER_MIN_FRAME_SIZE + 112);
+	EXPECT(buf[5] == 10);
+	EXPECT_EQ_U64(keel_get_u32(buf + 24), 112);
+	const uint8_t *b = buf + PEER_HEADER_SIZE;
+	EXPECT_EQ_U64(keel_get_u64(b + 16), 4);   /* log_term */
+	EXPECT_EQ_U64(keel_get_u64(b + 24), 100); /* index */
+	EXPECT_EQ_U64(keel_get_u64(b + 32), 120); /* commit */
+	EXPECT_EQ_U64(keel_get_u32(b + 68), 0);   /* n_entries */
+	EXPECT_EQ_U64(keel_get_u32(b + 72), 3);   /* n_voters */
+	EXPECT_EQ_U64(keel_get_u32(b + 76), 1);   /* n_learners */
+	EXPECT_EQ_U64(keel_get_u64(b + 80), 1);
+	EXPECT_EQ_U64(keel_get_u64(b + 88), 2);
+	EXPECT_EQ_U64(keel_get_u64(b + 96), 3);
+	EXPECT_EQ_U64(keel_get_u64(b + 104), 9);
+	struct raft_msg m;
+	struct raft_config_members conf;
+	ASSERT(decode_snap(buf, n, &m, &conf) == 0);
+	EXPECT(m.conf == &conf);
+	EXPECT_EQ_U64(m.index, 100);
+	EXPECT_EQ_U64(m.log_term, 4);
+	EXPECT_EQ_U64(conf.n_voters, 3);
+	EXPECT_EQ_U64(conf.learners[0], 9);
+}
+
+TEST(snapshot_membership_is_validated)
+{
+	uint8_t buf[BUF_CAP];
+	struct raft_msg m;
+	struct raft_config_members conf;
+	uint8_t *b = buf + PEER_HEADER_SIZE;
+	size_t n;
+
+	/* Entries in a snapshot (with the body grown to hold one). */
+	n = snapshot_frame(buf, sizeof(buf));
+	keel_put_u32(b + 68, 1);
+	reseal(buf, n);
+	EXPECT(decode_snap(buf, n, &m, &conf) == KEEL_ERR_MALFORMED);
+	/* No voter. */
+	n = snapshot_frame(buf, sizeof(buf));
+	keel_put_u32(b + 72, 0);
+	keel_put_u32(b + 76, 4);
+	reseal(buf, n);
+	EXPECT(decode_snap(buf, n, &m, &conf) == KEEL_ERR_MALFORMED);
+	/* Counts that lie about the bytes, or exceed RAFT_MAX_VOTERS, or
+	 * would wrap a 32-bit sum. */
+	static const uint32_t lies[][2] = {
+		{3, 0}, {3, 2}, {4, 1}, {17, 0}, {1, 16},
+		{0xFFFFFFFFu, 5}, {2, 0xFFFFFFFFu}};
+	for (size_t i = 0; i < KEEL_ARRAY_LEN(lies); i++) {
+		n = snapshot_frame(buf, sizeof(buf));
+		keel_put_u32(b + 72, lies[i][0]);
+		keel_put_u32(b + 76, lies[i][1]);
+		reseal(buf, n);
+		EXPECT(decode_snap(buf, n, &m, &conf) == KEEL_ERR_MALFORMED);
+	}
+	/* An id 0, a voter twice, a learner that is also a voter. */
+	static const struct {
+		size_t at;
+		uint64_t id;
+	} ids[] = {{80, 0}, {88, 1}, {104, 0}, {104, 2}};
+	for (size_t i = 0; i < KEEL_ARRAY_LEN(ids); i++) {
+		n = snapshot_frame(buf, sizeof(buf));
+		keel_put_u64(b + ids[i].at, ids[i].id);
+		reseal(buf, n);
+		EXPECT(decode_snap(buf, n, &m, &conf) == KEEL_ERR_MALFORMED);
+	}
+	/* The membership section cut short, or a stray byte after it. */
+	for (uint32_t cut = 1; cut <= 40; cut++) {
+		n = snapshot_frame(buf, sizeof(buf));
+		uint32_t bl = keel_get_u32(buf + 24) - cut;
+		keel_put_u32(buf + 24, bl);
+		size_t fl = PEER_MIN_FRAME_SIZE + bl;
+		reseal(buf, fl);
+		EXPECT(decode_snap(buf, fl, &m, &conf) == KEEL_ERR_MALFORMED);
+	}
+	n = snapshot_frame(buf, sizeof(buf));
+	keel_put_u32(buf + 24, keel_get_u32(buf + 24) + 1);
+	buf[n - PEER_TRAILER_SIZE] = 0;
+	reseal(buf, n + 1);
+	EXPECT(decode_snap(buf, n + 1, &m, &conf) == KEEL_ERR_MALFORMED);
+	/* The untouched frame still decodes: the edits were the cause. */
+	n = snapshot_frame(buf, sizeof(buf));
+	EXPECT(decode_snap(buf, n, &m, &conf) == 0);
+}
+
+TEST(snapshot_encode_needs_a_membership)
+{
+	uint8_t buf[BUF_CAP];
+	size_t n = 0;
+	struct raft_config_members conf = {.n_voters = 1, .voters = {1}};
+	struct raft_msg m = {.type = RAFT_MSG_SNAPSHOT, .from = 1, .to = 2,
+			     .term = 2, .log_term = 1, .index = 5};
+	EXPECT(peer_encode(&m, CLUSTER, buf, sizeof(buf), &n) ==
+	       KEEL_ERR_INVAL); /* conf NULL */
+	m.conf = &conf;
+	conf.n_voters = 0;
+	EXPECT(peer_encode(&m, CLUSTER, buf, sizeof(buf), &n) ==
+	       KEEL_ERR_INVAL);
+	conf.n_voters = 1;
+	conf.n_learners = RAFT_MAX_VOTERS;
+	EXPECT(peer_encode(&m, CLUSTER, buf, sizeof(buf), &n) ==
+	       KEEL_ERR_INVAL);
+	conf.n_learners = 0;
+	struct raft_entry e = {.term = 1, .index = 6};
+	m.n_entries = 1;
+	m.entries = &e;
+	EXPECT(peer_encode(&m, CLUSTER, buf, sizeof(buf), &n) ==
+	       KEEL_ERR_INVAL);
+	m.n_entries = 0;
+	m.entries = NULL;
+	EXPECT(peer_encode(&m, CLUSTER, buf, sizeof(buf), &n) == 0);
+	EXPECT_EQ_U64(n, PEER_MIN_FRAME_SIZE + PEER_MSG_FIXED_SIZE + 8 + 8);
+	/* Every single-bit flip of a snapshot frame is refused too. */
+	struct raft_msg got;
+	struct raft_config_members gc;
+	for (size_t byte = PEER_HEADER_SIZE; byte < n; byte++) {
+		for (int bit = 0; bit < 8; bit++) {
+			buf[byte] ^= (uint8_t)(1u << bit);
+			EXPECT(decode_snap(buf, n, &got, &gc) ==
+			       KEEL_ERR_CORRUPT);
+			buf[byte] ^= (uint8_t)(1u << bit);
+		}
+	}
+	EXPECT(decode_snap(buf, n, &got, &gc) == 0);
 }
