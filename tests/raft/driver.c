@@ -156,6 +156,13 @@ static void msg_copy(struct raft_msg *d, const struct raft_msg *s)
 {
 	*d = *s;
 	d->entries = entries_copy(s->entries, s->n_entries);
+	if (s->conf) {
+		/* A SNAPSHOT's membership is borrowed from the sender's core,
+		 * which a restart destroys while the message is in flight. */
+		struct raft_config_members *c = xmalloc(sizeof(*c));
+		*c = *s->conf;
+		d->conf = c;
+	}
 }
 
 static void msg_free(struct raft_msg *m)
@@ -163,6 +170,8 @@ static void msg_free(struct raft_msg *m)
 	entries_free(m->entries, m->n_entries);
 	m->entries = NULL;
 	m->n_entries = 0;
+	free((void *)(uintptr_t)m->conf);
+	m->conf = NULL;
 }
 
 /* ---- formatting ----------------------------------------------------------- */
@@ -256,6 +265,17 @@ static void fmt_msg(const struct raft_msg *m)
 		if (m->context)
 			out(" Context:%" PRIu64, m->context);
 		break;
+	case RAFT_MSG_SNAPSHOT:
+		out(" Snapshot:%" PRIu64 "/%" PRIu64 " Commit:%" PRIu64,
+		    m->log_term, m->index, m->commit);
+		if (m->conf) {
+			out(" Voters:(");
+			for (uint32_t i = 0; i < m->conf->n_voters; i++)
+				out("%s%" PRIu64, i ? " " : "",
+				    m->conf->voters[i]);
+			out(")");
+		}
+		break;
 	default:
 		break;
 	}
@@ -266,6 +286,8 @@ static void fmt_msg(const struct raft_msg *m)
 struct pending_write {
 	bool hs_changed;
 	struct raft_hard_state hs;
+	bool has_snap; /* install snap first: the log is replaced */
+	struct raft_snapshot_meta snap;
 	struct raft_entry *entries;
 	uint32_t n_entries;
 	struct raft_msg *msgs; /* msgs_after_persist, sent once durable */
@@ -279,10 +301,14 @@ struct node {
 	bool manual_persist;
 	struct pending_write *pw;
 	uint32_t n_pw, cap_pw;
-	/* Simulated stable storage. */
+	/* Simulated stable storage: a snapshot (index, term) and the log
+	 * after it; log[k] is entry snap_index + 1 + k. */
 	struct raft_hard_state hs;
+	uint64_t snap_index, snap_term;
 	struct raft_entry *log;
 	uint64_t n_log, cap_log;
+	/* The simulated state machine: entries applied (or covered by the
+	 * installed snapshot). */
 	uint64_t applied;
 	/* Last role/term printed, for "INFO ... became" lines. */
 	int seen_role;
@@ -432,7 +458,11 @@ static void check_log_matching(const struct node *a, const struct node *b)
 		for (uint64_t k = 1; k <= i; k++) {
 			ea = raft_entry_at(a->r, k);
 			eb = raft_entry_at(b->r, k);
-			if (!ea || !eb || !entries_equal(ea, eb)) {
+			/* Compacted on either side: nothing to compare (the
+			 * state machine check covers what was applied). */
+			if (!ea || !eb)
+				continue;
+			if (!entries_equal(ea, eb)) {
 				violation("log matching: nodes %" PRIu64
 					  " and %" PRIu64 " agree at %" PRIu64
 					  " but differ at %" PRIu64,
@@ -500,10 +530,18 @@ static void complete_write(struct node *n)
 	n->n_pw--;
 	if (w.hs_changed)
 		n->hs = w.hs;
+	if (w.has_snap) {
+		/* Installing a snapshot replaces the whole stored log. */
+		while (n->n_log > 0)
+			entry_free(&n->log[--n->n_log]);
+		n->snap_index = w.snap.index;
+		n->snap_term = w.snap.term;
+	}
 	if (w.n_entries) {
 		uint64_t from = w.entries[0].index;
-		KEEL_ASSERT(from >= 1 && from <= n->n_log + 1);
-		while (n->n_log >= from)
+		KEEL_ASSERT(from > n->snap_index &&
+			    from <= n->snap_index + n->n_log + 1);
+		while (n->snap_index + n->n_log >= from)
 			entry_free(&n->log[--n->n_log]);
 		if (n->n_log + w.n_entries > n->cap_log) {
 			n->cap_log = (n->n_log + w.n_entries) * 2;
@@ -534,6 +572,9 @@ static void print_pending_write(const struct pending_write *w)
 		out("  HardState Term:%" PRIu64 " Vote:%" PRIu64
 		    " Commit:%" PRIu64 "\n",
 		    w->hs.term, w->hs.vote, w->hs.commit);
+	if (w->has_snap)
+		out("  Snapshot: %" PRIu64 "/%" PRIu64 "\n", w->snap.term,
+		    w->snap.index);
 	if (w->n_entries)
 		out("  Entries: %" PRIu64 "/%" PRIu64 "..%" PRIu64 "/%" PRIu64
 		    "\n",
@@ -565,6 +606,30 @@ static bool process_ready(struct node *n, bool quiet_if_idle)
 		out("  HardState Term:%" PRIu64 " Vote:%" PRIu64
 		    " Commit:%" PRIu64 "\n",
 		    u.hard_state.term, u.hard_state.vote, u.hard_state.commit);
+	if (u.snapshot) {
+		const struct raft_snapshot_meta *sm = u.snapshot;
+		out("  Snapshot Index:%" PRIu64 " Term:%" PRIu64 " Voters:(",
+		    sm->index, sm->term);
+		for (uint32_t i = 0; i < sm->conf.n_voters; i++)
+			out("%s%" PRIu64, i ? " " : "", sm->conf.voters[i]);
+		out(")\n");
+		/* The application installs the snapshot as its state
+		 * machine before anything after it is applied. It must be
+		 * the state every other node applied up to that index. */
+		if (sm->index < C.n_committed &&
+		    C.committed[sm->index].set &&
+		    C.committed[sm->index].e.term != sm->term)
+			violation("node %" PRIu64 " installs snapshot %" PRIu64
+				  "/%" PRIu64 " but entry %" PRIu64
+				  " was committed with term %" PRIu64,
+				  n->id, sm->term, sm->index, sm->index,
+				  C.committed[sm->index].e.term);
+		if (sm->index <= n->applied)
+			violation("node %" PRIu64 " installs snapshot %" PRIu64
+				  " at or below applied %" PRIu64,
+				  n->id, sm->index, n->applied);
+		n->applied = sm->index;
+	}
 	if (u.n_entries) {
 		out("  Entries:\n");
 		for (uint32_t i = 0; i < u.n_entries; i++) {
@@ -622,6 +687,10 @@ static bool process_ready(struct node *n, bool quiet_if_idle)
 	memset(w, 0, sizeof(*w));
 	w->hs_changed = u.hard_state_changed;
 	w->hs = u.hard_state;
+	if (u.snapshot) {
+		w->has_snap = true;
+		w->snap = *u.snapshot;
+	}
 	w->entries = entries_copy(u.entries, u.n_entries);
 	w->n_entries = u.n_entries;
 	w->n_msgs = u.n_msgs_after_persist;
@@ -632,7 +701,7 @@ static bool process_ready(struct node *n, bool quiet_if_idle)
 	}
 	raft_advance(n->r, &u);
 	if (n->manual_persist) {
-		if (w->hs_changed || w->n_entries || w->n_msgs)
+		if (w->hs_changed || w->has_snap || w->n_entries || w->n_msgs)
 			out("  (persistence pending: %" PRIu32
 			    " write(s) queued)\n",
 			    n->n_pw);
@@ -1274,7 +1343,14 @@ static int cmd_stabilize(const struct cmd *c)
 
 static const char *progress_name(int s)
 {
-	return s == RAFT_PROGRESS_REPLICATE ? "StateReplicate" : "StateProbe";
+	switch (s) {
+	case RAFT_PROGRESS_REPLICATE:
+		return "StateReplicate";
+	case RAFT_PROGRESS_SNAPSHOT:
+		return "StateSnapshot";
+	default:
+		return "StateProbe";
+	}
 }
 
 static int cmd_status(const struct cmd *c)
@@ -1291,15 +1367,23 @@ static int cmd_status(const struct cmd *c)
 	    " Last:%" PRIu64 "/%" PRIu64 "\n",
 	    st.id, role_name(st.role), st.term, st.vote, st.leader, st.commit,
 	    st.applied, st.persisted, st.last_term, st.last_index);
+	if (st.snap_index)
+		out("  log base %" PRIu64 "/%" PRIu64 " (first index %" PRIu64
+		    ")\n",
+		    st.snap_term, st.snap_index, st.first_index);
 	if (st.role == RAFT_LEADER) {
 		if (st.transferee)
 			out("  transferring to %" PRIu64 "\n", st.transferee);
 		for (uint32_t i = 0; i < st.n_peers; i++) {
 			const struct raft_peer_status *p = &st.peers[i];
 			out("  %" PRIu64 ": %s match=%" PRIu64 " next=%" PRIu64
-			    " inflight=%" PRIu32 "%s\n",
+			    " inflight=%" PRIu32 "%s",
 			    p->id, progress_name(p->state), p->match, p->next,
 			    p->inflight_msgs, p->recent_active ? " active" : "");
+			if (p->state == RAFT_PROGRESS_SNAPSHOT)
+				out(" pending-snapshot=%" PRIu64,
+				    p->pending_snapshot);
+			out("\n");
 		}
 	}
 	return 0;
@@ -1314,7 +1398,10 @@ static int cmd_raft_log(const struct cmd *c)
 	}
 	struct raft_status st;
 	raft_status(n->r, &st);
-	if (st.last_index == 0)
+	if (st.snap_index)
+		out("snapshot %" PRIu64 "/%" PRIu64 "\n", st.snap_term,
+		    st.snap_index);
+	if (st.last_index == st.snap_index)
 		out("log is empty\n");
 	for (uint64_t i = st.first_index; i <= st.last_index; i++) {
 		fmt_entry(raft_entry_at(n->r, i));
@@ -1346,6 +1433,128 @@ static int cmd_count_msgs(const struct cmd *c)
 			k++;
 	out("%" PRIu32 " message(s) in flight%s%s\n", k, type ? " of type " : "",
 	    type ? type : "");
+	return 0;
+}
+
+/* compact ID INDEX: the node's state machine has a snapshot up to INDEX;
+ * the core drops the entries (raft_compact) and so does storage. */
+static int cmd_compact(const struct cmd *c)
+{
+	struct node *n = positional_node(c, 0);
+	uint64_t index;
+	if (!n || !parse_u64(positional(c, 1), &index)) {
+		out("error: compact ID INDEX\n");
+		return -1;
+	}
+	struct raft_status st;
+	raft_status(n->r, &st);
+	int rv = raft_compact(n->r, index);
+	if (rv) {
+		out("error: %s\n", err_name(rv));
+		return 0;
+	}
+	if (index > n->snap_index) {
+		/* Stored entries up to index are durable (index <= persisted)
+		 * and now covered by the snapshot. */
+		uint64_t drop = KEEL_MIN(index - n->snap_index, n->n_log);
+		n->snap_term = raft_term_at(n->r, index, NULL);
+		for (uint64_t k = 0; k < drop; k++)
+			entry_free(&n->log[k]);
+		memmove(n->log, n->log + drop,
+			(n->n_log - drop) * sizeof(*n->log));
+		n->n_log -= drop;
+		n->snap_index = index;
+	}
+	raft_status(n->r, &st);
+	out("%" PRIu64 ": log base %" PRIu64 "/%" PRIu64 ", first index %" PRIu64
+	    ", last %" PRIu64 "/%" PRIu64 "\n",
+	    n->id, st.snap_term, st.snap_index, st.first_index, st.last_term,
+	    st.last_index);
+	return 0;
+}
+
+/* snapshot-status ID to=PEER ok=B: the leader's application reports how
+ * streaming the snapshot's bytes to PEER went. */
+static int cmd_snapshot_status(const struct cmd *c)
+{
+	struct node *n = positional_node(c, 0);
+	uint64_t to;
+	if (!n || !parse_u64(kv(c, "to"), &to) || !kv(c, "ok")) {
+		out("error: snapshot-status ID to=PEER ok=true|false\n");
+		return -1;
+	}
+	struct raft_event ev = {.type = RAFT_EV_SNAPSHOT_STATUS};
+	ev.snapshot_status.peer = to;
+	ev.snapshot_status.ok = parse_bool(kv(c, "ok"), false);
+	print_step_result(n, node_step(n, &ev));
+	return 0;
+}
+
+/* send-snapshot from=ID to=ID: queue the RAFT_MSG_SNAPSHOT the leader ID
+ * would send for its current log base, as a node does when it retries a
+ * snapshot transfer on its own or delivers a late copy of one. */
+static int cmd_send_snapshot(const struct cmd *c)
+{
+	uint64_t from, to;
+	if (!parse_u64(kv(c, "from"), &from) || !node_get(from) ||
+	    !parse_u64(kv(c, "to"), &to) || !node_get(to)) {
+		out("error: send-snapshot from=ID to=ID\n");
+		return -1;
+	}
+	struct node *n = node_get(from);
+	struct raft_status st;
+	raft_status(n->r, &st);
+	struct raft_msg m = {.type = RAFT_MSG_SNAPSHOT, .from = from,
+			     .to = to, .term = st.term, .index = st.snap_index,
+			     .log_term = st.snap_term, .commit = st.commit,
+			     .conf = &n->cfg.members};
+	out("queued ");
+	fmt_msg(&m);
+	out("\n");
+	net_push(&m);
+	return 0;
+}
+
+/* restart ID: the node crashes (unpersisted writes are lost) and comes
+ * back from its storage: snapshot base, log and hard state, through
+ * raft_restore_snapshot. Its state machine restarts from the snapshot. */
+static int cmd_restart(const struct cmd *c)
+{
+	struct node *n = positional_node(c, 0);
+	if (!n) {
+		out("error: restart ID\n");
+		return -1;
+	}
+	for (uint32_t k = 0; k < n->n_pw; k++) {
+		entries_free(n->pw[k].entries, n->pw[k].n_entries);
+		for (uint32_t j = 0; j < n->pw[k].n_msgs; j++)
+			msg_free(&n->pw[k].msgs[j]);
+		free(n->pw[k].msgs);
+	}
+	n->n_pw = 0;
+	raft_destroy(n->r);
+	n->r = raft_create(&n->cfg);
+	if (!n->r) {
+		out("error: raft_create failed\n");
+		return -1;
+	}
+	int rv = raft_restore_snapshot(n->r, &n->hs, n->snap_index,
+				       n->snap_term, &n->cfg.members, n->log,
+				       (uint32_t)n->n_log);
+	if (rv) {
+		out("error: %s\n", err_name(rv));
+		return 0;
+	}
+	n->applied = n->snap_index;
+	struct raft_status st;
+	raft_status(n->r, &st);
+	n->seen_role = st.role;
+	n->seen_term = st.term;
+	out("%" PRIu64 ": restarted term=%" PRIu64 " vote=%" PRIu64
+	    " commit=%" PRIu64 " applied=%" PRIu64 " base=%" PRIu64 "/%" PRIu64
+	    " last=%" PRIu64 "/%" PRIu64 "\n",
+	    n->id, st.term, st.vote, st.commit, st.applied, st.snap_term,
+	    st.snap_index, st.last_term, st.last_index);
 	return 0;
 }
 
@@ -1418,6 +1627,14 @@ static void run_command(const char *line)
 		rv = cmd_raft_state();
 	else if (!strcmp(c.name, "count-msgs"))
 		rv = cmd_count_msgs(&c);
+	else if (!strcmp(c.name, "compact"))
+		rv = cmd_compact(&c);
+	else if (!strcmp(c.name, "snapshot-status"))
+		rv = cmd_snapshot_status(&c);
+	else if (!strcmp(c.name, "send-snapshot"))
+		rv = cmd_send_snapshot(&c);
+	else if (!strcmp(c.name, "restart"))
+		rv = cmd_restart(&c);
 	else
 		out("error: unknown command %s\n", c.name);
 	if (rv)
