@@ -1107,7 +1107,11 @@ static void step_candidate(struct raft *r, const struct raft_msg *m)
 		else if (m->type == RAFT_MSG_SNAPSHOT)
 			handle_snapshot(r, m);
 		else {
-			commit_to(r, m->commit);
+			/* As in step_follower: a commit index beyond our log
+			 * (a leader that believes more of it than survived
+			 * here) must not be taken. */
+			if (m->commit <= last_index(r))
+				commit_to(r, m->commit);
 			struct raft_msg resp = {.type = RAFT_MSG_HEARTBEAT_RESP,
 						.to = m->from,
 						.context = m->context};

@@ -9,6 +9,16 @@
  * reordered, duplicated and dropped, links are partitioned, persistence
  * completes late, and nodes crash (losing whatever was not yet durable) and
  * restart from what was. Every run prints its seed; KEEL_SEED replays one.
+ *
+ * Nodes also compact (chapter 5): each node's "state machine" is the list
+ * of terms it applied, and a snapshot is a durable copy of a prefix of it.
+ * A leader whose follower needs a compacted entry sends RAFT_MSG_SNAPSHOT;
+ * the harness plays the application's part of the contract (raft.h): it
+ * hands the receiver the sender's snapshot content only if the sender
+ * still holds a snapshot at exactly that index, and reports a failed
+ * transfer (RAFT_EV_SNAPSHOT_STATUS) when the message is lost or the
+ * snapshot is gone. Installed snapshots are checked against what every
+ * other node applied (State Machine Safety covers them too).
  */
 #include "test.h"
 
@@ -24,12 +34,18 @@ struct net_msg {
 	struct raft_msg m;
 	struct raft_entry ents[64];
 	uint8_t data[64][8];
+	struct raft_config_members conf; /* SNAPSHOT */
 	uint64_t deliver_at;
 };
 
-/* What a node has made durable, and what it handed out but not synced. */
+/* What a node has made durable, and what it handed out but not synced.
+ * The snapshot: (snap_index, snap_term) and the state machine up to it
+ * (sm[i] = term of the entry applied at i); log[k] is entry
+ * snap_index + 1 + k. */
 struct disk {
 	struct raft_hard_state hs;
+	uint64_t snap_index, snap_term;
+	uint64_t sm[MAX_LOG];
 	struct raft_entry log[MAX_LOG];
 	uint8_t data[MAX_LOG][8];
 	uint64_t n;
@@ -38,6 +54,8 @@ struct disk {
 struct pending_persist {
 	struct raft_hard_state hs;
 	bool has_hs;
+	bool has_snap; /* install incoming[] up to snap.index first */
+	struct raft_snapshot_meta snap;
 	uint64_t first, n; /* entries [first, first+n) copied in ents */
 	struct raft_entry ents[256];
 	uint8_t data[256][8];
@@ -68,6 +86,12 @@ struct cluster {
 	uint64_t committed_max;
 	uint64_t applied_term[MAXN + 1][MAX_LOG];
 	uint64_t applied_n[MAXN + 1];
+	/* Snapshot content handed to a node with a RAFT_MSG_SNAPSHOT (the
+	 * bytes the application streamed beside it). */
+	uint64_t incoming[MAXN + 1][MAX_LOG];
+	uint64_t incoming_index[MAXN + 1];
+	bool compaction; /* nodes compact and snapshots flow */
+	uint64_t compactions, snapshots_sent, snapshots_installed;
 	char violation[256];
 	uint64_t proposals;
 	uint64_t elections;
@@ -107,13 +131,15 @@ static struct raft *make_node(struct cluster *c, raft_id id)
 	struct raft *r = raft_create(&cfg);
 	KEEL_ASSERT(r);
 	struct disk *d = &c->disk[id];
-	if (d->hs.term || d->n) {
-		struct raft_entry ents[MAX_LOG];
+	if (d->hs.term || d->n || d->snap_index) {
+		static struct raft_entry ents[MAX_LOG];
 		for (uint64_t i = 0; i < d->n; i++) {
 			ents[i] = d->log[i];
 			ents[i].data = d->data[i];
 		}
-		int rv = raft_restore(r, &d->hs, ents, (uint32_t)d->n);
+		int rv = raft_restore_snapshot(r, &d->hs, d->snap_index,
+					       d->snap_term, NULL, ents,
+					       (uint32_t)d->n);
 		KEEL_ASSERT(rv == 0);
 	}
 	return r;
@@ -137,6 +163,10 @@ static void copy_msg(struct net_msg *dst, const struct raft_msg *m)
 		dst->ents[i].data = dst->data[i];
 	}
 	dst->m.entries = m->n_entries ? dst->ents : NULL;
+	if (m->conf) {
+		dst->conf = *m->conf;
+		dst->m.conf = &dst->conf;
+	}
 }
 
 static void net_push(struct cluster *c, const struct raft_msg *m)
@@ -158,20 +188,36 @@ static void crash(struct cluster *c, raft_id id)
 	c->n_pend[id] = 0; /* unsynced writes are lost */
 }
 
+/* The state machine restarts from the durable snapshot; the core hands
+ * out what follows it again. */
 static void restart(struct cluster *c, raft_id id)
 {
 	c->node[id] = make_node(c, id);
 	c->down[id] = false;
-	c->applied_n[id] = 0;
+	const struct disk *d = &c->disk[id];
+	for (uint64_t i = 1; i <= d->snap_index; i++)
+		c->applied_term[id][i] = d->sm[i];
+	c->applied_n[id] = d->snap_index;
 }
 
-static void disk_write(struct disk *d, const struct pending_persist *p)
+static void disk_write(struct cluster *c, raft_id id,
+		       const struct pending_persist *p)
 {
+	struct disk *d = &c->disk[id];
 	if (p->has_hs)
 		d->hs = p->hs;
+	if (p->has_snap) {
+		/* The snapshot replaces the state machine and the whole log. */
+		d->snap_index = p->snap.index;
+		d->snap_term = p->snap.term;
+		for (uint64_t i = 1; i <= d->snap_index; i++)
+			d->sm[i] = c->incoming[id][i];
+		d->n = 0;
+	}
 	if (p->n) {
-		KEEL_ASSERT(p->first >= 1 && p->first <= d->n + 1);
-		d->n = p->first - 1;
+		KEEL_ASSERT(p->first > d->snap_index &&
+			    p->first <= d->snap_index + d->n + 1);
+		d->n = p->first - 1 - d->snap_index;
 		for (uint64_t i = 0; i < p->n; i++) {
 			d->log[d->n] = p->ents[i];
 			copy_bytes(d->data[d->n], p->data[i], p->ents[i].len);
@@ -186,7 +232,7 @@ static void disk_write(struct disk *d, const struct pending_persist *p)
 static void complete_persist(struct cluster *c, raft_id id)
 {
 	struct pending_persist *p = &c->pend[id][0];
-	disk_write(&c->disk[id], p);
+	disk_write(c, id, p);
 	for (uint32_t k = 0; k < p->n_msgs; k++)
 		if (c->n_net < MAX_NET)
 			c->net[c->n_net++] = p->msgs[k];
@@ -218,6 +264,29 @@ static void check_applied(struct cluster *c, raft_id id,
 	c->applied_n[id] = e->index;
 }
 
+/* u.snapshot: the application replaces its state machine with the bytes
+ * that came with the message (incoming[]), which must be the state every
+ * other node applied up to that index, and must end in the entry the core
+ * names. */
+static void install_snapshot(struct cluster *c, raft_id id,
+			     const struct raft_snapshot_meta *sm)
+{
+	c->snapshots_installed++;
+	if (sm->index >= MAX_LOG)
+		return;
+	KEEL_ASSERT(sm->index == c->incoming_index[id]);
+	if (c->incoming[id][sm->index] != sm->term)
+		fail_check(c, "snapshot content does not end in the named entry");
+	for (uint64_t i = 1; i <= sm->index; i++) {
+		uint64_t t = c->incoming[id][i];
+		for (int k = 1; k <= c->n && (c->checks & CHECK_SM_SAFETY); k++)
+			if (c->applied_n[k] >= i && c->applied_term[k][i] != t)
+				fail_check(c, "state machine safety: a snapshot differs from what a node applied");
+		c->applied_term[id][i] = t;
+	}
+	c->applied_n[id] = sm->index;
+}
+
 static void process_ready(struct cluster *c, raft_id id)
 {
 	struct raft *r = c->node[id];
@@ -234,7 +303,14 @@ static void process_ready(struct cluster *c, raft_id id)
 				c->leader_of_term[t] = id;
 			}
 		}
-		bool persist = u.hard_state_changed || u.n_entries;
+		if (u.snapshot)
+			install_snapshot(c, id, u.snapshot);
+		/* msgs_after_persist wait for this update's write and every
+		 * earlier one: an update with nothing to write still queues
+		 * (empty) behind the writes in flight. */
+		bool persist = u.hard_state_changed || u.n_entries ||
+			       u.snapshot ||
+			       (u.n_msgs_after_persist && c->n_pend[id] > 0);
 		struct pending_persist *p = NULL;
 		if (persist) {
 			KEEL_ASSERT(c->n_pend[id] < MAX_PENDING);
@@ -242,6 +318,10 @@ static void process_ready(struct cluster *c, raft_id id)
 			memset(p, 0, sizeof(*p));
 			p->has_hs = u.hard_state_changed;
 			p->hs = u.hard_state;
+			if (u.snapshot) {
+				p->has_snap = true;
+				p->snap = *u.snapshot;
+			}
 			KEEL_ASSERT(u.n_entries <= 256);
 			if (u.n_entries)
 				p->first = u.entries[0].index;
@@ -254,8 +334,11 @@ static void process_ready(struct cluster *c, raft_id id)
 			}
 			p->done_at = c->now + keel_rand_below(&c->rand, 4);
 		}
-		for (uint32_t i = 0; i < u.n_msgs; i++)
+		for (uint32_t i = 0; i < u.n_msgs; i++) {
+			if (u.msgs[i].type == RAFT_MSG_SNAPSHOT)
+				c->snapshots_sent++;
 			net_push(c, &u.msgs[i]);
+		}
 		if (u.n_msgs_after_persist) {
 			if (!p || c->no_persist_before_ack) {
 				for (uint32_t i = 0; i < u.n_msgs_after_persist; i++)
@@ -294,7 +377,10 @@ static void observe_commits(struct cluster *c)
 		struct raft_status st;
 		raft_status(c->node[id], &st);
 		for (uint64_t i = 1; i <= st.commit && i < MAX_LOG; i++) {
-			uint64_t t = raft_term_at(c->node[id], i, NULL);
+			int err;
+			uint64_t t = raft_term_at(c->node[id], i, &err);
+			if (err)
+				continue; /* compacted: applied, checked there */
 			if (c->committed_term[i] == 0) {
 				c->committed_term[i] = t;
 				c->committed_in[i] = st.term;
@@ -325,6 +411,10 @@ static void check_leader_completeness(struct cluster *c)
 				continue;
 			int err;
 			uint64_t t = raft_term_at(c->node[id], i, &err);
+			/* A compacted entry lives on in the leader's state
+			 * machine (its snapshot). */
+			if (err == KEEL_ERR_COMPACTED && i <= c->applied_n[id])
+				t = c->applied_term[id][i], err = 0;
 			if (err || t != c->committed_term[i]) {
 				fail_check(c, "leader completeness: leader lacks a committed entry");
 				return;
@@ -354,6 +444,8 @@ static void check_log_matching(struct cluster *c)
 					raft_entry_at(c->node[a], k);
 				const struct raft_entry *y =
 					raft_entry_at(c->node[b], k);
+				if (!x || !y)
+					continue; /* compacted on one side */
 				if (x->term != y->term || x->len != y->len ||
 				    (x->len && memcmp(x->data, y->data, x->len))) {
 					fail_check(c, "log matching: equal (index, term) but different prefixes");
@@ -381,9 +473,34 @@ static void deliver_due(struct cluster *c)
 	else
 		c->net[pick].deliver_at = c->now + 3;
 	raft_id to = msg.m.to, from = msg.m.from;
-	if (c->down[to] || c->cut[from][to] ||
-	    keel_rand_chance(&c->rand, 1, 20))
+	bool lost = c->down[to] || c->cut[from][to] ||
+		    keel_rand_chance(&c->rand, 1, 20);
+	if (msg.m.type == RAFT_MSG_SNAPSHOT) {
+		/* The application streams the sender's snapshot at exactly
+		 * that index; if it is gone (compacted further, or a crash
+		 * lost an install) or the stream breaks, the transfer fails
+		 * and the sender's application says so. */
+		const struct disk *sd = &c->disk[from];
+		bool have = !c->down[from] && sd->snap_index == msg.m.index &&
+			    msg.m.index < MAX_LOG;
+		if (lost || !have || keel_rand_chance(&c->rand, 1, 10)) {
+			if (!c->down[from]) {
+				struct raft_event st = {
+					.type = RAFT_EV_SNAPSHOT_STATUS,
+					.snapshot_status = {.peer = to,
+							    .ok = false}};
+				raft_step(c->node[from], &st);
+				process_ready(c, from);
+			}
+			return;
+		}
+		memcpy(c->incoming[to], sd->sm,
+		       (msg.m.index + 1) * sizeof(sd->sm[0]));
+		c->incoming_index[to] = msg.m.index;
+		msg.m.conf = &msg.conf;
+	} else if (lost) {
 		return;
+	}
 	if (msg.m.n_entries) {
 		/* Re-point at this copy's storage. */
 		for (uint32_t i = 0; i < msg.m.n_entries; i++)
@@ -394,13 +511,57 @@ static void deliver_due(struct cluster *c)
 	ev.receive = msg.m;
 	raft_step(c->node[to], &ev);
 	process_ready(c, to);
+	if (msg.m.type == RAFT_MSG_SNAPSHOT && !c->down[from] &&
+	    keel_rand_chance(&c->rand, 1, 3)) {
+		/* Sometimes the sender's application also reports the
+		 * delivery; the acknowledgement may be lost. */
+		struct raft_event st = {
+			.type = RAFT_EV_SNAPSHOT_STATUS,
+			.snapshot_status = {.peer = to, .ok = true}};
+		raft_step(c->node[from], &st);
+		process_ready(c, from);
+	}
+}
+
+/* The application snapshots its state machine up to some applied index
+ * (durably: the disk gets the snapshot, the log before it goes) and lets
+ * the core compact. */
+static void compact(struct cluster *c, raft_id id)
+{
+	struct raft_status st;
+	raft_status(c->node[id], &st);
+	if (st.applied <= st.snap_index || st.applied >= MAX_LOG)
+		return;
+	uint64_t index = st.snap_index + 1 +
+			 keel_rand_below(&c->rand, st.applied - st.snap_index);
+	int rv = raft_compact(c->node[id], index);
+	if (rv != 0) {
+		fail_check(c, "raft_compact refused an applied index");
+		return;
+	}
+	c->compactions++;
+	struct disk *d = &c->disk[id];
+	KEEL_ASSERT(index > d->snap_index && index <= d->snap_index + d->n);
+	uint64_t drop = index - d->snap_index;
+	d->snap_term = d->log[drop - 1].term;
+	KEEL_ASSERT(d->snap_term == raft_term_at(c->node[id], index, NULL));
+	for (uint64_t i = d->snap_index + 1; i <= index; i++)
+		d->sm[i] = c->applied_term[id][i];
+	memmove(d->log, d->log + drop, (d->n - drop) * sizeof(d->log[0]));
+	memmove(d->data, d->data + drop, (d->n - drop) * sizeof(d->data[0]));
+	for (uint64_t k = 0; k < d->n - drop; k++)
+		d->log[k].data = d->data[k];
+	d->n -= drop;
+	d->snap_index = index;
 }
 
 static void cluster_run(struct cluster *c, uint64_t seed, int n, int steps,
-			unsigned checks, bool no_persist_before_ack)
+			unsigned checks, bool no_persist_before_ack,
+			bool compaction)
 {
 	memset(c, 0, sizeof(*c));
 	c->checks = checks;
+	c->compaction = compaction;
 	c->no_persist_before_ack = no_persist_before_ack;
 	c->net = calloc(MAX_NET, sizeof(*c->net));
 	KEEL_ASSERT(c->net);
@@ -448,6 +609,9 @@ static void cluster_run(struct cluster *c, uint64_t seed, int n, int steps,
 				restart(c, id);
 			else if (keel_rand_chance(&c->rand, 1, 2))
 				crash(c, id);
+		} else if (what < 44) {
+			if (c->compaction && !c->down[id])
+				compact(c, id);
 		} else if (what < 50) {
 			if (!c->down[id] && c->n_pend[id] > 0) {
 				complete_persist(c, id);
@@ -475,12 +639,16 @@ static int sweep(uint64_t base, int runs, int steps, unsigned checks,
 {
 	static struct cluster c;
 	int bad = 0;
-	uint64_t committed = 0, elections = 0;
+	uint64_t committed = 0, elections = 0, compactions = 0, sent = 0,
+		 installed = 0;
 	for (int i = 0; i < runs; i++) {
 		cluster_run(&c, base + (uint64_t)i, i % 2 ? 5 : 3, steps, checks,
-			    false);
+			    false, true);
 		committed += c.committed_max;
 		elections += c.elections;
+		compactions += c.compactions;
+		sent += c.snapshots_sent;
+		installed += c.snapshots_installed;
 		if (c.violation[0]) {
 			if (!bad) {
 				*bad_seed = base + (uint64_t)i;
@@ -490,10 +658,13 @@ static int sweep(uint64_t base, int runs, int steps, unsigned checks,
 		}
 	}
 	fprintf(stderr, "  %d runs: %" PRIu64 " entries committed, %" PRIu64
-			" elections\n",
-		runs, committed, elections);
-	/* The runs must do real work or the claims are vacuous. */
-	if (committed < (uint64_t)runs * 5 || elections < (uint64_t)runs)
+			" elections, %" PRIu64 " compactions, %" PRIu64
+			" snapshots sent, %" PRIu64 " installed\n",
+		runs, committed, elections, compactions, sent, installed);
+	/* The runs must do real work or the claims are vacuous: commit,
+	 * elect, compact, and move snapshots. */
+	if (committed < (uint64_t)runs * 5 || elections < (uint64_t)runs ||
+	    compactions < (uint64_t)runs || installed < (uint64_t)runs / 4)
 		return -1;
 	return bad;
 }
@@ -539,7 +710,8 @@ TEST(safety_checks_catch_ack_before_persist)
 	uint64_t seed = test_seed(7);
 	int caught = 0;
 	for (int i = 0; i < 300 && !caught; i++) {
-		cluster_run(&c, seed + (uint64_t)i, 3, 6000, CHECK_ALL, true);
+		cluster_run(&c, seed + (uint64_t)i, 3, 6000, CHECK_ALL, true,
+			    true);
 		if (c.violation[0]) {
 			fprintf(stderr, "  caught at seed %" PRIu64 ": %s\n",
 				seed + (uint64_t)i, c.violation);
