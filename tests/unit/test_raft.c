@@ -917,3 +917,262 @@ TEST(restore_keeps_state)
 	raft_advance(r, &u);
 	raft_destroy(r);
 }
+
+/* ---- compaction and snapshots: API contracts ------------------------------ */
+
+static struct raft *single_voter_leader(void)
+{
+	struct raft_config cfg;
+	raft_config_default(&cfg, 1);
+	cfg.members.n_voters = 1;
+	cfg.members.voters[0] = 1;
+	struct raft *r = raft_create(&cfg);
+	KEEL_ASSERT(r);
+	struct raft_event camp = {.type = RAFT_EV_CAMPAIGN};
+	KEEL_ASSERT(raft_step(r, &camp) == 0);
+	return r;
+}
+
+/* Takes one update the way an application would: persist, apply. */
+static void take_update(struct raft *r)
+{
+	struct raft_update u;
+	while (raft_ready(r, &u)) {
+		uint64_t idx = u.n_entries ? u.entries[u.n_entries - 1].index : 0;
+		uint64_t term = u.n_entries ? u.entries[u.n_entries - 1].term : 0;
+		raft_advance(r, &u);
+		if (idx) {
+			struct raft_event pe = {.type = RAFT_EV_PERSISTED,
+						.persisted = {idx, term}};
+			raft_step(r, &pe);
+		}
+	}
+}
+
+/* Only applied entries may be compacted; below the base is an error of its
+ * own; the base and what follows stay readable, what is below it is gone. */
+TEST(compact_only_applied_entries)
+{
+	struct raft *r = single_voter_leader();
+	take_update(r); /* the no-op: 1/1 applied */
+	uint8_t d[2] = {'o', 'k'};
+	struct raft_entry e = {.len = 2, .data = d};
+	struct raft_event ev = {.type = RAFT_EV_PROPOSE,
+				.propose = {.n = 1, .entries = &e}};
+	for (int i = 0; i < 4; i++)
+		ASSERT(raft_step(r, &ev) == 0);
+	take_update(r); /* 2..5 persisted, committed, applied */
+	ASSERT(raft_step(r, &ev) == 0); /* 6: in the log only */
+	struct raft_status st;
+	raft_status(r, &st);
+	ASSERT(st.applied == 5 && st.last_index == 6);
+
+	EXPECT(raft_compact(r, 6) == KEEL_ERR_INVAL); /* not applied */
+	EXPECT(raft_compact(r, 7) == KEEL_ERR_INVAL); /* not even there */
+	EXPECT(raft_compact(r, 3) == 0);
+	EXPECT(raft_compact(r, 3) == 0); /* the base again: nothing to do */
+	EXPECT(raft_compact(r, 2) == KEEL_ERR_COMPACTED);
+	raft_status(r, &st);
+	EXPECT_EQ_U64(st.snap_index, 3);
+	EXPECT_EQ_U64(st.snap_term, 1);
+	EXPECT_EQ_U64(st.first_index, 4);
+	int err = -1;
+	EXPECT_EQ_U64(raft_term_at(r, 3, &err), 1); /* the base */
+	EXPECT(err == 0);
+	EXPECT_EQ_U64(raft_term_at(r, 2, &err), 0);
+	EXPECT(err == KEEL_ERR_COMPACTED);
+	EXPECT(raft_entry_at(r, 3) == NULL);
+	EXPECT(raft_entry_at(r, 4) != NULL);
+	EXPECT_EQ_U64(raft_term_at(r, 7, &err), 0);
+	EXPECT(err == KEEL_ERR_UNAVAILABLE);
+
+	/* Not while an update is outstanding: it borrows the log. */
+	struct raft_update u;
+	ASSERT(raft_ready(r, &u));
+	EXPECT(raft_compact(r, 5) == KEEL_ERR_INVAL);
+	ASSERT(u.n_entries == 1);
+	struct raft_event pe = {.type = RAFT_EV_PERSISTED,
+				.persisted = {u.entries[0].index,
+					      u.entries[0].term}};
+	raft_advance(r, &u);
+	ASSERT(raft_step(r, &pe) == 0);
+	EXPECT(raft_compact(r, 5) == 0);
+	/* The leader keeps working from its new base. */
+	take_update(r);
+	raft_status(r, &st);
+	EXPECT_EQ_U64(st.commit, 6);
+	raft_destroy(r);
+}
+
+static struct raft *three_voter_node(raft_id id)
+{
+	struct raft_config cfg;
+	raft_config_default(&cfg, id);
+	cfg.members.n_voters = 3;
+	for (int i = 0; i < 3; i++)
+		cfg.members.voters[i] = (raft_id)(i + 1);
+	struct raft *r = raft_create(&cfg);
+	KEEL_ASSERT(r);
+	return r;
+}
+
+TEST(restore_from_snapshot_base)
+{
+	struct raft_entry ents[2] = {{.term = 3, .index = 11},
+				     {.term = 4, .index = 12}};
+	struct raft_hard_state hs = {.term = 4, .vote = 1, .commit = 5};
+	struct raft_config_members conf = {.n_voters = 3, .voters = {3, 1, 2}};
+	struct raft *r = three_voter_node(2);
+	/* Refused: entries not starting after the base, terms older than
+	 * the base's, a base newer than the stored term, a base index
+	 * without a term, a membership that is not the configured one. */
+	EXPECT(raft_restore_snapshot(r, &hs, 9, 3, NULL, ents, 2) ==
+	       KEEL_ERR_INVAL);
+	EXPECT(raft_restore_snapshot(r, &hs, 10, 4, NULL, ents, 2) ==
+	       KEEL_ERR_INVAL);
+	EXPECT(raft_restore_snapshot(r, &hs, 10, 5, NULL, NULL, 0) ==
+	       KEEL_ERR_INVAL);
+	EXPECT(raft_restore_snapshot(r, &hs, 10, 0, NULL, ents, 2) ==
+	       KEEL_ERR_INVAL);
+	struct raft_config_members other = {.n_voters = 3, .voters = {1, 2, 4}};
+	EXPECT(raft_restore_snapshot(r, &hs, 10, 3, &other, ents, 2) ==
+	       KEEL_ERR_INVAL);
+	EXPECT(raft_restore_snapshot(r, &hs, UINT64_MAX, 3, NULL, ents, 2) ==
+	       KEEL_ERR_INVAL);
+	struct raft_status st;
+	raft_status(r, &st);
+	EXPECT_EQ_U64(st.last_index, 0); /* refusals changed nothing */
+
+	/* Accepted (the membership in another order is the same set). The
+	 * stored commit (5) is older than the base: commit and applied start
+	 * at the base, and only what follows is handed out again. */
+	ASSERT(raft_restore_snapshot(r, &hs, 10, 3, &conf, ents, 2) == 0);
+	raft_status(r, &st);
+	EXPECT_EQ_U64(st.snap_index, 10);
+	EXPECT_EQ_U64(st.first_index, 11);
+	EXPECT_EQ_U64(st.last_index, 12);
+	EXPECT_EQ_U64(st.commit, 10);
+	EXPECT_EQ_U64(st.applied, 10);
+	EXPECT_EQ_U64(st.persisted, 12);
+	EXPECT_EQ_U64(st.term, 4);
+	struct raft_update u;
+	EXPECT(!raft_ready(r, &u) || (u.n_committed == 0 && !u.snapshot));
+	raft_destroy(r);
+
+	/* A stored commit inside the log is kept. */
+	r = three_voter_node(2);
+	hs.commit = 11;
+	ASSERT(raft_restore_snapshot(r, &hs, 10, 3, NULL, ents, 2) == 0);
+	raft_status(r, &st);
+	EXPECT_EQ_U64(st.commit, 11);
+	ASSERT(raft_ready(r, &u));
+	ASSERT(u.n_committed == 1);
+	EXPECT_EQ_U64(u.committed[0].index, 11);
+	raft_advance(r, &u);
+	raft_destroy(r);
+}
+
+/* A follower handed a snapshot its log does not hold: rebased, told to
+ * install, acknowledgement after persistence; the same message again is
+ * stale; bad snapshot messages are refused or ignored without effect. */
+TEST(follower_installs_snapshot)
+{
+	struct raft *r = three_voter_node(2);
+	struct raft_config_members conf = {.n_voters = 3, .voters = {1, 2, 3}};
+	struct raft_event ev = {.type = RAFT_EV_RECEIVE};
+	struct raft_msg snap = {.type = RAFT_MSG_SNAPSHOT, .from = 1, .to = 2,
+				.term = 3, .index = 20, .log_term = 2,
+				.commit = 25, .conf = &conf};
+	struct raft_status st;
+
+	/* Malformed: no membership, index 0, a term newer than the
+	 * message's, a membership with no voter. */
+	ev.receive = snap;
+	ev.receive.conf = NULL;
+	EXPECT(raft_step(r, &ev) == KEEL_ERR_INVAL);
+	ev.receive = snap;
+	ev.receive.index = 0;
+	EXPECT(raft_step(r, &ev) == KEEL_ERR_INVAL);
+	ev.receive = snap;
+	ev.receive.log_term = 4;
+	EXPECT(raft_step(r, &ev) == KEEL_ERR_INVAL);
+	struct raft_config_members empty = {0};
+	ev.receive = snap;
+	ev.receive.conf = &empty;
+	EXPECT(raft_step(r, &ev) == KEEL_ERR_INVAL);
+	raft_status(r, &st);
+	EXPECT_EQ_U64(st.term, 0);
+	/* Another membership cannot come from this cluster: ignored. */
+	struct raft_config_members other = {.n_voters = 3, .voters = {1, 2, 4}};
+	ev.receive = snap;
+	ev.receive.conf = &other;
+	EXPECT(raft_step(r, &ev) == 0);
+	raft_status(r, &st);
+	EXPECT_EQ_U64(st.snap_index, 0);
+	EXPECT_EQ_U64(st.commit, 0);
+	struct raft_update u;
+	if (raft_ready(r, &u)) {
+		EXPECT(u.snapshot == NULL);
+		EXPECT(u.n_msgs_after_persist == 0);
+		raft_advance(r, &u);
+	}
+
+	ev.receive = snap;
+	ASSERT(raft_step(r, &ev) == 0);
+	raft_status(r, &st);
+	EXPECT_EQ_U64(st.snap_index, 20);
+	EXPECT_EQ_U64(st.snap_term, 2);
+	EXPECT_EQ_U64(st.last_index, 20);
+	EXPECT_EQ_U64(st.commit, 20);
+	EXPECT_EQ_U64(st.applied, 20);
+	ASSERT(raft_ready(r, &u));
+	ASSERT(u.snapshot != NULL);
+	EXPECT_EQ_U64(u.snapshot->index, 20);
+	EXPECT_EQ_U64(u.snapshot->term, 2);
+	EXPECT_EQ_U64(u.snapshot->conf.n_voters, 3);
+	EXPECT(u.n_committed == 0);
+	EXPECT(u.n_msgs == 0); /* the ack waits for the install */
+	ASSERT(u.n_msgs_after_persist == 1);
+	EXPECT(u.msgs_after_persist[0].type == RAFT_MSG_APPEND_RESP);
+	EXPECT(!u.msgs_after_persist[0].reject);
+	EXPECT_EQ_U64(u.msgs_after_persist[0].index, 20);
+	EXPECT(u.hard_state_changed);
+	EXPECT_EQ_U64(u.hard_state.commit, 20);
+	raft_advance(r, &u);
+
+	/* Again: stale, answered with the commit index, nothing to install. */
+	ASSERT(raft_step(r, &ev) == 0);
+	ASSERT(raft_ready(r, &u));
+	EXPECT(u.snapshot == NULL);
+	ASSERT(u.n_msgs_after_persist == 1);
+	EXPECT_EQ_U64(u.msgs_after_persist[0].index, 20);
+	raft_advance(r, &u);
+
+	/* Appends continue from the base. */
+	struct raft_entry e = {.term = 3, .index = 21};
+	ev.receive = (struct raft_msg){.type = RAFT_MSG_APPEND, .from = 1,
+				       .to = 2, .term = 3, .index = 20,
+				       .log_term = 2, .commit = 21,
+				       .n_entries = 1, .entries = &e};
+	ASSERT(raft_step(r, &ev) == 0);
+	ASSERT(raft_ready(r, &u));
+	ASSERT(u.n_entries == 1);
+	EXPECT_EQ_U64(u.entries[0].index, 21);
+	ASSERT(u.n_msgs_after_persist == 1);
+	EXPECT(!u.msgs_after_persist[0].reject);
+	EXPECT_EQ_U64(u.msgs_after_persist[0].index, 21);
+	raft_advance(r, &u);
+	raft_destroy(r);
+}
+
+TEST(snapshot_status_contract)
+{
+	struct raft *r = three_voter_node(1);
+	struct raft_event ev = {.type = RAFT_EV_SNAPSHOT_STATUS,
+				.snapshot_status = {.peer = 2, .ok = false}};
+	/* Not the leader (any more): a late report is ignored. */
+	EXPECT(raft_step(r, &ev) == 0);
+	ev.snapshot_status.peer = 9;
+	EXPECT(raft_step(r, &ev) == KEEL_ERR_UNKNOWN_NODE);
+	raft_destroy(r);
+}
