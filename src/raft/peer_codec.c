@@ -123,7 +123,7 @@ int peer_encode(const struct raft_msg *m, uint64_t cluster_id, uint8_t *buf,
 		return KEEL_ERR_TYPE;
 	if (m->from == RAFT_NONE)
 		return KEEL_ERR_INVAL;
-	/* A snapshot names its membership and carries no entries (§4.3). */
+	/* A snapshot names its membership and carries no entries (§4.4). */
 	if (m->type == RAFT_MSG_SNAPSHOT &&
 	    (!conf_encodable(m->conf) || m->n_entries != 0))
 		return KEEL_ERR_INVAL;
@@ -230,7 +230,7 @@ static bool ids_have(const raft_id *ids, uint32_t n, raft_id id)
 	return false;
 }
 
-/* The membership section of a SNAPSHOT body (§4.3): exactly rest bytes,
+/* The membership section of a SNAPSHOT body (§4.4): exactly rest bytes,
  * counts within RAFT_MAX_VOTERS, at least one voter, ids non-zero and
  * each listed once. */
 static int decode_conf(const uint8_t *c, uint64_t rest,

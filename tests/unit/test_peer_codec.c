@@ -689,7 +689,7 @@ TEST(frame_verify_checks_the_envelope)
 	EXPECT(peer_frame_verify(buf, n, &lim, NULL, NULL) == KEEL_ERR_CLUSTER);
 }
 
-/* ---- SNAPSHOT (type 10, docs/peer-protocol.md §4.3) ---------------------- */
+/* ---- SNAPSHOT (type 10, docs/peer-protocol.md §4.4) ---------------------- */
 
 /* The SNAPSHOT example of the document: node 1 to node 3, term 5,
  * snapshot (term 4, index 100), commit 120, voters (1 2 3), learner 9. */
