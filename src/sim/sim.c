@@ -344,6 +344,24 @@ static void describe_frame(struct sim *s, const uint8_t *frame, size_t len,
 	peer_limits_default(&lim, s->ncfg.cluster_id);
 	struct raft_msg m;
 	int rv = peer_decode(frame, len, &lim, NULL, &m, s->dec, 256);
+	uint64_t sender;
+	int type;
+	if (rv == KEEL_ERR_TYPE &&
+	    peer_frame_verify(frame, len, &lim, &sender, &type) == 0) {
+		/* Node-level forwarding frames: type and seq. */
+		static const char *const fwd[] = {"FWD_WRITE", "FWD_ACK",
+						  "FWD_NACK", "FWD_READ",
+						  "FWD_READ_OK"};
+		size_t bl;
+		const uint8_t *body = peer_frame_body(frame, &bl);
+		bool known = type >= PEER_TYPE_FWD_WRITE &&
+			     type <= PEER_TYPE_FWD_READ_OK;
+		snprintf(out, cap, "%s seq%llu",
+			 known ? fwd[type - PEER_TYPE_FWD_WRITE] : "NODE?",
+			 bl >= 16 ? (unsigned long long)keel_get_u64(body + 8)
+				  : 0ull);
+		return;
+	}
 	if (rv) {
 		snprintf(out, cap, "undecodable(%s)", keel_strerror(rv));
 		return;
