@@ -35,6 +35,15 @@ struct env_clock_ops {
 	/* Stops a timer that has not fired; a fired or unknown handle is a
 	 * no-op. */
 	void (*timer_stop)(void *ctx, uint64_t handle);
+	/* Wall-clock time in milliseconds since the Unix epoch (this node's
+	 * own clock: it may jump, be skewed and drift). Only the leader's
+	 * reading matters: it stamps each command entry with it (kv
+	 * kv_cmd_encode's now_ms; relative TTLs become absolute through
+	 * kv_rewrite_relative), decides which keys have expired, and it is
+	 * the "now" of reads. The posix env reads CLOCK_REALTIME plus the
+	 * test clock offset; the simulator each node's skewed, drifting
+	 * clock. */
+	uint64_t (*wall_ms)(void *ctx);
 };
 
 struct env_clock {

@@ -1,7 +1,6 @@
 /*
- * node.h -- one replica: the Raft core, a small deterministic key-value
- * state machine, and the storage, network and clock reached only through
- * the environment (env.h).
+ * node.h -- one replica: the Raft core, the kv state machine (kv.h) and the
+ * storage, network and clocks reached only through the environment (env.h).
  *
  * The node turns inputs (a tick, a peer frame, a client request, a store
  * completion) into Raft events and handles every update the core produces
@@ -10,13 +9,35 @@
  *   1. persist: hand entries and hard state to the log store (async);
  *   2. send:    msgs now; msgs_after_persist are held until the store
  *               reports every write issued so far as durable;
- *   3. apply:   committed entries to the state machine, in index order;
+ *   3. apply:   committed entries to kv, in index order;
  *   4. answer:  clients waiting for those entries or for read points.
  *
- * Client writes go through the log; reads go through ReadIndex (§6.4): the
- * node asks the core for a read point and serves the read once its state
- * machine has applied up to it. A non-leader answers NODE_NOT_LEADER with
- * the leader it knows of.
+ * Requests are Redis argv; replies are kv reply tapes (kv.h), played by the
+ * caller into RESP2/RESP3 (the server) or into a collector (the simulator).
+ * Any node accepts any command:
+ *
+ *   - writes (KV_CMD_WRITE) go through the log. The leader proposes; a
+ *     follower forwards the command to the leader it knows (a FWD_WRITE peer
+ *     frame) and the leader proposes it with the follower as its origin.
+ *     Every replica applies the entry with kv_apply; the origin replica
+ *     records the reply into a tape and answers its own waiting client: no
+ *     reply bytes travel between nodes.
+ *   - reads (KV_CMD_READ) are linearizable: ReadIndex on the leader (§6.4);
+ *     a follower asks the leader for a read point (FWD_READ) and serves the
+ *     read locally once it has applied up to it. With NODE_REQ_LOCAL a read
+ *     is served at once from this node's applied state (possibly stale).
+ *
+ * Exactly-once: each request gets (origin id, boot nonce, seq); a forwarded
+ * write may be retransmitted and frames may be duplicated, so the same
+ * command can reach the log twice. Apply executes each (origin, boot, seq)
+ * at most once, deterministically on every replica (a per-origin dedup
+ * window in the node's replicated state; docs/architecture.md has the
+ * design and its bound).
+ *
+ * Time: now_ns (monotonic) drives ticks and request timeouts; wall_ms
+ * stamps command entries on the leader (relative TTLs become absolute) and
+ * is the "now" of reads. Only the leader's wall clock decides expiry: it
+ * proposes KEEL.EXPIRE-DELETE for expired keys, a bounded batch per tick.
  *
  * Ownership: everything passed in stays the caller's (the node copies what
  * it keeps); everything passed to a callback is borrowed for that call.
@@ -26,100 +47,52 @@
 
 #include "keel/common.h"
 #include "keel/env.h"
+#include "keel/kv.h"
 #include "keel/raft.h"
 
-#define NODE_MAX_KEY 64
-#define NODE_MAX_VALUE 4096
-
-/* ---- the state machine ------------------------------------------------------ */
-
-enum node_op {
-	NODE_OP_GET = 1, /* read: served through ReadIndex, never logged */
-	NODE_OP_PUT,     /* a = value */
-	NODE_OP_CAS,     /* a = expected, b = new */
-	NODE_OP_INCR,    /* value as a decimal int64, absent = 0; +1 */
-	NODE_OP_APPEND,  /* a = suffix */
-	NODE_OP_DEL,
-	NODE_OP_COUNT,
-};
-const char *node_op_name(int op);
+/* ---- requests and replies ------------------------------------------------- */
 
 enum node_status {
-	NODE_OK = 0,
-	NODE_FAIL,       /* ran, had no effect: cas mismatch, incr on a
-	                    non-integer, value too long */
-	NODE_NOT_LEADER, /* not run; leader_hint says who may be */
-	NODE_DROPPED,    /* definitely not run: the proposal lost its slot,
-	                    the read lost leadership, the leader was busy */
+	NODE_OK = 0,     /* executed (write applied / read served): tape holds the Redis
+	                    reply, which may itself be an error reply such as WRONGTYPE */
+	NODE_NOT_LEADER, /* not executed: no leader known or reachable within the request
+	                    timeout (the server answers -TRYAGAIN ...); leader_hint if known */
+	NODE_DROPPED,    /* definitely not executed: busy, proposal lost its log slot, a
+	                    read lost leadership, the store is poisoned */
+	NODE_UNKNOWN,    /* may or may not have executed: timed out after it was proposed or
+	                    handed to the leader (the server answers an error that says the
+	                    outcome is unknown; never "failed") */
 	NODE_STATUS_COUNT,
 };
+/* "OK", "NOT_LEADER", "DROPPED", "UNKNOWN" or "?"; static strings. */
 const char *node_status_name(int status);
 
-struct node_sm; /* opaque key-value map */
-
-struct node_sm *node_sm_create(const struct keel_alloc *alloc);
-void node_sm_destroy(struct node_sm *sm);
-
-/* A command as carried in a log entry: who proposed it (so the proposer
- * can answer its client) and what it does. */
-struct node_cmd {
-	uint8_t op;
-	raft_id origin;      /* proposing node */
-	uint64_t boot;       /* proposer's boot nonce: tells restarts apart */
-	uint64_t seq;        /* proposer's request number */
-	uint32_t key_len, a_len, b_len;
-	const uint8_t *key, *a, *b; /* borrowed */
-};
-
-/* Bytes node_cmd_encode writes for c. */
-size_t node_cmd_size(const struct node_cmd *c);
-/* Encodes c into buf (cap bytes); returns bytes written or 0 if it does
- * not fit or a length is over its cap. */
-size_t node_cmd_encode(const struct node_cmd *c, uint8_t *buf, size_t cap);
-/* Decodes; the pointers in *c point into buf. 0 or KEEL_ERR_MALFORMED. */
-int node_cmd_decode(const uint8_t *buf, size_t len, struct node_cmd *c);
-
-struct node_result {
-	int status; /* NODE_OK or NODE_FAIL */
-	bool found; /* get: key present; incr/cas/put/append: value set */
-	uint32_t value_len;
-	uint8_t value[NODE_MAX_VALUE]; /* get: value; incr: new value */
-};
-
-/* Applies one command (op != GET) deterministically: the same commands in
- * the same order give the same results and the same map on every node.
- * Returns 0 or KEEL_ERR_NOMEM (the map is then unchanged). */
-int node_sm_apply(struct node_sm *sm, const struct node_cmd *c,
-		  struct node_result *res);
-/* Reads a key. */
-void node_sm_get(const struct node_sm *sm, const uint8_t *key,
-		 uint32_t key_len, struct node_result *res);
-/* An order-independent digest of the whole map (equal maps, equal
- * digests), and the number of keys. */
-uint64_t node_sm_digest(const struct node_sm *sm);
-uint32_t node_sm_count(const struct node_sm *sm);
-
-/* ---- the replica -------------------------------------------------------------- */
+#define NODE_REQ_LOCAL 0x1u /* READONLY connection: serve reads from this node's applied
+                               state at once (possibly stale); writes still go to the leader */
 
 struct node_request {
-	uint64_t cookie; /* the caller's, echoed in the reply */
-	uint8_t op;      /* enum node_op */
-	uint32_t key_len, a_len, b_len;
-	const uint8_t *key, *a, *b; /* borrowed for the call */
+	uint64_t cookie;             /* the caller's, echoed in the reply */
+	uint32_t flags;              /* NODE_REQ_* */
+	uint32_t argc;               /* >= 1: argv[0] is the command name (any case) */
+	const uint8_t *const *argv;  /* borrowed for the call: the node copies what it keeps */
+	const size_t *lens;
 };
 
 struct node_reply {
 	uint64_t cookie;
-	int status;         /* enum node_status */
-	raft_id leader_hint; /* NODE_NOT_LEADER: a leader it knows of or 0 */
-	uint64_t index;     /* writes: log index the command ran at */
-	const struct node_result *result; /* OK/FAIL; borrowed */
+	int status;                  /* enum node_status */
+	raft_id leader_hint;         /* a leader this node knows of, or 0 */
+	uint64_t index;              /* writes: the log index it ran at; reads: read point */
+	const uint8_t *tape;         /* NODE_OK: one kv reply tape; borrowed for the call */
+	size_t tape_len;
 };
 
+/* Called once per request with its final answer. It must not call back
+ * into the node (queue the answer and act on it later). */
 typedef void (*node_reply_cb)(void *ctx, const struct node_reply *reply);
 
-/* Test and simulator hooks: see every update and every applied command of
- * a node as it happens (borrowed for the call). Both may be NULL. */
+/* Test and simulator hooks: see every update and every applied entry of a
+ * node as it happens (borrowed for the call). Both may be NULL. */
 struct node_observer {
 	void *ctx;
 	void (*update)(void *ctx, raft_id id, const struct raft_update *u);
@@ -133,6 +106,7 @@ enum node_mutant {
 	NODE_MUTANT_SEND_BEFORE_PERSIST = 100, /* msgs_after_persist at once */
 	NODE_MUTANT_APPLY_UNCOMMITTED = 101,   /* apply entries before commit */
 	NODE_MUTANT_ACCEPT_BAD_CRC = 102,      /* decode frames failing CRC */
+	NODE_MUTANT_NO_DEDUP = 103,            /* apply duplicates of a request */
 };
 #endif
 
@@ -143,9 +117,20 @@ struct node_config {
 	uint64_t tick_ns;         /* one Raft tick on this node's clock */
 	uint32_t election_ticks;
 	uint32_t heartbeat_ticks;
-	uint32_t max_pending;     /* client requests waiting at once */
+	uint32_t max_pending;     /* client writes, and client reads, waiting at once
+	                             (each); beyond it: NODE_DROPPED (busy) */
 	uint32_t max_msg_entries; /* per append message; 0 = default */
 	uint32_t max_inflight_msgs; /* appends in flight per peer; 0 = default */
+	/* How long a request may wait for a leader and for its result; 0 =
+	 * 5 s. After it: NODE_NOT_LEADER if it was never handed on (proposed
+	 * or forwarded), NODE_UNKNOWN for a write that was, NODE_DROPPED for a
+	 * read that was. */
+	uint64_t request_timeout_ns;
+	/* A forwarded request without an answer from the leader is sent
+	 * again after this long; 0 = election_ticks * tick_ns. */
+	uint64_t retry_ns;
+	uint32_t expire_batch;    /* KEEL.EXPIRE-DELETE proposals per tick; 0 = 64 */
+	uint32_t max_tape_bytes;  /* cap on one reply tape; 0 = 512 MiB + 1 KiB */
 	node_reply_cb reply;      /* required */
 	void *reply_ctx;
 	struct node_observer observer;
@@ -166,13 +151,19 @@ int node_create(const struct node_config *cfg, const struct env *env,
  * completion reaches it afterwards. */
 void node_destroy(struct node *n);
 
-/* A peer frame arrived (borrowed). Frames that fail to decode are dropped
- * and counted. */
+/* A peer frame arrived (borrowed). Raft frames (types 1..9) go to the
+ * core; node-level frames (types >= PEER_TYPE_NODE_FIRST: forwarding) are
+ * handled by the node itself after peer_frame_verify. Frames that fail to
+ * decode are dropped and counted. */
 void node_receive(struct node *n, const uint8_t *frame, size_t len);
 
-/* A client request. The answer comes through cfg.reply, possibly from
- * inside this call (not leader, busy). Returns 0, or KEEL_ERR_INVAL for a
- * malformed request (no answer then). */
+/* Routes by kv_command_lookup(argv[0]): KV_CMD_WRITE commands go through the log (the
+ * leader proposes; a follower forwards to the leader over a node-level peer frame);
+ * KV_CMD_READ commands are linearizable by default (ReadIndex on the leader; a follower
+ * forwards a read-index request and serves locally once applied) or local with
+ * NODE_REQ_LOCAL. Commands kv does not know, and KV_CMD_INTERNAL ones, return
+ * KEEL_ERR_INVAL: the server handles (or refuses) those itself. Otherwise returns 0 and the
+ * answer comes through cfg.reply, possibly from inside this call. */
 int node_request(struct node *n, const struct node_request *req);
 
 /* Asks this node to start an election now (tests; bootstrap). */
@@ -182,12 +173,25 @@ struct node_stats {
 	uint64_t frames_in, frames_out, frames_bad;
 	uint64_t writes_issued, writes_done;
 	uint64_t applied;
+	uint64_t fwd_requests;     /* client requests this node forwarded */
+	uint64_t fwd_writes_sent;  /* FWD_WRITE frames sent (retries included) */
+	uint64_t fwd_reads_sent;   /* FWD_READ frames sent */
+	uint64_t fwd_proposed;     /* forwarded writes this node proposed as leader */
+	uint64_t fwd_nacks_sent;
+	uint64_t fwd_bad;          /* node-level frames with a bad body: dropped */
+	uint64_t dedup_skipped;    /* applied entries skipped as duplicates */
+	uint64_t expire_proposed;  /* KEEL.EXPIRE-DELETE entries proposed */
 };
 
 void node_stats(const struct node *n, struct node_stats *st);
 const struct raft *node_raft(const struct node *n);
-const struct node_sm *node_state_machine(const struct node *n);
+/* The state machine (borrowed; changes as entries apply): INFO keyspace,
+ * stats, digests, tests. */
+const struct kv *node_kv(const struct node *n);
 /* Highest log index applied to the state machine. */
 uint64_t node_applied(const struct node *n);
+/* True once the node stopped for good (a store write failed, or kv could
+ * not apply an entry): it answers NODE_DROPPED and applies nothing more. */
+bool node_poisoned(const struct node *n);
 
 #endif /* KEEL_NODE_H */
