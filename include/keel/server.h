@@ -181,6 +181,7 @@ struct server_reply_slot {
 	struct server_reply_slot *next;
 	uint64_t seq;
 	void *ctx; /* the caller's (the server: its connection) */
+	int proto; /* the caller's (the server: RESP version when it was asked) */
 	bool done;
 	size_t len;
 	uint8_t *bytes; /* owned, len bytes once done */

@@ -70,6 +70,11 @@ struct conn {
 	struct resp_buf wbuf; /* being written by libuv */
 	uv_write_t wreq;
 	uint32_t node_pending; /* requests at the node, not yet answered */
+	uint32_t pending_kind; /* SERVER_CMD_READ or _WRITE while node_pending */
+	/* A command that must wait for the ones in flight (see
+	 * must_wait): copied here, input paused until it can go. */
+	struct resp_command held;
+	void *held_mem;
 	bool writing;
 	bool paused;   /* reading stopped: too much pending or unsent */
 	bool quitting; /* QUIT or a protocol error: close once flushed */
@@ -237,6 +242,7 @@ static const struct kv_reply_ops resp_kv_ops = {
 
 static void conn_mark_dirty(struct conn *c);
 static void conn_process_input(struct conn *c);
+static void exec_command(struct conn *c, const struct resp_command *cmd);
 static void conn_maybe_resume(struct conn *c);
 
 static void conn_free(struct conn *c)
@@ -249,6 +255,7 @@ static void conn_free(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	resp_parser_close(&c->parser);
+	free(c->held_mem);
 	server_replyq_close(&c->q);
 	resp_buf_close(&c->out);
 	resp_buf_close(&c->wbuf);
@@ -328,11 +335,19 @@ static void conn_mark_dirty(struct conn *c)
 
 static void flush_dirty(struct server *s)
 {
+	/* Zombies whose last node reply came: free them first. */
+	for (struct conn *c = s->conns, *next; c; c = next) {
+		next = c->next;
+		if (c->closed && !c->node_pending)
+			conn_free(c);
+	}
 	for (struct conn *c = s->conns; c; c = c->next) {
 		if (!c->dirty)
 			continue;
 		c->dirty = false;
-		conn_flush(c);
+		conn_maybe_resume(c);
+		if (!c->closing)
+			conn_flush(c);
 	}
 }
 
@@ -424,7 +439,7 @@ static void conn_pause(struct conn *c)
 static void conn_maybe_resume(struct conn *c)
 {
 	if (!c->paused || c->closing || c->quitting || conn_over_limits(c) ||
-	    c->s->phase != PHASE_RUN)
+	    c->s->phase != PHASE_RUN || (c->held_mem && c->node_pending))
 		return;
 	c->paused = false;
 	conn_process_input(c);
@@ -493,15 +508,17 @@ static void on_node_reply(void *ctx, const struct node_reply *r)
 	if (r->status >= 0 && r->status < NODE_STATUS_COUNT)
 		s->node_replies[r->status]++;
 	if (c->closed) {
-		/* The socket is gone; the slot is freed with the queue. */
+		/* The socket is gone; the slot is freed with the queue, and
+		 * the connection by the next sweep (not here: callers may be
+		 * walking the connection list). */
 		sl->done = true;
-		if (!c->node_pending)
-			conn_free(c);
 		return;
 	}
 	struct resp_buf *b = &s->scratch;
 	resp_buf_reset(b);
-	resp_buf_set_proto(b, c->proto);
+	/* The protocol in force when the command was read: a later HELLO
+	 * in the same pipeline must not change this reply. */
+	resp_buf_set_proto(b, sl->proto);
 	encode_node_reply(s, b, r);
 	if (b->failed) {
 		resp_buf_reset(b);
@@ -514,8 +531,10 @@ static void on_node_reply(void *ctx, const struct node_reply *r)
 	}
 	if (c->closing)
 		return;
+	/* Only queue the bytes: this runs inside the node's update loop,
+	 * which must not be re-entered (resuming the input could call
+	 * node_request). The flush after this loop turn resumes reading. */
 	conn_drain_queue(c);
-	conn_maybe_resume(c);
 }
 
 /* ---- local commands --------------------------------------------------------------- */
@@ -1093,6 +1112,7 @@ static void send_to_node(struct conn *c, const struct resp_command *cmd)
 		return;
 	}
 	sl->ctx = c;
+	sl->proto = c->proto;
 	c->node_pending++;
 	struct node_request req = {
 		.cookie = (uint64_t)(uintptr_t)sl,
@@ -1154,6 +1174,8 @@ static void exec_command(struct conn *c, const struct resp_command *cmd)
 		return;
 	}
 	if (sc->handler == SERVER_H_NODE) {
+		c->pending_kind = sc->flags & SERVER_CMD_WRITE ? SERVER_CMD_WRITE
+							       : SERVER_CMD_READ;
 		send_to_node(c, cmd);
 		return;
 	}
@@ -1205,8 +1227,71 @@ static void exec_command(struct conn *c, const struct resp_command *cmd)
 	reply_done(c, b);
 }
 
+/*
+ * Program order per connection. Redis runs a connection's commands one
+ * after another, so a pipelined GET after a SET sees it. keel runs node
+ * commands concurrently, so a read may only start while no write of the
+ * same connection is in flight, and a write only while no read is (else
+ * the read's point could fall after it). Runs of reads, or of writes,
+ * still pipeline: the leader proposes one connection's writes in order.
+ */
+static bool must_wait(const struct conn *c, const struct resp_command *cmd)
+{
+	if (!c->node_pending)
+		return false;
+	const struct server_command *sc =
+		server_command_lookup(cmd->argv[0], cmd->argv_len[0]);
+	if (!sc || sc->handler != SERVER_H_NODE ||
+	    !server_command_arity_ok(sc, cmd->argc))
+		return false;
+	uint32_t kind = sc->flags & SERVER_CMD_WRITE ? SERVER_CMD_WRITE
+						     : SERVER_CMD_READ;
+	return kind != c->pending_kind;
+}
+
+/* Copies cmd (borrowed from the parser) into one allocation. */
+static int hold_command(struct conn *c, const struct resp_command *cmd)
+{
+	size_t bytes = cmd->argc * (sizeof(uint8_t *) + sizeof(size_t));
+	for (size_t i = 0; i < cmd->argc; i++)
+		bytes += cmd->argv_len[i];
+	uint8_t *m = malloc(bytes ? bytes : 1);
+	if (!m)
+		return KEEL_ERR_NOMEM;
+	const uint8_t **argv = (const uint8_t **)(void *)m;
+	size_t *lens = (size_t *)(void *)(m + cmd->argc * sizeof(uint8_t *));
+	uint8_t *data = (uint8_t *)(lens + cmd->argc);
+	for (size_t i = 0; i < cmd->argc; i++) {
+		memcpy(data, cmd->argv[i], cmd->argv_len[i]);
+		argv[i] = data;
+		lens[i] = cmd->argv_len[i];
+		data += cmd->argv_len[i];
+	}
+	c->held_mem = m;
+	c->held = (struct resp_command){.argc = cmd->argc, .argv = argv,
+					.argv_len = lens};
+	return 0;
+}
+
+/* Runs the held command once nothing is in flight; true if none is left. */
+static bool run_held(struct conn *c)
+{
+	if (!c->held_mem)
+		return true;
+	if (c->node_pending)
+		return false;
+	struct resp_command cmd = c->held;
+	void *m = c->held_mem;
+	c->held_mem = NULL;
+	exec_command(c, &cmd);
+	free(m);
+	return true;
+}
+
 static void conn_process_input(struct conn *c)
 {
+	if (!run_held(c))
+		return;
 	while (c->roff < c->rlen && !c->paused && !c->closing && !c->quitting) {
 		if (conn_over_limits(c)) {
 			conn_pause(c);
@@ -1221,8 +1306,16 @@ static void conn_process_input(struct conn *c)
 			break;
 		}
 		if (rv == RESP_OK) {
-			exec_command(c, &cmd);
 			c->roff += used;
+			if (must_wait(c, &cmd)) {
+				if (hold_command(c, &cmd)) {
+					conn_close(c, "out of memory");
+					return;
+				}
+				conn_pause(c);
+				break;
+			}
+			exec_command(c, &cmd);
 			continue;
 		}
 		/* Malformed or over a cap: an error after every earlier reply,
