@@ -60,7 +60,13 @@ done
 echo "try:   redis-cli -p $((BASE + 1)) set hello world && redis-cli -p $((BASE + 2)) get hello"
 echo "       $KEEL status --addr $addrs"
 echo "Ctrl-C stops the cluster."
+parent=$PPID
 while :; do
+	# make may die of SIGTERM without passing it on: follow it.
+	if ! kill -0 "$parent" 2>/dev/null; then
+		echo "dev: parent $parent is gone" >&2
+		stop
+	fi
 	for i in 0 1 2; do
 		if ! kill -0 "${pids[$i]}" 2>/dev/null; then
 			echo "dev: node $((i + 1)) exited; see $DIR/node$((i + 1)).log" >&2

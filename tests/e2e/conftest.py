@@ -61,6 +61,8 @@ class Node:
         args = [KEEL, "server", "--id", str(self.id), "--data-dir", self.data_dir,
                 "--cluster", self.cluster.members, "--cluster-id", str(self.cluster.cluster_id),
                 "--client-addr", self.addr] + self.cluster.extra
+        if getattr(self, "log", None):
+            self.log.close()
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         self.cluster.pids.add(self.proc.pid)
@@ -110,9 +112,13 @@ class Cluster:
         self.pids = set()
 
     def start(self):
-        for nd in self.nodes:
-            nd.start()
-        self.wait_ready()
+        try:
+            for nd in self.nodes:
+                nd.start()
+            self.wait_ready()
+        except BaseException:
+            self.close()  # never leave processes behind a failed start
+            raise
         return self
 
     def wait_ready(self, timeout=20, nodes=None):
@@ -153,6 +159,7 @@ class Cluster:
             if nd.proc is not None:
                 nd.stop()
                 nd.log.close()
+                self.pids.discard(nd.proc.pid)
         keep = os.environ.get("KEEL_E2E_KEEP")
         if not keep:
             shutil.rmtree(self.dir, ignore_errors=True)

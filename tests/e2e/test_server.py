@@ -417,6 +417,13 @@ def test_server_flag_and_startup_errors(tmp_path):
     assert r.returncode == 2 and "node 1 is not in --cluster" in r.stderr
     # a data dir of another cluster, then of another node, is refused naming both
     c = Cluster(1, cluster_id=11).start()
+    try:
+        _foreign_dirs(c, srv, tmp_path)
+    finally:
+        c.close()
+
+
+def _foreign_dirs(c, srv, tmp_path):
     data, members = c.nodes[0].data_dir, c.members
     port = c.nodes[0].client_port
     # while it runs: its client port cannot be bound twice
@@ -425,7 +432,6 @@ def test_server_flag_and_startup_errors(tmp_path):
             "--client-addr", "127.0.0.1:%d" % port)
     assert r.returncode == 1 and ("cannot listen for clients on 127.0.0.1:%d" % port) in r.stderr
     assert c.nodes[0].stop() == 0  # SIGTERM: clean exit
-    c.nodes[0].log.close()
     assert "stopped cleanly" in c.nodes[0].log_text()
     r = srv("--id", "1", "--data-dir", data, "--cluster", members, "--cluster-id", "12",
             "--client-addr", "127.0.0.1:%d" % port)
@@ -433,5 +439,3 @@ def test_server_flag_and_startup_errors(tmp_path):
     r = srv("--id", "2", "--data-dir", data, "--cluster", members.replace("1=", "2="),
             "--cluster-id", "11", "--client-addr", "127.0.0.1:%d" % port)
     assert r.returncode == 1 and "belongs to cluster 11 node 1, not cluster 11 node 2" in r.stderr
-    import shutil
-    shutil.rmtree(c.dir, ignore_errors=True)
