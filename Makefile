@@ -140,7 +140,7 @@ bench-raft: $(BUILD)/keel
 
 SIM_MUTANTS := vote-no-log-check commit-old-term read-no-confirm \
                ack-before-persist send-before-persist apply-uncommitted \
-               accept-bad-checksum
+               accept-bad-checksum no-dedup
 SIM_MUTANT_SEEDS ?= 1-2000
 SIM_MUTANT_OPS ?= 300
 

@@ -87,6 +87,8 @@ struct node_reply {
 	size_t tape_len;
 };
 
+/* Called once per request with its final answer. It must not call back
+ * into the node (queue the answer and act on it later). */
 typedef void (*node_reply_cb)(void *ctx, const struct node_reply *reply);
 
 /* Test and simulator hooks: see every update and every applied entry of a
@@ -171,6 +173,7 @@ struct node_stats {
 	uint64_t frames_in, frames_out, frames_bad;
 	uint64_t writes_issued, writes_done;
 	uint64_t applied;
+	uint64_t fwd_requests;     /* client requests this node forwarded */
 	uint64_t fwd_writes_sent;  /* FWD_WRITE frames sent (retries included) */
 	uint64_t fwd_reads_sent;   /* FWD_READ frames sent */
 	uint64_t fwd_proposed;     /* forwarded writes this node proposed as leader */

@@ -175,6 +175,18 @@ static uint64_t clock_now_ns(void *ctx)
 	return (uint64_t)((int64_t)uv_hrtime() + e->clock_offset_ns);
 }
 
+/* The wall clock (env.h): realtime plus the same test offset as now_ns,
+ * so a test that skews a node's clock skews both. */
+static uint64_t clock_wall_ms(void *ctx)
+{
+	struct posix_env *e = ctx;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec +
+		     e->clock_offset_ns;
+	return ns < 0 ? 0 : (uint64_t)ns / 1000000;
+}
+
 static void timer_closed(uv_handle_t *h)
 {
 	struct timer *t = h->data;
@@ -243,6 +255,7 @@ static const struct env_clock_ops clock_ops = {
 	.now_ns = clock_now_ns,
 	.timer_start = clock_timer_start,
 	.timer_stop = clock_timer_stop,
+	.wall_ms = clock_wall_ms,
 };
 
 /* ---- randomness and log -------------------------------------------------------- */

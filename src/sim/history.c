@@ -92,12 +92,12 @@ int sim_history_add_initial(struct sim_history *h, uint64_t time_ns,
 			    uint32_t process, int key, const uint8_t *value,
 			    uint32_t len)
 {
-	int rv = sim_history_add(h, time_ns, process, SIM_INVOKE, NODE_OP_PUT,
+	int rv = sim_history_add(h, time_ns, process, SIM_INVOKE, SIM_OP_PUT,
 				 key, false, value, len, NULL, 0);
 	if (rv)
 		return rv;
 	h->ev[h->n - 1].synthetic = true;
-	rv = sim_history_add(h, time_ns, process, SIM_OK, NODE_OP_PUT, key,
+	rv = sim_history_add(h, time_ns, process, SIM_OK, SIM_OP_PUT, key,
 			     false, NULL, 0, NULL, 0);
 	if (rv)
 		return rv;
@@ -131,6 +131,13 @@ static const char *const type_names[] = {"invoke", "ok", "fail", "info"};
 static const char *const f_names[] = {"?",    "read",   "write", "cas",
 				      "incr", "append", "del"};
 
+const char *sim_op_name(int op)
+{
+	static const char *const names[] = {"?",    "get",    "put", "cas",
+					    "incr", "append", "del"};
+	return op > 0 && op < SIM_OP_COUNT ? names[op] : "?";
+}
+
 /* Formats event e as one JSON line into out (NUL-terminated). */
 static size_t format_event(const struct sim_history *h,
 			   const struct sim_hist_event *e, char *out,
@@ -144,11 +151,11 @@ static size_t format_event(const struct sim_history *h,
 	const uint8_t *v2 = h->bytes + e->v2_off;
 	if (e->type == SIM_INVOKE) {
 		switch (e->op) {
-		case NODE_OP_PUT:
-		case NODE_OP_APPEND:
+		case SIM_OP_PUT:
+		case SIM_OP_APPEND:
 			json_str(out, cap, &k, v1, e->v1_len);
 			break;
-		case NODE_OP_CAS:
+		case SIM_OP_CAS:
 			if (k + 1 < cap)
 				out[k++] = '[';
 			json_str(out, cap, &k, v1, e->v1_len);
@@ -160,7 +167,7 @@ static size_t format_event(const struct sim_history *h,
 			if (k + 1 < cap)
 				out[k++] = ']';
 			break;
-		case NODE_OP_INCR:
+		case SIM_OP_INCR:
 			k += (size_t)snprintf(out + k, cap - k, "1");
 			break;
 		default:
@@ -168,7 +175,7 @@ static size_t format_event(const struct sim_history *h,
 			break;
 		}
 	} else if (e->type == SIM_OK &&
-		   (e->op == NODE_OP_GET || e->op == NODE_OP_INCR)) {
+		   (e->op == SIM_OP_GET || e->op == SIM_OP_INCR)) {
 		if (e->has_value)
 			json_str(out, cap, &k, v1, e->v1_len);
 		else
@@ -182,7 +189,7 @@ static size_t format_event(const struct sim_history *h,
 	return k < cap ? k : cap - 1;
 }
 
-#define LINE_CAP (3 * NODE_MAX_VALUE + 256)
+#define LINE_CAP (3 * SIM_MAX_VALUE + 256)
 
 void sim_history_write_jsonl(const struct sim_history *h,
 			     void (*out)(void *ctx, const char *line),

@@ -70,19 +70,21 @@ struct sim_event {
 
 struct sim_req {
 	uint64_t cookie;
-	uint8_t op, key;
+	uint8_t op, key; /* enum sim_op; key number */
+	bool ttl;        /* SET t<key> a PX <b>: not in the history */
 	uint8_t a_len, b_len;
 	uint8_t a[24], b[24];
 };
 
+/* A node's answer on its way to the client: the reply tape is copied and
+ * played when the client gets it. */
 struct sim_reply {
 	uint64_t cookie;
 	int status;
 	raft_id hint;
 	uint64_t index;
-	bool found;
-	uint32_t value_len;
-	uint8_t value[];
+	uint32_t tape_len;
+	uint8_t tape[];
 };
 
 struct sim;
@@ -185,7 +187,7 @@ struct sim {
 	uint64_t window_ops, window_done;
 	bool barrier, any_info;
 	bool waiting[SIM_MAX_CLIENTS + 1];
-	struct node_result *scratch;
+	uint64_t forwarded; /* requests forwarded by nodes since crashed */
 	struct raft_entry dec[256]; /* describe_frame's scratch */
 	char line[512];
 };
@@ -281,6 +283,14 @@ static uint64_t env_now(void *ctx)
 	       n->sim->now % 1000000 * n->rate_ppm / 1000000;
 }
 
+/* The node's wall clock: its skewed, drifting clock from a fixed epoch
+ * (2026-01-01), so the leader's TTL stamps and expiry decisions move with
+ * the clock faults. */
+static uint64_t env_wall_ms(void *ctx)
+{
+	return 1767225600000ull + env_now(ctx) / MS;
+}
+
 /* Simulated duration of d on this node's clock. */
 static uint64_t local_to_sim(const struct sim_node *n, uint64_t d)
 {
@@ -334,6 +344,24 @@ static void describe_frame(struct sim *s, const uint8_t *frame, size_t len,
 	peer_limits_default(&lim, s->ncfg.cluster_id);
 	struct raft_msg m;
 	int rv = peer_decode(frame, len, &lim, NULL, &m, s->dec, 256);
+	uint64_t sender;
+	int type;
+	if (rv == KEEL_ERR_TYPE &&
+	    peer_frame_verify(frame, len, &lim, &sender, &type) == 0) {
+		/* Node-level forwarding frames: type and seq. */
+		static const char *const fwd[] = {"FWD_WRITE", "FWD_ACK",
+						  "FWD_NACK", "FWD_READ",
+						  "FWD_READ_OK"};
+		size_t bl;
+		const uint8_t *body = peer_frame_body(frame, &bl);
+		bool known = type >= PEER_TYPE_FWD_WRITE &&
+			     type <= PEER_TYPE_FWD_READ_OK;
+		snprintf(out, cap, "%s seq%llu",
+			 known ? fwd[type - PEER_TYPE_FWD_WRITE] : "NODE?",
+			 bl >= 16 ? (unsigned long long)keel_get_u64(body + 8)
+				  : 0ull);
+		return;
+	}
 	if (rv) {
 		snprintf(out, cap, "undecodable(%s)", keel_strerror(rv));
 		return;
@@ -460,7 +488,7 @@ static int env_store_append(void *ctx, const struct env_store_write *w,
 }
 
 static const struct env_clock_ops clock_ops = {env_now, env_timer_start,
-					       env_timer_stop};
+					       env_timer_stop, env_wall_ms};
 static const struct env_net_ops net_ops = {env_send};
 static const struct env_rand_ops rand_ops = {env_rand_next};
 static const struct env_log_ops log_ops = {env_log_line};
@@ -606,6 +634,9 @@ static int start_node(struct sim *s, struct sim_node *n)
 static void crash_node(struct sim *s, struct sim_node *n)
 {
 	KEEL_ASSERT(n->node != NULL);
+	struct node_stats ns;
+	node_stats(n->node, &ns);
+	s->forwarded += ns.fwd_requests;
 	node_destroy(n->node);
 	n->node = NULL;
 	n->is_leader = false;
@@ -646,9 +677,11 @@ static void client_send(struct sim *s, struct sim_client *c, raft_id to)
 				   .p = rq});
 }
 
+/* Any node accepts any command: half the requests go to a random node,
+ * so followers forward a lot. */
 static raft_id pick_node(struct sim *s, struct sim_client *c)
 {
-	if (c->guess && keel_rand_below(&s->client_rand, 10) < 8)
+	if (c->guess && keel_rand_below(&s->client_rand, 2))
 		return c->guess;
 	return 1 + keel_rand_below(&s->client_rand, s->n_nodes);
 }
@@ -688,37 +721,52 @@ static void client_next(struct sim *s, struct sim_client *c)
 	struct keel_rand *r = &s->client_rand;
 	memset(&c->req, 0, sizeof(c->req));
 	if (live) {
-		c->req.op = NODE_OP_PUT;
+		c->req.op = SIM_OP_PUT;
 		c->req.key = 0;
 		digits(r, c->req.a, &c->req.a_len, 10);
 	} else {
 		s->ops_left--;
 		uint64_t p = keel_rand_below(r, 100);
-		c->req.op = p < 30   ? NODE_OP_GET
-			    : p < 50 ? NODE_OP_PUT
-			    : p < 65 ? NODE_OP_CAS
-			    : p < 80 ? NODE_OP_INCR
-			    : p < 90 ? NODE_OP_APPEND
-				     : NODE_OP_DEL;
+		c->req.op = p < 30   ? SIM_OP_GET
+			    : p < 50 ? SIM_OP_PUT
+			    : p < 65 ? SIM_OP_CAS
+			    : p < 80 ? SIM_OP_INCR
+			    : p < 90 ? SIM_OP_APPEND
+				     : SIM_OP_DEL;
 		c->req.key = (uint8_t)keel_rand_below(r, s->n_keys);
-		if (c->req.op == NODE_OP_PUT)
+		if (c->req.op == SIM_OP_PUT)
 			digits(r, c->req.a, &c->req.a_len, 10);
-		else if (c->req.op == NODE_OP_APPEND)
+		else if (c->req.op == SIM_OP_APPEND)
 			digits(r, c->req.a, &c->req.a_len, 10);
-		else if (c->req.op == NODE_OP_CAS) {
+		else if (c->req.op == SIM_OP_CAS) {
 			digits(r, c->req.a, &c->req.a_len, 10);
 			digits(r, c->req.b, &c->req.b_len, 10);
+		}
+		/* A few TTL writes on keys of their own (t0..t2), which the
+		 * linearizability model never reads: they keep the leader's
+		 * expiry proposals running under every fault. Drawn after the
+		 * op so the other draws stay where they were. */
+		if (keel_rand_below(r, 100) < 4) {
+			c->req.op = SIM_OP_PUT;
+			c->req.ttl = true;
+			c->req.key = (uint8_t)keel_rand_below(r, 3);
+			digits(r, c->req.a, &c->req.a_len, 10);
+			digits(r, c->req.b, &c->req.b_len, 300);
+			if (c->req.b_len == 1 && c->req.b[0] == '0')
+				c->req.b[0] = '1'; /* PX must be > 0 */
 		}
 	}
 	c->busy = true;
 	s->busy_clients++;
 	s->res->ops_invoked++;
 	c->deadline = s->now + s->client_timeout;
-	hist(s, c, SIM_INVOKE, false, c->req.a, c->req.a_len, c->req.b,
-	     c->req.b_len);
+	if (!c->req.ttl)
+		hist(s, c, SIM_INVOKE, false, c->req.a, c->req.a_len,
+		     c->req.b, c->req.b_len);
 	if (tracing(s))
-		trace(s, "client %u p=%u invoke %s k%u", c->idx, c->process,
-		      node_op_name(c->req.op), c->req.key);
+		trace(s, "client %u p=%u invoke %s %s%u", c->idx, c->process,
+		      sim_op_name(c->req.op), c->req.ttl ? "t" : "k",
+		      c->req.key);
 	if (!c->timeout_armed) {
 		c->timeout_armed = true;
 		push(s, (struct sim_event){.time = c->deadline,
@@ -737,7 +785,10 @@ static void client_finish(struct sim *s, struct sim_client *c, int type)
 		s->res->ops_ok++;
 	else if (type == SIM_FAIL)
 		s->res->ops_fail++;
-	else {
+	else if (c->req.ttl) {
+		/* Not in the history: its late effect touches no model key. */
+		s->res->ops_info++;
+	} else {
 		s->res->ops_info++;
 		s->any_info = true;
 		/* Jepsen: an indeterminate op leaves its process open; the
@@ -753,6 +804,66 @@ static void client_finish(struct sim *s, struct sim_client *c, int type)
 				   .a = c->idx});
 }
 
+/* One reply played from a tape: its top-level kind and scalar. */
+struct reply_collect {
+	int kind; /* 's' 'e' 'i' 'b' 'n' 'a', 0 before the first call */
+	int64_t num;
+	const uint8_t *bulk;
+	size_t len;
+};
+
+static void rc_first(struct reply_collect *rc, int kind)
+{
+	if (!rc->kind)
+		rc->kind = kind;
+}
+static void rc_status(void *ctx, const char *str)
+{
+	(void)str;
+	rc_first(ctx, 's');
+}
+static void rc_error(void *ctx, const char *str)
+{
+	(void)str;
+	rc_first(ctx, 'e');
+}
+static void rc_integer(void *ctx, int64_t v)
+{
+	struct reply_collect *rc = ctx;
+	if (!rc->kind)
+		rc->num = v;
+	rc_first(rc, 'i');
+}
+static void rc_bulk(void *ctx, const uint8_t *p, size_t len)
+{
+	struct reply_collect *rc = ctx;
+	if (!rc->kind) {
+		rc->bulk = p;
+		rc->len = len;
+	}
+	rc_first(rc, 'b');
+}
+static void rc_null(void *ctx)
+{
+	rc_first(ctx, 'n');
+}
+static void rc_array(void *ctx, size_t n)
+{
+	(void)n;
+	rc_first(ctx, 'a');
+}
+static const struct kv_reply_ops collect_ops = {rc_status, rc_error,
+						rc_integer, rc_bulk,
+						rc_null, rc_array};
+
+static void reply_wrong(struct sim *s, struct sim_client *c, const char *why)
+{
+	char d[160];
+	snprintf(d, sizeof(d), "client %u %s k%u: %s", c->idx,
+		 sim_op_name(c->req.op), c->req.key, why);
+	sim_checker_fail(&s->chk, "reply", d);
+}
+
 static void client_reply(struct sim *s, struct sim_client *c,
 			 const struct sim_reply *rp)
 {
@@ -764,6 +875,7 @@ static void client_reply(struct sim *s, struct sim_client *c,
 		      (unsigned long long)rp->index);
 	switch (rp->status) {
 	case NODE_NOT_LEADER:
+		/* Not executed: try the hinted node (or any). */
 		c->guess = rp->hint;
 		if (!rp->hint)
 			c->guess = 1 + keel_rand_below(&s->client_rand,
@@ -771,17 +883,28 @@ static void client_reply(struct sim *s, struct sim_client *c,
 		client_send(s, c, c->guess);
 		return;
 	case NODE_DROPPED:
-		hist(s, c, SIM_FAIL, false, NULL, 0, NULL, 0);
+		if (!c->req.ttl)
+			hist(s, c, SIM_FAIL, false, NULL, 0, NULL, 0);
 		client_finish(s, c, SIM_FAIL);
 		return;
-	case NODE_FAIL:
-		hist(s, c, SIM_FAIL, false, NULL, 0, NULL, 0);
-		client_finish(s, c, SIM_FAIL);
+	case NODE_UNKNOWN:
+		/* The node itself does not know: indeterminate. */
+		if (!c->req.ttl)
+			hist(s, c, SIM_INFO, false, NULL, 0, NULL, 0);
+		client_finish(s, c, SIM_INFO);
 		return;
-	default:
+	case NODE_OK:
 		break;
+	default:
+		reply_wrong(s, c, "unknown status");
+		return;
 	}
-	if (c->req.op != NODE_OP_GET) {
+	struct reply_collect rc = {0};
+	if (kv_tape_play(rp->tape, rp->tape_len, &collect_ops, &rc)) {
+		reply_wrong(s, c, "malformed reply tape");
+		return;
+	}
+	if (c->req.op != SIM_OP_GET) {
 		/* Remember what the acknowledged write was: it must stay. */
 		if (rp->index < 1 || rp->index > s->chk.n_applied) {
 			char d[128];
@@ -806,11 +929,69 @@ static void client_reply(struct sim *s, struct sim_client *c,
 			s->live_index = rp->index;
 		}
 	}
-	bool has = rp->found;
-	if (c->req.op == NODE_OP_INCR || c->req.op == NODE_OP_GET)
-		hist(s, c, SIM_OK, has, rp->value, rp->value_len, NULL, 0);
-	else
+	if (c->req.ttl) {
+		if (rc.kind != 's')
+			reply_wrong(s, c, "SET PX did not answer OK");
+		client_finish(s, c, SIM_OK);
+		return;
+	}
+	/* The Redis replies, mapped onto the history's vocabulary. */
+	uint8_t num[24];
+	switch (c->req.op) {
+	case SIM_OP_GET:
+		if (rc.kind == 'n') {
+			hist(s, c, SIM_OK, false, NULL, 0, NULL, 0);
+		} else if (rc.kind == 'b' && rc.len <= SIM_MAX_VALUE) {
+			hist(s, c, SIM_OK, true, rc.bulk, (uint32_t)rc.len,
+			     NULL, 0);
+		} else {
+			reply_wrong(s, c, "GET: not a bulk or nil");
+			return;
+		}
+		break;
+	case SIM_OP_INCR:
+		if (rc.kind == 'e') { /* not an integer, overflow: no effect */
+			hist(s, c, SIM_FAIL, false, NULL, 0, NULL, 0);
+			client_finish(s, c, SIM_FAIL);
+			return;
+		}
+		if (rc.kind != 'i') {
+			reply_wrong(s, c, "INCR: not an integer");
+			return;
+		}
+		{
+			int k = snprintf((char *)num, sizeof(num), "%lld",
+					 (long long)rc.num);
+			hist(s, c, SIM_OK, true, num, (uint32_t)k, NULL, 0);
+		}
+		break;
+	case SIM_OP_CAS:
+		if (rc.kind != 'i' || (rc.num != 0 && rc.num != 1)) {
+			reply_wrong(s, c, "KEEL.CAS: not 0 or 1");
+			return;
+		}
+		if (rc.num == 0) { /* compare mismatch: no effect */
+			hist(s, c, SIM_FAIL, false, NULL, 0, NULL, 0);
+			client_finish(s, c, SIM_FAIL);
+			return;
+		}
 		hist(s, c, SIM_OK, false, NULL, 0, NULL, 0);
+		break;
+	case SIM_OP_PUT:
+		if (rc.kind != 's') {
+			reply_wrong(s, c, "SET: not OK");
+			return;
+		}
+		hist(s, c, SIM_OK, false, NULL, 0, NULL, 0);
+		break;
+	default: /* APPEND (new length), DEL (count) */
+		if (rc.kind != 'i') {
+			reply_wrong(s, c, "not an integer");
+			return;
+		}
+		hist(s, c, SIM_OK, false, NULL, 0, NULL, 0);
+		break;
+	}
 	client_finish(s, c, SIM_OK);
 }
 
@@ -818,17 +999,17 @@ static void on_reply(void *ctx, const struct node_reply *rep)
 {
 	struct sim_node *n = ctx;
 	struct sim *s = n->sim;
-	uint32_t vlen = rep->result ? rep->result->value_len : 0;
-	struct sim_reply *rp = malloc(sizeof(*rp) + vlen);
+	size_t tl = rep->status == NODE_OK ? rep->tape_len : 0;
+	KEEL_ASSERT(tl <= UINT32_MAX);
+	struct sim_reply *rp = malloc(sizeof(*rp) + tl);
 	KEEL_ASSERT(rp != NULL);
 	rp->cookie = rep->cookie;
 	rp->status = rep->status;
 	rp->hint = rep->leader_hint;
 	rp->index = rep->index;
-	rp->found = rep->result ? rep->result->found : false;
-	rp->value_len = vlen;
-	if (vlen)
-		memcpy(rp->value, rep->result->value, vlen);
+	rp->tape_len = (uint32_t)tl;
+	if (tl)
+		memcpy(rp->tape, rep->tape, tl);
 	uint64_t d = s->lat_min + keel_rand_below(&s->client_rand,
 						  s->lat_jitter + 1);
 	push(s, (struct sim_event){.time = s->now + d,
@@ -1093,20 +1274,36 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 		if (deferred(s, n, ev))
 			return;
 		char key[8];
-		int kl = snprintf(key, sizeof(key), "k%u", rq->key);
+		int kl = snprintf(key, sizeof(key), "%c%u",
+				  rq->ttl ? 't' : 'k', rq->key);
+		const uint8_t *argv[5];
+		size_t lens[5];
+		uint32_t argc = 0;
+#define ARG(p, l) (argv[argc] = (const uint8_t *)(p), lens[argc++] = (l))
+		static const char *const cmd[] = {"?",    "GET",    "SET",
+						  "KEEL.CAS", "INCR", "APPEND",
+						  "DEL"};
+		ARG(cmd[rq->op], strlen(cmd[rq->op]));
+		ARG(key, (size_t)kl);
+		if (rq->op == SIM_OP_PUT || rq->op == SIM_OP_APPEND ||
+		    rq->op == SIM_OP_CAS)
+			ARG(rq->a, rq->a_len);
+		if (rq->op == SIM_OP_CAS)
+			ARG(rq->b, rq->b_len);
+		if (rq->ttl) {
+			ARG("PX", 2);
+			ARG(rq->b, rq->b_len);
+		}
+#undef ARG
 		struct node_request req = {.cookie = rq->cookie,
-					   .op = rq->op,
-					   .key_len = (uint32_t)kl,
-					   .key = (const uint8_t *)key,
-					   .a_len = rq->a_len,
-					   .a = rq->a,
-					   .b_len = rq->b_len,
-					   .b = rq->b};
+					   .argc = argc,
+					   .argv = argv,
+					   .lens = lens};
 		if (tracing(s))
 			trace(s, "request node %u client %llu %s",
 			      n->idx + 1,
 			      (unsigned long long)(rq->cookie >> 40),
-			      node_op_name(rq->op));
+			      cmd[rq->op]);
 		int rv = node_request(n->node, &req);
 		KEEL_ASSERT(rv == 0);
 		free(rq);
@@ -1130,7 +1327,8 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 		}
 		if (tracing(s))
 			trace(s, "client %u p=%u timeout", c->idx, c->process);
-		hist(s, c, SIM_INFO, false, NULL, 0, NULL, 0);
+		if (!c->req.ttl)
+			hist(s, c, SIM_INFO, false, NULL, 0, NULL, 0);
 		client_finish(s, c, SIM_INFO);
 		return;
 	}
@@ -1222,7 +1420,7 @@ static bool converged(struct sim *s)
 		raft_status(node_raft(n->node), &st);
 		if (st.commit != node_applied(n->node))
 			return false;
-		uint64_t d = node_sm_digest(node_state_machine(n->node));
+		uint64_t d = kv_digest(node_kv(n->node));
 		if (i && d != digest)
 			return false;
 		digest = d;
@@ -1298,6 +1496,7 @@ static const struct mutant_name mutants[] = {
 	{"send-before-persist", NODE_MUTANT_SEND_BEFORE_PERSIST},
 	{"apply-uncommitted", NODE_MUTANT_APPLY_UNCOMMITTED},
 	{"accept-bad-checksum", NODE_MUTANT_ACCEPT_BAD_CRC},
+	{"no-dedup", NODE_MUTANT_NO_DEDUP},
 };
 #else
 static const struct mutant_name mutants[1] = {{NULL, 0}};
@@ -1496,8 +1695,7 @@ static void liveness_fail(struct sim *s)
 			(unsigned long long)st.term,
 			(unsigned long long)st.commit,
 			(unsigned long long)node_applied(n->node),
-			(unsigned long long)(node_sm_digest(
-						     node_state_machine(n->node)) &
+			(unsigned long long)(kv_digest(node_kv(n->node)) &
 					     0xffff));
 		for (uint32_t p = 0; p < st.n_peers && st.role == RAFT_LEADER &&
 				     k < sizeof(d);
@@ -1552,17 +1750,21 @@ static struct sim_node *most_applied(struct sim *s)
  */
 static void cut_window(struct sim *s, struct sim_node *n, bool last)
 {
-	const struct node_sm *sm = node_state_machine(n->node);
+	/* The model keys never carry a TTL, so "now" does not matter. */
+	const struct kv *kv = node_kv(n->node);
 	uint32_t proc = s->next_process++;
 	for (uint32_t k = 0; k < s->n_keys; k++) {
 		char key[8];
 		int kl = snprintf(key, sizeof(key), "k%u", k);
-		node_sm_get(sm, (const uint8_t *)key, (uint32_t)kl, s->scratch);
+		const uint8_t *val = NULL;
+		size_t vl = 0;
+		bool found = kv_get(kv, (const uint8_t *)key, (size_t)kl, 0,
+				    &val, &vl, NULL);
+		KEEL_ASSERT(vl <= SIM_MAX_VALUE);
 		sim_history_add(&s->hist, s->now, proc, SIM_INVOKE,
-				NODE_OP_GET, (int)k, false, NULL, 0, NULL, 0);
-		sim_history_add(&s->hist, s->now, proc, SIM_OK, NODE_OP_GET,
-				(int)k, s->scratch->found, s->scratch->value,
-				s->scratch->value_len, NULL, 0);
+				SIM_OP_GET, (int)k, false, NULL, 0, NULL, 0);
+		sim_history_add(&s->hist, s->now, proc, SIM_OK, SIM_OP_GET,
+				(int)k, found, val, (uint32_t)vl, NULL, 0);
 	}
 	if (s->opt.history)
 		sim_history_write_jsonl(&s->hist, history_line, s);
@@ -1581,11 +1783,12 @@ static void cut_window(struct sim *s, struct sim_node *n, bool last)
 	for (uint32_t k = 0; k < s->n_keys; k++) {
 		char key[8];
 		int kl = snprintf(key, sizeof(key), "k%u", k);
-		node_sm_get(sm, (const uint8_t *)key, (uint32_t)kl, s->scratch);
-		if (s->scratch->found)
+		const uint8_t *val = NULL;
+		size_t vl = 0;
+		if (kv_get(kv, (const uint8_t *)key, (size_t)kl, 0, &val, &vl,
+			   NULL))
 			sim_history_add_initial(&s->hist, s->now, init, (int)k,
-						s->scratch->value,
-						s->scratch->value_len);
+						val, (uint32_t)vl);
 	}
 }
 
@@ -1613,6 +1816,11 @@ static void maybe_cut(struct sim *s)
 static void sim_close(struct sim *s)
 {
 	for (uint32_t i = 0; i < s->n_nodes; i++) {
+		if (s->nodes[i].node) {
+			struct node_stats ns;
+			node_stats(s->nodes[i].node, &ns);
+			s->forwarded += ns.fwd_requests;
+		}
 		node_destroy(s->nodes[i].node);
 		sim_store_close(&s->nodes[i].store);
 	}
@@ -1622,7 +1830,6 @@ static void sim_close(struct sim *s)
 	free(s->acks);
 	sim_checker_close(&s->chk);
 	sim_history_close(&s->hist);
-	free(s->scratch);
 }
 
 int sim_run(const struct sim_options *o, struct sim_result *r)
@@ -1653,8 +1860,6 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 		return rv;
 	}
 	sim_history_init(&s->hist);
-	s->scratch = malloc(sizeof(*s->scratch));
-	KEEL_ASSERT(s->scratch != NULL);
 	s->window_ops = 2000;
 
 	struct node_config *c = &s->ncfg;
@@ -1666,6 +1871,9 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 	c->election_ticks = 10;
 	c->heartbeat_ticks = 2;
 	c->max_pending = 64;
+	/* The node gives up on a request before the client does, so its
+	 * answer (NOT_LEADER: retry elsewhere; UNKNOWN) reaches the client. */
+	c->request_timeout_ns = s->client_timeout / 2;
 	c->reply = on_reply;
 	c->observer = (struct node_observer){s, obs_update, obs_apply};
 	c->mutant = o->mutant;
@@ -1733,6 +1941,7 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 		trace(s, "end result=%s %s", r->ok ? "ok" : "VIOLATION",
 		      r->violation);
 	sim_close(s);
+	r->forwarded = s->forwarded;
 	free(s);
 	return 0;
 }

@@ -144,13 +144,31 @@ void sim_checker_fail(struct sim_checker *c, const char *check,
 
 /* ---- history (history.c) --------------------------------------------------- */
 
+/* The clients' operations (the history's "f"), each one Redis command:
+ * get -> GET, put -> SET, cas -> KEEL.CAS, incr -> INCR, append -> APPEND,
+ * del -> DEL (sim.c builds the argv and reads the reply tape). */
+enum sim_op {
+	SIM_OP_GET = 1,
+	SIM_OP_PUT,
+	SIM_OP_CAS,
+	SIM_OP_INCR,
+	SIM_OP_APPEND,
+	SIM_OP_DEL,
+	SIM_OP_COUNT,
+};
+const char *sim_op_name(int op);
+
+/* Longest value a history event carries (the clients' values are digits
+ * grown by appends: far below this in any run). */
+#define SIM_MAX_VALUE 4096
+
 enum sim_hist_type { SIM_INVOKE = 0, SIM_OK, SIM_FAIL, SIM_INFO };
 
 struct sim_hist_event {
 	uint64_t time_ns;
 	uint32_t process;
 	uint8_t type; /* enum sim_hist_type */
-	uint8_t op;   /* enum node_op */
+	uint8_t op;   /* enum sim_op */
 	uint8_t key;  /* key number: "k<key>" */
 	bool has_value;  /* read ok: false = absent (null) */
 	bool synthetic;  /* a window's initial state: checked, not written */

@@ -1,163 +1,117 @@
 /*
- * test_node.c -- the node's state machine and command encoding: the same
- * commands in the same order give the same results and the same map on
- * every replica, the operations mean what the linearizability model says
- * they mean, and malformed commands are refused.
+ * test_node.c -- the replica over hand-driven environments.
+ *
+ * Two harnesses. The single-node fake shows the ordering rules directly:
+ * a vote is not sent before the hard state granting it is durable; a write
+ * is not answered before its entry is durable and committed; a read is
+ * served through ReadIndex. The cluster harness runs three real nodes
+ * whose frames, store completions, timers and clocks the test steps by
+ * hand (with per-frame drop and duplicate rules), for forwarding,
+ * exactly-once apply, timeouts, expiry and local reads.
  */
 #include "keel/node.h"
+#include "keel/peer.h"
+#include "node/fwd.h"
 #include "test.h"
 
-static void cmd(struct node_cmd *c, int op, const char *key, const char *a,
-		const char *b)
+/* ---- reply tapes, read back ------------------------------------------------- */
+
+struct got {
+	int kind; /* first call: 's' 'e' 'i' 'b' 'n' 'a' */
+	int64_t num;
+	char str[64];
+};
+
+static void g_first(struct got *g, int kind)
 {
-	memset(c, 0, sizeof(*c));
-	c->op = (uint8_t)op;
-	c->key = (const uint8_t *)key;
-	c->key_len = (uint32_t)strlen(key);
-	if (a) {
-		c->a = (const uint8_t *)a;
-		c->a_len = (uint32_t)strlen(a);
+	if (!g->kind)
+		g->kind = kind;
+}
+static void g_status(void *ctx, const char *s)
+{
+	struct got *g = ctx;
+	if (!g->kind)
+		snprintf(g->str, sizeof(g->str), "%s", s);
+	g_first(g, 's');
+}
+static void g_error(void *ctx, const char *s)
+{
+	struct got *g = ctx;
+	if (!g->kind)
+		snprintf(g->str, sizeof(g->str), "%s", s);
+	g_first(g, 'e');
+}
+static void g_int(void *ctx, int64_t v)
+{
+	struct got *g = ctx;
+	if (!g->kind)
+		g->num = v;
+	g_first(g, 'i');
+}
+static void g_bulk(void *ctx, const uint8_t *p, size_t len)
+{
+	struct got *g = ctx;
+	if (!g->kind)
+		snprintf(g->str, sizeof(g->str), "%.*s", (int)len,
+			 (const char *)p);
+	g_first(g, 'b');
+}
+static void g_null(void *ctx)
+{
+	g_first(ctx, 'n');
+}
+static void g_array(void *ctx, size_t n)
+{
+	(void)n;
+	g_first(ctx, 'a');
+}
+static const struct kv_reply_ops got_ops = {g_status, g_error, g_int,
+					    g_bulk,   g_null,  g_array};
+
+/* A reply as the test keeps it (the node's tape is borrowed). */
+struct rep {
+	uint64_t cookie;
+	int status;
+	uint64_t index;
+	raft_id hint;
+	struct got got;
+};
+
+static void keep_reply(struct rep *r, const struct node_reply *nr)
+{
+	memset(r, 0, sizeof(*r));
+	r->cookie = nr->cookie;
+	r->status = nr->status;
+	r->index = nr->index;
+	r->hint = nr->leader_hint;
+	if (nr->status == NODE_OK &&
+	    kv_tape_play(nr->tape, nr->tape_len, &got_ops, &r->got))
+		r->got.kind = '?';
+}
+
+/* Sends argv (a NULL-terminated list of strings) to n. */
+static int request(struct node *n, uint64_t cookie, uint32_t flags,
+		   const char *const *args)
+{
+	const uint8_t *argv[8];
+	size_t lens[8];
+	uint32_t argc = 0;
+	while (args[argc] && argc < 8) {
+		argv[argc] = (const uint8_t *)args[argc];
+		lens[argc] = strlen(args[argc]);
+		argc++;
 	}
-	if (b) {
-		c->b = (const uint8_t *)b;
-		c->b_len = (uint32_t)strlen(b);
-	}
+	struct node_request r = {.cookie = cookie,
+				 .flags = flags,
+				 .argc = argc,
+				 .argv = argv,
+				 .lens = lens};
+	return node_request(n, &r);
 }
+#define REQ(n, cookie, flags, ...)                                            \
+	request((n), (cookie), (flags), (const char *const[]){__VA_ARGS__, NULL})
 
-static int apply(struct node_sm *sm, int op, const char *key, const char *a,
-		 const char *b, struct node_result *res)
-{
-	struct node_cmd c;
-	cmd(&c, op, key, a, b);
-	EXPECT(node_sm_apply(sm, &c, res) == 0);
-	return res->status;
-}
-
-static bool value_is(const struct node_result *r, const char *v)
-{
-	return r->found && r->value_len == strlen(v) &&
-	       !memcmp(r->value, v, r->value_len);
-}
-
-static struct node_result res_; /* 4 KiB: not on the stack */
-
-TEST(sm_operations_mean_what_the_model_says)
-{
-	struct node_sm *sm = node_sm_create(NULL);
-	ASSERT(sm != NULL);
-	struct node_result *r = &res_;
-	node_sm_get(sm, (const uint8_t *)"k", 1, r);
-	EXPECT(!r->found);
-	EXPECT(apply(sm, NODE_OP_INCR, "k", NULL, NULL, r) == NODE_OK);
-	EXPECT(value_is(r, "1")); /* absent counts as 0 */
-	EXPECT(apply(sm, NODE_OP_APPEND, "k", "0", NULL, r) == NODE_OK);
-	node_sm_get(sm, (const uint8_t *)"k", 1, r);
-	EXPECT(value_is(r, "10"));
-	EXPECT(apply(sm, NODE_OP_CAS, "k", "9", "5", r) == NODE_FAIL);
-	EXPECT(apply(sm, NODE_OP_CAS, "k", "10", "5", r) == NODE_OK);
-	node_sm_get(sm, (const uint8_t *)"k", 1, r);
-	EXPECT(value_is(r, "5"));
-	EXPECT(apply(sm, NODE_OP_PUT, "k", "0", NULL, r) == NODE_OK);
-	EXPECT(apply(sm, NODE_OP_APPEND, "k", "7", NULL, r) == NODE_OK);
-	/* "07" is not a canonical integer: INCR refuses it, as Redis does
-	 * and as the checker's model assumes. */
-	EXPECT(apply(sm, NODE_OP_INCR, "k", NULL, NULL, r) == NODE_FAIL);
-	EXPECT(apply(sm, NODE_OP_PUT, "k", "-1", NULL, r) == NODE_OK);
-	EXPECT(apply(sm, NODE_OP_INCR, "k", NULL, NULL, r) == NODE_OK);
-	EXPECT(value_is(r, "0"));
-	EXPECT(apply(sm, NODE_OP_DEL, "k", NULL, NULL, r) == NODE_OK);
-	EXPECT(r->found);
-	node_sm_get(sm, (const uint8_t *)"k", 1, r);
-	EXPECT(!r->found);
-	EXPECT(apply(sm, NODE_OP_CAS, "k", "", "1", r) == NODE_FAIL);
-	EXPECT_EQ_U64(node_sm_count(sm), 0);
-	node_sm_destroy(sm);
-}
-
-TEST(sm_apply_is_deterministic)
-{
-	uint64_t seed = test_seed(7);
-	struct keel_rand rnd;
-	keel_rand_seed(&rnd, seed);
-	struct node_sm *a = node_sm_create(NULL), *b = node_sm_create(NULL);
-	struct node_sm *fresh = node_sm_create(NULL);
-	ASSERT(a && b && fresh);
-	static struct node_result ra, rb;
-	char key[16], v1[24], v2[24];
-	for (int i = 0; i < 20000; i++) {
-		int op = NODE_OP_PUT + (int)keel_rand_below(&rnd, 5);
-		snprintf(key, sizeof(key), "k%u",
-			 (unsigned)keel_rand_below(&rnd, 40));
-		snprintf(v1, sizeof(v1), "%u",
-			 (unsigned)keel_rand_below(&rnd, 12));
-		snprintf(v2, sizeof(v2), "%u",
-			 (unsigned)keel_rand_below(&rnd, 12));
-		struct node_cmd c;
-		cmd(&c, op, key, v1, v2);
-		ASSERT(node_sm_apply(a, &c, &ra) == 0);
-		ASSERT(node_sm_apply(b, &c, &rb) == 0);
-		EXPECT(ra.status == rb.status && ra.found == rb.found &&
-		       ra.value_len == rb.value_len &&
-		       !memcmp(ra.value, rb.value, ra.value_len));
-		EXPECT(node_sm_digest(a) == node_sm_digest(b));
-	}
-	EXPECT(node_sm_count(a) == node_sm_count(b));
-	/* The digest sees differences: one more write changes it, and
-	 * deleting everything returns to the empty map's digest. */
-	struct node_cmd c;
-	cmd(&c, NODE_OP_PUT, "extra", "1", NULL);
-	ASSERT(node_sm_apply(a, &c, &ra) == 0);
-	EXPECT(node_sm_digest(a) != node_sm_digest(b));
-	for (int k = 0; k < 40; k++) {
-		snprintf(key, sizeof(key), "k%d", k);
-		cmd(&c, NODE_OP_DEL, key, NULL, NULL);
-		ASSERT(node_sm_apply(b, &c, &rb) == 0);
-	}
-	EXPECT_EQ_U64(node_sm_count(b), 0);
-	EXPECT(node_sm_digest(b) == node_sm_digest(fresh));
-	node_sm_destroy(a);
-	node_sm_destroy(b);
-	node_sm_destroy(fresh);
-}
-
-TEST(cmd_encoding_round_trips_and_refuses_garbage)
-{
-	struct node_cmd c, d;
-	cmd(&c, NODE_OP_CAS, "key", "old", "new");
-	c.origin = 3;
-	c.boot = 0x1122334455667788ull;
-	c.seq = 42;
-	uint8_t buf[256];
-	size_t n = node_cmd_encode(&c, buf, sizeof(buf));
-	ASSERT(n == node_cmd_size(&c));
-	ASSERT(node_cmd_decode(buf, n, &d) == 0);
-	EXPECT(d.op == NODE_OP_CAS && d.origin == 3 && d.boot == c.boot &&
-	       d.seq == 42);
-	EXPECT(d.key_len == 3 && !memcmp(d.key, "key", 3));
-	EXPECT(d.b_len == 3 && !memcmp(d.b, "new", 3));
-	/* Every truncation and one byte too many are malformed. */
-	for (size_t k = 0; k < n; k++)
-		EXPECT(node_cmd_decode(buf, k, &d) == KEEL_ERR_MALFORMED);
-	buf[n] = 0;
-	EXPECT(node_cmd_decode(buf, n + 1, &d) == KEEL_ERR_MALFORMED);
-	/* GET is never logged; unknown ops are refused. */
-	buf[0] = NODE_OP_GET;
-	EXPECT(node_cmd_decode(buf, n, &d) == KEEL_ERR_MALFORMED);
-	buf[0] = 99;
-	EXPECT(node_cmd_decode(buf, n, &d) == KEEL_ERR_MALFORMED);
-	/* Too small a buffer encodes nothing. */
-	EXPECT(node_cmd_encode(&c, buf, n - 1) == 0);
-}
-
-/* ---- the replica over a hand-driven env ------------------------------------
- *
- * A fake environment the test steps by hand: the store never completes a
- * write on its own, frames are captured, timers never fire. It shows the
- * ordering rules directly: a vote is not sent before the hard state
- * granting it is durable; a write is not answered before its entry is
- * durable and committed; a read is served through ReadIndex. */
-
-#include "keel/peer.h"
+/* ---- the single-node fake ------------------------------------------------------ */
 
 #define FAKE_MAX 16
 
@@ -172,14 +126,18 @@ struct fake_env {
 	uint8_t frame[FAKE_MAX][512];
 	raft_id frame_to[FAKE_MAX];
 	int n_replies;
-	struct node_reply reply[FAKE_MAX];
-	struct node_result result[FAKE_MAX];
+	struct rep reply[FAKE_MAX];
 };
 
 static uint64_t f_now(void *ctx)
 {
 	(void)ctx;
 	return 0;
+}
+static uint64_t f_wall(void *ctx)
+{
+	(void)ctx;
+	return 1000000;
 }
 static uint64_t f_timer_start(void *ctx, uint64_t d, env_timer_cb cb,
 			      void *arg)
@@ -233,14 +191,11 @@ static void f_reply(void *ctx, const struct node_reply *r)
 	struct fake_env *f = ctx;
 	if (f->n_replies >= FAKE_MAX)
 		abort();
-	f->reply[f->n_replies] = *r;
-	if (r->result)
-		f->result[f->n_replies] = *r->result;
-	f->n_replies++;
+	keep_reply(&f->reply[f->n_replies++], r);
 }
 
 static const struct env_clock_ops f_clock = {f_now, f_timer_start,
-					     f_timer_stop};
+					     f_timer_stop, f_wall};
 static const struct env_net_ops f_net = {f_send};
 static const struct env_rand_ops f_rnd = {f_rand};
 static const struct env_store_ops f_store = {f_load, f_append};
@@ -303,48 +258,56 @@ TEST(node_sends_a_vote_only_after_it_is_durable)
 	node_destroy(n);
 }
 
-static void req(struct node *n, uint64_t cookie, int op, const char *a)
-{
-	struct node_request r = {.cookie = cookie,
-				 .op = (uint8_t)op,
-				 .key = (const uint8_t *)"k",
-				 .key_len = 1,
-				 .a = (const uint8_t *)a,
-				 .a_len = a ? (uint32_t)strlen(a) : 0};
-	EXPECT(node_request(n, &r) == 0);
-}
-
 TEST(node_answers_a_write_after_commit_and_a_read_through_read_index)
 {
 	struct node *n = fake_node(1);
 	ASSERT(n != NULL);
 	struct fake_env *f = &fake_;
-	req(n, 7, NODE_OP_PUT, "1");
-	ASSERT(f->n_replies == 1);
-	EXPECT(f->reply[0].status == NODE_NOT_LEADER);
-	node_campaign(n); /* a single voter elects itself */
+	/* No leader yet: the write waits (no answer) instead of failing. */
+	EXPECT(REQ(n, 7, 0, "SET", "k", "1") == 0);
+	EXPECT(f->n_replies == 0);
+	node_campaign(n); /* a single voter elects itself ... */
 	while (f->n_done < f->n_writes)
-		f_complete(f); /* its no-op */
-	req(n, 8, NODE_OP_PUT, "41");
+		f_complete(f); /* ... and the waiting SET goes in after the no-op */
+	ASSERT(f->n_replies == 1);
+	EXPECT(f->reply[0].cookie == 7 && f->reply[0].status == NODE_OK);
+	EXPECT(f->reply[0].got.kind == 's' && !strcmp(f->reply[0].got.str, "OK"));
+	EXPECT(REQ(n, 8, 0, "set", "k", "41") == 0);
 	EXPECT(f->n_replies == 1); /* not before the entry is durable */
 	ASSERT(f->n_done < f->n_writes);
 	while (f->n_done < f->n_writes)
 		f_complete(f);
 	ASSERT(f->n_replies == 2);
 	EXPECT(f->reply[1].cookie == 8 && f->reply[1].status == NODE_OK);
-	EXPECT(f->reply[1].index == 2);
-	req(n, 9, NODE_OP_INCR, NULL);
+	EXPECT_EQ_U64(f->reply[1].index, 3);
+	EXPECT(REQ(n, 9, 0, "INCR", "k") == 0);
 	while (f->n_done < f->n_writes)
 		f_complete(f);
 	ASSERT(f->n_replies == 3);
-	EXPECT(f->reply[2].status == NODE_OK && value_is(&f->result[2], "42"));
-	req(n, 10, NODE_OP_GET, NULL);
+	EXPECT(f->reply[2].status == NODE_OK && f->reply[2].got.kind == 'i' &&
+	       f->reply[2].got.num == 42);
+	EXPECT(REQ(n, 10, 0, "GET", "k") == 0);
 	while (f->n_done < f->n_writes)
 		f_complete(f);
 	ASSERT(f->n_replies == 4);
 	EXPECT(f->reply[3].cookie == 10 && f->reply[3].status == NODE_OK);
-	EXPECT(value_is(&f->result[3], "42"));
-	EXPECT(node_applied(n) == 3);
+	EXPECT(f->reply[3].got.kind == 'b' && !strcmp(f->reply[3].got.str, "42"));
+	/* A Redis error is still an executed command: NODE_OK, error tape. */
+	EXPECT(REQ(n, 11, 0, "APPEND", "k", "x") == 0);
+	EXPECT(REQ(n, 12, 0, "INCR", "k") == 0);
+	while (f->n_done < f->n_writes)
+		f_complete(f);
+	ASSERT(f->n_replies == 6);
+	EXPECT(f->reply[5].status == NODE_OK && f->reply[5].got.kind == 'e');
+	EXPECT_EQ_U64(node_applied(n), 6);
+	/* Commands kv does not know, internal ones, and empty argv are the
+	 * caller's to handle: refused, no answer. */
+	EXPECT(REQ(n, 13, 0, "PING") == KEEL_ERR_INVAL);
+	EXPECT(REQ(n, 14, 0, "KEEL.EXPIRE-DELETE", "k", "1") ==
+	       KEEL_ERR_INVAL);
+	struct node_request empty = {.cookie = 15};
+	EXPECT(node_request(n, &empty) == KEEL_ERR_INVAL);
+	EXPECT(f->n_replies == 6);
 	node_destroy(n);
 }
 
@@ -400,4 +363,510 @@ TEST(node_recovers_from_a_torn_tail)
 	EXPECT_EQ_U64(st.last_index, 2);
 	EXPECT_EQ_U64(st.commit, 1);
 	node_destroy(n);
+}
+
+/* ---- the three-node cluster harness ------------------------------------------ */
+
+#define C_NODES 3
+#define C_TICK 1000000ull /* 1 ms */
+#define C_TIMEOUT (50 * C_TICK)
+#define C_FRAMES 4096
+#define C_WRITES 256
+#define C_REPLIES 64
+
+struct c_frame {
+	raft_id from, to;
+	size_t len;
+	uint8_t *buf; /* malloc'd */
+};
+
+struct c_node {
+	struct env env;
+	struct node *node;
+	raft_id id;
+	uint64_t now;    /* its clock, ns */
+	uint64_t wall;   /* its wall clock, ms */
+	uint64_t rand;
+	env_timer_cb tcb;
+	void *targ;
+	uint64_t tdue; /* 0 = no timer */
+	uint64_t thandle;
+	int n_writes, n_done;
+	env_store_cb wcb[C_WRITES];
+	void *warg[C_WRITES];
+	int n_replies;
+	struct rep reply[C_REPLIES];
+};
+
+struct cluster {
+	struct c_node n[C_NODES];
+	struct c_frame q[C_FRAMES];
+	int head, tail; /* FIFO q[head..tail) */
+	/* Rules: drop[from][to] drops every frame on that link; dup_type
+	 * delivers frames of that type twice. */
+	bool drop[C_NODES + 1][C_NODES + 1];
+	bool drop_raft_only; /* drop rules spare node-level frames */
+	int dup_type;
+	int n_dup;
+};
+
+static struct cluster cl_; /* large: not on the stack */
+
+static uint64_t c_now(void *ctx)
+{
+	return ((struct c_node *)ctx)->now;
+}
+static uint64_t c_wall(void *ctx)
+{
+	return ((struct c_node *)ctx)->wall;
+}
+static uint64_t c_timer_start(void *ctx, uint64_t d, env_timer_cb cb,
+			      void *arg)
+{
+	struct c_node *n = ctx;
+	n->tcb = cb;
+	n->targ = arg;
+	n->tdue = n->now + d;
+	return ++n->thandle;
+}
+static void c_timer_stop(void *ctx, uint64_t h)
+{
+	struct c_node *n = ctx;
+	if (h == n->thandle)
+		n->tdue = 0;
+}
+static void c_send(void *ctx, raft_id to, const uint8_t *b, size_t len)
+{
+	struct c_node *n = ctx;
+	struct cluster *c = &cl_;
+	if (c->tail >= C_FRAMES)
+		abort();
+	uint8_t *copy = malloc(len);
+	if (!copy)
+		abort();
+	memcpy(copy, b, len);
+	c->q[c->tail++] = (struct c_frame){n->id, to, len, copy};
+}
+static uint64_t c_rand(void *ctx)
+{
+	struct c_node *n = ctx;
+	return ++n->rand * 0x9e3779b97f4a7c15ull + n->id;
+}
+static int c_append(void *ctx, const struct env_store_write *w,
+		    env_store_cb cb, void *arg)
+{
+	struct c_node *n = ctx;
+	(void)w;
+	if (n->n_writes >= C_WRITES)
+		abort();
+	n->wcb[n->n_writes] = cb;
+	n->warg[n->n_writes++] = arg;
+	return 0;
+}
+static void c_reply(void *ctx, const struct node_reply *r)
+{
+	struct c_node *n = ctx;
+	if (n->n_replies >= C_REPLIES)
+		abort();
+	keep_reply(&n->reply[n->n_replies++], r);
+}
+
+static const struct env_clock_ops c_clock = {c_now, c_timer_start,
+					     c_timer_stop, c_wall};
+static const struct env_net_ops c_net = {c_send};
+static const struct env_rand_ops c_rnd = {c_rand};
+static const struct env_store_ops c_store = {f_load, c_append};
+
+static struct node *cn(int id)
+{
+	return cl_.n[id - 1].node;
+}
+
+/* Delivers frames and completes store writes until nothing moves. */
+static void pump(void)
+{
+	struct cluster *c = &cl_;
+	for (int round = 0; round < 100000; round++) {
+		bool moved = false;
+		for (int i = 0; i < C_NODES; i++) {
+			struct c_node *n = &c->n[i];
+			while (n->n_done < n->n_writes) {
+				int k = n->n_done++;
+				n->wcb[k](n->warg[k], 0);
+				moved = true;
+			}
+		}
+		if (c->head < c->tail) {
+			struct c_frame fr = c->q[c->head++];
+			int type = fr.len > 5 ? fr.buf[5] : 0;
+			bool node_level = type >= PEER_TYPE_NODE_FIRST;
+			bool dropped = c->drop[fr.from][fr.to] &&
+				       !(c->drop_raft_only && node_level);
+			if (!dropped && fr.to >= 1 && fr.to <= C_NODES) {
+				node_receive(cn((int)fr.to), fr.buf, fr.len);
+				if (type == c->dup_type) {
+					c->n_dup++;
+					node_receive(cn((int)fr.to), fr.buf,
+						     fr.len);
+				}
+			}
+			free(fr.buf);
+			moved = true;
+		}
+		if (c->head == c->tail)
+			c->head = c->tail = 0;
+		if (!moved)
+			return;
+	}
+	abort(); /* did not settle */
+}
+
+/* Advances every node's clocks by ticks ticks, firing due timers. */
+static void advance(int ticks)
+{
+	for (int t = 0; t < ticks; t++) {
+		for (int i = 0; i < C_NODES; i++) {
+			struct c_node *n = &cl_.n[i];
+			n->now += C_TICK;
+			n->wall += 1;
+			if (n->tdue && n->now >= n->tdue) {
+				n->tdue = 0;
+				n->tcb(n->targ);
+			}
+		}
+		pump();
+	}
+}
+
+static void cluster_start(void)
+{
+	struct cluster *c = &cl_;
+	memset(c, 0, sizeof(*c));
+	for (int i = 0; i < C_NODES; i++) {
+		struct c_node *n = &c->n[i];
+		n->id = (raft_id)(i + 1);
+		n->now = 1000 * C_TICK;
+		n->wall = 1700000000000ull;
+		n->env = (struct env){.clock = {n, &c_clock},
+				      .net = {n, &c_net},
+				      .rand = {n, &c_rnd},
+				      .store = {n, &c_store}};
+		struct node_config cfg = {.id = n->id,
+					  .cluster_id = 9,
+					  .tick_ns = C_TICK,
+					  .election_ticks = 1000, /* no elections on their own */
+					  .heartbeat_ticks = 1,
+					  .max_pending = 8,
+					  .request_timeout_ns = C_TIMEOUT,
+					  .retry_ns = 5 * C_TICK,
+					  .reply = c_reply,
+					  .reply_ctx = n};
+		cfg.members.n_voters = C_NODES;
+		for (uint32_t k = 0; k < C_NODES; k++)
+			cfg.members.voters[k] = k + 1;
+		if (node_create(&cfg, &n->env, &n->node))
+			abort();
+	}
+}
+
+/* Node 1 leads, everything applied everywhere. */
+static void cluster_elect(void)
+{
+	node_campaign(cn(1));
+	pump();
+	advance(2); /* heartbeats carry the commit point */
+	struct raft_status st;
+	raft_status(node_raft(cn(1)), &st);
+	if (st.role != RAFT_LEADER)
+		abort();
+}
+
+static void cluster_stop(void)
+{
+	struct cluster *c = &cl_;
+	for (int i = 0; i < C_NODES; i++)
+		node_destroy(c->n[i].node);
+	for (int k = c->head; k < c->tail; k++)
+		free(c->q[k].buf);
+	c->head = c->tail = 0;
+}
+
+static bool kv_has(int id, const char *key, const char *val)
+{
+	const uint8_t *v = NULL;
+	size_t vl = 0;
+	bool found = kv_get(node_kv(cn(id)), (const uint8_t *)key,
+			    strlen(key), cl_.n[id - 1].wall, &v, &vl, NULL);
+	if (!val)
+		return !found;
+	return found && vl == strlen(val) && !memcmp(v, val, vl);
+}
+
+static uint64_t stored_keys(int id)
+{
+	struct kv_stats st;
+	kv_stats(node_kv(cn(id)), &st);
+	return st.keys;
+}
+
+TEST(forwarded_write_applies_once_when_its_frame_is_delivered_twice)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	c->dup_type = PEER_TYPE_FWD_WRITE;
+	/* A follower takes the write and forwards it; the leader gets the
+	 * FWD_WRITE twice and proposes it twice. */
+	ASSERT(REQ(cn(2), 1, 0, "INCR", "k") == 0);
+	pump();
+	advance(2);
+	EXPECT(c->n_dup == 1);
+	struct node_stats l, f2;
+	node_stats(cn(1), &l);
+	node_stats(cn(2), &f2);
+	EXPECT_EQ_U64(l.fwd_proposed, 2);
+	EXPECT_EQ_U64(f2.fwd_requests, 1);
+	/* The follower answers its client from its own apply, once. */
+	ASSERT(c->n[1].n_replies == 1);
+	struct rep *r = &c->n[1].reply[0];
+	EXPECT(r->cookie == 1 && r->status == NODE_OK);
+	EXPECT(r->got.kind == 'i' && r->got.num == 1);
+	/* Every replica ran it once and skipped the copy. */
+	for (int id = 1; id <= C_NODES; id++) {
+		EXPECT(kv_has(id, "k", "1"));
+		struct node_stats st;
+		node_stats(cn(id), &st);
+		EXPECT_EQ_U64(st.dedup_skipped, 1);
+		EXPECT_EQ_U64(node_applied(cn(id)), node_applied(cn(1)));
+		EXPECT(kv_digest(node_kv(cn(id))) == kv_digest(node_kv(cn(1))));
+	}
+	/* A retransmission after the result changes nothing either. */
+	c->dup_type = 0;
+	ASSERT(REQ(cn(3), 2, 0, "APPEND", "k", "0") == 0);
+	pump();
+	advance(2);
+	ASSERT(c->n[2].n_replies == 1);
+	EXPECT(c->n[2].reply[0].status == NODE_OK &&
+	       c->n[2].reply[0].got.num == 2);
+	EXPECT(kv_has(1, "k", "10") && kv_has(2, "k", "10"));
+	cluster_stop();
+}
+
+TEST(follower_linearizable_read_waits_for_its_read_point)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	/* Node 2 stops hearing Raft traffic (forwarding frames still pass):
+	 * it falls behind while the leader commits with node 3. */
+	c->drop[1][2] = true;
+	c->drop[3][2] = true;
+	c->drop_raft_only = true;
+	ASSERT(REQ(cn(1), 1, 0, "SET", "k", "v1") == 0);
+	pump();
+	advance(2);
+	ASSERT(c->n[0].n_replies == 1 && c->n[0].reply[0].status == NODE_OK);
+	uint64_t written_at = c->n[0].reply[0].index;
+	EXPECT(kv_has(2, "k", NULL)); /* node 2 has not applied it */
+	/* A linearizable read at node 2: the leader confirms its read point
+	 * (>= the SET) but node 2 must not answer from its stale state. */
+	ASSERT(REQ(cn(2), 2, 0, "GET", "k") == 0);
+	pump();
+	advance(3);
+	struct node_stats st;
+	node_stats(cn(2), &st);
+	EXPECT_EQ_U64(st.fwd_reads_sent, 1);
+	EXPECT(c->n[1].n_replies == 0);
+	/* Once it catches up, it serves the read locally. */
+	c->drop[1][2] = c->drop[3][2] = false;
+	advance(3);
+	ASSERT(c->n[1].n_replies == 1);
+	struct rep *r = &c->n[1].reply[0];
+	EXPECT(r->status == NODE_OK && r->got.kind == 'b' &&
+	       !strcmp(r->got.str, "v1"));
+	EXPECT(r->index >= written_at);
+	cluster_stop();
+}
+
+TEST(timed_out_writes_are_unknown_once_handed_on)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	/* The leader is cut off: its proposal cannot commit. */
+	for (int k = 1; k <= C_NODES; k++)
+		c->drop[1][k] = c->drop[k][1] = true;
+	ASSERT(REQ(cn(1), 1, 0, "SET", "a", "1") == 0);
+	/* A follower forwards its write into the void. */
+	ASSERT(REQ(cn(2), 2, 0, "SET", "b", "1") == 0);
+	/* A read forwarded into the void. */
+	ASSERT(REQ(cn(3), 3, 0, "GET", "a") == 0);
+	pump();
+	advance((int)(C_TIMEOUT / C_TICK) + 2);
+	ASSERT(c->n[0].n_replies == 1);
+	EXPECT(c->n[0].reply[0].status == NODE_UNKNOWN);
+	ASSERT(c->n[1].n_replies == 1);
+	EXPECT(c->n[1].reply[0].status == NODE_UNKNOWN);
+	ASSERT(c->n[2].n_replies == 1);
+	EXPECT(c->n[2].reply[0].status == NODE_DROPPED); /* reads: no effect */
+	cluster_stop();
+
+	/* With no leader known at all, a request is never handed on: after
+	 * the timeout it is NOT_LEADER, safe to retry anywhere. */
+	cluster_start();
+	ASSERT(REQ(cn(2), 4, 0, "SET", "c", "1") == 0);
+	advance((int)(C_TIMEOUT / C_TICK) + 2);
+	ASSERT(cl_.n[1].n_replies == 1);
+	EXPECT(cl_.n[1].reply[0].status == NODE_NOT_LEADER);
+	cluster_stop();
+}
+
+TEST(ttl_expiry_is_proposed_by_the_leader_on_its_clock)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	/* A relative TTL, made absolute by the leader's clock. */
+	ASSERT(REQ(cn(2), 1, 0, "SET", "t", "v", "PX", "100") == 0);
+	pump();
+	advance(2);
+	ASSERT(c->n[1].n_replies == 1 && c->n[1].reply[0].status == NODE_OK);
+	for (int id = 1; id <= C_NODES; id++)
+		EXPECT_EQ_U64(stored_keys(id), 1);
+	/* The followers' clocks run past the expiry: reads there hide the
+	 * key, but nothing is deleted -- they do not decide. */
+	c->n[1].wall += 1000;
+	c->n[2].wall += 1000;
+	advance(5);
+	EXPECT(kv_has(2, "t", NULL));
+	for (int id = 1; id <= C_NODES; id++) {
+		EXPECT_EQ_U64(stored_keys(id), 1);
+		struct node_stats st;
+		node_stats(cn(id), &st);
+		EXPECT_EQ_U64(st.expire_proposed, 0);
+	}
+	/* The leader's clock passes it: one KEEL.EXPIRE-DELETE, applied
+	 * everywhere, and only ever by the leader. */
+	c->n[0].wall += 1000;
+	advance(5);
+	for (int id = 1; id <= C_NODES; id++) {
+		EXPECT_EQ_U64(stored_keys(id), 0);
+		struct node_stats st;
+		node_stats(cn(id), &st);
+		EXPECT_EQ_U64(st.expire_proposed, id == 1 ? 1 : 0);
+	}
+	cluster_stop();
+}
+
+TEST(readonly_read_is_served_locally_at_once)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	c->drop[1][2] = c->drop[3][2] = true; /* node 2 falls behind */
+	ASSERT(REQ(cn(1), 1, 0, "SET", "k", "new") == 0);
+	pump();
+	advance(2);
+	ASSERT(c->n[0].n_replies == 1 && c->n[0].reply[0].status == NODE_OK);
+	/* NODE_REQ_LOCAL: answered inside the call from node 2's own state
+	 * (stale: nil), with nothing sent to anyone. */
+	int before = c->tail;
+	ASSERT(REQ(cn(2), 2, NODE_REQ_LOCAL, "GET", "k") == 0);
+	ASSERT(c->n[1].n_replies == 1);
+	EXPECT(c->tail == before);
+	EXPECT(c->n[1].reply[0].status == NODE_OK &&
+	       c->n[1].reply[0].got.kind == 'n');
+	EXPECT_EQ_U64(c->n[1].reply[0].index, node_applied(cn(2)));
+	/* A write on a READONLY connection still goes to the leader. */
+	ASSERT(REQ(cn(3), 3, NODE_REQ_LOCAL, "SET", "w", "1") == 0);
+	EXPECT(c->n[2].n_replies == 0);
+	pump();
+	advance(2);
+	ASSERT(c->n[2].n_replies == 1);
+	EXPECT(c->n[2].reply[0].status == NODE_OK);
+	EXPECT(kv_has(1, "w", "1"));
+	cluster_stop();
+}
+
+/* ---- forwarding bodies and entry headers ------------------------------------ */
+
+TEST(forwarding_bodies_round_trip_and_bad_lengths_are_refused)
+{
+	static const uint8_t cmd[] = {1, 2, 3};
+	struct node_fwd in[] = {
+		{.type = PEER_TYPE_FWD_WRITE, .boot = 7, .seq = 9, .cmd = cmd,
+		 .cmd_len = sizeof(cmd)},
+		{.type = PEER_TYPE_FWD_ACK, .boot = 7, .seq = 9, .term = 3,
+		 .index = 12},
+		{.type = PEER_TYPE_FWD_NACK, .boot = 7, .seq = 9,
+		 .kind = NODE_FWD_KIND_READ, .reason = NODE_FWD_BUSY,
+		 .hint = 2},
+		{.type = PEER_TYPE_FWD_READ, .boot = 7, .seq = 9},
+		{.type = PEER_TYPE_FWD_READ_OK, .boot = 7, .seq = 9,
+		 .index = 40},
+	};
+	uint8_t buf[64];
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		size_t len = node_fwd_size(&in[i]);
+		ASSERT(len <= sizeof(buf) - 1);
+		node_fwd_encode(&in[i], buf);
+		struct node_fwd out;
+		ASSERT(node_fwd_decode(in[i].type, buf, len, &out) == 0);
+		EXPECT(out.boot == 7 && out.seq == 9 && out.term == in[i].term &&
+		       out.index == in[i].index && out.kind == in[i].kind &&
+		       out.reason == in[i].reason && out.hint == in[i].hint &&
+		       out.cmd_len == in[i].cmd_len);
+		/* Every other length is malformed (WRITE: any shorter than
+		 * its fixed part). */
+		for (size_t k = 0; k < len; k++)
+			if (in[i].type != PEER_TYPE_FWD_WRITE ||
+			    k < NODE_FWD_WRITE_FIXED)
+				EXPECT(node_fwd_decode(in[i].type, buf, k, &out) ==
+				       KEEL_ERR_MALFORMED);
+		if (in[i].type != PEER_TYPE_FWD_WRITE)
+			EXPECT(node_fwd_decode(in[i].type, buf, len + 1, &out) ==
+			       KEEL_ERR_MALFORMED);
+	}
+	struct node_fwd out;
+	memset(buf, 0, sizeof(buf));
+	EXPECT(node_fwd_decode(PEER_TYPE_FWD_READ, buf, 16, &out) ==
+	       KEEL_ERR_MALFORMED); /* seq 0 */
+	EXPECT(node_fwd_decode(PEER_TYPE_HELLO, buf, 16, &out) ==
+	       KEEL_ERR_TYPE);
+	/* Entry headers: origin 0 iff seq 0; wrong version refused. */
+	struct node_entry_hdr h = {3, 5, 8}, g;
+	const uint8_t *c;
+	size_t cl;
+	node_entry_hdr_put(buf, &h);
+	ASSERT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) == 0);
+	EXPECT(g.origin == 3 && g.boot == 5 && g.seq == 8 && cl == 0);
+	EXPECT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER - 1, &g, &c, &cl) ==
+	       KEEL_ERR_MALFORMED);
+	buf[0] = 2;
+	EXPECT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) ==
+	       KEEL_ERR_MALFORMED);
+	h.seq = 0;
+	node_entry_hdr_put(buf, &h);
+	EXPECT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) ==
+	       KEEL_ERR_MALFORMED);
+}
+
+/* A node-level frame with a body of the wrong length is dropped and
+ * counted, not acted on. */
+TEST(node_drops_a_malformed_forwarding_frame)
+{
+	cluster_start();
+	cluster_elect();
+	uint8_t body[10] = {0}, frame[64];
+	size_t w = 0;
+	ASSERT(peer_encode_frame(PEER_TYPE_FWD_READ, 9, 2, body, sizeof(body),
+				 frame, sizeof(frame), &w) == 0);
+	struct node_stats before, after;
+	node_stats(cn(1), &before);
+	node_receive(cn(1), frame, w);
+	node_stats(cn(1), &after);
+	EXPECT_EQ_U64(after.fwd_bad, before.fwd_bad + 1);
+	EXPECT_EQ_U64(after.frames_bad, before.frames_bad + 1);
+	EXPECT(cl_.tail == cl_.head); /* no NACK, no read started */
+	cluster_stop();
 }

@@ -261,27 +261,27 @@ TEST(history_checker_catches_a_stale_read)
 {
 	struct sim_history h;
 	sim_history_init(&h);
-	hadd(&h, 1, 1, SIM_INVOKE, NODE_OP_PUT, "1");
-	hadd(&h, 2, 1, SIM_OK, NODE_OP_PUT, NULL);
-	hadd(&h, 3, 2, SIM_INVOKE, NODE_OP_PUT, "2");
-	hadd(&h, 4, 2, SIM_OK, NODE_OP_PUT, NULL);
-	hadd(&h, 5, 3, SIM_INVOKE, NODE_OP_GET, NULL);
-	hadd(&h, 6, 3, SIM_OK, NODE_OP_GET, "2");
+	hadd(&h, 1, 1, SIM_INVOKE, SIM_OP_PUT, "1");
+	hadd(&h, 2, 1, SIM_OK, SIM_OP_PUT, NULL);
+	hadd(&h, 3, 2, SIM_INVOKE, SIM_OP_PUT, "2");
+	hadd(&h, 4, 2, SIM_OK, SIM_OP_PUT, NULL);
+	hadd(&h, 5, 3, SIM_INVOKE, SIM_OP_GET, NULL);
+	hadd(&h, 6, 3, SIM_OK, SIM_OP_GET, "2");
 	char d[200];
 	EXPECT(sim_history_check(&h, d, sizeof(d)) == 0);
 	/* A read after both writes completed that sees the older value. */
-	hadd(&h, 7, 4, SIM_INVOKE, NODE_OP_GET, NULL);
-	hadd(&h, 8, 4, SIM_OK, NODE_OP_GET, "1");
+	hadd(&h, 7, 4, SIM_INVOKE, SIM_OP_GET, NULL);
+	hadd(&h, 8, 4, SIM_OK, SIM_OP_GET, "1");
 	EXPECT(sim_history_check(&h, d, sizeof(d)) == 1);
 	/* A window starting from a known state. */
 	sim_history_reset(&h);
 	ASSERT(sim_history_add_initial(&h, 10, 9, 0, (const uint8_t *)"5",
 				       1) == 0);
-	hadd(&h, 11, 5, SIM_INVOKE, NODE_OP_INCR, NULL);
-	hadd(&h, 12, 5, SIM_OK, NODE_OP_INCR, "6");
+	hadd(&h, 11, 5, SIM_INVOKE, SIM_OP_INCR, NULL);
+	hadd(&h, 12, 5, SIM_OK, SIM_OP_INCR, "6");
 	EXPECT(sim_history_check(&h, d, sizeof(d)) == 0);
-	hadd(&h, 13, 6, SIM_INVOKE, NODE_OP_GET, NULL);
-	hadd(&h, 14, 6, SIM_OK, NODE_OP_GET, "5");
+	hadd(&h, 13, 6, SIM_INVOKE, SIM_OP_GET, NULL);
+	hadd(&h, 14, 6, SIM_OK, SIM_OP_GET, "5");
 	EXPECT(sim_history_check(&h, d, sizeof(d)) == 1);
 	sim_history_close(&h);
 }

@@ -1,0 +1,141 @@
+/*
+ * fwd.c -- forwarding frame bodies and node entry headers (fwd.h). Every
+ * body has an exact length (WRITE: at least its fixed part); anything else
+ * is malformed, so each byte string has at most one meaning.
+ */
+#include <string.h>
+
+#include "keel/peer.h"
+#include "node/fwd.h"
+
+void node_entry_hdr_put(uint8_t *buf, const struct node_entry_hdr *h)
+{
+	buf[0] = NODE_ENTRY_VERSION;
+	keel_put_u64(buf + 1, h->origin);
+	keel_put_u64(buf + 9, h->boot);
+	keel_put_u64(buf + 17, h->seq);
+}
+
+int node_entry_hdr_get(const uint8_t *data, size_t len,
+		       struct node_entry_hdr *h, const uint8_t **cmd,
+		       size_t *cmd_len)
+{
+	if (len < NODE_ENTRY_HEADER || data[0] != NODE_ENTRY_VERSION)
+		return KEEL_ERR_MALFORMED;
+	h->origin = keel_get_u64(data + 1);
+	h->boot = keel_get_u64(data + 9);
+	h->seq = keel_get_u64(data + 17);
+	if ((h->origin == RAFT_NONE) != (h->seq == 0))
+		return KEEL_ERR_MALFORMED;
+	*cmd = data + NODE_ENTRY_HEADER;
+	*cmd_len = len - NODE_ENTRY_HEADER;
+	return 0;
+}
+
+size_t node_fwd_size(const struct node_fwd *f)
+{
+	switch (f->type) {
+	case PEER_TYPE_FWD_WRITE:
+		return NODE_FWD_WRITE_FIXED + f->cmd_len;
+	case PEER_TYPE_FWD_ACK:
+		return NODE_FWD_ACK_SIZE;
+	case PEER_TYPE_FWD_NACK:
+		return NODE_FWD_NACK_SIZE;
+	case PEER_TYPE_FWD_READ:
+		return NODE_FWD_READ_SIZE;
+	case PEER_TYPE_FWD_READ_OK:
+		return NODE_FWD_READ_OK_SIZE;
+	default:
+		KEEL_ASSERT(!"node_fwd_size: not a forwarding type");
+		return 0;
+	}
+}
+
+void node_fwd_encode(const struct node_fwd *f, uint8_t *buf)
+{
+	keel_put_u64(buf, f->boot);
+	keel_put_u64(buf + 8, f->seq);
+	switch (f->type) {
+	case PEER_TYPE_FWD_WRITE:
+		if (f->cmd_len)
+			memcpy(buf + 16, f->cmd, f->cmd_len);
+		return;
+	case PEER_TYPE_FWD_ACK:
+		keel_put_u64(buf + 16, f->term);
+		keel_put_u64(buf + 24, f->index);
+		return;
+	case PEER_TYPE_FWD_NACK:
+		buf[16] = f->kind;
+		buf[17] = f->reason;
+		keel_put_u64(buf + 18, f->hint);
+		return;
+	case PEER_TYPE_FWD_READ:
+		return;
+	case PEER_TYPE_FWD_READ_OK:
+		keel_put_u64(buf + 16, f->index);
+		return;
+	default:
+		KEEL_ASSERT(!"node_fwd_encode: not a forwarding type");
+	}
+}
+
+int node_fwd_decode(int type, const uint8_t *body, size_t len,
+		    struct node_fwd *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->type = type;
+	size_t want;
+	switch (type) {
+	case PEER_TYPE_FWD_WRITE:
+		want = len < NODE_FWD_WRITE_FIXED ? NODE_FWD_WRITE_FIXED : len;
+		break;
+	case PEER_TYPE_FWD_ACK:
+		want = NODE_FWD_ACK_SIZE;
+		break;
+	case PEER_TYPE_FWD_NACK:
+		want = NODE_FWD_NACK_SIZE;
+		break;
+	case PEER_TYPE_FWD_READ:
+		want = NODE_FWD_READ_SIZE;
+		break;
+	case PEER_TYPE_FWD_READ_OK:
+		want = NODE_FWD_READ_OK_SIZE;
+		break;
+	default:
+		return KEEL_ERR_TYPE;
+	}
+	if (len != want)
+		return KEEL_ERR_MALFORMED;
+	f->boot = keel_get_u64(body);
+	f->seq = keel_get_u64(body + 8);
+	if (f->seq == 0)
+		return KEEL_ERR_MALFORMED;
+	switch (type) {
+	case PEER_TYPE_FWD_WRITE:
+		f->cmd = body + 16;
+		f->cmd_len = len - 16;
+		break;
+	case PEER_TYPE_FWD_ACK:
+		f->term = keel_get_u64(body + 16);
+		f->index = keel_get_u64(body + 24);
+		if (f->term == 0 || f->index == 0)
+			return KEEL_ERR_MALFORMED;
+		break;
+	case PEER_TYPE_FWD_NACK:
+		f->kind = body[16];
+		f->reason = body[17];
+		f->hint = keel_get_u64(body + 18);
+		if (f->kind < NODE_FWD_KIND_WRITE ||
+		    f->kind > NODE_FWD_KIND_READ ||
+		    f->reason < NODE_FWD_NOT_LEADER ||
+		    f->reason > NODE_FWD_REFUSED)
+			return KEEL_ERR_MALFORMED;
+		break;
+	case PEER_TYPE_FWD_READ_OK:
+		f->index = keel_get_u64(body + 16);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
