@@ -41,7 +41,7 @@ FUZZ_SRCS:= $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS:= $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit tidy fuzz fuzz-smoke bench-raft clean deps
+.PHONY: all test unit tidy fuzz fuzz-smoke bench-raft clean deps dev
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/keel $(BUILD)/libkeel.a
@@ -120,6 +120,13 @@ fuzz-smoke: $(FUZZ_BINS)
 			&& echo "fuzz $$name: ok ($${FUZZ_RUNS:-20000} runs, seed 1)" \
 			|| { echo "fuzz $$name: FAILED, see $(BUILD)/fuzz/$$name.log"; tail -n 30 $(BUILD)/fuzz/$$name.log; exit 1; }; \
 	done
+
+# ---- a local cluster --------------------------------------------------------
+# make dev: 3 nodes on loopback, data in ./dev, client ports 7001-7003
+# (DEV_PORT_BASE=N for N+1..N+3). Ctrl-C or SIGTERM stops them (tools/dev.sh).
+
+dev: $(BUILD)/keel
+	@BUILD=$(BUILD) exec tools/dev.sh
 
 # ---- benchmarks -------------------------------------------------------------
 

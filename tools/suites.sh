@@ -12,3 +12,6 @@ run_counted check_testdata tests/check/run-testdata.sh
 run_suite sim_sweep "$BUILD"/keel sim --seeds 1-1000 --faults all --ops 3000
 run_suite sim_determinism bash -c 'b=${BUILD:-build}; for i in 1 2; do "$b"/keel sim --seed 77 --ops 1500 --faults all --trace "$b"/sim-trace-$i.txt --history "$b"/sim-history-$i.jsonl >/dev/null || exit 1; done; cmp "$b"/sim-trace-1.txt "$b"/sim-trace-2.txt && cmp "$b"/sim-history-1.jsonl "$b"/sim-history-2.jsonl && [ "$(wc -l <"$b"/sim-trace-1.txt)" -gt 10000 ]'
 run_suite sim_mutants make --no-print-directory BUILD="$BUILD" sim-mutants
+# keel server end to end: 3 real processes on loopback, redis-py, redis-cli,
+# redis-benchmark, kill -9 of the leader (tests/e2e, ~30 s).
+run_counted e2e_server tests/e2e/run.sh

@@ -7,5 +7,8 @@
 int cmd_bench(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
+int cmd_server(int argc, char **argv);
+int cmd_kv(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 
 #endif

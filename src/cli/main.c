@@ -15,6 +15,9 @@ static const struct subcommand subcommands[] = {
 	{"bench", cmd_bench, "micro-benchmarks (keel bench raft)"},
 	{"check", cmd_check, "check a history for linearizability"},
 	{"sim", cmd_sim, "deterministic simulation"},
+	{"server", cmd_server, "run one member of a cluster (RESP clients)"},
+	{"kv", cmd_kv, "get, put, del, scan against a running cluster"},
+	{"status", cmd_status, "role, term, commit/applied index of every member"},
 };
 
 static void usage(FILE *f)

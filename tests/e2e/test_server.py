@@ -1,0 +1,441 @@
+"""keel server end to end: Redis semantics and error texts through redis-py
+and raw sockets, any node accepts any command, pipelining, RESP3, READONLY,
+kill -9 of the leader under load, catch-up after restart, malformed input,
+output bounds, redis-benchmark and the keel CLI."""
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import redis
+
+from conftest import KEEL, Cluster, parse_info
+
+
+def raw(node, data, timeout=3.0, until=None):
+    """Sends bytes, returns every byte received until `until` is seen, the
+    server closes, or the timeout passes."""
+    s = socket.create_connection(("127.0.0.1", node.client_port), timeout=timeout)
+    try:
+        s.sendall(data)
+        buf = b""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if until is not None and until in buf:
+                break
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                return buf, True
+            buf += chunk
+        return buf, False
+    finally:
+        s.close()
+
+
+def err_text(fn, *args):
+    with pytest.raises(redis.exceptions.ResponseError) as e:
+        fn(*args)
+    return str(e.value)
+
+
+# ---- server-local commands -------------------------------------------------
+
+def test_local_commands(cluster):
+    c = cluster.nodes[0].client()
+    assert c.ping() is True
+    assert raw(cluster.nodes[0], b"PING hi\r\n", until=b"hi\r\n")[0] == b"$2\r\nhi\r\n"
+    assert c.echo("x y") == b"x y"
+    assert c.execute_command("SELECT", "0") in (True, b"OK")
+    assert err_text(c.execute_command, "SELECT", "1") == "DB index is out of range"
+    assert err_text(c.execute_command, "SELECT", "x") == "value is not an integer or out of range"
+    cid = c.client_id()
+    assert isinstance(cid, int) and cid > 0
+    assert c.client_getname() is None
+    assert c.client_setname("tester") is True
+    assert c.client_getname() == "tester"
+    assert "Client names cannot contain spaces" in err_text(c.execute_command, "CLIENT", "SETNAME", "a b")
+    assert err_text(c.execute_command, "CLIENT", "NOPE") == "unknown subcommand 'NOPE'. Try CLIENT HELP."
+    out, _ = raw(cluster.nodes[0], b"COMMAND COUNT\r\n", until=b"\r\n")
+    n = int(out[1:-2])
+    out, _ = raw(cluster.nodes[0], b"COMMAND LIST\r\n", until=b"$3\r\nget\r\n", timeout=2)
+    out, _ = raw(cluster.nodes[0], b"COMMAND LIST\r\nPING\r\n", until=b"+PONG\r\n")
+    names = [x for x in out.split(b"\r\n")[1:-2] if not x.startswith(b"$")]
+    assert out.startswith(b"*%d\r\n" % n) and len(names) == n, out[:80]
+    assert {b"get", b"set", b"ping", b"info", b"scan", b"hello"} <= set(names)
+    assert b"keel.expire-delete" not in names  # internal: never a client command
+    out, _ = raw(cluster.nodes[0], b"COMMAND DOCS get\r\nPING\r\n", until=b"+PONG\r\n")
+    assert out.startswith(b"*2\r\n$3\r\nget\r\n*6\r\n$7\r\nsummary\r\n"), out
+    info = c.info()
+    for k in ("redis_version", "connected_clients", "total_commands_processed",
+              "raft_role", "raft_term", "raft_leader", "raft_commit_index",
+              "raft_applied_index"):
+        assert k in info, k
+    only, _ = raw(cluster.nodes[0], b"INFO raft\r\n", until=b"raft_poisoned")
+    assert b"# Raft" in only and b"# Server" not in only
+
+
+def test_unknown_command_and_arity_errors_match_redis(cluster):
+    nd = cluster.nodes[1]
+    out, _ = raw(nd, b"*3\r\n$3\r\nFOO\r\n$1\r\na\r\n$2\r\nbc\r\n", until=b"\r\n")
+    assert out == b"-ERR unknown command 'FOO', with args beginning with: 'a' 'bc' \r\n"
+    out, _ = raw(nd, b"GET\r\n", until=b"\r\n")
+    assert out == b"-ERR wrong number of arguments for 'get' command\r\n"
+    out, _ = raw(nd, b"KEEL.EXPIRE-DELETE k 1\r\n", until=b"\r\n")
+    assert out.startswith(b"-ERR unknown command 'KEEL.EXPIRE-DELETE'")
+
+
+def test_debug_refused_without_test_faults(tmp_path):
+    c = Cluster(1, extra=[]).start()
+    try:
+        out, _ = raw(c.nodes[0], b"KEEL.DEBUG HEAL\r\n", until=b"\r\n")
+        assert out.startswith(b"-ERR KEEL.DEBUG is disabled: start keel server with --test-faults")
+    finally:
+        c.close()
+
+
+# ---- kv commands through the cluster ---------------------------------------
+
+def test_string_commands_redis_semantics(cluster):
+    c = cluster.nodes[0].client()
+    c.flushall()
+    assert c.set("k", "v") is True
+    assert c.get("k") == b"v"
+    assert c.set("k", "w", nx=True) is None
+    assert c.set("k", "w", xx=True) is True
+    assert c.set("k", "z", get=True) == b"w"
+    assert c.setnx("k", "q") is False and c.setnx("k2", "q") is True
+    assert c.getset("k", "g") == b"z"
+    assert c.getdel("k2") == b"q" and c.get("k2") is None
+    assert c.mset({"a": "1", "b": "2"}) is True
+    assert c.mget("a", "b", "nope") == [b"1", b"2", None]
+    assert c.msetnx({"a": "x", "c": "3"}) is False and c.get("c") is None
+    assert c.exists("a", "b", "nope") == 2
+    assert c.delete("a", "nope") == 1 and c.unlink("b") == 1
+    assert c.incr("n") == 1 and c.incrby("n", 10) == 11
+    assert c.decr("n") == 10 and c.decrby("n", 5) == 5
+    c.set("s", "abc")
+    assert err_text(c.incr, "s") == "value is not an integer or out of range"
+    assert c.append("s", "de") == 5 and c.strlen("s") == 5
+    assert c.type("s") == b"string" and c.type("nope") == b"none"
+    assert c.ttl("s") == -1 and c.ttl("nope") == -2
+    assert c.expire("s", 100) is True and 98 <= c.ttl("s") <= 100
+    assert 0 < c.pttl("s") <= 100000
+    assert c.persist("s") is True and c.ttl("s") == -1
+    assert c.setex("e", 100, "v") is True and 98 <= c.ttl("e") <= 100
+    assert c.psetex("pe", 100000, "v") is True and c.pttl("pe") > 90000
+    assert c.pexpire("pe", 50) is True
+    time.sleep(0.3)
+    assert c.get("pe") is None  # reads never return an expired key
+    at = int(time.time()) + 1000
+    assert c.expireat("e", at) is True and 990 <= c.ttl("e") <= 1000
+    assert c.pexpireat("e", at * 1000) is True
+    assert sorted(c.keys("*")) == sorted([b"k", b"n", b"s", b"e"])
+    assert c.dbsize() == 4
+    seen, cur = set(), 0
+    for _ in range(100):
+        cur, ks = c.scan(cur, count=2)
+        seen.update(ks)
+        if cur == 0:
+            break
+    assert seen == {b"k", b"n", b"s", b"e"}
+    assert c.flushdb() is True and c.dbsize() == 0
+
+
+def test_write_on_one_node_read_on_every_other(cluster):
+    for i, writer in enumerate(cluster.nodes):
+        w = writer.client()
+        for j in range(20):
+            w.set("x%d_%d" % (i, j), "v%d" % j)
+        # linearizable reads: visible on every node at once, no waiting
+        for reader in cluster.nodes:
+            r = reader.client()
+            assert r.get("x%d_19" % i) == b"v19"
+            assert r.mget(["x%d_%d" % (i, j) for j in range(20)]) == [b"v%d" % j for j in range(20)]
+
+
+def test_pipelining_keeps_request_order(cluster):
+    c = cluster.followers()[0].client()
+    p = c.pipeline(transaction=False)
+    for i in range(300):
+        p.set("p%d" % i, i)
+        p.ping()
+        p.get("p%d" % i)
+        p.echo("e%d" % i)
+        p.incr("pc")
+    res = p.execute()
+    for i in range(300):
+        assert res[5 * i] is True
+        assert res[5 * i + 1] is True
+        assert res[5 * i + 2] == str(i).encode()
+        assert res[5 * i + 3] == ("e%d" % i).encode()
+        assert res[5 * i + 4] == i + 1
+    # raw: many commands in one write, split across reads, in order
+    data = b"".join(b"*2\r\n$4\r\nECHO\r\n$%d\r\n%s\r\n*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" %
+                    (len(b"m%d" % i), b"m%d" % i, len(b"p%d" % i), b"p%d" % i)
+                    for i in range(200))
+    out, _ = raw(cluster.nodes[0], data, until=b"$3\r\n199\r\n", timeout=10)
+    want = b"".join(b"$%d\r\nm%d\r\n$%d\r\n%d\r\n" % (len(b"m%d" % i), i, len(b"%d" % i), i)
+                    for i in range(200))
+    assert out == want
+
+
+def test_resp3_after_hello_3(cluster):
+    nd = cluster.nodes[2]
+    out, _ = raw(nd, b"HELLO 3\r\nGET nokey\r\nSET r3 v\r\nGET r3\r\nHELLO 2\r\nGET nokey\r\n",
+                 until=b"$-1\r\n")
+    assert out.startswith(b"%7\r\n$6\r\nserver\r\n$4\r\nkeel\r\n")
+    assert b"$5\r\nproto\r\n:3\r\n" in out
+    tail = out[out.index(b"modules\r\n*0\r\n") + len(b"modules\r\n*0\r\n"):]
+    assert tail.startswith(b"_\r\n+OK\r\n$1\r\nv\r\n*14\r\n")  # RESP2 HELLO: flat array
+    assert out.endswith(b"$-1\r\n")
+    out, _ = raw(nd, b"HELLO 4\r\n", until=b"\r\n")
+    assert out == b"-NOPROTO unsupported protocol version\r\n"
+    out, _ = raw(nd, b"HELLO 3\r\nINFO server\r\n", until=b"keel_version")
+    assert b"=" in out and b"txt:# Server" in out  # verbatim string
+
+
+def test_readonly_serves_stale_local_reads(cluster):
+    leader = cluster.leader()
+    f = cluster.followers()[0]
+    lc = leader.client()
+    lc.set("ro", "old")
+    fc = f.client()
+    assert fc.get("ro") == b"old"
+    assert fc.execute_command("READONLY") in (True, b"OK")
+    # cut the follower off (both directions, from both sides)
+    dbg = [nd.client() for nd in cluster.nodes]
+    try:
+        for nd in cluster.nodes:
+            if nd.id != f.id:
+                dbg[f.id - 1].execute_command("KEEL.DEBUG", "DROP", nd.id, 1, 1)
+                dbg[nd.id - 1].execute_command("KEEL.DEBUG", "DROP", f.id, 1, 1)
+        cluster.wait_ready(nodes=[nd for nd in cluster.nodes if nd.id != f.id])
+        w = cluster.leader() if cluster.leader().id != f.id else None
+        w.client().set("ro", "new")
+        # READONLY: this node's own (stale) state, at once
+        assert fc.get("ro") == b"old"
+        # READWRITE: linearizable again -- must not return the stale value
+        assert fc.execute_command("READWRITE") in (True, b"OK")
+        with pytest.raises(redis.exceptions.ResponseError) as e:
+            fc.get("ro")
+        assert str(e.value).startswith(("no leader", "not executed")) or \
+            "TRYAGAIN" in repr(e.value) or "try again" in str(e.value)
+    finally:
+        for d in dbg:
+            d.execute_command("KEEL.DEBUG", "HEAL")
+    cluster.wait_ready()
+    fc.execute_command("READONLY")
+    deadline = time.time() + 10
+    while fc.get("ro") != b"new" and time.time() < deadline:
+        time.sleep(0.05)
+    assert fc.get("ro") == b"new"
+    assert fc.set("ro", "w2") is True  # writes still go to the leader
+    assert lc.get("ro") == b"w2"
+
+
+# ---- faults -----------------------------------------------------------------
+
+def test_kill9_leader_under_load_then_catch_up(fresh_cluster):
+    cl = fresh_cluster
+    old = cl.leader()
+    acked = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(w):
+        i = 0
+        while not stop.is_set():
+            nodes = [nd for nd in cl.nodes if nd.alive()]
+            nd = nodes[(w + i) % len(nodes)]
+            key, val = "w%d_%d" % (w, i), "v%d" % i
+            try:
+                if nd.client(socket_timeout=5).set(key, val):
+                    with lock:
+                        acked[key] = val
+            except (redis.exceptions.ResponseError, redis.exceptions.ConnectionError,
+                    redis.exceptions.TimeoutError):
+                pass
+            i += 1
+
+    ts = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in ts:
+        t.start()
+    time.sleep(1.5)
+    before = len(acked)
+    old.kill9()
+    t0 = time.time()
+    new_id = cl.wait_ready(timeout=20)
+    elected = time.time() - t0
+    time.sleep(1.5)
+    stop.set()
+    for t in ts:
+        t.join(timeout=30)
+    assert new_id != old.id
+    assert before > 20 and len(acked) > before, (before, len(acked))
+    # every acknowledged write survived the crash
+    c = cl.nodes[new_id - 1].client()
+    keys = sorted(acked)
+    for i in range(0, len(keys), 200):
+        chunk = keys[i:i + 200]
+        assert c.mget(chunk) == [acked[k].encode() for k in chunk]
+    # the killed node restarts from its WAL and catches up
+    old.start()
+    leader_commit = int(cl.nodes[new_id - 1].info()["raft_commit_index"])
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            if int(old.info()["raft_applied_index"]) >= leader_commit:
+                break
+        except redis.exceptions.ConnectionError:
+            pass
+        time.sleep(0.1)
+    assert int(old.info()["raft_applied_index"]) >= leader_commit
+    oc = old.client()
+    oc.execute_command("READONLY")
+    assert oc.mget(keys[:200]) == [acked[k].encode() for k in keys[:200]]
+    print("elected a new leader in %.2fs; %d writes acked, %d before the kill" %
+          (elected, len(acked), before))
+
+
+def test_malformed_and_oversized_input(cluster):
+    nd = cluster.nodes[0]
+    cases = [
+        (b"*1\r\n$abc\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*x\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"*1\r\n+PING\r\n", b"-ERR Protocol error: expected '$', got '+'\r\n"),
+        (b"*1\r\n$999999999\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*99999999999\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"x" * 70000, b"-ERR Protocol error: too big inline request\r\n"),
+        (b"SET a \"unterminated\r\n", b"-ERR Protocol error: unbalanced quotes in request\r\n"),
+    ]
+    for data, want in cases:
+        out, closed = raw(nd, data, timeout=5)
+        assert out == want, (data[:40], out)
+        assert closed, data[:40]
+    # replies before the error still arrive, in order, then the close
+    out, closed = raw(nd, b"PING\r\nECHO hi\r\n*1\r\n$x\r\n", timeout=5)
+    assert out == b"+PONG\r\n$2\r\nhi\r\n-ERR Protocol error: invalid bulk length\r\n" and closed
+    # a value just above the bulk cap is refused; one below it is stored
+    out, closed = raw(nd, b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$%d\r\n" % (16 * 1024 * 1024 + 1), timeout=5)
+    assert out == b"-ERR Protocol error: invalid bulk length\r\n" and closed
+    c = nd.client()
+    c.set("big", b"y" * (1 << 20))
+    assert c.strlen("big") == 1 << 20
+    assert c.ping() is True
+    assert all(n.alive() for n in cluster.nodes)
+
+
+def test_a_client_that_never_reads_cannot_exhaust_memory(cluster):
+    nd = cluster.nodes[1]
+    c = nd.client()
+    c.set("fat", b"z" * (256 * 1024))
+    s = socket.create_connection(("127.0.0.1", nd.client_port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    cmd = b"*2\r\n$3\r\nGET\r\n$3\r\nfat\r\n" * 1000
+    s.settimeout(0.5)
+    sent = 0
+    try:
+        for _ in range(20):  # 20,000 GETs = 5 GB of replies if nothing bounded them
+            s.sendall(cmd)
+            sent += 1
+    except socket.timeout:
+        pass
+    time.sleep(1.0)
+    rss_kb = int([l for l in open("/proc/%d/status" % nd.proc.pid) if l.startswith("VmRSS")][0].split()[1])
+    assert c.ping() is True  # the server still serves everyone else
+    s.close()
+    assert rss_kb < 400 * 1024, rss_kb
+    assert nd.alive()
+
+
+def test_redis_benchmark_runs_without_errors(cluster):
+    out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(cluster.nodes[0].client_port),
+                          "-t", "set,get", "-n", "2000", "-q", "-e"],
+                         capture_output=True, timeout=90, text=True)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.replace("\r", "\n")
+    assert "SET:" in text and "GET:" in text, text
+    assert "ERR" not in text and "Error" not in text and "TRYAGAIN" not in text, text
+
+
+def test_redis_cli(cluster):
+    port = str(cluster.nodes[2].client_port)
+    r = subprocess.run(["redis-cli", "-p", port, "set", "cli", "hello"], capture_output=True, text=True, timeout=10)
+    assert r.stdout.strip() == "OK"
+    r = subprocess.run(["redis-cli", "-p", str(cluster.nodes[0].client_port), "get", "cli"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.stdout.strip() == "hello"
+    r = subprocess.run(["redis-cli", "-3", "-p", port, "get", "nokey"], capture_output=True, text=True, timeout=10)
+    assert r.stdout.strip() == "(nil)" or r.stdout.strip() == ""
+
+
+# ---- the keel CLI and the server's flags ------------------------------------
+
+def test_keel_cli(cluster):
+    addrs = ",".join(nd.addr for nd in cluster.nodes)
+
+    def kcli(*args):
+        return subprocess.run([KEEL] + list(args), capture_output=True, text=True, timeout=30)
+
+    assert kcli("kv", "--addr", addrs, "put", "cli/a", "1").returncode == 0
+    assert kcli("kv", "--addr", addrs, "put", "cli/b", "2").returncode == 0
+    r = kcli("kv", "--addr", addrs, "get", "cli/a")
+    assert r.returncode == 0 and r.stdout == "1\n"
+    r = kcli("kv", "--addr", addrs, "scan", "cli/")
+    assert r.returncode == 0 and r.stdout == "cli/a 1\ncli/b 2\n", r.stdout
+    r = kcli("kv", "--addr", addrs, "del", "cli/a")
+    assert r.returncode == 0 and r.stdout == "1\n"
+    r = kcli("kv", "--addr", addrs, "get", "cli/a")
+    assert r.returncode == 1 and "not found" in r.stderr
+    r = kcli("kv", "--addr", "127.0.0.1:1", "get", "x")
+    assert r.returncode == 3 and "no member could run" in r.stderr
+    r = kcli("kv", "bogus")
+    assert r.returncode == 2
+    r = kcli("status", "--addr", addrs)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 4 and "leader" in r.stdout and lines[0].split()[2] == "role"
+    for sub in ("server", "kv", "status"):
+        r = kcli(sub, "--help")
+        assert r.returncode == 0 and "usage: keel " + sub in r.stdout
+
+
+def test_server_flag_and_startup_errors(tmp_path):
+    def srv(*args):
+        return subprocess.run([KEEL, "server"] + list(args), capture_output=True, text=True, timeout=20)
+
+    r = srv("--id", "1")
+    assert r.returncode == 2 and "missing --data-dir" in r.stderr
+    r = srv("--id", "x", "--data-dir", str(tmp_path))
+    assert r.returncode == 2 and "--id: bad value 'x'" in r.stderr
+    r = srv("--id", "1", "--data-dir", str(tmp_path / "d"), "--cluster", "2=127.0.0.1:1")
+    assert r.returncode == 2 and "node 1 is not in --cluster" in r.stderr
+    # a data dir of another cluster, then of another node, is refused naming both
+    c = Cluster(1, cluster_id=11).start()
+    try:
+        _foreign_dirs(c, srv, tmp_path)
+    finally:
+        c.close()
+
+
+def _foreign_dirs(c, srv, tmp_path):
+    data, members = c.nodes[0].data_dir, c.members
+    port = c.nodes[0].client_port
+    # while it runs: its client port cannot be bound twice
+    r = srv("--id", "2", "--data-dir", str(tmp_path / "x"), "--cluster",
+            "2=127.0.0.1:%d" % (port + 1 if port < 65000 else port - 1),
+            "--client-addr", "127.0.0.1:%d" % port)
+    assert r.returncode == 1 and ("cannot listen for clients on 127.0.0.1:%d" % port) in r.stderr
+    assert c.nodes[0].stop() == 0  # SIGTERM: clean exit
+    assert "stopped cleanly" in c.nodes[0].log_text()
+    r = srv("--id", "1", "--data-dir", data, "--cluster", members, "--cluster-id", "12",
+            "--client-addr", "127.0.0.1:%d" % port)
+    assert r.returncode == 1 and "belongs to cluster 11 node 1, not cluster 12 node 1" in r.stderr
+    r = srv("--id", "2", "--data-dir", data, "--cluster", members.replace("1=", "2="),
+            "--cluster-id", "11", "--client-addr", "127.0.0.1:%d" % port)
+    assert r.returncode == 1 and "belongs to cluster 11 node 1, not cluster 11 node 2" in r.stderr
