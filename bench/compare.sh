@@ -52,25 +52,34 @@ want() { case " $SYSTEMS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 PIDS=()
 RUN_DIR=
-stop_pid() { # pid: TERM, up to 5 s, then KILL
-	local p=$1 i
-	kill -0 "$p" 2>/dev/null || return 0
-	kill -TERM "$p" 2>/dev/null
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$p" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$p" 2>/dev/null
-	wait "$p" 2>/dev/null
-	return 0
-}
-stop_all() { # newest first: clients before the servers they talk to
-	local p rev=()
+# SIGTERM to every PID at once (newest first: clients before the servers
+# they talk to), up to 5 s for all of them, then SIGKILL to what is left.
+# An etcd leader that gets SIGTERM first hands its leadership to a peer
+# and waits for that up to 7 s even when the peers are gone, so the etcd
+# run usually ends with one member killed: expected, its data is thrown
+# away.
+stop_all() {
+	local p i alive rev=()
 	for p in "${PIDS[@]}"; do
 		rev=("$p" "${rev[@]}")
 	done
 	for p in "${rev[@]}"; do
-		stop_pid "$p"
+		kill -TERM "$p" 2>/dev/null
+	done
+	for ((i = 0; i < 50; i++)); do
+		alive=0
+		for p in "${rev[@]}"; do
+			kill -0 "$p" 2>/dev/null && alive=1
+		done
+		[ $alive = 0 ] && break
+		sleep 0.1
+	done
+	for p in "${rev[@]}"; do
+		if kill -0 "$p" 2>/dev/null; then
+			echo "   (pid $p, $(ps -o comm= -p "$p"), still running 5 s after SIGTERM: SIGKILL)"
+			kill -KILL "$p" 2>/dev/null
+		fi
+		wait "$p" 2>/dev/null
 	done
 	PIDS=()
 }
