@@ -374,7 +374,7 @@ fi
 # ---- table and ratios ------------------------------------------------------------
 
 echo
-echo "== results ($N redis-benchmark requests per test, 256-byte values; etcd 8-byte keys, 256-byte values)"
+echo "== results ($(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg); $N redis-benchmark requests per test, 256-byte values; etcd 8-byte keys, 256-byte values)"
 printf '%-6s %-8s %7s %8s %12s %9s %9s\n' system test clients pipeline ops/s p50_ms p99_ms
 awk '{ printf "%-6s %-8s %7s %8s %12s %9s %9s\n", $1, $2, $3, $4, $5, $6, $7 }' "$RES"
 
