@@ -4,6 +4,7 @@
 #   make test       every test, under ASan+UBSan, -Werror
 #   make fuzz       each libFuzzer harness for FUZZ_SECONDS (default 60)
 #   make bench-raft core-only commit throughput
+#   make bench      keel vs Redis (appendfsync always) vs etcd, side by side
 #   make tidy       the purity check on the pure modules
 #   make clean
 #
@@ -41,7 +42,7 @@ FUZZ_SRCS:= $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS:= $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit tidy fuzz fuzz-smoke bench-raft clean deps dev
+.PHONY: all test unit tidy fuzz fuzz-smoke bench-raft bench clean deps dev
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/keel $(BUILD)/libkeel.a
@@ -132,6 +133,10 @@ dev: $(BUILD)/keel
 
 bench-raft: $(BUILD)/keel
 	$(BUILD)/keel bench raft
+
+# keel vs Redis (appendfsync always) vs etcd 3.4 (docs/benchmarks.md).
+bench: $(BUILD)/keel
+	@BUILD=$(BUILD) bench/compare.sh
 
 # ---- simulator mutants --------------------------------------------------------
 # build/keel-mut is compiled with -DKEEL_MUTANTS: planted bugs selectable at
