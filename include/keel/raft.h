@@ -78,7 +78,7 @@ enum raft_msg_type {
 	RAFT_MSG_HEARTBEAT = 7,     /* empty AppendEntries + read context, §6.4 */
 	RAFT_MSG_HEARTBEAT_RESP = 8,
 	RAFT_MSG_TIMEOUT_NOW = 9,   /* leadership transfer, §3.10 */
-	RAFT_MSG_SNAPSHOT = 10,     /* InstallSnapshot metadata, §5.3 */
+	RAFT_MSG_SNAPSHOT = 10,     /* InstallSnapshot metadata, Fig. 5.3 */
 	RAFT_MSG_TYPE_COUNT = 11,
 };
 const char *raft_msg_type_name(int type);
