@@ -8,6 +8,7 @@
  *
  *     raft_step(r, &event);            many times: ticks, messages, proposals
  *     if (raft_ready(r, &u)) {         what to do now
+ *             install u.snapshot (if set) first, see the contract below;
  *             persist u.hard_state (if u.hard_state_changed) and u.entries;
  *             send u.msgs right away;
  *             send u.msgs_after_persist once that persistence is durable;
@@ -28,7 +29,8 @@
  * Ownership: everything passed into raft_step stays the caller's; the core
  * copies what it keeps (proposal data, received entries). Everything in a
  * struct raft_update is borrowed from the core and stays valid until the
- * next call of raft_step, raft_ready or raft_advance on the same instance;
+ * next call of raft_step, raft_ready, raft_advance or raft_compact on the
+ * same instance;
  * a caller that persists asynchronously copies (or encodes) what it needs.
  *
  * Time is counted in ticks carried by RAFT_EV_TICK; randomness comes from a
@@ -78,7 +80,7 @@ enum raft_msg_type {
 	RAFT_MSG_HEARTBEAT = 7,     /* empty AppendEntries + read context, §6.4 */
 	RAFT_MSG_HEARTBEAT_RESP = 8,
 	RAFT_MSG_TIMEOUT_NOW = 9,   /* leadership transfer, §3.10 */
-	RAFT_MSG_SNAPSHOT = 10,     /* InstallSnapshot metadata, §5.3 */
+	RAFT_MSG_SNAPSHOT = 10,     /* InstallSnapshot metadata, Fig. 5.3 */
 	RAFT_MSG_TYPE_COUNT = 11,
 };
 const char *raft_msg_type_name(int type);

@@ -70,7 +70,8 @@ void raft_log_truncate(struct raft_log *l, uint64_t from);
 void raft_log_compact(struct raft_log *l, uint64_t index);
 
 /* Drops the whole log and rebases it at (index, term): a follower that
- * installs a snapshot its log does not hold (§5.3). */
+ * installs a snapshot its log does not hold (thesis
+ * Figure 5.3, InstallSnapshot receiver). */
 void raft_log_reset(struct raft_log *l, uint64_t index, uint64_t term);
 
 #endif

@@ -414,7 +414,7 @@ static bool maybe_send_append(struct raft *r, struct progress *p,
 	uint64_t last = last_index(r);
 	KEEL_ASSERT(p->next <= last + 1);
 	if (p->next <= r->log.snap_index) {
-		/* §5.3 / chapter 5: the entry before next is compacted, so
+		/* Chapter 5 (§5.1, Figure 5.3): the entry before next is compacted, so
 		 * no append can prove where the logs match. Name the log
 		 * base; the application streams its snapshot there. */
 		struct raft_msg m = {
@@ -917,7 +917,7 @@ static bool members_equal(const struct raft_config_members *a,
 			  b->n_learners);
 }
 
-/* InstallSnapshot, receiver side (§5.3 / chapter 5; the bytes arrived
+/* InstallSnapshot, receiver side (§5.1, Figure 5.3; the bytes arrived
  * beside the message and were verified before it was handed in). */
 static void handle_snapshot(struct raft *r, const struct raft_msg *m)
 {
