@@ -1876,7 +1876,7 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 	c->max_pending = 64;
 	/* The node gives up on a request before the client does, so its
 	 * answer (NOT_LEADER: retry elsewhere; UNKNOWN) reaches the client. */
-	c->request_timeout_ns = s->client_timeout / 2;
+	c->request_timeout_ns = s->client_timeout / 4 * 3;
 	c->reply = on_reply;
 	c->observer = (struct node_observer){s, obs_update, obs_apply};
 	c->mutant = o->mutant;
