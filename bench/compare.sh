@@ -147,7 +147,9 @@ FAILED=()
 
 # ---- setup -------------------------------------------------------------------
 
-echo "== bench/compare.sh, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+# The 1-, 5- and 15-minute load averages: other work on the machine.
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+echo "== bench/compare.sh, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(load)"
 "$root/tools/deps-bench.sh" || { echo "compare: dependencies missing (tools/deps-bench.sh)" >&2; exit 1; }
 [ -x "$PY" ] || { echo "compare: $PY missing" >&2; exit 1; }
 
@@ -198,7 +200,7 @@ wait_pong() { # port seconds
 # ---- keel --------------------------------------------------------------------
 
 run_keel() {
-	echo "== keel: 3-node cluster, fsync on"
+	echo "== keel: 3-node cluster, fsync on ($KEEL; load $(load))"
 	if [ ! -x "$KEEL" ]; then
 		echo "   keel: SKIPPED: $KEEL not built (make)"
 		return 1
@@ -257,7 +259,7 @@ run_keel() {
 # ---- Redis ---------------------------------------------------------------------
 
 run_redis() {
-	echo "== redis: $(redis-server --version | awk '{ print $3 }'), appendonly yes, appendfsync always"
+	echo "== redis: $(redis-server --version | awk '{ print $3 }'), appendonly yes, appendfsync always (load $(load))"
 	local port
 	port=$(free_ports 1)
 	mkdir -p "$RUN_DIR/redis"
@@ -308,7 +310,7 @@ etcd_run() { # test clients total args...
 }
 
 run_etcd() {
-	echo "== etcd: $(etcd --version 2>/dev/null | awk '/etcd Version/ { print $3 }'), 3 members"
+	echo "== etcd: $(etcd --version 2>/dev/null | awk '/etcd Version/ { print $3 }'), 3 members (load $(load))"
 	EB=$("$root/bench/etcd-benchmark.sh") || { echo "   etcd: benchmark tool did not build"; return 2; }
 	local ports i cl pp initial="" eps="" ok
 	read -r -a ports <<<"$(free_ports 6)"
@@ -374,7 +376,7 @@ fi
 # ---- table and ratios ------------------------------------------------------------
 
 echo
-echo "== results ($(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg); $N redis-benchmark requests per test, 256-byte values; etcd 8-byte keys, 256-byte values)"
+echo "== results ($(date -u '+%Y-%m-%d %H:%M UTC'), load $(load); $N redis-benchmark requests per test, 256-byte values; etcd 8-byte keys, 256-byte values)"
 printf '%-6s %-8s %7s %8s %12s %9s %9s\n' system test clients pipeline ops/s p50_ms p99_ms
 awk '{ printf "%-6s %-8s %7s %8s %12s %9s %9s\n", $1, $2, $3, $4, $5, $6, $7 }' "$RES"
 
