@@ -8,6 +8,7 @@
 #   - refuses bad settings with a message and exit 2;
 #   - finds the leader through INFO raft and records every run;
 #   - reports a run whose requests get errors as FAILED, exit 1;
+#   - stops the client at once when a server dies mid-run (FAILED);
 #   - stops every process it started on SIGINT (the whole process group,
 #     as Ctrl-C does) and SIGTERM, and removes its data directory.
 # Needs what tools/deps-bench.sh installs (redis-benchmark, redis-server).
@@ -112,7 +113,19 @@ else
 	bad "error replies make the run FAILED, exit 1 (rc $rc)" "$tmp/out"
 fi
 
-# 5. SIGINT to the process group (Ctrl-C) and SIGTERM to the script, in
+# 5. the leader dies in the middle of a run: the client is stopped at once
+# (redis-benchmark would retry forever), the run is FAILED, exit 1.
+next_case
+start=$SECONDS
+KEEL=$root/bench/fake-keel.py FAKE_KEEL_LEADER=1 FAKE_KEEL_MODE=die BENCH_SYSTEMS=keel BENCH_N=300 run
+if [ $rc = 1 ] && grep -q 'exited during the run' "$tmp/out" && grep -q '^FAILED: keel -c 1 -P 1' "$tmp/out" &&
+	[ $((SECONDS - start)) -lt 60 ] && nodes_gone; then
+	ok "a node dying mid-run stops the client, FAILED, exit 1 ($((SECONDS - start)) s)"
+else
+	bad "a node dying mid-run stops the client, FAILED, exit 1 (rc $rc, $((SECONDS - start)) s)" "$tmp/out"
+fi
+
+# 6. SIGINT to the process group (Ctrl-C) and SIGTERM to the script, in
 # the middle of a long benchmark run.
 for sig in SIGINT SIGTERM; do
 	next_case
