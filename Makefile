@@ -42,7 +42,7 @@ FUZZ_SRCS:= $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS:= $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit tidy fuzz fuzz-smoke bench-raft bench clean deps
+.PHONY: all test unit tidy fuzz fuzz-smoke bench-raft clean deps
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/keel $(BUILD)/libkeel.a
@@ -128,6 +128,7 @@ bench-raft: $(BUILD)/keel
 	$(BUILD)/keel bench raft
 
 # keel vs Redis (appendfsync always) vs etcd 3.4 (docs/benchmarks.md).
+.PHONY: bench
 bench: $(BUILD)/keel
 	@BUILD=$(BUILD) bench/compare.sh
 
