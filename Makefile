@@ -135,6 +135,7 @@ bench-raft: $(BUILD)/keel
 	$(BUILD)/keel bench raft
 
 # keel vs Redis (appendfsync always) vs etcd 3.4 (docs/benchmarks.md).
+.PHONY: bench
 bench: $(BUILD)/keel
 	@BUILD=$(BUILD) bench/compare.sh
 

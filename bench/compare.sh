@@ -50,7 +50,8 @@ want() { case " $SYSTEMS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 # ---- processes: every PID we start, stopped on any exit ----------------------
 
-PIDS=()
+PIDS=()    # every process started here and still to stop
+SERVERS=() # the servers among them
 RUN_DIR=
 # SIGTERM to every PID at once (newest first: clients before the servers
 # they talk to), up to 5 s for all of them, then SIGKILL to what is left.
@@ -82,6 +83,7 @@ stop_all() {
 		wait "$p" 2>/dev/null
 	done
 	PIDS=()
+	SERVERS=()
 }
 cleanup() {
 	trap - EXIT INT TERM
@@ -98,17 +100,34 @@ trap cleanup EXIT
 trap 'echo "compare: interrupted" >&2; exit 130' INT
 trap 'echo "compare: terminated" >&2; exit 143' TERM
 
-# Runs a command in the background (so a trapped signal interrupts the
-# wait at once), bounded by $TMO, stdout and stderr to files. Returns its
-# status; 124 is a timeout.
+# Runs a client in the background, stdout and stderr to files, bounded by
+# $TMO, and polls it: a trapped signal is handled within 0.2 s, and when a
+# server started here dies the client is stopped at once (redis-benchmark
+# retries a lost server forever). Returns the client's status; 124 is a
+# timeout, 125 a server that died.
 run_bounded() { # out err cmd...
-	local out=$1 err=$2 p rc
+	local out=$1 err=$2 p rc=0 s dead=
 	shift 2
 	timeout -k 5 "$TMO" "$@" >"$out" 2>"$err" &
 	p=$!
 	PIDS+=("$p")
-	wait "$p"
-	rc=$?
+	while kill -0 "$p" 2>/dev/null; do
+		for s in "${SERVERS[@]}"; do
+			kill -0 "$s" 2>/dev/null || dead=$s
+		done
+		if [ -n "$dead" ]; then
+			echo "   server pid $dead exited during the run: stopping the client" | tee -a "$err"
+			kill -TERM "$p" 2>/dev/null
+			wait "$p" 2>/dev/null
+			rc=125
+			break
+		fi
+		sleep 0.2
+	done
+	if [ -z "$dead" ]; then
+		wait "$p"
+		rc=$?
+	fi
 	PIDS=("${PIDS[@]:0:${#PIDS[@]}-1}")
 	return $rc
 }
@@ -119,6 +138,7 @@ start_bg() { # log cmd...
 	shift
 	"$@" </dev/null >"$log" 2>&1 &
 	PIDS+=("$!")
+	SERVERS+=("$!")
 }
 
 # n free TCP ports on 127.0.0.1 (bound at once, then released).
@@ -147,7 +167,9 @@ FAILED=()
 
 # ---- setup -------------------------------------------------------------------
 
-echo "== bench/compare.sh, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+# The 1-, 5- and 15-minute load averages: other work on the machine.
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+echo "== bench/compare.sh, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(load)"
 "$root/tools/deps-bench.sh" || { echo "compare: dependencies missing (tools/deps-bench.sh)" >&2; exit 1; }
 [ -x "$PY" ] || { echo "compare: $PY missing" >&2; exit 1; }
 
@@ -172,8 +194,8 @@ redis_bench_all() { # system port
 		rc=$?
 		# redis-benchmark goes on after some errors; any error text
 		# makes the run count as failed.
-		if [ $rc -ne 0 ] || grep -qi 'error' "$RUN_DIR/$tag.err" "$RUN_DIR/$tag.csv"; then
-			echo "   $sys -c $c -P $p: FAILED (exit $rc): $(grep -i -m1 error "$RUN_DIR/$tag.err" "$RUN_DIR/$tag.csv" | cut -c1-200)"
+		if [ $rc -ne 0 ] || grep -qiE 'error|could not connect' "$RUN_DIR/$tag.err" "$RUN_DIR/$tag.csv"; then
+			echo "   $sys -c $c -P $p: FAILED (exit $rc): $(grep -hiE -m1 'error|could not connect|exited' "$RUN_DIR/$tag.err" "$RUN_DIR/$tag.csv" | cut -c1-200)"
 			FAILED+=("$sys -c $c -P $p")
 			continue
 		fi
@@ -198,7 +220,7 @@ wait_pong() { # port seconds
 # ---- keel --------------------------------------------------------------------
 
 run_keel() {
-	echo "== keel: 3-node cluster, fsync on"
+	echo "== keel: 3-node cluster, fsync on ($KEEL; load $(load))"
 	if [ ! -x "$KEEL" ]; then
 		echo "   keel: SKIPPED: $KEEL not built (make)"
 		return 1
@@ -257,7 +279,7 @@ run_keel() {
 # ---- Redis ---------------------------------------------------------------------
 
 run_redis() {
-	echo "== redis: $(redis-server --version | awk '{ print $3 }'), appendonly yes, appendfsync always"
+	echo "== redis: $(redis-server --version | awk '{ print $3 }'), appendonly yes, appendfsync always (load $(load))"
 	local port
 	port=$(free_ports 1)
 	mkdir -p "$RUN_DIR/redis"
@@ -299,7 +321,7 @@ etcd_run() { # test clients total args...
 	rc=$?
 	line=$(etcd_parse "$RUN_DIR/$tag.out" etcd "$t" "$c")
 	if [ $rc -ne 0 ] || [ -z "$line" ] || grep -q 'Error distribution' "$RUN_DIR/$tag.out"; then
-		echo "   etcd $t --clients $c: FAILED (exit $rc): $(grep -m1 -iE 'error|failed' "$RUN_DIR/$tag.err" "$RUN_DIR/$tag.out" | cut -c1-200)"
+		echo "   etcd $t --clients $c: FAILED (exit $rc): $(grep -h -m1 -iE 'error|failed' "$RUN_DIR/$tag.err" "$RUN_DIR/$tag.out" | cut -c1-200)"
 		FAILED+=("etcd $t --clients $c")
 		return 1
 	fi
@@ -308,7 +330,7 @@ etcd_run() { # test clients total args...
 }
 
 run_etcd() {
-	echo "== etcd: $(etcd --version 2>/dev/null | awk '/etcd Version/ { print $3 }'), 3 members"
+	echo "== etcd: $(etcd --version 2>/dev/null | awk '/etcd Version/ { print $3 }'), 3 members (load $(load))"
 	EB=$("$root/bench/etcd-benchmark.sh") || { echo "   etcd: benchmark tool did not build"; return 2; }
 	local ports i cl pp initial="" eps="" ok
 	read -r -a ports <<<"$(free_ports 6)"
@@ -374,7 +396,7 @@ fi
 # ---- table and ratios ------------------------------------------------------------
 
 echo
-echo "== results ($(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg); $N redis-benchmark requests per test, 256-byte values; etcd 8-byte keys, 256-byte values)"
+echo "== results ($(date -u '+%Y-%m-%d %H:%M UTC'), load $(load); $N redis-benchmark requests per test, 256-byte values; etcd 8-byte keys, 256-byte values)"
 printf '%-6s %-8s %7s %8s %12s %9s %9s\n' system test clients pipeline ops/s p50_ms p99_ms
 awk '{ printf "%-6s %-8s %7s %8s %12s %9s %9s\n", $1, $2, $3, $4, $5, $6, $7 }' "$RES"
 

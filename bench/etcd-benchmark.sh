@@ -39,16 +39,20 @@ upver=${upver#*:}
 
 apt=$work/apt
 mkdir -p "$apt/lists/partial" "$apt/src"
-# deb-src for the same suites the system's deb lines use (Debian's
-# archive; bookworm here).
-suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
-cat >"$apt/bench-src.sources" <<EOF
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: $suite $suite-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
+# deb-src lines for exactly the archives the system's deb lines use (its
+# own mirror and suites), in a private sources dir.
+rm -f "$apt"/*.sources "$apt"/*.list
+for f in /etc/apt/sources.list.d/*.sources; do
+	[ -f "$f" ] || continue
+	sed -E 's/^Types:.*/Types: deb-src/' "$f"
+	echo
+done >"$apt/bench-src.sources"
+for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+	[ -f "$f" ] || continue
+	sed -nE 's/^deb([[:space:]]+\[[^]]*\])?[[:space:]]+/deb-src\1 /p' "$f"
+done >"$apt/bench-src.list"
+[ -s "$apt/bench-src.sources" ] || [ -s "$apt/bench-src.list" ] ||
+	{ echo "etcd-benchmark: no apt sources found in /etc/apt" >&2; exit 1; }
 aptopts=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt"
 	 -o "Dir::State::Lists=$apt/lists" -o APT::Sandbox::User=root)
 tarball=$apt/src/etcd_$upver.orig.tar.gz

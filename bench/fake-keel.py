@@ -11,7 +11,8 @@ without the real server. No Raft, no disk: never a figure to record.
 FAKE_KEEL_PIDDIR: each node writes its pid there (the self-test checks
 that every one is gone afterwards). FAKE_KEEL_MODE=err: SET of
 redis-benchmark's keys (key:...) answers an error, so a benchmark run must
-be reported as failed (compare.sh's own readiness write still succeeds).
+be reported as failed (compare.sh's own readiness write still succeeds);
+FAKE_KEEL_MODE=die: the node exits at its 100th such SET.
 """
 import asyncio
 import os
@@ -54,12 +55,18 @@ class Node:
         self.kv = {}
         self.leader = os.environ.get("FAKE_KEEL_LEADER", "") == str(node_id)
         self.err = os.environ.get("FAKE_KEEL_MODE", "") == "err"
+        self.die = os.environ.get("FAKE_KEEL_MODE", "") == "die"
+        self.sets = 0
 
     def call(self, args):
         cmd = args[0].upper() if args else b""
         if cmd == b"PING":
             return b"+PONG\r\n"
         if cmd == b"SET" and len(args) >= 3:
+            if self.die and args[1].startswith(b"key:"):
+                self.sets += 1
+                if self.sets == 100:
+                    os._exit(1)  # a crash in the middle of a run
             if self.err and args[1].startswith(b"key:"):  # redis-benchmark's
                 return b"-ERR fake-keel: write refused\r\n"
             self.kv[args[1]] = args[2]

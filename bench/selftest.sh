@@ -8,6 +8,7 @@
 #   - refuses bad settings with a message and exit 2;
 #   - finds the leader through INFO raft and records every run;
 #   - reports a run whose requests get errors as FAILED, exit 1;
+#   - stops the client at once when a server dies mid-run (FAILED);
 #   - stops every process it started on SIGINT (the whole process group,
 #     as Ctrl-C does) and SIGTERM, and removes its data directory.
 # Needs what tools/deps-bench.sh installs (redis-benchmark, redis-server).
@@ -19,7 +20,25 @@ case $BUILD in /*) ;; *) BUILD=$root/$BUILD ;; esac
 export BUILD
 PY=/usr/bin/python3
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-selftest.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+# A broken compare.sh must not leave the stand-in nodes behind: every pid
+# they wrote (kept in pids/ and seen/) is stopped here at the end.
+reap() {
+	local f p
+	for f in "$tmp"/pids/node-*.pid "$tmp"/seen/*.pid; do
+		[ -f "$f" ] || continue
+		p=$(cat "$f")
+		kill -0 "$p" 2>/dev/null && { echo "selftest: stopping leaked node pid $p"; kill "$p"; }
+	done
+	# and a redis-server compare.sh started: its working directory is
+	# under build/bench/run.* (redis-server chdirs to --dir).
+	for p in $(pgrep -x redis-server); do
+		case $(readlink "/proc/$p/cwd" 2>/dev/null) in
+		"$BUILD"/bench/run.*) echo "selftest: stopping leaked redis-server pid $p"; kill "$p" ;;
+		esac
+	done
+	rm -rf "$tmp"
+}
+trap reap EXIT
 pass=0
 fail=0
 ok() { echo "ok   $1"; pass=$((pass + 1)); }
@@ -42,7 +61,13 @@ nodes_gone() {
 }
 no_run_dirs() { ! ls -d "$BUILD"/bench/run.* >/dev/null 2>&1; }
 
-mkdir -p "$tmp/pids"
+mkdir -p "$tmp/pids" "$tmp/seen"
+next_case() { # keep the pids of earlier cases for reap
+	local f
+	for f in "$tmp"/pids/node-*.pid; do
+		[ -f "$f" ] && mv "$f" "$tmp/seen/$RANDOM-$(basename "$f")"
+	done
+}
 printf '#!/bin/sh\necho "keel: unknown command '"'"'$1'"'"'" >&2\nexit 2\n' >"$tmp/keel-old"
 chmod +x "$tmp/keel-old"
 export FAKE_KEEL_PIDDIR=$tmp/pids
@@ -80,7 +105,7 @@ fi
 if nodes_gone && no_run_dirs; then ok "after a run: every node stopped, data removed"; else bad "after a run: every node stopped, data removed"; fi
 
 # 4. errors in the replies: the run is FAILED, exit 1.
-rm -f "$tmp"/pids/*
+next_case
 KEEL=$root/bench/fake-keel.py FAKE_KEEL_LEADER=1 FAKE_KEEL_MODE=err BENCH_SYSTEMS=keel BENCH_N=300 run
 if [ $rc = 1 ] && grep -q 'keel -c 1 -P 1: FAILED' "$tmp/out" && grep -q '^FAILED: keel -c 1 -P 1' "$tmp/out"; then
 	ok "error replies make the run FAILED, exit 1"
@@ -88,10 +113,22 @@ else
 	bad "error replies make the run FAILED, exit 1 (rc $rc)" "$tmp/out"
 fi
 
-# 5. SIGINT to the process group (Ctrl-C) and SIGTERM to the script, in
+# 5. the leader dies in the middle of a run: the client is stopped at once
+# (redis-benchmark would retry forever), the run is FAILED, exit 1.
+next_case
+start=$SECONDS
+KEEL=$root/bench/fake-keel.py FAKE_KEEL_LEADER=1 FAKE_KEEL_MODE=die BENCH_SYSTEMS=keel BENCH_N=300 run
+if [ $rc = 1 ] && grep -q 'exited during the run' "$tmp/out" && grep -q '^FAILED: keel -c 1 -P 1' "$tmp/out" &&
+	[ $((SECONDS - start)) -lt 60 ] && nodes_gone; then
+	ok "a node dying mid-run stops the client, FAILED, exit 1 ($((SECONDS - start)) s)"
+else
+	bad "a node dying mid-run stops the client, FAILED, exit 1 (rc $rc, $((SECONDS - start)) s)" "$tmp/out"
+fi
+
+# 6. SIGINT to the process group (Ctrl-C) and SIGTERM to the script, in
 # the middle of a long benchmark run.
 for sig in SIGINT SIGTERM; do
-	rm -f "$tmp"/pids/*
+	next_case
 	KEEL=$root/bench/fake-keel.py FAKE_KEEL_LEADER=1 BENCH_SYSTEMS=keel BENCH_N=5000000 \
 		"$PY" - "$sig" "$root/bench/compare.sh" "$tmp/pids" >"$tmp/out" 2>&1 <<'EOF'
 import os, signal, subprocess, sys, time
