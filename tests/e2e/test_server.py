@@ -193,6 +193,9 @@ def test_resp3_after_hello_3(cluster):
     tail = out[out.index(b"modules\r\n*0\r\n") + len(b"modules\r\n*0\r\n"):]
     assert tail.startswith(b"_\r\n+OK\r\n$1\r\nv\r\n*14\r\n")  # RESP2 HELLO: flat array
     assert out.endswith(b"$-1\r\n")
+    # a HELLO right behind a pending read must not change that read's reply
+    out, _ = raw(nd, b"HELLO 3\r\nGET nokey\r\nHELLO 2\r\nGET nokey\r\n", until=b"$-1\r\n")
+    assert out.endswith(b"modules\r\n*0\r\n$-1\r\n") and b"*0\r\n_\r\n*14\r\n" in out, out
     out, _ = raw(nd, b"HELLO 4\r\n", until=b"\r\n")
     assert out == b"-NOPROTO unsupported protocol version\r\n"
     out, _ = raw(nd, b"HELLO 3\r\nINFO server\r\n", until=b"keel_version")
