@@ -358,7 +358,9 @@ def test_a_client_that_never_reads_cannot_exhaust_memory(cluster):
         buf += chunk
     assert buf[:50 * len(want)] == want * 50
     s.close()
-    assert rss_kb < 160 * 1024, rss_kb
+    print("server RSS with a paused slow reader: %d KiB" % rss_kb)
+    limit = 400 if "asan" in os.path.basename(os.environ.get("KEEL_BIN", "")) else 100
+    assert rss_kb < limit * 1024, rss_kb
     assert nd.alive()
 
 
