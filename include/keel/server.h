@@ -25,8 +25,10 @@
 /* Per-connection bounds (a client that never reads cannot exhaust memory):
  * beyond SERVER_MAX_PENDING unanswered commands or SERVER_OUT_SOFT_BYTES of
  * unsent replies the server stops reading from that client until it
- * catches up; a single reply past SERVER_OUT_HARD_BYTES closes it. */
-#define SERVER_MAX_PENDING 1024
+ * catches up, so its memory stays below about SOFT + PENDING x (largest
+ * reply); output past SERVER_OUT_HARD_BYTES closes it. 128 in flight is
+ * ample for pipelining (one batch of 128 shares a sync and a read round). */
+#define SERVER_MAX_PENDING 128
 #define SERVER_OUT_SOFT_BYTES (4u << 20)
 #define SERVER_OUT_HARD_BYTES ((size_t)256 << 20)
 /* Request caps, tighter than Redis's 512 MiB: a command must fit in one

@@ -51,6 +51,7 @@ struct peer_state {
 	bool dial; /* this side dials (our id is lower) */
 	struct conn *conn;
 	bool connecting;
+	uint32_t dial_failures; /* in a row; the first one is a warning */
 	uv_connect_t creq;
 	uv_timer_t retry;
 	uint64_t backoff_ms;
@@ -473,8 +474,19 @@ static void connect_cb(uv_connect_t *req, int status)
 	struct conn *c = (struct conn *)req->handle->data;
 	p->connecting = false;
 	if (status < 0 || p->env->closed) {
-		logf_(p->env, ENV_LOG_DEBUG, "dial peer %" PRIu64 ": %s", p->id,
-		      status < 0 ? uv_strerror(status) : "closing");
+		/* One warning per outage (an unreachable or mistyped peer
+		 * address must be visible), then quiet retries. */
+		int lv = status < 0 && p->dial_failures++ == 0 ? ENV_LOG_WARN
+							      : ENV_LOG_DEBUG;
+		char addr[POSIX_ENV_ADDR_MAX] = "?";
+		for (uint32_t i = 0; i < p->env->cfg.n_peers; i++)
+			if (p->env->cfg.peers[i].id == p->id)
+				snprintf(addr, sizeof(addr), "%s",
+					 p->env->cfg.peers[i].addr);
+		logf_(p->env, lv, "cannot reach peer %" PRIu64 " at %s: %s%s",
+		      p->id, addr,
+		      status < 0 ? uv_strerror(status) : "closing",
+		      lv == ENV_LOG_WARN ? " (retrying with backoff)" : "");
 		c->peer = NULL; /* not connected: no disconnect to report */
 		conn_close(c, "dial failed");
 		if (!p->env->closed)
@@ -486,6 +498,7 @@ static void connect_cb(uv_connect_t *req, int status)
 	p->conn = c;
 	p->st.connected = true;
 	p->backoff_ms = 0;
+	p->dial_failures = 0;
 	logf_(p->env, ENV_LOG_INFO, "peer %" PRIu64 " connected (outbound)", p->id);
 	uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
 	/* HELLO first, so the acceptor knows us before we have anything to
