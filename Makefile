@@ -133,7 +133,7 @@ bench-raft: $(BUILD)/keel
 
 SIM_MUTANTS := vote-no-log-check commit-old-term read-no-confirm \
                ack-before-persist send-before-persist apply-uncommitted \
-               accept-bad-checksum
+               accept-bad-checksum ack-before-fsync skip-checksum no-truncate
 SIM_MUTANT_SEEDS ?= 1-2000
 SIM_MUTANT_OPS ?= 300
 

@@ -59,6 +59,7 @@ struct wal {
 	size_t buf_len, buf_cap;
 	uint64_t buf_off; /* file offset where buf starts */
 	bool dir_dirty;   /* a segment was created since the last sync */
+	bool seg_dirty;   /* bytes written to the active segment, unsynced */
 
 	uint64_t last_index, last_term;
 	uint64_t snap_index, snap_term;
@@ -273,6 +274,7 @@ static int flush_buf(struct wal *w)
 		return fail(w, rv, "write", path);
 	w->buf_off += w->buf_len;
 	w->buf_len = 0;
+	w->seg_dirty = true;
 	return 0;
 }
 
@@ -284,6 +286,7 @@ static int sync_active(struct wal *w)
 	if (rv)
 		return fail(w, rv, "fdatasync", path);
 	w->stats.syncs++;
+	w->seg_dirty = false;
 	return 0;
 }
 
@@ -331,6 +334,7 @@ static int new_segment(struct wal *w, uint64_t seq)
 	w->buf_off = WAL_SEGMENT_HEADER;
 	w->buf_len = 0;
 	w->dir_dirty = true;
+	w->seg_dirty = true; /* the header */
 	w->stats.segments = w->n_segs;
 	return 0;
 }
@@ -416,7 +420,8 @@ int wal_sync(struct wal *w)
 	if (w->poison)
 		return w->poison;
 	int rv;
-	if (w->buf_len) {
+	/* seg_dirty: wal_flush may have written bytes that are not synced. */
+	if (w->buf_len || w->seg_dirty) {
 		if ((rv = flush_buf(w)) || (rv = sync_active(w)))
 			return rv;
 	}
@@ -432,6 +437,13 @@ int wal_sync(struct wal *w)
 	if (changed && (rv = hs_write(w, must)))
 		return rv;
 	return 0;
+}
+
+int wal_flush(struct wal *w)
+{
+	if (w->poison)
+		return w->poison;
+	return flush_buf(w);
 }
 
 /* ---- snapshots ------------------------------------------------------------ */
@@ -678,6 +690,39 @@ static int replay_entry(struct replay *r, const char *path, uint64_t off,
 	return 0;
 }
 
+/* True when a well-formed record with a matching checksum starts at off. */
+static bool valid_record_at(const struct wal *w, const uint8_t *buf,
+			    uint64_t size, uint64_t off)
+{
+	if (off + WAL_RECORD_HEADER > size)
+		return false;
+	uint32_t len = keel_get_u32(buf + off + 4);
+	if (len > w->cfg.max_record_bytes ||
+	    off + WAL_RECORD_HEADER + pad8(len) > size)
+		return false;
+	uint8_t rtype = buf[off + 8];
+	if ((rtype != REC_ENTRY && rtype != REC_RESET) ||
+	    !all_zero(buf + off + 10, 6))
+		return false;
+	return keel_get_u32(buf + off) ==
+	       keel_crc32c(0, buf + off + 4, WAL_RECORD_HEADER - 4 + len);
+}
+
+/* True when a valid record starts anywhere in (from, size), 8-aligned.
+ * A torn write leaves only a prefix of the data, so nothing valid can
+ * follow a torn record; a bad record that does have one behind it was
+ * damaged at rest -- even when a flipped length field makes the record
+ * seem to reach over its successors into the zeros (a length-swallow),
+ * which the plain "zeros after it" test would take for a torn tail. */
+static bool valid_record_after(const struct wal *w, const uint8_t *buf,
+			       uint64_t size, uint64_t from)
+{
+	for (uint64_t off = from + 8; off + WAL_RECORD_HEADER <= size; off += 8)
+		if (valid_record_at(w, buf, size, off))
+			return true;
+	return false;
+}
+
 /* Checks a segment; *end receives where appends continue. A torn tail is
  * cut in place (zeroed and synced) when this is the last segment. */
 static int replay_segment(struct replay *r, struct segment *s, bool last_seg,
@@ -746,7 +791,8 @@ static int replay_segment(struct replay *r, struct segment *s, bool last_seg,
 			uint64_t after = plausible ? off + WAL_RECORD_HEADER +
 							     pad8(len)
 						   : off + 8;
-			if (!last_seg || !all_zero(buf + after, size - after)) {
+			if (!last_seg || !all_zero(buf + after, size - after) ||
+			    valid_record_after(w, buf, size, off)) {
 				snprintf(r->err, r->err_len,
 					 "corrupt WAL record in %s at byte %llu: %s",
 					 path, (unsigned long long)off,
@@ -1047,6 +1093,9 @@ int wal_open(const struct wal_config *cfg, struct wal **out,
 	w->cfg = c;
 	w->a = a;
 	w->disk = c.disk;
+#ifdef KEEL_MUTANTS
+	w->mutant = c.mutant; /* before recovery: the replay mutants act there */
+#endif
 	int rv = 0;
 	for (int i = 0; i < 2 && !rv; i++) {
 		const char *dir = i ? "snap" : "wal";
