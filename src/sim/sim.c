@@ -625,6 +625,16 @@ static int start_node(struct sim *s, struct sim_node *n)
 	return 0;
 }
 
+/* A recovery gave back less than was synced: the store lost data. */
+static void check_recovered(struct sim *s, struct sim_node *n)
+{
+	if (!n->store.synced_lost)
+		return;
+	char d[200];
+	snprintf(d, sizeof(d), "node %u: %s", n->idx + 1, n->store.lost_msg);
+	sim_checker_fail(&s->chk, "synced-data-lost", d);
+}
+
 /*
  * Power loss on one node: the real disk loses, keeps or tears what was
  * not synced (mostly torn; the mode is drawn), rot may strike its data at
@@ -692,6 +702,7 @@ static void crash_node(struct sim *s, struct sim_node *n)
 		snprintf(d, sizeof(d), "node %u: %s", n->idx + 1, n->store.msg);
 		sim_checker_fail(&s->chk, "recovery", d);
 	}
+	check_recovered(s, n);
 	check_all_durable(s);
 }
 
@@ -1107,6 +1118,7 @@ static void restart_node(struct sim *s, struct sim_node *n)
 			     false);
 		int rv = sim_store_recover(&n->store);
 		memdisk_fail_clear(n->store.disk);
+		check_recovered(s, n);
 		if (rv) {
 			if (rv != KEEL_ERR_IO) {
 				char d[320];
@@ -1120,6 +1132,7 @@ static void restart_node(struct sim *s, struct sim_node *n)
 				trace(s, "restart node %u failed: %s",
 				      n->idx + 1, n->store.msg);
 			rv = sim_store_recover(&n->store);
+			check_recovered(s, n);
 			if (rv) {
 				char d[320];
 				snprintf(d, sizeof(d), "node %u: %s",

@@ -65,6 +65,11 @@ struct sim_store {
 	uint32_t head, n_pending, n_completed, cap_pending;
 	uint64_t submitted, completed, syncs, recoveries, torn_tails,
 		bitflips;
+	/* Set by a recovery that lost or changed a synced entry (a store
+	 * bug: the simulator reports it as a violation). */
+	uint64_t check_upto;
+	bool synced_lost;
+	char lost_msg[160];
 };
 
 /* Creates the disk and recovers the (empty) WAL on it. 0 or an error. */
@@ -89,7 +94,9 @@ bool sim_store_next_ready(const struct sim_store *s);
  * clears armed disk faults. Returns the unsynced writes lost or torn. */
 uint64_t sim_store_crash(struct sim_store *s, int mode);
 /* Recovery (wal_open): 0, and the shadow becomes what it returned; or its
- * error with s->msg (KEEL_ERR_CORRUPT: refused for good). */
+ * error with s->msg (KEEL_ERR_CORRUPT: refused for good). On success it
+ * first checks that every synced entry came back (up to the first index
+ * an unsynced write may have overwritten) and sets synced_lost if not. */
 int sim_store_recover(struct sim_store *s);
 /* Rot at rest (call between crash and recovery): flips one bit in the
  * checksummed bytes of a WAL record that is followed by another record.

@@ -120,6 +120,7 @@ int sim_store_init(struct sim_store *s, const struct sim_store_config *cfg)
 {
 	memset(s, 0, sizeof(*s));
 	s->alloc = cfg->alloc ? cfg->alloc : &keel_alloc_libc;
+	s->check_upto = UINT64_MAX;
 	s->mutant = cfg->mutant;
 	s->disk = memdisk_create(s->alloc, cfg->seed);
 	if (!s->disk)
@@ -303,6 +304,16 @@ uint64_t sim_store_crash(struct sim_store *s, int mode)
 	/* Open handles go first (memdisk_crash invalidates them); staged
 	 * bytes never handed to the disk are simply gone. */
 	close_wal(s);
+	/* Recovery must give back the synced log up to the first index an
+	 * unsynced write may have overwritten (a kept part of it is fine). */
+	s->check_upto = s->n_log;
+	for (uint32_t i = 0; i < s->n_pending; i++) {
+		const struct sim_write *w =
+			&s->pending[(s->head + i) % s->cap_pending];
+		if (!w->durable && w->n_entries)
+			s->check_upto = KEEL_MIN(s->check_upto,
+						 w->truncate_from - 1);
+	}
 	drop_pending(s);
 	memdisk_fail_clear(s->disk);
 	s->error = 0;
@@ -332,6 +343,25 @@ int sim_store_recover(struct sim_store *s)
 		s->torn_tails++;
 	/* The store never takes snapshots: the log starts at 1. */
 	KEEL_ASSERT(s->rec.snap_index == 0);
+	/* Nothing synced may be missing or changed. */
+	uint64_t upto = KEEL_MIN(s->check_upto, s->n_log);
+	for (uint64_t i = 1; i <= upto && !s->synced_lost; i++) {
+		const struct raft_entry *d = &s->log[i - 1];
+		const struct raft_entry *r =
+			i <= s->rec.n_entries ? &s->rec.entries[i - 1] : NULL;
+		if (!r || r->term != d->term || r->len != d->len ||
+		    r->type != d->type ||
+		    (d->len && memcmp(r->data, d->data, d->len))) {
+			s->synced_lost = true;
+			snprintf(s->lost_msg, sizeof(s->lost_msg),
+				 "synced entry %llu (term %llu) %s after "
+				 "recovery (%u entries recovered)",
+				 (unsigned long long)i,
+				 (unsigned long long)d->term,
+				 r ? "changed" : "missing", s->rec.n_entries);
+		}
+	}
+	s->check_upto = UINT64_MAX;
 	/* The shadow becomes exactly what recovery found. */
 	drop_log(s);
 	s->hs = s->rec.hs;
