@@ -702,6 +702,14 @@ static void crash_node(struct sim *s, struct sim_node *n)
 		snprintf(d, sizeof(d), "node %u: %s", n->idx + 1, n->store.msg);
 		sim_checker_fail(&s->chk, "recovery", d);
 	}
+	if (!rv && tracing(s)) {
+		trace(s, "recovered node %u entries=%u term=%llu", n->idx + 1,
+		      n->store.rec.n_entries,
+		      (unsigned long long)n->store.rec.hs.term);
+		for (uint32_t i = 0; i < n->store.rec.n_warnings; i++)
+			trace(s, "recovered node %u warning: %s", n->idx + 1,
+			      n->store.rec.warning[i]);
+	}
 	check_recovered(s, n);
 	check_all_durable(s);
 }
@@ -1636,8 +1644,8 @@ static void draw_params(struct sim *s, struct keel_rand *m)
 						   MS));
 	if (k > 0 && (size_t)k < cap)
 		snprintf(p + k, cap - (size_t)k,
-			 " eio=%u/1000 enospc=%u/1000 read_err=%u/1000 "
-			 "bitflip=%u/1000 seg=%llu",
+			 " disk_faults=eio:%u,enospc:%u,read:%u,bitflip:%u/1000"
+			 " seg=%llu",
 			 s->eio_pm, s->enospc_pm, s->read_err_pm, s->bitflip_pm,
 			 (unsigned long long)s->segment_bytes);
 }

@@ -68,6 +68,8 @@ struct sim_store {
 	/* Set by a recovery that lost or changed a synced entry (a store
 	 * bug: the simulator reports it as a violation). */
 	uint64_t check_upto;
+	uint64_t unsynced_from; /* lowest truncate_from since the last
+				   sync, 0 = none */
 	bool synced_lost;
 	char lost_msg[160];
 };

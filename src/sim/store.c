@@ -202,6 +202,11 @@ int sim_store_submit(struct sim_store *s, const struct env_store_write *w,
 	/* Stage in the WAL and hand the bytes to the disk. An error is not
 	 * returned here but through the completion (as a disk thread would
 	 * report it): the node must learn it before it acts on the write. */
+	/* Remember the lowest index this unsynced write may overwrite on
+	 * disk (a failed write's earlier bytes may still land). */
+	if (w->n_entries && (!s->unsynced_from ||
+			     w->truncate_from < s->unsynced_from))
+		s->unsynced_from = w->truncate_from;
 	if (!s->error) {
 		int rv = 0;
 		if (w->n_entries)
@@ -233,6 +238,7 @@ static int sync_all(struct sim_store *s)
 		return rv;
 	}
 	s->syncs++;
+	s->unsynced_from = 0;
 	for (uint32_t i = 0; i < s->n_pending; i++) {
 		struct sim_write *w =
 			&s->pending[(s->head + i) % s->cap_pending];
@@ -307,13 +313,9 @@ uint64_t sim_store_crash(struct sim_store *s, int mode)
 	/* Recovery must give back the synced log up to the first index an
 	 * unsynced write may have overwritten (a kept part of it is fine). */
 	s->check_upto = s->n_log;
-	for (uint32_t i = 0; i < s->n_pending; i++) {
-		const struct sim_write *w =
-			&s->pending[(s->head + i) % s->cap_pending];
-		if (!w->durable && w->n_entries)
-			s->check_upto = KEEL_MIN(s->check_upto,
-						 w->truncate_from - 1);
-	}
+	if (s->unsynced_from)
+		s->check_upto = KEEL_MIN(s->check_upto, s->unsynced_from - 1);
+	s->unsynced_from = 0;
 	drop_pending(s);
 	memdisk_fail_clear(s->disk);
 	s->error = 0;

@@ -15,7 +15,8 @@
  * truncates like the Raft log does, so synced bytes are never rewritten.
  * A reset record (after InstallSnapshot) empties the log above a snapshot.
  * Recovery: zeros end the data; a bad record followed only by zeros is a
- * torn tail (cut, warn); a bad record followed by anything else, a gap,
+ * torn tail (cut, warn); a bad record followed by anything else (or with
+ * a valid record anywhere behind it: a flipped length), a gap,
  * or a term going backwards is corruption (refuse, naming file and byte).
  * Any write or sync error poisons the WAL; a sync is never retried.
  */
@@ -942,6 +943,35 @@ static void sort_segs(struct segment *s, uint32_t n)
 		}
 }
 
+/* Syncs what recovery returns: the active segment and the wal/
+ * directory (their names), the hard state and its directory, snap/. */
+static int make_recovered_durable(struct wal *w)
+{
+	int rv;
+	if (w->seg_dirty && (rv = sync_active(w)))
+		return rv;
+	if (w->dir_dirty) {
+		if ((rv = w->disk.ops->sync_dir(w->disk.ctx, "wal")))
+			return fail(w, rv, "sync dir", "wal");
+		w->dir_dirty = false;
+	}
+	struct keel_file *f;
+	rv = w->disk.ops->open(w->disk.ctx, "hardstate", 0, &f);
+	if (rv == 0) {
+		rv = w->disk.ops->sync(w->disk.ctx, f);
+		w->disk.ops->close(w->disk.ctx, f);
+		if (rv)
+			return fail(w, rv, "fdatasync", "hardstate");
+		if ((rv = w->disk.ops->sync_dir(w->disk.ctx, ".")))
+			return fail(w, rv, "sync dir for", "hardstate");
+	} else if (rv != KEEL_ERR_NOT_FOUND) {
+		return fail(w, rv, "open", "hardstate");
+	}
+	if ((rv = w->disk.ops->sync_dir(w->disk.ctx, "snap")))
+		return fail(w, rv, "sync dir", "snap");
+	return 0;
+}
+
 static int recover(struct wal *w, struct wal_recovered *rec, char *err,
 		   size_t err_len)
 {
@@ -1048,19 +1078,33 @@ static int recover(struct wal *w, struct wal_recovered *rec, char *err,
 		rec->hs.commit = w->last_index;
 
 	/* Continue appending in the last segment, or start the first. */
-	if (w->n_segs == 0)
-		return new_segment(w, 1);
-	char path[64];
-	seg_path(path, sizeof(path), w->segs[w->n_segs - 1].seq);
-	rv = w->disk.ops->open(w->disk.ctx, path, 0, &w->active);
-	if (rv) {
-		snprintf(err, err_len, "opening %s: %s", path, keel_strerror(rv));
-		return rv;
+	if (w->n_segs == 0) {
+		rv = new_segment(w, 1);
+	} else {
+		char path[64];
+		seg_path(path, sizeof(path), w->segs[w->n_segs - 1].seq);
+		rv = w->disk.ops->open(w->disk.ctx, path, 0, &w->active);
+		if (rv) {
+			snprintf(err, err_len, "opening %s: %s", path,
+				 keel_strerror(rv));
+			return rv;
+		}
+		w->active_off = end;
+		w->buf_off = end;
+		w->stats.segments = w->n_segs;
+		/* What we read may sit only in the page cache: after a
+		 * process crash (no power loss) the bytes and names of the
+		 * last run's unsynced writes are visible. The caller treats
+		 * everything recovered as durable (it may vote and
+		 * acknowledge on it at once), so make it so first. */
+		w->seg_dirty = true;
+		w->dir_dirty = true;
 	}
-	w->active_off = end;
-	w->buf_off = end;
-	w->stats.segments = w->n_segs;
-	return 0;
+	if (!rv)
+		rv = make_recovered_durable(w);
+	if (rv)
+		snprintf(err, err_len, "%s", w->errmsg);
+	return rv;
 }
 
 /* ---- lifecycle --------------------------------------------------------- */
