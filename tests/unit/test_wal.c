@@ -450,6 +450,49 @@ TEST(flush_is_not_durable_and_the_next_sync_makes_it_so)
 	}
 }
 
+TEST(recovery_makes_what_it_returns_durable)
+{
+	/* A process crash without power loss: the restarted WAL sees the
+	 * page cache -- unsynced bytes, and a segment whose name was never
+	 * made durable. What recovery returns, the node treats as durable
+	 * at once (it may vote and acknowledge on it), so a power loss
+	 * right after must not take it away. */
+	for (int k = 0; k < 2; k++) {
+		struct memdisk *d = memdisk_create(NULL, 3);
+		struct wal_recovered rec;
+		char err[256];
+		struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
+		ASSERT(w);
+		wal_recovered_free(w, &rec);
+		uint8_t x[3] = {1, 2, 3};
+		struct raft_entry e = {.term = 1, .index = 1, .len = 3, .data = x};
+		if (k == 0) {
+			/* Unsynced bytes in the page cache. */
+			ASSERT(wal_append(w, &e, 1) == 0);
+			ASSERT(wal_flush(w) == 0);
+		}
+		wal_close(w); /* the process dies; the page cache stays */
+		w = open_wal(d, &rec, NULL, err, sizeof(err));
+		ASSERT(w);
+		EXPECT_EQ_U64(rec.n_entries, k == 0 ? 1 : 0);
+		wal_recovered_free(w, &rec);
+		if (k == 1) {
+			/* The segment created by the first run, never synced,
+			 * now takes a synced append. */
+			ASSERT(wal_append(w, &e, 1) == 0);
+			ASSERT(wal_sync(w) == 0);
+		}
+		wal_close(w);
+		memdisk_crash(d, MEMDISK_LOSE_UNSYNCED);
+		w = open_wal(d, &rec, NULL, err, sizeof(err));
+		ASSERT(w);
+		EXPECT_EQ_U64(rec.n_entries, 1);
+		wal_recovered_free(w, &rec);
+		wal_close(w);
+		memdisk_destroy(d);
+	}
+}
+
 TEST(io_errors_poison_and_are_never_retried)
 {
 	for (int kind = 0; kind < 2; kind++) {
