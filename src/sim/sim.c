@@ -1194,10 +1194,15 @@ static void disk_error(struct sim *s, struct sim_node *n, int status)
 		s->res->disk_errors++;
 	if (tracing(s))
 		trace(s, "node %u store failed: %s", n->idx + 1, n->store.msg);
+	/* The server logs the error and exits soon after (as etcd does on a
+	 * failed fsync); until then it stays up, poisoned and silent. The
+	 * operator restarts it later. */
 	push(s, (struct sim_event){.time = s->now + rnd_range(&s->fault_rand,
-							      50 * MS, 2 * SEC),
-				   .type = EV_RESTART,
-				   .node = (uint8_t)n->idx});
+							      1 * MS, 20 * MS),
+				   .type = EV_CRASH,
+				   .node = (uint8_t)n->idx,
+				   .inc = n->inc,
+				   .a = 1});
 }
 
 /* ---- dispatch ---------------------------------------------------------------------- */
@@ -1366,6 +1371,21 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 		resume_node(s, n);
 		return;
 	case EV_CRASH:
+		if (ev->a == 1) { /* exit after a disk error */
+			if (ev->inc != n->inc || !n->node || !n->doomed)
+				return;
+			if (tracing(s))
+				trace(s, "node %u exits after its disk error",
+				      n->idx + 1);
+			crash_node(s, n);
+			push(s, (struct sim_event){
+					.time = s->now + rnd_range(&s->fault_rand,
+								   50 * MS,
+								   2 * SEC),
+					.type = EV_RESTART,
+					.node = (uint8_t)n->idx});
+			return;
+		}
 		if (ev->inc != n->inc || !n->node || n->paused || s->liveness ||
 		    s->n_down >= (s->n_nodes - 1) / 2)
 			return;
