@@ -237,6 +237,26 @@ static int hs_write(struct wal *w, bool force)
 					   KEEL_DISK_CREATE, &w->hs_file);
 		if (rv)
 			return fail(w, rv, "open", "hardstate");
+		uint64_t size = 0;
+		rv = w->disk.ops->size(w->disk.ctx, w->hs_file, &size);
+		if (rv)
+			return fail(w, rv, "size of", "hardstate");
+		if (size == 0 && w->hs_seq == 0) {
+			/* A new file starts with a valid empty slot (seq 0),
+			 * synced before its name: otherwise a torn first
+			 * write (slot 1 damaged, slot 0 all zeros) would look
+			 * like two damaged slots and the node could never
+			 * start again after an innocent power loss. */
+			uint8_t init[HS_SLOT];
+			struct raft_hard_state zero = {0};
+			hs_encode(init, 0, &zero);
+			rv = w->disk.ops->pwrite(w->disk.ctx, w->hs_file, init,
+						 HS_SLOT, 0);
+			if (!rv)
+				rv = w->disk.ops->sync(w->disk.ctx, w->hs_file);
+			if (rv)
+				return fail(w, rv, "initialise", "hardstate");
+		}
 		/* A new file's name must be durable too. */
 		rv = w->disk.ops->sync_dir(w->disk.ctx, ".");
 		if (rv)

@@ -493,6 +493,50 @@ TEST(recovery_makes_what_it_returns_durable)
 	}
 }
 
+TEST(crash_during_the_first_hard_state_write_never_refuses_start)
+{
+	/* Stop the disk at each sync of the very first hard-state write in
+	 * turn, then lose power with the unsynced bytes torn: start-up must
+	 * always succeed (a torn first slot is not two damaged slots), and a
+	 * hard state whose sync succeeded must survive. */
+	uint32_t cases = 0;
+	for (uint64_t after = 0; after < 5; after++) {
+		for (uint64_t seed = 1; seed <= 40; seed++) {
+			struct memdisk *d = memdisk_create(NULL, seed);
+			struct wal_recovered rec;
+			char err[256];
+			struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
+			ASSERT(w);
+			wal_recovered_free(w, &rec);
+			memdisk_fail(d, MEMDISK_OP_SYNC, after, KEEL_ERR_IO, true);
+			struct raft_hard_state hs = {.term = 5, .vote = 2};
+			ASSERT(wal_save_hard_state(w, &hs) == 0);
+			int srv = wal_sync(w);
+			wal_close(w);
+			memdisk_crash(d, MEMDISK_TORN);
+			memdisk_fail_clear(d); /* the disk is replaced */
+			int rv;
+			w = open_wal(d, &rec, &rv, err, sizeof(err));
+			if (!w)
+				fprintf(stderr, "  after=%llu seed=%llu: %s\n",
+					(unsigned long long)after,
+					(unsigned long long)seed, err);
+			EXPECT(w != NULL);
+			if (w) {
+				if (srv == 0)
+					EXPECT(rec.hs.term == 5 && rec.hs.vote == 2);
+				else
+					EXPECT(rec.hs.term == 0 || rec.hs.term == 5);
+				wal_recovered_free(w, &rec);
+				wal_close(w);
+			}
+			cases++;
+			memdisk_destroy(d);
+		}
+	}
+	EXPECT(cases == 200);
+}
+
 TEST(io_errors_poison_and_are_never_retried)
 {
 	for (int kind = 0; kind < 2; kind++) {
