@@ -677,11 +677,13 @@ static void crash_node(struct sim *s, struct sim_node *n)
 		trace(s, "crash node %u unsynced=%llu mode=%d lost_or_torn=%llu",
 		      n->idx + 1, (unsigned long long)before, mode,
 		      (unsigned long long)lost);
+	bool flipped = false;
 	if (n->damageable && !s->liveness && s->bitflip_pm &&
 	    keel_rand_below(&s->dfault_rand, 1000) < s->bitflip_pm) {
 		char what[160] = "";
 		if (sim_store_flip(&n->store, &s->dfault_rand, what,
 				   sizeof(what)) == 0) {
+			flipped = true;
 			s->res->bitflips++;
 			if (tracing(s))
 				trace(s, "bitflip node %u %s", n->idx + 1, what);
@@ -697,6 +699,14 @@ static void crash_node(struct sim *s, struct sim_node *n)
 		if (tracing(s))
 			trace(s, "node %u refuses to start: %s", n->idx + 1,
 			      n->store.msg);
+		if (!flipped) {
+			/* Crashes, torn writes and disk errors alone must
+			 * never make a node unable to start. */
+			char d[320];
+			snprintf(d, sizeof(d), "node %u: %s", n->idx + 1,
+				 n->store.msg);
+			sim_checker_fail(&s->chk, "refused-without-damage", d);
+		}
 	} else if (rv) {
 		char d[320];
 		snprintf(d, sizeof(d), "node %u: %s", n->idx + 1, n->store.msg);
