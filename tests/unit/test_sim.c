@@ -529,6 +529,11 @@ TEST(fault_lists_parse_and_format)
 	EXPECT(m == (SIM_FAULT_LOSS | SIM_FAULT_CRASH | SIM_FAULT_DISK));
 	sim_faults_format(m, buf, sizeof(buf));
 	EXPECT(!strcmp(buf, "loss,crash,disk"));
+	EXPECT(sim_faults_parse("eio,enospc,bitflip", &m) == 0);
+	EXPECT(m == (SIM_FAULT_EIO | SIM_FAULT_ENOSPC | SIM_FAULT_BITFLIP));
+	EXPECT((SIM_FAULTS_ALL & m) == m);
+	sim_faults_format(m, buf, sizeof(buf));
+	EXPECT(!strcmp(buf, "eio,enospc,bitflip"));
 	EXPECT(sim_faults_parse("loss,bogus", &m) == KEEL_ERR_INVAL);
 	EXPECT(sim_faults_parse("loss,", &m) == KEEL_ERR_INVAL);
 }
