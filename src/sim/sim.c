@@ -1632,7 +1632,7 @@ static void draw_params(struct sim *s, struct keel_rand *m)
 	s->enospc_pm = (uint32_t)rnd_range(d, 3, 25);
 	s->read_err_pm = (uint32_t)rnd_range(d, 50, 300);
 	s->bitflip_pm = (uint32_t)rnd_range(d, 50, 300);
-	static const uint64_t seg[] = {4096, 16384, 65536};
+	static const uint64_t seg[] = {16384, 65536, 262144};
 	s->segment_bytes = seg[keel_rand_below(d, 3)];
 	uint32_t n_damage = (uint32_t)rnd_range(d, 1, (s->n_nodes - 1) / 2);
 	uint32_t first = (uint32_t)keel_rand_below(d, s->n_nodes);

@@ -287,12 +287,13 @@ static int flush_buf(struct wal *w)
 {
 	if (w->buf_len == 0)
 		return 0;
-	char path[64];
-	seg_path(path, sizeof(path), w->segs[w->n_segs - 1].seq);
 	int rv = w->disk.ops->pwrite(w->disk.ctx, w->active, w->buf,
 				     w->buf_len, w->buf_off);
-	if (rv)
+	if (rv) {
+		char path[64]; /* named only on failure: this is the hot path */
+		seg_path(path, sizeof(path), w->segs[w->n_segs - 1].seq);
 		return fail(w, rv, "write", path);
+	}
 	w->buf_off += w->buf_len;
 	w->buf_len = 0;
 	w->seg_dirty = true;
@@ -301,11 +302,12 @@ static int flush_buf(struct wal *w)
 
 static int sync_active(struct wal *w)
 {
-	char path[64];
-	seg_path(path, sizeof(path), w->segs[w->n_segs - 1].seq);
 	int rv = w->disk.ops->sync(w->disk.ctx, w->active);
-	if (rv)
+	if (rv) {
+		char path[64];
+		seg_path(path, sizeof(path), w->segs[w->n_segs - 1].seq);
 		return fail(w, rv, "fdatasync", path);
+	}
 	w->stats.syncs++;
 	w->seg_dirty = false;
 	return 0;
