@@ -31,6 +31,9 @@ struct wal_config {
 	uint64_t cluster_id;
 	uint64_t segment_bytes;    /* 0 = WAL_DEFAULT_SEGMENT_BYTES */
 	uint32_t max_record_bytes; /* 0 = segment_bytes - 96 */
+#ifdef KEEL_MUTANTS
+	int mutant; /* enum wal_mutant, in force from recovery on */
+#endif
 };
 
 /* What recovery found. Entries and the snapshot payload are owned by the
@@ -78,6 +81,13 @@ int wal_save_hard_state(struct wal *w, const struct raft_hard_state *hs);
 
 /* Writes everything staged and makes it durable. */
 int wal_sync(struct wal *w);
+
+/* Writes the staged records to the disk without syncing them (they sit in
+ * the page cache: a crash may keep, lose or tear them). The next wal_sync
+ * syncs them. Lets a caller hand bytes to the disk early (the simulator
+ * does, so crashes find unsynced data to tear); never needed for
+ * durability. 0 or the poison error. */
+int wal_flush(struct wal *w);
 
 /* Writes a snapshot durably (temp file, sync, rename, sync dir), then
  * drops segments wholly covered by it and older snapshots. index must be

@@ -43,7 +43,8 @@ static int usage(FILE *f)
 		"usage: keel sim [--seed N | --seeds A-B] [--nodes 3|5] [--ops N]\n"
 		"                [--faults all|none|LIST] [--trace FILE] [--history FILE]\n"
 		"                [--mutant NAME]\n"
-		"  LIST: comma list of loss,dup,delay,corrupt,partition,crash,pause,clock,disk\n"
+		"  LIST: comma list of loss,dup,delay,corrupt,partition,crash,pause,clock,disk,\n"
+		"        eio,enospc,bitflip\n"
 		"  --mutant (keel-mut builds): hunt the seeds for a planted bug:");
 	for (int i = 0; sim_mutant_name(i); i++)
 		fprintf(f, " %s", sim_mutant_name(i));
@@ -173,11 +174,15 @@ int cmd_sim(int argc, char **argv)
 		       ") partitions=%" PRIu64 " pauses=%" PRIu64
 		       " corrupted=%" PRIu64 " bad_frames=%" PRIu64
 		       " forwarded=%" PRIu64 " expiries=%" PRIu64
-		       " result=%s%s%s\n",
+		       " disk_errors=%" PRIu64 " enospc=%" PRIu64
+		       " bitflips=%" PRIu64 " refused_start=%" PRIu64
+		       " torn_tails=%" PRIu64 " result=%s%s%s\n",
 		       seed, r.nodes, ops, fbuf, r.params, r.steps,
 		       r.sim_ns / 1000000, r.ops_ok, r.ops_fail, r.ops_info,
 		       r.crashes, r.crashes_lost, r.partitions, r.pauses,
 		       r.frames_corrupted, r.frames_bad, r.forwarded, r.expiries,
+		       r.disk_errors, r.enospc, r.bitflips, r.refused_start,
+		       r.torn_tails,
 		       r.ok ? "ok" : "VIOLATION", r.ok ? "" : " ",
 		       r.ok ? "" : r.violation);
 		fflush(stdout);

@@ -482,13 +482,18 @@ static int md_sync_dir(void *ctx, const char *dir)
 		else
 			i++;
 	}
+	/* Every file of dir was just removed from the durable view and the
+	 * current names are unique, so append without searching (a search
+	 * per name made each directory sync quadratic in the file count). */
 	for (uint32_t i = 0; i < d->cur.n; i++) {
-		if (d->cur.v[i].ino >= 0 && in_dir(d->cur.v[i].name, dir)) {
-			rv = ns_put(d->a, &d->dur, d->cur.v[i].name,
-				    d->cur.v[i].ino);
-			if (rv)
-				return rv;
-		}
+		const struct dentry *e = &d->cur.v[i];
+		if (e->ino < 0 || !in_dir(e->name, dir))
+			continue;
+		rv = grow(d->a, (void **)&d->dur.v, &d->dur.cap, d->dur.n + 1,
+			  sizeof(*d->dur.v));
+		if (rv)
+			return rv;
+		d->dur.v[d->dur.n++] = *e;
 	}
 	d->stats.dir_syncs++;
 	return 0;

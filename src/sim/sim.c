@@ -6,8 +6,10 @@
  * by a sequence number), and simulated time jumps to it. The nodes are the
  * real node code (src/node/) over a sim env: frames travel through the
  * real peer codec as bytes (and may be lost, duplicated, delayed,
- * reordered or have bits flipped on the way), the disk is the store model
- * of store.c, each node's clock runs at its own rate.
+ * reordered or have bits flipped on the way), the disk is the real WAL
+ * over the in-memory disk (store.c: syncs completed when the simulator
+ * says, power loss, EIO, ENOSPC, rot at rest), each node's clock runs at
+ * its own rate.
  *
  * A run has two phases. The fault phase drives concurrent clients through
  * the configured faults and checks the Raft safety properties after every
@@ -114,6 +116,14 @@ struct sim_node {
 	/* Crash right after this node's next disk write is issued, so the
 	 * crash finds unsynced data to lose or tear. */
 	bool crash_armed;
+	/* A disk error (EIO or ENOSPC) is armed on this node's disk; it
+	 * counts as down from then on until the operator restarts it. */
+	bool doomed;
+	/* The store reported an error to the node: from then on it must
+	 * send nothing and acknowledge nothing. */
+	bool disk_failed;
+	bool damageable; /* rot at rest may hit this node's disk */
+	bool refused;    /* recovery refused (corruption): down for good */
 };
 
 struct sim_client {
@@ -162,6 +172,11 @@ struct sim {
 	uint32_t disk_spike_pm;
 	uint64_t disk_spike;
 	uint32_t partition_pm, crash_pm, pause_pm; /* per fault period */
+	uint32_t eio_pm, enospc_pm; /* per fault period */
+	uint32_t read_err_pm;       /* per restart */
+	uint32_t bitflip_pm;        /* per crash of a damageable node */
+	uint64_t segment_bytes;
+	struct keel_rand dfault_rand; /* disk faults' own stream */
 	uint32_t n_clients, n_keys;
 	uint64_t client_timeout;
 
@@ -380,6 +395,14 @@ static void env_send(void *ctx, raft_id to, const uint8_t *frame, size_t len)
 	struct sim_node *n = ctx;
 	struct sim *s = n->sim;
 	s->res->frames_sent++;
+	if (n->disk_failed) {
+		/* fsyncgate: after a failed write the node may hold acks or
+		 * votes for data that is not on disk; it must stay silent. */
+		char d[96];
+		snprintf(d, sizeof(d), "node %u sent a frame after its store "
+			 "failed", n->idx + 1);
+		sim_checker_fail(&s->chk, "silent-after-disk-error", d);
+	}
 	if (to < 1 || to > s->n_nodes)
 		return;
 	uint32_t t = (uint32_t)(to - 1);
@@ -449,8 +472,7 @@ static void env_log_line(void *ctx, int level, const char *msg)
 static int env_store_load(void *ctx, struct env_store_state *out)
 {
 	struct sim_node *n = ctx;
-	sim_store_load(&n->store, out);
-	return 0;
+	return sim_store_load(&n->store, out);
 }
 
 static int env_store_append(void *ctx, const struct env_store_write *w,
@@ -632,6 +654,25 @@ static int start_node(struct sim *s, struct sim_node *n)
 	return 0;
 }
 
+/* A recovery gave back less than was synced: the store lost data. */
+static void check_recovered(struct sim *s, struct sim_node *n)
+{
+	if (!n->store.synced_lost)
+		return;
+	char d[200];
+	snprintf(d, sizeof(d), "node %u: %s", n->idx + 1, n->store.lost_msg);
+	sim_checker_fail(&s->chk, "synced-data-lost", d);
+}
+
+/*
+ * Power loss on one node: the real disk loses, keeps or tears what was
+ * not synced (mostly torn; the mode is drawn), rot may strike its data at
+ * rest while it is down (damageable nodes only), and recovery (wal_open)
+ * runs at once, so the durability check below sees exactly what the node
+ * will restart from. A recovery that finds corruption refuses: the node
+ * stays down for the rest of the run (its shadow keeps what it had synced,
+ * which is what the protocol put there).
+ */
 static void crash_node(struct sim *s, struct sim_node *n)
 {
 	KEEL_ASSERT(n->node != NULL);
@@ -645,8 +686,17 @@ static void crash_node(struct sim *s, struct sim_node *n)
 	n->crash_armed = false;
 	n->inc++;
 	memset(n->timers, 0, sizeof(n->timers));
+	if (n->doomed) {
+		n->doomed = false; /* the crash ends the disk fault too */
+		s->n_down--;
+	}
+	n->disk_failed = false;
 	uint64_t before = sim_store_unsynced_records(&n->store);
-	uint64_t kept = sim_store_crash(&n->store, &s->crash_rand);
+	uint64_t p = keel_rand_below(&s->crash_rand, 10);
+	int mode = p < 8 ? MEMDISK_TORN
+		   : p < 9 ? MEMDISK_LOSE_UNSYNCED
+			   : MEMDISK_KEEP_UNSYNCED;
+	uint64_t lost = sim_store_crash(&n->store, mode);
 	n->disk_done = 0;
 	if (n->paused) {
 		n->paused = false;
@@ -654,11 +704,56 @@ static void crash_node(struct sim *s, struct sim_node *n)
 	}
 	s->n_down++;
 	s->res->crashes++;
-	if (kept < before)
+	if (lost)
 		s->res->crashes_lost++;
 	if (tracing(s))
-		trace(s, "crash node %u unsynced=%llu kept=%llu", n->idx + 1,
-		      (unsigned long long)before, (unsigned long long)kept);
+		trace(s, "crash node %u unsynced=%llu mode=%d lost_or_torn=%llu",
+		      n->idx + 1, (unsigned long long)before, mode,
+		      (unsigned long long)lost);
+	bool flipped = false;
+	if (n->damageable && !s->liveness && s->bitflip_pm &&
+	    keel_rand_below(&s->dfault_rand, 1000) < s->bitflip_pm) {
+		char what[160] = "";
+		if (sim_store_flip(&n->store, &s->dfault_rand, what,
+				   sizeof(what)) == 0) {
+			flipped = true;
+			s->res->bitflips++;
+			if (tracing(s))
+				trace(s, "bitflip node %u %s", n->idx + 1, what);
+		}
+	}
+	uint64_t torn = n->store.torn_tails;
+	int rv = sim_store_recover(&n->store);
+	if (n->store.torn_tails != torn)
+		s->res->torn_tails++;
+	if (rv == KEEL_ERR_CORRUPT) {
+		n->refused = true;
+		s->res->refused_start++;
+		if (tracing(s))
+			trace(s, "node %u refuses to start: %s", n->idx + 1,
+			      n->store.msg);
+		if (!flipped) {
+			/* Crashes, torn writes and disk errors alone must
+			 * never make a node unable to start. */
+			char d[320];
+			snprintf(d, sizeof(d), "node %u: %s", n->idx + 1,
+				 n->store.msg);
+			sim_checker_fail(&s->chk, "refused-without-damage", d);
+		}
+	} else if (rv) {
+		char d[320];
+		snprintf(d, sizeof(d), "node %u: %s", n->idx + 1, n->store.msg);
+		sim_checker_fail(&s->chk, "recovery", d);
+	}
+	if (!rv && tracing(s)) {
+		trace(s, "recovered node %u entries=%u term=%llu", n->idx + 1,
+		      n->store.rec.n_entries,
+		      (unsigned long long)n->store.rec.hs.term);
+		for (uint32_t i = 0; i < n->store.rec.n_warnings; i++)
+			trace(s, "recovered node %u warning: %s", n->idx + 1,
+			      n->store.rec.warning[i]);
+	}
+	check_recovered(s, n);
 	check_all_durable(s);
 }
 
@@ -1001,6 +1096,12 @@ static void on_reply(void *ctx, const struct node_reply *rep)
 {
 	struct sim_node *n = ctx;
 	struct sim *s = n->sim;
+	if (n->disk_failed && rep->status == NODE_OK) {
+		char d[96];
+		snprintf(d, sizeof(d), "node %u answered ok after its store "
+			 "failed", n->idx + 1);
+		sim_checker_fail(&s->chk, "silent-after-disk-error", d);
+	}
 	size_t tl = rep->status == NODE_OK ? rep->tape_len : 0;
 	KEEL_ASSERT(tl <= UINT32_MAX);
 	struct sim_reply *rp = malloc(sizeof(*rp) + tl);
@@ -1105,13 +1206,13 @@ static struct sim_node *pick_up_node(struct sim *s)
 	struct keel_rand *r = &s->fault_rand;
 	if (keel_rand_below(r, 3) == 0) {
 		struct sim_node *l = leader_node(s);
-		if (l && !l->paused)
+		if (l && !l->paused && !l->doomed)
 			return l;
 	}
 	uint32_t start = (uint32_t)keel_rand_below(r, s->n_nodes);
 	for (uint32_t k = 0; k < s->n_nodes; k++) {
 		struct sim_node *n = &s->nodes[(start + k) % s->n_nodes];
-		if (n->node && !n->paused)
+		if (n->node && !n->paused && !n->doomed)
 			return n;
 	}
 	return NULL;
@@ -1161,14 +1262,94 @@ static void fault_tick(struct sim *s)
 						   .node = (uint8_t)n->idx});
 		}
 	}
+	/* Disk errors: armed to strike after a few more operations, then
+	 * every later one (a failing or full disk stays so). */
+	for (int k = 0; k < 2; k++) {
+		uint32_t pm = k ? s->enospc_pm : s->eio_pm;
+		if (!pm || s->n_down >= max_down ||
+		    keel_rand_below(&s->dfault_rand, 1000) >= pm)
+			continue;
+		struct sim_node *n = pick_up_node(s);
+		if (!n)
+			continue;
+		uint64_t after = keel_rand_below(&s->dfault_rand, 40);
+		if (k)
+			memdisk_fail(n->store.disk, MEMDISK_OP_WRITE, after,
+				     KEEL_ERR_NOSPACE, true);
+		else
+			memdisk_fail(n->store.disk,
+				     keel_rand_below(&s->dfault_rand, 2)
+					     ? MEMDISK_OP_WRITE | MEMDISK_OP_SYNC
+					     : MEMDISK_OP_SYNC,
+				     after, KEEL_ERR_IO, true);
+		n->doomed = true;
+		s->n_down++;
+		if (tracing(s))
+			trace(s, "disk fault armed node %u %s after %llu ops",
+			      n->idx + 1, k ? "ENOSPC" : "EIO",
+			      (unsigned long long)after);
+	}
 	push(s, (struct sim_event){.time = s->now + SIM_FAULT_PERIOD,
 				   .type = EV_FAULT});
 }
 
 static void restart_node(struct sim *s, struct sim_node *n)
 {
-	if (n->node)
-		return;
+	if (n->refused)
+		return; /* corruption: an operator must rebuild it */
+	if (n->node) {
+		if (!n->doomed)
+			return;
+		/* The operator restarts a node whose disk failed: the
+		 * process dies (what the kernel held unsynced may be gone:
+		 * treated as a power loss) and recovers from what is
+		 * durable. */
+		if (tracing(s))
+			trace(s, "operator restart node %u", n->idx + 1);
+		crash_node(s, n);
+		if (n->refused || s->chk.violated)
+			return;
+	}
+	if (s->read_err_pm && !s->liveness &&
+	    keel_rand_below(&s->dfault_rand, 1000) < s->read_err_pm) {
+		/* A read error during recovery: the node cannot start yet;
+		 * the operator tries again later. */
+		memdisk_fail(n->store.disk, MEMDISK_OP_READ,
+			     keel_rand_below(&s->dfault_rand, 4), KEEL_ERR_IO,
+			     false);
+		int rv = sim_store_recover(&n->store);
+		memdisk_fail_clear(n->store.disk);
+		check_recovered(s, n);
+		if (rv) {
+			if (rv != KEEL_ERR_IO) {
+				char d[320];
+				snprintf(d, sizeof(d), "node %u: %s",
+					 n->idx + 1, n->store.msg);
+				sim_checker_fail(&s->chk, "recovery", d);
+				return;
+			}
+			s->res->disk_errors++;
+			if (tracing(s))
+				trace(s, "restart node %u failed: %s",
+				      n->idx + 1, n->store.msg);
+			rv = sim_store_recover(&n->store);
+			check_recovered(s, n);
+			if (rv) {
+				char d[320];
+				snprintf(d, sizeof(d), "node %u: %s",
+					 n->idx + 1, n->store.msg);
+				sim_checker_fail(&s->chk, "recovery", d);
+				return;
+			}
+			push(s, (struct sim_event){
+					.time = s->now + rnd_range(&s->fault_rand,
+								   50 * MS,
+								   SEC),
+					.type = EV_RESTART,
+					.node = (uint8_t)n->idx});
+			return;
+		}
+	}
 	s->n_down--;
 	if (tracing(s))
 		trace(s, "restart node %u log=%llu term=%llu", n->idx + 1,
@@ -1186,6 +1367,35 @@ static void resume_node(struct sim *s, struct sim_node *n)
 	s->n_down--;
 	if (tracing(s))
 		trace(s, "resume node %u", n->idx + 1);
+}
+
+/* A store error reached the node. Expected only on a disk with an armed
+ * fault; the operator restarts the node later. */
+static void disk_error(struct sim *s, struct sim_node *n, int status)
+{
+	n->disk_failed = true;
+	if (!n->doomed) {
+		char d[320];
+		snprintf(d, sizeof(d), "node %u store failed with no disk "
+			 "fault: %s", n->idx + 1, n->store.msg);
+		sim_checker_fail(&s->chk, "store-error", d);
+		return;
+	}
+	if (status == KEEL_ERR_NOSPACE)
+		s->res->enospc++;
+	else
+		s->res->disk_errors++;
+	if (tracing(s))
+		trace(s, "node %u store failed: %s", n->idx + 1, n->store.msg);
+	/* The server logs the error and exits soon after (as etcd does on a
+	 * failed fsync); until then it stays up, poisoned and silent. The
+	 * operator restarts it later. */
+	push(s, (struct sim_event){.time = s->now + rnd_range(&s->fault_rand,
+							      1 * MS, 20 * MS),
+				   .type = EV_CRASH,
+				   .node = (uint8_t)n->idx,
+				   .inc = n->inc,
+				   .a = 1});
 }
 
 /* ---- dispatch ---------------------------------------------------------------------- */
@@ -1247,14 +1457,27 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 			return;
 		if (deferred(s, n, ev))
 			return;
+		/* The oldest write's sync; the writes it covered (group
+		 * commit) are reported with it. Their own events then find
+		 * nothing left to do. */
 		env_store_cb cb;
 		void *arg;
-		bool any = sim_store_complete(&n->store, &cb, &arg);
-		KEEL_ASSERT(any);
-		if (tracing(s))
-			trace(s, "disk done node %u", n->idx + 1);
-		cb(arg, 0);
-		check_node(s, n);
+		int status;
+		uint32_t done = 0;
+		while (!n->disk_failed &&
+		       sim_store_complete(&n->store, &cb, &arg, &status)) {
+			done++;
+			if (status)
+				disk_error(s, n, status);
+			if (tracing(s))
+				trace(s, "disk done node %u status=%s",
+				      n->idx + 1, keel_strerror(status));
+			cb(arg, status);
+			if (status || !sim_store_next_ready(&n->store))
+				break;
+		}
+		if (done)
+			check_node(s, n);
 		return;
 	}
 	case EV_CLIENT_REQ: {
@@ -1358,6 +1581,21 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 		resume_node(s, n);
 		return;
 	case EV_CRASH:
+		if (ev->a == 1) { /* exit after a disk error */
+			if (ev->inc != n->inc || !n->node || !n->doomed)
+				return;
+			if (tracing(s))
+				trace(s, "node %u exits after its disk error",
+				      n->idx + 1);
+			crash_node(s, n);
+			push(s, (struct sim_event){
+					.time = s->now + rnd_range(&s->fault_rand,
+								   50 * MS,
+								   2 * SEC),
+					.type = EV_RESTART,
+					.node = (uint8_t)n->idx});
+			return;
+		}
 		if (ev->inc != n->inc || !n->node || n->paused || s->liveness ||
 		    s->n_down >= (s->n_nodes - 1) / 2)
 			return;
@@ -1414,8 +1652,11 @@ static bool converged(struct sim *s)
 	if (!s->live_ok || s->clients[s->n_clients].busy)
 		return false;
 	uint64_t digest = 0;
+	bool have = false;
 	for (uint32_t i = 0; i < s->n_nodes; i++) {
 		struct sim_node *n = &s->nodes[i];
+		if (n->refused)
+			continue; /* down for good; the others must converge */
 		if (!n->node || node_applied(n->node) < s->live_index)
 			return false;
 		struct raft_status st;
@@ -1423,18 +1664,19 @@ static bool converged(struct sim *s)
 		if (st.commit != node_applied(n->node))
 			return false;
 		uint64_t d = kv_digest(node_kv(n->node));
-		if (i && d != digest)
+		if (have && d != digest)
 			return false;
 		digest = d;
+		have = true;
 	}
 	return true;
 }
 
 /* ---- parameters ---------------------------------------------------------------- */
 
-static const char *const fault_names[] = {"loss",      "dup",   "delay",
-					  "corrupt",   "partition", "crash",
-					  "pause",     "clock", "disk"};
+static const char *const fault_names[] = {
+	"loss",  "dup",  "delay", "corrupt", "partition", "crash",
+	"pause", "clock", "disk", "eio",     "enospc",    "bitflip"};
 
 int sim_faults_parse(const char *list, uint32_t *mask)
 {
@@ -1484,6 +1726,13 @@ void sim_faults_format(uint32_t mask, char *buf, size_t cap)
 					      k ? "," : "", fault_names[i]);
 }
 
+/* Storage mutants live in the store and the WAL, not in the node. */
+enum {
+	SIM_MUTANT_ACK_BEFORE_FSYNC = 200,
+	SIM_MUTANT_SKIP_CHECKSUM = 201,
+	SIM_MUTANT_NO_TRUNCATE = 202,
+};
+
 struct mutant_name {
 	const char *name;
 	int value;
@@ -1499,6 +1748,9 @@ static const struct mutant_name mutants[] = {
 	{"apply-uncommitted", NODE_MUTANT_APPLY_UNCOMMITTED},
 	{"accept-bad-checksum", NODE_MUTANT_ACCEPT_BAD_CRC},
 	{"no-dedup", NODE_MUTANT_NO_DEDUP},
+	{"ack-before-fsync", SIM_MUTANT_ACK_BEFORE_FSYNC},
+	{"skip-checksum", SIM_MUTANT_SKIP_CHECKSUM},
+	{"no-truncate", SIM_MUTANT_NO_TRUNCATE},
 };
 #else
 static const struct mutant_name mutants[1] = {{NULL, 0}};
@@ -1573,6 +1825,26 @@ static void draw_params(struct sim *s, struct keel_rand *m)
 		s->nodes[i].rate_ppm = (f & SIM_FAULT_CLOCK) ? drift[i] : 1000000;
 		s->nodes[i].skew_ns = (f & SIM_FAULT_CLOCK) ? skew[i] : 0;
 	}
+	/* Disk faults draw from a stream of their own, seeded last, so the
+	 * parameters above keep their values. */
+	struct keel_rand *d = &s->dfault_rand;
+	keel_rand_seed(d, keel_rand_next(m));
+	s->eio_pm = (uint32_t)rnd_range(d, 5, 40);
+	s->enospc_pm = (uint32_t)rnd_range(d, 3, 25);
+	s->read_err_pm = (uint32_t)rnd_range(d, 50, 300);
+	s->bitflip_pm = (uint32_t)rnd_range(d, 50, 300);
+	static const uint64_t seg[] = {16384, 65536, 262144};
+	s->segment_bytes = seg[keel_rand_below(d, 3)];
+	uint32_t n_damage = (uint32_t)rnd_range(d, 1, (s->n_nodes - 1) / 2);
+	uint32_t first = (uint32_t)keel_rand_below(d, s->n_nodes);
+	for (uint32_t i = 0; i < n_damage && s->n_nodes > 1; i++)
+		s->nodes[(first + i) % s->n_nodes].damageable = true;
+	if (!(f & SIM_FAULT_EIO))
+		s->eio_pm = s->read_err_pm = 0;
+	if (!(f & SIM_FAULT_ENOSPC))
+		s->enospc_pm = 0;
+	if (!(f & SIM_FAULT_BITFLIP) || s->n_nodes < 3)
+		s->bitflip_pm = 0;
 	char *p = s->res->params;
 	size_t cap = sizeof(s->res->params);
 	int k = snprintf(p, cap,
@@ -1598,9 +1870,15 @@ static void draw_params(struct sim *s, struct keel_rand *m)
 		k += snprintf(p + k, cap - (size_t)k, "%s%llu", i ? "," : "",
 			      (unsigned long long)s->nodes[i].rate_ppm);
 	if (k > 0 && (size_t)k < cap)
-		snprintf(p + k, cap - (size_t)k, " skew_ms=%llu",
-			 (unsigned long long)(s->nodes[s->n_nodes - 1].skew_ns /
-					      MS));
+		k += snprintf(p + k, cap - (size_t)k, " skew_ms=%llu",
+			      (unsigned long long)(s->nodes[s->n_nodes - 1].skew_ns /
+						   MS));
+	if (k > 0 && (size_t)k < cap)
+		snprintf(p + k, cap - (size_t)k,
+			 " disk_faults=eio:%u,enospc:%u,read:%u,bitflip:%u/1000"
+			 " seg=%llu",
+			 s->eio_pm, s->enospc_pm, s->read_err_pm, s->bitflip_pm,
+			 (unsigned long long)s->segment_bytes);
 }
 
 /* ---- the run ---------------------------------------------------------------------- */
@@ -1610,6 +1888,7 @@ static void heal_all(struct sim *s)
 	s->liveness = true;
 	s->loss_pm = s->dup_pm = s->corrupt_pm = s->delay_pm = 0;
 	s->disk_spike_pm = 0;
+	s->eio_pm = s->enospc_pm = s->read_err_pm = s->bitflip_pm = 0;
 	memset(s->block, 0, sizeof(s->block));
 	s->partitioned = false;
 	for (uint32_t i = 0; i < s->n_nodes; i++) {
@@ -1628,6 +1907,8 @@ static void check_final_logs(struct sim *s)
 {
 	for (uint32_t a = 0; a < s->n_nodes; a++) {
 		for (uint32_t b = a + 1; b < s->n_nodes; b++) {
+			if (!s->nodes[a].node || !s->nodes[b].node)
+				continue; /* refused to start */
 			const struct raft *ra = node_raft(s->nodes[a].node);
 			const struct raft *rb = node_raft(s->nodes[b].node);
 			struct raft_status sa, sb;
@@ -1879,7 +2160,7 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 	c->request_timeout_ns = s->client_timeout / 4 * 3;
 	c->reply = on_reply;
 	c->observer = (struct node_observer){s, obs_update, obs_apply};
-	c->mutant = o->mutant;
+	c->mutant = o->mutant < 200 ? o->mutant : 0;
 
 	for (uint32_t i = 0; i < s->n_nodes; i++) {
 		struct sim_node *n = &s->nodes[i];
@@ -1887,7 +2168,25 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 		n->idx = i;
 		n->id = i + 1;
 		keel_rand_seed(&n->rand, keel_rand_next(&master));
-		sim_store_init(&n->store, NULL);
+		struct sim_store_config sc = {
+			.seed = keel_rand_next(&s->crash_rand),
+			.cluster_id = c->cluster_id,
+			.segment_bytes = s->segment_bytes};
+#ifdef KEEL_MUTANTS
+		sc.mutant = o->mutant == SIM_MUTANT_ACK_BEFORE_FSYNC
+				    ? SIM_STORE_MUTANT_ACK_BEFORE_FSYNC
+				    : 0;
+		sc.wal_mutant = o->mutant == SIM_MUTANT_SKIP_CHECKSUM
+					? WAL_MUTANT_SKIP_CHECKSUM
+				: o->mutant == SIM_MUTANT_NO_TRUNCATE
+					? WAL_MUTANT_NO_TRUNCATE
+					: 0;
+#endif
+		if (sim_store_init(&n->store, &sc)) {
+			sim_close(s);
+			free(s);
+			return KEEL_ERR_NOMEM;
+		}
 		n->env = (struct env){.clock = {n, &clock_ops},
 				      .net = {n, &net_ops},
 				      .rand = {n, &rand_ops},
@@ -1930,8 +2229,11 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 	if (!s->chk.violated) {
 		check_final_logs(s);
 		check_acks(s);
-		/* Converged: every node applied everything, any will do. */
-		cut_window(s, &s->nodes[0], true);
+		/* Converged: every up node applied everything, any will do. */
+		struct sim_node *up = &s->nodes[0];
+		for (uint32_t i = 0; i < s->n_nodes && !up->node; i++)
+			up = &s->nodes[i];
+		cut_window(s, up, true);
 	} else if (o->history) {
 		sim_history_write_jsonl(&s->hist, history_line, s);
 	}

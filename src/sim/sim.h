@@ -23,12 +23,15 @@ enum sim_fault {
 	SIM_FAULT_CRASH = 1u << 5,
 	SIM_FAULT_PAUSE = 1u << 6,
 	SIM_FAULT_CLOCK = 1u << 7,
-	SIM_FAULT_DISK = 1u << 8,
-	SIM_FAULTS_ALL = (1u << 9) - 1,
+	SIM_FAULT_DISK = 1u << 8,    /* disk latency spikes */
+	SIM_FAULT_EIO = 1u << 9,     /* write/sync errors; read errors at restart */
+	SIM_FAULT_ENOSPC = 1u << 10, /* a full disk */
+	SIM_FAULT_BITFLIP = 1u << 11, /* rot at rest on a minority of nodes */
+	SIM_FAULTS_ALL = (1u << 12) - 1,
 };
 
 /* "all", "none" or a comma list of loss,dup,delay,corrupt,partition,
- * crash,pause,clock,disk. 0 or KEEL_ERR_INVAL. */
+ * crash,pause,clock,disk,eio,enospc,bitflip. 0 or KEEL_ERR_INVAL. */
 int sim_faults_parse(const char *list, uint32_t *mask);
 /* "all", "none" or the comma list, into buf. */
 void sim_faults_format(uint32_t mask, char *buf, size_t cap);
@@ -67,6 +70,11 @@ struct sim_result {
 	uint64_t partitions, pauses, disk_writes;
 	uint64_t forwarded; /* client requests a follower forwarded */
 	uint64_t expiries;  /* KEEL.EXPIRE-DELETE entries leaders proposed */
+	uint64_t disk_errors;   /* EIO that surfaced (write, sync or read) */
+	uint64_t enospc;        /* ENOSPC that surfaced */
+	uint64_t bitflips;      /* bits flipped at rest */
+	uint64_t refused_start; /* recoveries that refused (KEEL_ERR_CORRUPT) */
+	uint64_t torn_tails;    /* recoveries that cut a torn tail */
 };
 
 /* Runs one seed. Returns 0 (r->ok says whether every check passed) or an

@@ -12,48 +12,108 @@
 #include "keel/raft.h"
 #include "sim/sim.h"
 
-/* ---- log store model (store.c) ------------------------------------------ */
+/* ---- log store: the real WAL over memdisk (store.c) ------------------------ */
+
+#include "keel/memdisk.h"
+#include "keel/wal.h"
 
 struct sim_write {
 	uint64_t truncate_from;
 	uint32_t n_entries;
-	struct raft_entry *entries; /* owned copies */
+	struct raft_entry *entries; /* owned copies until durable */
 	bool has_hard_state;
 	struct raft_hard_state hard_state;
+	bool durable; /* covered by a successful sync */
 	env_store_cb cb;
 	void *arg;
 };
 
+#ifdef KEEL_MUTANTS
+/* Planted store bug (sim.c maps the mutant name to it). */
+enum { SIM_STORE_MUTANT_ACK_BEFORE_FSYNC = 1 };
+#endif
+
+struct sim_store_config {
+	const struct keel_alloc *alloc; /* NULL = libc */
+	uint64_t seed;                  /* the memdisk's tearing choices */
+	uint64_t cluster_id;
+	uint64_t segment_bytes;
+	int mutant;     /* SIM_STORE_MUTANT_* or 0 */
+	int wal_mutant; /* enum wal_mutant or 0 (KEEL_MUTANTS builds) */
+};
+
 struct sim_store {
 	const struct keel_alloc *alloc;
-	/* Durable state. Invariant: log[i].index == i + 1. */
+	struct memdisk *disk; /* sim.c arms its faults directly */
+	struct wal_config wcfg;
+	struct wal *wal; /* NULL when recovery failed */
+	struct wal_recovered rec; /* what the last recovery returned */
+	bool have_rec;
+	int mutant;
+	bool sync_owed; /* ack-before-fsync mutant */
+	int error;      /* first flush/sync error since the last recovery */
+	bool refused;   /* recovery found corruption: never starts again */
+	char msg[256];  /* the error or refusal, naming file and offset */
+	/* Shadow of the durable state. Invariant: log[i].index == i + 1. */
 	struct raft_hard_state hs;
 	struct raft_entry *log; /* data owned */
 	uint64_t n_log, cap_log;
-	/* Unsynced writes, FIFO ring. */
+	/* Issued writes, FIFO ring: the first n_completed were reported but
+	 * are kept until durable (only the ack-before-fsync mutant reports
+	 * before the sync). */
 	struct sim_write *pending;
-	uint32_t head, n_pending, cap_pending;
-	uint64_t submitted, completed;
+	uint32_t head, n_pending, n_completed, cap_pending;
+	uint64_t submitted, completed, syncs, recoveries, torn_tails,
+		bitflips;
+	/* Set by a recovery that lost or changed a synced entry (a store
+	 * bug: the simulator reports it as a violation). */
+	uint64_t check_upto;
+	uint64_t unsynced_from; /* lowest truncate_from since the last
+				   sync, 0 = none */
+	bool synced_lost;
+	char lost_msg[160];
 };
 
-void sim_store_init(struct sim_store *s, const struct keel_alloc *alloc);
+/* Creates the disk and recovers the (empty) WAL on it. 0 or an error. */
+int sim_store_init(struct sim_store *s, const struct sim_store_config *cfg);
 void sim_store_close(struct sim_store *s);
-/* Queues a write (copied). 0 or KEEL_ERR_NOMEM. */
+/* Stages a write in the WAL, hands it to the disk (unsynced) and queues
+ * it (copied). 0, KEEL_ERR_NOMEM, or KEEL_ERR_IO when not recovered. A
+ * disk error is reported by the write's completion, not here. */
 int sim_store_submit(struct sim_store *s, const struct env_store_write *w,
 		     env_store_cb cb, void *arg);
-/* Makes the oldest unsynced write durable and returns its callback;
- * false when none is queued. */
-bool sim_store_complete(struct sim_store *s, env_store_cb *cb, void **arg);
-/* A crash: a prefix of the unsynced records drawn from rand survives,
- * the rest is lost. Returns how many records survived. */
-uint64_t sim_store_crash(struct sim_store *s, struct keel_rand *rand);
+/* Completes the oldest unreported write: syncs first unless an earlier
+ * sync covered it (group commit). *status is 0 once durable, or the
+ * store's first error. False when no write is waiting. */
+bool sim_store_complete(struct sim_store *s, env_store_cb *cb, void **arg,
+			int *status);
+/* True when every issued write has been reported. */
+bool sim_store_idle(const struct sim_store *s);
+/* True when the next write to report needs no sync of its own (an
+ * earlier sync covered it) or fails with the store's error. */
+bool sim_store_next_ready(const struct sim_store *s);
+/* Power loss (enum memdisk_crash_mode): closes the WAL, drops the queue,
+ * clears armed disk faults. Returns the unsynced writes lost or torn. */
+uint64_t sim_store_crash(struct sim_store *s, int mode);
+/* Recovery (wal_open): 0, and the shadow becomes what it returned; or its
+ * error with s->msg (KEEL_ERR_CORRUPT: refused for good). On success it
+ * first checks that every synced entry came back (up to the first index
+ * an unsynced write may have overwritten) and sets synced_lost if not. */
+int sim_store_recover(struct sim_store *s);
+/* Rot at rest (call between crash and recovery): flips one bit in the
+ * checksummed bytes of a WAL record that is followed by another record.
+ * 0 with a description in what, or KEEL_ERR_NOT_FOUND (fewer than two
+ * records). */
+int sim_store_flip(struct sim_store *s, struct keel_rand *rand, char *what,
+		   size_t what_len);
 uint64_t sim_store_unsynced_records(const struct sim_store *s);
 /* Term of the durable entry at index, 0 if none. */
 uint64_t sim_store_durable_term(const struct sim_store *s, uint64_t index);
 const struct raft_entry *sim_store_durable_entry(const struct sim_store *s,
 						 uint64_t index);
-/* Borrowed view of the durable state (env_store.load). */
-void sim_store_load(const struct sim_store *s, struct env_store_state *out);
+/* Borrowed view of what the last recovery returned (env_store.load);
+ * KEEL_ERR_IO when the store is not recovered. */
+int sim_store_load(const struct sim_store *s, struct env_store_state *out);
 
 /* ---- safety checkers (checker.c) ------------------------------------------ */
 

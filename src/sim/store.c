@@ -1,20 +1,34 @@
 /*
- * store.c -- the simulator's log store: an in-memory model of a durable
- * Raft log and hard state (env_store in env.h) that is honest about
- * crashes.
+ * store.c -- the simulator's log store: the real WAL (src/wal/wal.c) over
+ * the in-memory disk with power-loss semantics (src/env/memdisk.c), as one
+ * node's env_store, with the simulator deciding when each sync completes.
  *
- * A write is queued when issued and becomes durable only when the
- * simulator completes it (after a latency it draws from the seed). Until
- * then it is "unsynced": at a crash, the unsynced writes are cut at a
- * random record boundary (drawn from the seed): the records before the
- * cut survive, the rest is lost. Records of one write are, in order, its
- * entries (the first one carrying the truncation) and then its hard
- * state, so a torn write can leave entries without the hard state stored
- * after them -- the case real recovery must handle (node.c). Completed
- * writes always survive.
+ * A write is staged in the WAL and handed to the disk at once (wal_flush:
+ * the bytes sit in the page cache, unsynced), then queued. The simulator
+ * completes writes in issue order after a latency it draws from the seed;
+ * completing the oldest write that is not yet durable runs one wal_sync,
+ * which covers every write issued before it (group commit), so the writes
+ * behind it complete without another sync. A crash is a memdisk power
+ * loss: the unsynced bytes are kept, lost or torn at a point drawn from
+ * the seed; recovery is wal_open, and the node restarts from what it
+ * returns.
+ *
+ * Beside the WAL the store keeps a shadow of what is durable: the writes
+ * covered by a successful sync, applied in order, replaced after each
+ * recovery by exactly what wal_open returned. The checkers count durable
+ * copies from it (sim_store_durable_term), so "durable" means synced to
+ * the simulated platter, never merely "reported complete".
+ *
+ * Errors: the first failed flush or sync poisons the store (the WAL
+ * poisons itself too); that write and every later one complete with the
+ * error, and nothing is ever reported durable again until a crash and a
+ * new recovery (an operator restart). Recovery failures are reported, a
+ * KEEL_ERR_CORRUPT one makes the store refuse for good.
  */
+#include <stdio.h>
 #include <string.h>
 
+#include "keel/memdisk.h"
 #include "sim/sim_internal.h"
 
 static void free_entries(struct sim_store *s, struct raft_entry *e,
@@ -24,23 +38,39 @@ static void free_entries(struct sim_store *s, struct raft_entry *e,
 		s->alloc->free(s->alloc->ctx, (void *)e[i].data);
 }
 
-void sim_store_init(struct sim_store *s, const struct keel_alloc *alloc)
+static void free_write(struct sim_store *s, struct sim_write *w)
 {
-	memset(s, 0, sizeof(*s));
-	s->alloc = alloc ? alloc : &keel_alloc_libc;
-}
-
-void sim_store_close(struct sim_store *s)
-{
-	free_entries(s, s->log, (uint32_t)s->n_log);
-	s->alloc->free(s->alloc->ctx, s->log);
-	for (uint32_t i = 0; i < s->n_pending; i++) {
-		struct sim_write *w = &s->pending[(s->head + i) % s->cap_pending];
+	if (w->entries) {
 		free_entries(s, w->entries, w->n_entries);
 		s->alloc->free(s->alloc->ctx, w->entries);
 	}
-	s->alloc->free(s->alloc->ctx, s->pending);
-	memset(s, 0, sizeof(*s));
+	w->entries = NULL;
+}
+
+static void drop_pending(struct sim_store *s)
+{
+	for (uint32_t i = 0; i < s->n_pending; i++)
+		free_write(s, &s->pending[(s->head + i) % s->cap_pending]);
+	s->n_pending = 0;
+	s->n_completed = 0;
+	s->head = 0;
+}
+
+static void drop_log(struct sim_store *s)
+{
+	free_entries(s, s->log, (uint32_t)s->n_log);
+	s->n_log = 0;
+}
+
+static void close_wal(struct sim_store *s)
+{
+	if (!s->wal)
+		return;
+	if (s->have_rec)
+		wal_recovered_free(s->wal, &s->rec);
+	s->have_rec = false;
+	wal_close(s->wal);
+	s->wal = NULL;
 }
 
 /* Durable truncation: drops every stored entry with index >= from. */
@@ -69,11 +99,65 @@ static int durable_append(struct sim_store *s, const struct raft_entry *e)
 	return 0;
 }
 
+/* Applies a synced write to the shadow; frees its copies. */
+static void shadow_apply(struct sim_store *s, struct sim_write *w)
+{
+	if (w->n_entries)
+		durable_truncate(s, w->truncate_from);
+	for (uint32_t i = 0; i < w->n_entries; i++) {
+		if (durable_append(s, &w->entries[i]) == 0)
+			continue;
+		KEEL_ASSERT(!"sim store: out of memory");
+	}
+	s->alloc->free(s->alloc->ctx, w->entries);
+	w->entries = NULL;
+	if (w->has_hard_state)
+		s->hs = w->hard_state;
+	w->durable = true;
+}
+
+int sim_store_init(struct sim_store *s, const struct sim_store_config *cfg)
+{
+	memset(s, 0, sizeof(*s));
+	s->alloc = cfg->alloc ? cfg->alloc : &keel_alloc_libc;
+	s->check_upto = UINT64_MAX;
+	s->mutant = cfg->mutant;
+	s->disk = memdisk_create(s->alloc, cfg->seed);
+	if (!s->disk)
+		return KEEL_ERR_NOMEM;
+	s->wcfg = (struct wal_config){.disk = memdisk_disk(s->disk),
+				      .alloc = s->alloc,
+				      .cluster_id = cfg->cluster_id,
+				      .segment_bytes = cfg->segment_bytes};
+#ifdef KEEL_MUTANTS
+	s->wcfg.mutant = cfg->wal_mutant;
+#endif
+	int rv = sim_store_recover(s);
+	if (rv) {
+		sim_store_close(s);
+		return rv;
+	}
+	return 0;
+}
+
+void sim_store_close(struct sim_store *s)
+{
+	close_wal(s);
+	drop_pending(s);
+	s->alloc->free(s->alloc->ctx, s->pending);
+	drop_log(s);
+	s->alloc->free(s->alloc->ctx, s->log);
+	memdisk_destroy(s->disk);
+	memset(s, 0, sizeof(*s));
+}
+
 int sim_store_submit(struct sim_store *s, const struct env_store_write *w,
 		     env_store_cb cb, void *arg)
 {
 	if (w->n_entries)
 		KEEL_ASSERT(w->truncate_from == w->entries[0].index);
+	if (!s->wal)
+		return KEEL_ERR_IO; /* not recovered: the node cannot run */
 	if (s->n_pending == s->cap_pending) {
 		uint32_t ncap = s->cap_pending ? s->cap_pending * 2 : 16;
 		struct sim_write *np =
@@ -115,76 +199,357 @@ int sim_store_submit(struct sim_store *s, const struct env_store_write *w,
 			nw.entries[i].data = d;
 		}
 	}
+	/* Stage in the WAL and hand the bytes to the disk. An error is not
+	 * returned here but through the completion (as a disk thread would
+	 * report it): the node must learn it before it acts on the write. */
+	/* Remember the lowest index this unsynced write may overwrite on
+	 * disk (a failed write's earlier bytes may still land). */
+	if (w->n_entries && (!s->unsynced_from ||
+			     w->truncate_from < s->unsynced_from))
+		s->unsynced_from = w->truncate_from;
+	if (!s->error) {
+		int rv = 0;
+		if (w->n_entries)
+			rv = wal_append(s->wal, w->entries, w->n_entries);
+		if (!rv && w->has_hard_state)
+			rv = wal_save_hard_state(s->wal, &w->hard_state);
+		if (!rv)
+			rv = wal_flush(s->wal);
+		if (rv) {
+			s->error = rv;
+			snprintf(s->msg, sizeof(s->msg), "%s",
+				 wal_poisoned(s->wal) ? wal_errmsg(s->wal)
+						      : keel_strerror(rv));
+		}
+	}
 	s->pending[(s->head + s->n_pending) % s->cap_pending] = nw;
 	s->n_pending++;
 	s->submitted++;
 	return 0;
 }
 
-/* Makes records [0, upto) of write w durable; upto = n_entries + 1 means
- * the whole write. Frees what is not kept. */
-static void apply_write(struct sim_store *s, struct sim_write *w,
-			uint32_t upto)
+/* One wal_sync: on success every write issued so far is durable. */
+static int sync_all(struct sim_store *s)
 {
-	uint32_t keep = KEEL_MIN(upto, w->n_entries);
-	if (keep)
-		durable_truncate(s, w->truncate_from);
-	for (uint32_t i = 0; i < w->n_entries; i++) {
-		if (i < keep && durable_append(s, &w->entries[i]) == 0)
-			continue;
-		s->alloc->free(s->alloc->ctx, (void *)w->entries[i].data);
+	int rv = wal_sync(s->wal);
+	if (rv) {
+		s->error = rv;
+		snprintf(s->msg, sizeof(s->msg), "%s", wal_errmsg(s->wal));
+		return rv;
 	}
-	s->alloc->free(s->alloc->ctx, w->entries);
-	if (upto > w->n_entries && w->has_hard_state)
-		s->hs = w->hard_state;
+	s->syncs++;
+	s->unsynced_from = 0;
+	for (uint32_t i = 0; i < s->n_pending; i++) {
+		struct sim_write *w =
+			&s->pending[(s->head + i) % s->cap_pending];
+		if (!w->durable)
+			shadow_apply(s, w);
+	}
+	return 0;
 }
 
-/* Number of records of a write: its entries, then the hard state. */
-static uint32_t records(const struct sim_write *w)
+bool sim_store_complete(struct sim_store *s, env_store_cb *cb, void **arg,
+			int *status)
 {
-	return w->n_entries + (w->has_hard_state ? 1 : 0);
-}
-
-bool sim_store_complete(struct sim_store *s, env_store_cb *cb, void **arg)
-{
-	if (s->n_pending == 0)
+	if (s->n_completed == s->n_pending)
 		return false;
-	struct sim_write *w = &s->pending[s->head];
+	struct sim_write *w =
+		&s->pending[(s->head + s->n_completed) % s->cap_pending];
+	*status = 0;
+	if (s->error) {
+		*status = s->error;
+	} else if (!w->durable) {
+#ifdef KEEL_MUTANTS
+		/* ack-before-fsync: every other completion is reported
+		 * without its sync, which the next one runs. */
+		if (s->mutant == SIM_STORE_MUTANT_ACK_BEFORE_FSYNC &&
+		    !s->sync_owed) {
+			s->sync_owed = true;
+		} else {
+			s->sync_owed = false;
+			*status = sync_all(s);
+		}
+#else
+		*status = sync_all(s);
+#endif
+	}
 	*cb = w->cb;
 	*arg = w->arg;
-	apply_write(s, w, w->n_entries + 1);
-	s->head = (s->head + 1) % s->cap_pending;
-	s->n_pending--;
+	s->n_completed++;
 	s->completed++;
+	/* Forget the writes that are both reported and durable (or failed:
+	 * those never become durable). */
+	while (s->n_completed > 0) {
+		struct sim_write *h = &s->pending[s->head];
+		if (!h->durable && !s->error)
+			break;
+		free_write(s, h);
+		s->head = (s->head + 1) % s->cap_pending;
+		s->n_pending--;
+		s->n_completed--;
+	}
 	return true;
 }
 
-uint64_t sim_store_crash(struct sim_store *s, struct keel_rand *rand)
+bool sim_store_idle(const struct sim_store *s)
 {
-	uint64_t total = 0;
-	for (uint32_t i = 0; i < s->n_pending; i++)
-		total += records(&s->pending[(s->head + i) % s->cap_pending]);
-	/* The cut: how many unsynced records survive, uniform in [0, total]. */
-	uint64_t cut = total ? keel_rand_below(rand, total + 1) : 0;
-	uint64_t left = cut;
-	for (uint32_t i = 0; i < s->n_pending; i++) {
-		struct sim_write *w = &s->pending[(s->head + i) % s->cap_pending];
-		uint32_t r = records(w);
-		uint32_t keep = (uint32_t)KEEL_MIN(left, (uint64_t)r);
-		left -= keep;
-		/* keep == r: the whole write; else its first keep records. */
-		apply_write(s, w, keep == r ? w->n_entries + 1 : keep);
-	}
-	s->n_pending = 0;
-	s->head = 0;
-	return cut;
+	return s->n_completed == s->n_pending;
 }
+
+bool sim_store_next_ready(const struct sim_store *s)
+{
+	if (s->n_completed == s->n_pending)
+		return false;
+	const struct sim_write *w =
+		&s->pending[(s->head + s->n_completed) % s->cap_pending];
+	return w->durable || s->error;
+}
+
+uint64_t sim_store_crash(struct sim_store *s, int mode)
+{
+	/* Open handles go first (memdisk_crash invalidates them); staged
+	 * bytes never handed to the disk are simply gone. */
+	close_wal(s);
+	/* Recovery must give back the synced log up to the first index an
+	 * unsynced write may have overwritten (a kept part of it is fine). */
+	s->check_upto = s->n_log;
+	if (s->unsynced_from)
+		s->check_upto = KEEL_MIN(s->check_upto, s->unsynced_from - 1);
+	s->unsynced_from = 0;
+	drop_pending(s);
+	memdisk_fail_clear(s->disk);
+	s->error = 0;
+	s->sync_owed = false;
+	s->msg[0] = 0;
+	return memdisk_crash(s->disk, mode);
+}
+
+int sim_store_recover(struct sim_store *s)
+{
+	KEEL_ASSERT(s->n_pending == 0);
+	if (s->refused)
+		return KEEL_ERR_CORRUPT;
+	close_wal(s);
+	s->error = 0;
+	s->msg[0] = 0;
+	int rv = wal_open(&s->wcfg, &s->wal, &s->rec, s->msg, sizeof(s->msg));
+	if (rv) {
+		s->wal = NULL;
+		if (rv == KEEL_ERR_CORRUPT)
+			s->refused = true;
+		return rv;
+	}
+	s->have_rec = true;
+	s->recoveries++;
+	if (s->rec.torn_tail)
+		s->torn_tails++;
+	/* The store never takes snapshots: the log starts at 1. */
+	KEEL_ASSERT(s->rec.snap_index == 0);
+	/* Nothing synced may be missing or changed. */
+	uint64_t upto = KEEL_MIN(s->check_upto, s->n_log);
+	for (uint64_t i = 1; i <= upto && !s->synced_lost; i++) {
+		const struct raft_entry *d = &s->log[i - 1];
+		const struct raft_entry *r =
+			i <= s->rec.n_entries ? &s->rec.entries[i - 1] : NULL;
+		if (!r || r->term != d->term || r->len != d->len ||
+		    r->type != d->type ||
+		    (d->len && memcmp(r->data, d->data, d->len))) {
+			s->synced_lost = true;
+			snprintf(s->lost_msg, sizeof(s->lost_msg),
+				 "synced entry %llu (term %llu) %s after "
+				 "recovery (%u entries recovered)",
+				 (unsigned long long)i,
+				 (unsigned long long)d->term,
+				 r ? "changed" : "missing", s->rec.n_entries);
+		}
+	}
+	s->check_upto = UINT64_MAX;
+	/* The shadow becomes exactly what recovery found. */
+	drop_log(s);
+	s->hs = s->rec.hs;
+	for (uint32_t i = 0; i < s->rec.n_entries; i++) {
+		struct raft_entry e = s->rec.entries[i];
+		KEEL_ASSERT(e.index == i + 1);
+		uint8_t *d = NULL;
+		if (e.len) {
+			d = s->alloc->malloc(s->alloc->ctx, e.len);
+			KEEL_ASSERT(d != NULL);
+			memcpy(d, e.data, e.len);
+		}
+		e.data = d;
+		rv = durable_append(s, &e);
+		KEEL_ASSERT(rv == 0);
+	}
+	return 0;
+}
+
+/* ---- bit flips at rest --------------------------------------------------- */
+
+struct seg_names {
+	char v[64][32];
+	uint32_t n;
+};
+
+static int collect_seg(void *arg, const char *name)
+{
+	struct seg_names *l = arg;
+	if (strlen(name) != 20 || strcmp(name + 16, ".wal") || l->n >= 64)
+		return 0;
+	memcpy(l->v[l->n++], name, 21);
+	return 0;
+}
+
+/* Walks one segment's records by their length fields; cb(ctx, off, len)
+ * for each (checksums are the WAL's business, not the injector's). */
+static void walk_records(const uint8_t *buf, uint64_t size,
+			 void (*cb)(void *ctx, uint64_t off, uint64_t bytes),
+			 void *ctx)
+{
+	uint64_t off = WAL_SEGMENT_HEADER;
+	while (off + WAL_RECORD_HEADER <= size) {
+		uint32_t crc = keel_get_u32(buf + off);
+		uint32_t len = keel_get_u32(buf + off + 4);
+		if (crc == 0 && len == 0)
+			break;
+		uint64_t total = WAL_RECORD_HEADER + ((len + 7ull) & ~7ull);
+		if (off + total > size)
+			break;
+		/* The bytes the checksum covers: header and payload. */
+		cb(ctx, off, WAL_RECORD_HEADER + (uint64_t)len);
+		off += total;
+	}
+}
+
+struct flip_pick {
+	uint64_t n_records; /* counting pass */
+	uint64_t target;    /* choosing pass: the record wanted */
+	uint64_t seen;
+	uint64_t off, bytes;
+	bool found;
+};
+
+static void count_rec(void *ctx, uint64_t off, uint64_t bytes)
+{
+	struct flip_pick *p = ctx;
+	(void)off;
+	(void)bytes;
+	p->n_records++;
+}
+
+static void pick_rec(void *ctx, uint64_t off, uint64_t bytes)
+{
+	struct flip_pick *p = ctx;
+	if (p->seen++ == p->target) {
+		p->off = off;
+		p->bytes = bytes;
+		p->found = true;
+	}
+}
+
+static int read_whole(struct sim_store *s, const char *path, uint8_t **out,
+		      uint64_t *size)
+{
+	struct keel_disk d = memdisk_disk(s->disk);
+	struct keel_file *f;
+	int rv = d.ops->open(d.ctx, path, 0, &f);
+	if (rv)
+		return rv;
+	rv = d.ops->size(d.ctx, f, size);
+	uint8_t *buf = NULL;
+	if (!rv && *size > (64ull << 20))
+		rv = KEEL_ERR_TOO_BIG;
+	if (!rv) {
+		buf = s->alloc->malloc(s->alloc->ctx, *size ? (size_t)*size : 1);
+		rv = buf ? 0 : KEEL_ERR_NOMEM;
+	}
+	size_t got = 0;
+	if (!rv && *size)
+		rv = d.ops->pread(d.ctx, f, buf, (size_t)*size, 0, &got);
+	d.ops->close(d.ctx, f);
+	if (rv) {
+		s->alloc->free(s->alloc->ctx, buf);
+		return rv;
+	}
+	*out = buf;
+	return 0;
+}
+
+int sim_store_flip(struct sim_store *s, struct keel_rand *rand, char *what,
+		   size_t what_len)
+{
+	KEEL_ASSERT(s->wal == NULL); /* at rest: between crash and recovery */
+	struct seg_names l = {.n = 0};
+	struct keel_disk d = memdisk_disk(s->disk);
+	if (d.ops->list(d.ctx, "wal", collect_seg, &l))
+		return KEEL_ERR_NOT_FOUND;
+	/* Names are 16 hex digits: byte order is sequence order. */
+	for (uint32_t i = 1; i < l.n; i++)
+		for (uint32_t j = i; j > 0 && strcmp(l.v[j - 1], l.v[j]) > 0; j--) {
+			char t[32];
+			memcpy(t, l.v[j], 32);
+			memcpy(l.v[j], l.v[j - 1], 32);
+			memcpy(l.v[j - 1], t, 32);
+		}
+	/* Count every record; the very last one of the log is not a
+	 * candidate (the safe rule, docs/testing.md: rot there cannot be
+	 * told from a torn write). */
+	uint64_t per[64] = {0}, total = 0;
+	for (uint32_t i = 0; i < l.n; i++) {
+		char path[64];
+		snprintf(path, sizeof(path), "wal/%s", l.v[i]);
+		uint8_t *buf;
+		uint64_t size;
+		if (read_whole(s, path, &buf, &size))
+			continue;
+		struct flip_pick p = {0};
+		walk_records(buf, size, count_rec, &p);
+		s->alloc->free(s->alloc->ctx, buf);
+		per[i] = p.n_records;
+		total += p.n_records;
+	}
+	if (total < 2)
+		return KEEL_ERR_NOT_FOUND;
+	uint64_t target = keel_rand_below(rand, total - 1);
+	for (uint32_t i = 0; i < l.n; i++) {
+		if (target >= per[i]) {
+			target -= per[i];
+			continue;
+		}
+		char path[64];
+		snprintf(path, sizeof(path), "wal/%s", l.v[i]);
+		uint8_t *buf;
+		uint64_t size;
+		if (read_whole(s, path, &buf, &size))
+			return KEEL_ERR_NOT_FOUND;
+		struct flip_pick p = {.target = target};
+		walk_records(buf, size, pick_rec, &p);
+		s->alloc->free(s->alloc->ctx, buf);
+		KEEL_ASSERT(p.found);
+		uint64_t bit = p.off * 8 + keel_rand_below(rand, p.bytes * 8);
+		int rv = memdisk_flip_bit(s->disk, path, bit);
+		KEEL_ASSERT(rv == 0);
+		if (what_len)
+			snprintf(what, what_len, "%s byte %llu bit %llu (record at %llu)",
+				 path, (unsigned long long)(bit / 8),
+				 (unsigned long long)(bit % 8),
+				 (unsigned long long)p.off);
+		s->bitflips++;
+		return 0;
+	}
+	return KEEL_ERR_NOT_FOUND;
+}
+
+/* ---- views ---------------------------------------------------------------- */
 
 uint64_t sim_store_unsynced_records(const struct sim_store *s)
 {
 	uint64_t total = 0;
-	for (uint32_t i = 0; i < s->n_pending; i++)
-		total += records(&s->pending[(s->head + i) % s->cap_pending]);
+	for (uint32_t i = 0; i < s->n_pending; i++) {
+		const struct sim_write *w =
+			&s->pending[(s->head + i) % s->cap_pending];
+		if (!w->durable)
+			total += w->n_entries + (w->has_hard_state ? 1 : 0);
+	}
 	return total;
 }
 
@@ -203,9 +568,12 @@ const struct raft_entry *sim_store_durable_entry(const struct sim_store *s,
 	return &s->log[index - 1];
 }
 
-void sim_store_load(const struct sim_store *s, struct env_store_state *out)
+int sim_store_load(const struct sim_store *s, struct env_store_state *out)
 {
-	out->hard_state = s->hs;
-	out->n_entries = (uint32_t)s->n_log;
-	out->entries = s->log;
+	if (!s->wal || !s->have_rec)
+		return KEEL_ERR_IO;
+	out->hard_state = s->rec.hs;
+	out->n_entries = s->rec.n_entries;
+	out->entries = s->rec.entries;
+	return 0;
 }

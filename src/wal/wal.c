@@ -15,7 +15,8 @@
  * truncates like the Raft log does, so synced bytes are never rewritten.
  * A reset record (after InstallSnapshot) empties the log above a snapshot.
  * Recovery: zeros end the data; a bad record followed only by zeros is a
- * torn tail (cut, warn); a bad record followed by anything else, a gap,
+ * torn tail (cut, warn); a bad record followed by anything else (or with
+ * a valid record anywhere behind it: a flipped length), a gap,
  * or a term going backwards is corruption (refuse, naming file and byte).
  * Any write or sync error poisons the WAL; a sync is never retried.
  */
@@ -59,6 +60,7 @@ struct wal {
 	size_t buf_len, buf_cap;
 	uint64_t buf_off; /* file offset where buf starts */
 	bool dir_dirty;   /* a segment was created since the last sync */
+	bool seg_dirty;   /* bytes written to the active segment, unsynced */
 
 	uint64_t last_index, last_term;
 	uint64_t snap_index, snap_term;
@@ -235,6 +237,26 @@ static int hs_write(struct wal *w, bool force)
 					   KEEL_DISK_CREATE, &w->hs_file);
 		if (rv)
 			return fail(w, rv, "open", "hardstate");
+		uint64_t size = 0;
+		rv = w->disk.ops->size(w->disk.ctx, w->hs_file, &size);
+		if (rv)
+			return fail(w, rv, "size of", "hardstate");
+		if (size == 0 && w->hs_seq == 0) {
+			/* A new file starts with a valid empty slot (seq 0),
+			 * synced before its name: otherwise a torn first
+			 * write (slot 1 damaged, slot 0 all zeros) would look
+			 * like two damaged slots and the node could never
+			 * start again after an innocent power loss. */
+			uint8_t init[HS_SLOT];
+			struct raft_hard_state zero = {0};
+			hs_encode(init, 0, &zero);
+			rv = w->disk.ops->pwrite(w->disk.ctx, w->hs_file, init,
+						 HS_SLOT, 0);
+			if (!rv)
+				rv = w->disk.ops->sync(w->disk.ctx, w->hs_file);
+			if (rv)
+				return fail(w, rv, "initialise", "hardstate");
+		}
 		/* A new file's name must be durable too. */
 		rv = w->disk.ops->sync_dir(w->disk.ctx, ".");
 		if (rv)
@@ -265,25 +287,29 @@ static int flush_buf(struct wal *w)
 {
 	if (w->buf_len == 0)
 		return 0;
-	char path[64];
-	seg_path(path, sizeof(path), w->segs[w->n_segs - 1].seq);
 	int rv = w->disk.ops->pwrite(w->disk.ctx, w->active, w->buf,
 				     w->buf_len, w->buf_off);
-	if (rv)
+	if (rv) {
+		char path[64]; /* named only on failure: this is the hot path */
+		seg_path(path, sizeof(path), w->segs[w->n_segs - 1].seq);
 		return fail(w, rv, "write", path);
+	}
 	w->buf_off += w->buf_len;
 	w->buf_len = 0;
+	w->seg_dirty = true;
 	return 0;
 }
 
 static int sync_active(struct wal *w)
 {
-	char path[64];
-	seg_path(path, sizeof(path), w->segs[w->n_segs - 1].seq);
 	int rv = w->disk.ops->sync(w->disk.ctx, w->active);
-	if (rv)
+	if (rv) {
+		char path[64];
+		seg_path(path, sizeof(path), w->segs[w->n_segs - 1].seq);
 		return fail(w, rv, "fdatasync", path);
+	}
 	w->stats.syncs++;
+	w->seg_dirty = false;
 	return 0;
 }
 
@@ -331,6 +357,7 @@ static int new_segment(struct wal *w, uint64_t seq)
 	w->buf_off = WAL_SEGMENT_HEADER;
 	w->buf_len = 0;
 	w->dir_dirty = true;
+	w->seg_dirty = true; /* the header */
 	w->stats.segments = w->n_segs;
 	return 0;
 }
@@ -416,7 +443,8 @@ int wal_sync(struct wal *w)
 	if (w->poison)
 		return w->poison;
 	int rv;
-	if (w->buf_len) {
+	/* seg_dirty: wal_flush may have written bytes that are not synced. */
+	if (w->buf_len || w->seg_dirty) {
 		if ((rv = flush_buf(w)) || (rv = sync_active(w)))
 			return rv;
 	}
@@ -432,6 +460,13 @@ int wal_sync(struct wal *w)
 	if (changed && (rv = hs_write(w, must)))
 		return rv;
 	return 0;
+}
+
+int wal_flush(struct wal *w)
+{
+	if (w->poison)
+		return w->poison;
+	return flush_buf(w);
 }
 
 /* ---- snapshots ------------------------------------------------------------ */
@@ -678,6 +713,39 @@ static int replay_entry(struct replay *r, const char *path, uint64_t off,
 	return 0;
 }
 
+/* True when a well-formed record with a matching checksum starts at off. */
+static bool valid_record_at(const struct wal *w, const uint8_t *buf,
+			    uint64_t size, uint64_t off)
+{
+	if (off + WAL_RECORD_HEADER > size)
+		return false;
+	uint32_t len = keel_get_u32(buf + off + 4);
+	if (len > w->cfg.max_record_bytes ||
+	    off + WAL_RECORD_HEADER + pad8(len) > size)
+		return false;
+	uint8_t rtype = buf[off + 8];
+	if ((rtype != REC_ENTRY && rtype != REC_RESET) ||
+	    !all_zero(buf + off + 10, 6))
+		return false;
+	return keel_get_u32(buf + off) ==
+	       keel_crc32c(0, buf + off + 4, WAL_RECORD_HEADER - 4 + len);
+}
+
+/* True when a valid record starts anywhere in (from, size), 8-aligned.
+ * A torn write leaves only a prefix of the data, so nothing valid can
+ * follow a torn record; a bad record that does have one behind it was
+ * damaged at rest -- even when a flipped length field makes the record
+ * seem to reach over its successors into the zeros (a length-swallow),
+ * which the plain "zeros after it" test would take for a torn tail. */
+static bool valid_record_after(const struct wal *w, const uint8_t *buf,
+			       uint64_t size, uint64_t from)
+{
+	for (uint64_t off = from + 8; off + WAL_RECORD_HEADER <= size; off += 8)
+		if (valid_record_at(w, buf, size, off))
+			return true;
+	return false;
+}
+
 /* Checks a segment; *end receives where appends continue. A torn tail is
  * cut in place (zeroed and synced) when this is the last segment. */
 static int replay_segment(struct replay *r, struct segment *s, bool last_seg,
@@ -746,7 +814,8 @@ static int replay_segment(struct replay *r, struct segment *s, bool last_seg,
 			uint64_t after = plausible ? off + WAL_RECORD_HEADER +
 							     pad8(len)
 						   : off + 8;
-			if (!last_seg || !all_zero(buf + after, size - after)) {
+			if (!last_seg || !all_zero(buf + after, size - after) ||
+			    valid_record_after(w, buf, size, off)) {
 				snprintf(r->err, r->err_len,
 					 "corrupt WAL record in %s at byte %llu: %s",
 					 path, (unsigned long long)off,
@@ -896,6 +965,35 @@ static void sort_segs(struct segment *s, uint32_t n)
 		}
 }
 
+/* Syncs what recovery returns: the active segment and the wal/
+ * directory (their names), the hard state and its directory, snap/. */
+static int make_recovered_durable(struct wal *w)
+{
+	int rv;
+	if (w->seg_dirty && (rv = sync_active(w)))
+		return rv;
+	if (w->dir_dirty) {
+		if ((rv = w->disk.ops->sync_dir(w->disk.ctx, "wal")))
+			return fail(w, rv, "sync dir", "wal");
+		w->dir_dirty = false;
+	}
+	struct keel_file *f;
+	rv = w->disk.ops->open(w->disk.ctx, "hardstate", 0, &f);
+	if (rv == 0) {
+		rv = w->disk.ops->sync(w->disk.ctx, f);
+		w->disk.ops->close(w->disk.ctx, f);
+		if (rv)
+			return fail(w, rv, "fdatasync", "hardstate");
+		if ((rv = w->disk.ops->sync_dir(w->disk.ctx, ".")))
+			return fail(w, rv, "sync dir for", "hardstate");
+	} else if (rv != KEEL_ERR_NOT_FOUND) {
+		return fail(w, rv, "open", "hardstate");
+	}
+	if ((rv = w->disk.ops->sync_dir(w->disk.ctx, "snap")))
+		return fail(w, rv, "sync dir", "snap");
+	return 0;
+}
+
 static int recover(struct wal *w, struct wal_recovered *rec, char *err,
 		   size_t err_len)
 {
@@ -1002,19 +1100,33 @@ static int recover(struct wal *w, struct wal_recovered *rec, char *err,
 		rec->hs.commit = w->last_index;
 
 	/* Continue appending in the last segment, or start the first. */
-	if (w->n_segs == 0)
-		return new_segment(w, 1);
-	char path[64];
-	seg_path(path, sizeof(path), w->segs[w->n_segs - 1].seq);
-	rv = w->disk.ops->open(w->disk.ctx, path, 0, &w->active);
-	if (rv) {
-		snprintf(err, err_len, "opening %s: %s", path, keel_strerror(rv));
-		return rv;
+	if (w->n_segs == 0) {
+		rv = new_segment(w, 1);
+	} else {
+		char path[64];
+		seg_path(path, sizeof(path), w->segs[w->n_segs - 1].seq);
+		rv = w->disk.ops->open(w->disk.ctx, path, 0, &w->active);
+		if (rv) {
+			snprintf(err, err_len, "opening %s: %s", path,
+				 keel_strerror(rv));
+			return rv;
+		}
+		w->active_off = end;
+		w->buf_off = end;
+		w->stats.segments = w->n_segs;
+		/* What we read may sit only in the page cache: after a
+		 * process crash (no power loss) the bytes and names of the
+		 * last run's unsynced writes are visible. The caller treats
+		 * everything recovered as durable (it may vote and
+		 * acknowledge on it at once), so make it so first. */
+		w->seg_dirty = true;
+		w->dir_dirty = true;
 	}
-	w->active_off = end;
-	w->buf_off = end;
-	w->stats.segments = w->n_segs;
-	return 0;
+	if (!rv)
+		rv = make_recovered_durable(w);
+	if (rv)
+		snprintf(err, err_len, "%s", w->errmsg);
+	return rv;
 }
 
 /* ---- lifecycle --------------------------------------------------------- */
@@ -1047,6 +1159,9 @@ int wal_open(const struct wal_config *cfg, struct wal **out,
 	w->cfg = c;
 	w->a = a;
 	w->disk = c.disk;
+#ifdef KEEL_MUTANTS
+	w->mutant = c.mutant; /* before recovery: the replay mutants act there */
+#endif
 	int rv = 0;
 	for (int i = 0; i < 2 && !rv; i++) {
 		const char *dir = i ? "snap" : "wal";

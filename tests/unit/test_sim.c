@@ -3,9 +3,12 @@
  * checkers, shown to fail when fed a planted violation: a check that
  * cannot fail asserts nothing.
  *
- *   - the store model: synced writes survive a crash; unsynced ones are
- *     lost or torn at a record boundary, never reordered, and a torn write
- *     keeps entries without the hard state written after them;
+ *   - the store (the real WAL over memdisk): a crash keeps exactly what
+ *     was synced plus, when the disk kept some unsynced bytes, whole
+ *     records in order, never a torn one; one sync covers every write
+ *     issued before it; an EIO or ENOSPC poisons it and nothing is
+ *     reported durable after; a flipped bit in a record followed by
+ *     another one makes recovery refuse, naming file and byte;
  *   - every safety checker accepts a consistent run and catches its
  *     planted violation (two leaders in a term, a divergent log, a changed
  *     committed entry, a divergent apply, a leader lacking a committed
@@ -35,81 +38,235 @@ static struct raft_entry ent(uint64_t index, uint64_t term, const char *data)
 				   .data = (const uint8_t *)data};
 }
 
-TEST(store_synced_survives_unsynced_lost_or_torn)
+static void store_open(struct sim_store *s, uint64_t seed)
+{
+	struct sim_store_config cfg = {.seed = seed,
+				       .cluster_id = 9,
+				       .segment_bytes = 4096};
+	KEEL_ASSERT(sim_store_init(s, &cfg) == 0);
+}
+
+/* Completes every reported-ready write; returns the first bad status. */
+static int complete_all(struct sim_store *s, int *done)
+{
+	env_store_cb cb;
+	void *arg;
+	int st, first = 0;
+	while (sim_store_complete(s, &cb, &arg, &st)) {
+		cb(arg, st);
+		if (st && !first)
+			first = st;
+		(void)done;
+	}
+	return first;
+}
+
+/* The workload of the crash tests: write 1 is synced (entries 1..2, term
+ * 1); write 2 (overwrite 2, add 3, term 2, hard state) and write 3
+ * (entry 4) are issued but not synced. */
+static void issue_three(struct sim_store *s, int *done)
+{
+	static struct raft_entry e1[2], e2[2], e3[1];
+	e1[0] = ent(1, 1, "a");
+	e1[1] = ent(2, 1, "b");
+	e2[0] = ent(2, 2, "B");
+	e2[1] = ent(3, 2, "C");
+	e3[0] = ent(4, 2, "D");
+	struct env_store_write w1 = {.truncate_from = 1, .n_entries = 2,
+				     .entries = e1, .has_hard_state = true,
+				     .hard_state = {1, 1, 1}};
+	struct env_store_write w2 = {.truncate_from = 2, .n_entries = 2,
+				     .entries = e2, .has_hard_state = true,
+				     .hard_state = {2, 3, 1}};
+	struct env_store_write w3 = {.truncate_from = 4, .n_entries = 1,
+				     .entries = e3};
+	KEEL_ASSERT(sim_store_submit(s, &w1, completed_cb, done) == 0);
+	KEEL_ASSERT(complete_all(s, done) == 0);
+	KEEL_ASSERT(sim_store_submit(s, &w2, completed_cb, done) == 0);
+	KEEL_ASSERT(sim_store_submit(s, &w3, completed_cb, done) == 0);
+}
+
+TEST(store_crash_keeps_exactly_what_was_synced)
 {
 	uint64_t seed = test_seed(11);
-	bool saw_none = false, saw_torn = false, saw_all = false;
-	for (uint64_t round = 0; round < 200; round++) {
-		struct keel_rand rnd;
-		keel_rand_seed(&rnd, seed + round);
+	bool saw_lost = false, saw_torn = false, saw_all = false;
+	for (uint64_t round = 0; round < 300; round++) {
 		struct sim_store s;
-		sim_store_init(&s, NULL);
+		store_open(&s, seed + round);
 		int done = 0;
-		/* Write 1 (synced): entries 1..2, hard state term 1. */
-		struct raft_entry e1[2] = {ent(1, 1, "a"), ent(2, 1, "b")};
-		struct env_store_write w1 = {.truncate_from = 1,
-					     .n_entries = 2,
-					     .entries = e1,
-					     .has_hard_state = true,
-					     .hard_state = {1, 1, 1}};
-		ASSERT(sim_store_submit(&s, &w1, completed_cb, &done) == 0);
-		env_store_cb cb;
-		void *arg;
-		ASSERT(sim_store_complete(&s, &cb, &arg));
-		cb(arg, 0);
+		issue_three(&s, &done);
 		EXPECT(done == 1);
-		/* Write 2 (unsynced): overwrite index 2, add 3, term 2. */
-		struct raft_entry e2[2] = {ent(2, 2, "B"), ent(3, 2, "C")};
-		struct env_store_write w2 = {.truncate_from = 2,
-					     .n_entries = 2,
-					     .entries = e2,
-					     .has_hard_state = true,
-					     .hard_state = {2, 3, 1}};
-		ASSERT(sim_store_submit(&s, &w2, completed_cb, &done) == 0);
-		/* Write 3 (unsynced): index 4. */
-		struct raft_entry e3[1] = {ent(4, 2, "D")};
-		struct env_store_write w3 = {.truncate_from = 4,
-					     .n_entries = 1,
-					     .entries = e3};
-		ASSERT(sim_store_submit(&s, &w3, completed_cb, &done) == 0);
 		EXPECT_EQ_U64(sim_store_unsynced_records(&s), 4);
-		uint64_t kept = sim_store_crash(&s, &rnd);
-		EXPECT(kept <= 4);
+		/* Nothing unsynced counts as durable. */
+		EXPECT(sim_store_durable_term(&s, 2) == 1);
+		EXPECT(sim_store_durable_term(&s, 3) == 0);
+		int mode = (int)(round % 3);
+		sim_store_crash(&s, mode);
+		ASSERT(sim_store_recover(&s) == 0);
 		struct env_store_state st;
-		sim_store_load(&s, &st);
-		/* The synced entry 1 always survives. */
-		ASSERT(st.n_entries >= 1);
+		ASSERT(sim_store_load(&s, &st) == 0);
+		/* The synced entry 1 and the synced hard state survive. */
+		ASSERT(st.n_entries >= 2);
 		EXPECT(st.entries[0].term == 1 && st.entries[0].data[0] == 'a');
-		switch (kept) {
-		case 0: /* everything unsynced lost */
-			saw_none = true;
-			EXPECT(st.n_entries == 2 && st.entries[1].term == 1);
+		EXPECT(st.hard_state.term >= 1);
+		for (uint32_t i = 0; i < st.n_entries; i++) {
+			EXPECT(st.entries[i].index == i + 1);
+			/* The shadow the checkers count is what was loaded. */
+			EXPECT(sim_store_durable_term(&s, i + 1) ==
+			       st.entries[i].term);
+		}
+		EXPECT(sim_store_durable_term(&s, st.n_entries + 1) == 0);
+		if (mode == MEMDISK_LOSE_UNSYNCED) {
+			/* Exactly the synced write. */
+			EXPECT(st.n_entries == 2 && st.entries[1].term == 1 &&
+			       st.entries[1].data[0] == 'b');
 			EXPECT(st.hard_state.term == 1);
-			break;
-		case 1: /* torn: truncation and entry 2, no hard state */
-		case 2: /* torn: both entries, still no hard state */
-			saw_torn = true;
-			EXPECT(st.n_entries == 1 + kept);
+			saw_lost = true;
+		} else if (st.n_entries == 2 && st.entries[1].term == 1) {
+			saw_torn = true; /* torn before the overwrite landed */
+		} else {
+			/* Whole records of writes 2 and 3, in order, never a
+			 * torn one: 2 is B, then maybe C, then maybe D. */
 			EXPECT(st.entries[1].term == 2 &&
 			       st.entries[1].data[0] == 'B');
-			EXPECT(st.hard_state.term == 1);
-			break;
-		default: /* write 2 whole (and write 3 when kept == 4) */
-			saw_all = kept == 4 || saw_all;
-			EXPECT(st.hard_state.term == 2 && st.hard_state.vote == 3);
-			EXPECT(st.n_entries == (kept == 4 ? 4u : 3u));
-			break;
+			if (st.n_entries >= 3)
+				EXPECT(st.entries[2].data[0] == 'C');
+			if (st.n_entries == 4)
+				EXPECT(st.entries[3].data[0] == 'D');
+			EXPECT(st.n_entries <= 4);
+			if (mode == MEMDISK_KEEP_UNSYNCED) {
+				EXPECT(st.n_entries == 4);
+				saw_all = true;
+			} else if (st.n_entries < 4) {
+				saw_torn = true;
+			}
 		}
-		for (uint32_t i = 0; i < st.n_entries; i++)
-			EXPECT(st.entries[i].index == i + 1);
 		/* Nothing completes after a crash. */
-		EXPECT(!sim_store_complete(&s, &cb, &arg));
+		env_store_cb cb;
+		void *arg;
+		int status;
+		EXPECT(!sim_store_complete(&s, &cb, &arg, &status));
 		EXPECT(done == 1);
 		sim_store_close(&s);
 	}
-	EXPECT(saw_none);
+	EXPECT(saw_lost);
 	EXPECT(saw_torn);
 	EXPECT(saw_all);
+}
+
+TEST(store_group_commit_one_sync_covers_every_write_before_it)
+{
+	struct sim_store s;
+	store_open(&s, test_seed(3));
+	int done = 0;
+	issue_three(&s, &done);
+	uint64_t syncs = s.syncs;
+	env_store_cb cb;
+	void *arg;
+	int status;
+	ASSERT(sim_store_complete(&s, &cb, &arg, &status));
+	EXPECT(status == 0);
+	cb(arg, status);
+	EXPECT(s.syncs == syncs + 1);
+	/* Write 3 was issued before that sync: durable, no sync of its own. */
+	EXPECT(sim_store_durable_term(&s, 4) == 2);
+	EXPECT(sim_store_next_ready(&s));
+	ASSERT(sim_store_complete(&s, &cb, &arg, &status));
+	EXPECT(status == 0);
+	cb(arg, status);
+	EXPECT(s.syncs == syncs + 1);
+	EXPECT(done == 3);
+	EXPECT(sim_store_idle(&s));
+	sim_store_close(&s);
+}
+
+TEST(store_eio_poisons_and_nothing_is_acknowledged_after_it)
+{
+	for (int k = 0; k < 3; k++) {
+		struct sim_store s;
+		store_open(&s, test_seed(5) + (uint64_t)k);
+		int done = 0;
+		struct raft_entry e1[1] = {ent(1, 1, "a")};
+		struct env_store_write w1 = {.truncate_from = 1, .n_entries = 1,
+					     .entries = e1};
+		ASSERT(sim_store_submit(&s, &w1, completed_cb, &done) == 0);
+		ASSERT(complete_all(&s, &done) == 0);
+		/* k = 0: the sync fails; 1: the write fails; 2: disk full. */
+		int err = k == 2 ? KEEL_ERR_NOSPACE : KEEL_ERR_IO;
+		memdisk_fail(s.disk, k == 0 ? MEMDISK_OP_SYNC : MEMDISK_OP_WRITE,
+			     0, err, true);
+		int statuses[4];
+		for (uint32_t i = 0; i < 4; i++) {
+			struct raft_entry e[1] = {ent(2 + i, 1, "x")};
+			struct env_store_write w = {.truncate_from = 2 + i,
+						    .n_entries = 1,
+						    .entries = e};
+			ASSERT(sim_store_submit(&s, &w, completed_cb, &done) == 0);
+			env_store_cb cb;
+			void *arg;
+			ASSERT(sim_store_complete(&s, &cb, &arg, &statuses[i]));
+			cb(arg, statuses[i]);
+			if (i == 1)
+				memdisk_fail_clear(s.disk); /* never retried */
+		}
+		/* Every write from the error on fails, even once the disk
+		 * works again: the store never reports durable again. */
+		for (uint32_t i = 0; i < 4; i++)
+			EXPECT(statuses[i] == err);
+		EXPECT(sim_store_durable_term(&s, 2) == 0);
+		EXPECT(strstr(s.msg, "wal/") != NULL);
+		/* The operator's restart recovers what was synced. */
+		sim_store_crash(&s, MEMDISK_KEEP_UNSYNCED);
+		ASSERT(sim_store_recover(&s) == 0);
+		struct env_store_state st;
+		ASSERT(sim_store_load(&s, &st) == 0);
+		EXPECT(st.n_entries >= 1 && st.entries[0].data[0] == 'a');
+		sim_store_close(&s);
+	}
+}
+
+TEST(store_flipped_bit_in_a_middle_record_refuses_start)
+{
+	uint64_t seed = test_seed(21);
+	for (uint64_t round = 0; round < 100; round++) {
+		struct sim_store s;
+		store_open(&s, seed + round);
+		int done = 0;
+		struct keel_rand rnd;
+		keel_rand_seed(&rnd, seed + round);
+		/* Two records: only the first may be hit (the second is the
+		 * final one, whose rot would look like a torn write). Larger
+		 * logs span segments. */
+		uint32_t n = round % 2 ? 2 : 120;
+		for (uint32_t i = 1; i <= n; i++) {
+			struct raft_entry e[1] = {ent(i, 1, "payload-0123456789")};
+			struct env_store_write w = {.truncate_from = i,
+						    .n_entries = 1,
+						    .entries = e};
+			ASSERT(sim_store_submit(&s, &w, completed_cb, &done) == 0);
+		}
+		ASSERT(complete_all(&s, &done) == 0);
+		sim_store_crash(&s, MEMDISK_LOSE_UNSYNCED);
+		char what[160];
+		ASSERT(sim_store_flip(&s, &rnd, what, sizeof(what)) == 0);
+		int rv = sim_store_recover(&s);
+		if (rv != KEEL_ERR_CORRUPT)
+			fprintf(stderr, "  round %llu: %s -> %s\n",
+				(unsigned long long)round, what,
+				keel_strerror(rv));
+		EXPECT(rv == KEEL_ERR_CORRUPT);
+		EXPECT(s.refused);
+		EXPECT(strstr(s.msg, "wal/") != NULL);
+		EXPECT(strstr(s.msg, "byte") != NULL);
+		if (round == 0)
+			fprintf(stderr, "  %s: %s\n", what, s.msg);
+		/* Refused for good; the shadow keeps what was synced. */
+		EXPECT(sim_store_recover(&s) == KEEL_ERR_CORRUPT);
+		EXPECT(sim_store_durable_term(&s, n) == 1);
+		struct env_store_state st;
+		EXPECT(sim_store_load(&s, &st) == KEEL_ERR_IO);
+		sim_store_close(&s);
+	}
 }
 
 /* ---- safety checkers: each accepts the consistent case and catches its
@@ -374,6 +531,11 @@ TEST(fault_lists_parse_and_format)
 	EXPECT(m == (SIM_FAULT_LOSS | SIM_FAULT_CRASH | SIM_FAULT_DISK));
 	sim_faults_format(m, buf, sizeof(buf));
 	EXPECT(!strcmp(buf, "loss,crash,disk"));
+	EXPECT(sim_faults_parse("eio,enospc,bitflip", &m) == 0);
+	EXPECT(m == (SIM_FAULT_EIO | SIM_FAULT_ENOSPC | SIM_FAULT_BITFLIP));
+	EXPECT((SIM_FAULTS_ALL & m) == m);
+	sim_faults_format(m, buf, sizeof(buf));
+	EXPECT(!strcmp(buf, "eio,enospc,bitflip"));
 	EXPECT(sim_faults_parse("loss,bogus", &m) == KEEL_ERR_INVAL);
 	EXPECT(sim_faults_parse("loss,", &m) == KEEL_ERR_INVAL);
 }

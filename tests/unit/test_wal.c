@@ -363,6 +363,180 @@ TEST(bad_final_record_is_a_torn_tail)
 	memdisk_destroy(d);
 }
 
+/* Offset of the k-th record (0-based) of a segment, walking the lengths. */
+static uint64_t record_offset(struct memdisk *d, const char *path, int k)
+{
+	struct keel_disk disk = memdisk_disk(d);
+	struct keel_file *f;
+	KEEL_ASSERT(disk.ops->open(disk.ctx, path, 0, &f) == 0);
+	uint64_t off = 64;
+	for (int i = 0; i < k; i++) {
+		uint8_t h[8];
+		size_t got;
+		KEEL_ASSERT(disk.ops->pread(disk.ctx, f, h, 8, off, &got) == 0);
+		KEEL_ASSERT(got == 8 && keel_get_u32(h + 4) < 4096);
+		off += 32 + ((keel_get_u32(h + 4) + 7) & ~7u);
+	}
+	disk.ops->close(disk.ctx, f);
+	return off;
+}
+
+TEST(flipped_length_reaching_over_good_records_is_corruption)
+{
+	/* Rot in the length field of the next-to-last record makes it claim
+	 * the last record as its payload and end in the zeros behind it: a
+	 * "bad record followed only by zeros". Cutting it as a torn tail
+	 * would silently drop two synced records; a valid record inside the
+	 * claimed extent proves it is not torn. */
+	struct memdisk *d = memdisk_create(NULL, 1);
+	struct wal_recovered rec;
+	char err[256];
+	struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
+	ASSERT(w);
+	wal_recovered_free(w, &rec);
+	uint8_t x[5] = {1, 2, 3, 4, 5};
+	for (uint64_t i = 1; i <= 6; i++) {
+		struct raft_entry e = {.term = 1, .index = i, .len = 5, .data = x};
+		ASSERT(wal_append(w, &e, 1) == 0);
+	}
+	ASSERT(wal_sync(w) == 0);
+	wal_close(w);
+	const char *path = "wal/0000000000000001.wal";
+	uint64_t off = record_offset(d, path, 4);
+	/* Length 5 -> 5 + 512: well inside the 4 KiB segment. */
+	ASSERT(memdisk_flip_bit(d, path, (off + 5) * 8 + 1) == 0);
+	int rv;
+	w = open_wal(d, &rec, &rv, err, sizeof(err));
+	if (w) {
+		fprintf(stderr, "  recovered %u entries, torn=%d\n",
+			rec.n_entries, rec.torn_tail);
+		wal_recovered_free(w, &rec);
+		wal_close(w);
+	}
+	EXPECT(w == NULL);
+	EXPECT(rv == KEEL_ERR_CORRUPT);
+	EXPECT(strstr(err, path) != NULL);
+	fprintf(stderr, "  refused: %s\n", err);
+	memdisk_destroy(d);
+}
+
+TEST(flush_is_not_durable_and_the_next_sync_makes_it_so)
+{
+	for (int synced = 0; synced < 2; synced++) {
+		struct memdisk *d = memdisk_create(NULL, 1);
+		struct wal_recovered rec;
+		char err[256];
+		struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
+		ASSERT(w);
+		wal_recovered_free(w, &rec);
+		uint8_t x[3] = {7, 8, 9};
+		struct raft_entry e = {.term = 1, .index = 1, .len = 3, .data = x};
+		ASSERT(wal_append(w, &e, 1) == 0);
+		ASSERT(wal_flush(w) == 0);
+		EXPECT(memdisk_file_size(d, "wal/0000000000000001.wal") > 0);
+		/* The flushed bytes wait in the page cache; only a sync
+		 * (which must see them though nothing is staged any more)
+		 * makes them durable. */
+		if (synced)
+			ASSERT(wal_sync(w) == 0);
+		wal_close(w);
+		memdisk_crash(d, MEMDISK_LOSE_UNSYNCED);
+		w = open_wal(d, &rec, NULL, err, sizeof(err));
+		ASSERT(w);
+		EXPECT_EQ_U64(rec.n_entries, synced ? 1 : 0);
+		wal_recovered_free(w, &rec);
+		wal_close(w);
+		memdisk_destroy(d);
+	}
+}
+
+TEST(recovery_makes_what_it_returns_durable)
+{
+	/* A process crash without power loss: the restarted WAL sees the
+	 * page cache -- unsynced bytes, and a segment whose name was never
+	 * made durable. What recovery returns, the node treats as durable
+	 * at once (it may vote and acknowledge on it), so a power loss
+	 * right after must not take it away. */
+	for (int k = 0; k < 2; k++) {
+		struct memdisk *d = memdisk_create(NULL, 3);
+		struct wal_recovered rec;
+		char err[256];
+		struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
+		ASSERT(w);
+		wal_recovered_free(w, &rec);
+		uint8_t x[3] = {1, 2, 3};
+		struct raft_entry e = {.term = 1, .index = 1, .len = 3, .data = x};
+		if (k == 0) {
+			/* Unsynced bytes in the page cache. */
+			ASSERT(wal_append(w, &e, 1) == 0);
+			ASSERT(wal_flush(w) == 0);
+		}
+		wal_close(w); /* the process dies; the page cache stays */
+		w = open_wal(d, &rec, NULL, err, sizeof(err));
+		ASSERT(w);
+		EXPECT_EQ_U64(rec.n_entries, k == 0 ? 1 : 0);
+		wal_recovered_free(w, &rec);
+		if (k == 1) {
+			/* The segment created by the first run, never synced,
+			 * now takes a synced append. */
+			ASSERT(wal_append(w, &e, 1) == 0);
+			ASSERT(wal_sync(w) == 0);
+		}
+		wal_close(w);
+		memdisk_crash(d, MEMDISK_LOSE_UNSYNCED);
+		w = open_wal(d, &rec, NULL, err, sizeof(err));
+		ASSERT(w);
+		EXPECT_EQ_U64(rec.n_entries, 1);
+		wal_recovered_free(w, &rec);
+		wal_close(w);
+		memdisk_destroy(d);
+	}
+}
+
+TEST(crash_during_the_first_hard_state_write_never_refuses_start)
+{
+	/* Stop the disk at each sync of the very first hard-state write in
+	 * turn, then lose power with the unsynced bytes torn: start-up must
+	 * always succeed (a torn first slot is not two damaged slots), and a
+	 * hard state whose sync succeeded must survive. */
+	uint32_t cases = 0;
+	for (uint64_t after = 0; after < 5; after++) {
+		for (uint64_t seed = 1; seed <= 40; seed++) {
+			struct memdisk *d = memdisk_create(NULL, seed);
+			struct wal_recovered rec;
+			char err[256];
+			struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
+			ASSERT(w);
+			wal_recovered_free(w, &rec);
+			memdisk_fail(d, MEMDISK_OP_SYNC, after, KEEL_ERR_IO, true);
+			struct raft_hard_state hs = {.term = 5, .vote = 2};
+			ASSERT(wal_save_hard_state(w, &hs) == 0);
+			int srv = wal_sync(w);
+			wal_close(w);
+			memdisk_crash(d, MEMDISK_TORN);
+			memdisk_fail_clear(d); /* the disk is replaced */
+			int rv;
+			w = open_wal(d, &rec, &rv, err, sizeof(err));
+			if (!w)
+				fprintf(stderr, "  after=%llu seed=%llu: %s\n",
+					(unsigned long long)after,
+					(unsigned long long)seed, err);
+			EXPECT(w != NULL);
+			if (w) {
+				if (srv == 0)
+					EXPECT(rec.hs.term == 5 && rec.hs.vote == 2);
+				else
+					EXPECT(rec.hs.term == 0 || rec.hs.term == 5);
+				wal_recovered_free(w, &rec);
+				wal_close(w);
+			}
+			cases++;
+			memdisk_destroy(d);
+		}
+	}
+	EXPECT(cases == 200);
+}
+
 TEST(io_errors_poison_and_are_never_retried)
 {
 	for (int kind = 0; kind < 2; kind++) {
