@@ -856,6 +856,11 @@ static void process(struct node *n)
 		/* 1. persist */
 		if (u.n_entries || u.hard_state_changed)
 			persist(n, &u);
+		/* A write refused at once poisons the node: nothing of this
+		 * update may leave, least of all msgs_after_persist (the
+		 * "all writes done" test below would pass them). */
+		if (n->poisoned)
+			return;
 		/* 2. send */
 		for (uint32_t i = 0; i < u.n_msgs; i++)
 			send_now(n, &u.msgs[i]);

@@ -119,6 +119,7 @@ struct fake_env {
 	struct env env;
 	uint64_t rand;
 	int n_writes, n_done;
+	int fail_append; /* the store refuses writes at once (EIO) */
 	env_store_cb cb[FAKE_MAX];
 	void *arg[FAKE_MAX];
 	int n_frames;
@@ -174,6 +175,8 @@ static int f_append(void *ctx, const struct env_store_write *w,
 {
 	struct fake_env *f = ctx;
 	(void)w;
+	if (f->fail_append)
+		return KEEL_ERR_IO;
 	if (f->n_writes >= FAKE_MAX)
 		abort();
 	f->cb[f->n_writes] = cb;
@@ -255,6 +258,24 @@ TEST(node_sends_a_vote_only_after_it_is_durable)
 	struct node_stats st;
 	node_stats(n, &st);
 	EXPECT_EQ_U64(st.frames_bad, 1);
+	node_destroy(n);
+}
+
+TEST(node_sends_nothing_after_a_write_the_store_refused_at_once)
+{
+	struct node *n = fake_node(3);
+	ASSERT(n != NULL);
+	struct fake_env *f = &fake_;
+	f->fail_append = 1;
+	struct raft_msg vote = {.type = RAFT_MSG_VOTE, .from = 2, .to = 1,
+				.term = 1};
+	uint8_t buf[256];
+	size_t len = 0;
+	ASSERT(peer_encode(&vote, 9, buf, sizeof(buf), &len) == 0);
+	node_receive(n, buf, len);
+	/* The vote was never durable: granting it could vote twice. */
+	EXPECT(f->n_frames == 0);
+	EXPECT(node_poisoned(n));
 	node_destroy(n);
 }
 
