@@ -1117,6 +1117,9 @@ static int recover(struct wal *w, struct wal_recovered *rec, char *err,
 				 keel_strerror(rv));
 			return rv;
 		}
+		/* Never below the header: an append there would destroy
+		 * the segment (stop rather than write). */
+		KEEL_ASSERT(end >= WAL_SEGMENT_HEADER);
 		w->active_off = end;
 		w->buf_off = end;
 		w->stats.segments = w->n_segs;
