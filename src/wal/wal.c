@@ -1026,7 +1026,13 @@ static int recover(struct wal *w, struct wal_recovered *rec, char *err,
 	uint64_t end = 0;
 	for (uint32_t i = 0; i < w->n_segs; i++) {
 		bool last = i + 1 == w->n_segs;
-		rv = replay_segment(&r, &w->segs[i], last, &end, rec);
+		/* end must stay the previous segment's when this one is
+		 * removed: appends then continue there, and taking the
+		 * removed segment's 0 made them overwrite its header. */
+		uint64_t seg_end = 0;
+		rv = replay_segment(&r, &w->segs[i], last, &seg_end, rec);
+		if (rv == 0)
+			end = seg_end;
 		if (rv == 1) {
 			char path[64];
 			seg_path(path, sizeof(path), w->segs[i].seq);
@@ -1111,6 +1117,9 @@ static int recover(struct wal *w, struct wal_recovered *rec, char *err,
 				 keel_strerror(rv));
 			return rv;
 		}
+		/* Never below the header: an append there would destroy
+		 * the segment (stop rather than write). */
+		KEEL_ASSERT(end >= WAL_SEGMENT_HEADER);
 		w->active_off = end;
 		w->buf_off = end;
 		w->stats.segments = w->n_segs;

@@ -493,6 +493,95 @@ TEST(recovery_makes_what_it_returns_durable)
 	}
 }
 
+/* Appends entry `index` (term 1, a payload derived from the index). */
+static int append_numbered(struct wal *w, uint64_t index)
+{
+	uint8_t x[100];
+	for (size_t k = 0; k < sizeof(x); k++)
+		x[k] = (uint8_t)(index * 31 + k);
+	struct raft_entry e = {.term = 1, .index = index,
+			       .type = RAFT_ENTRY_NORMAL, .len = sizeof(x),
+			       .data = x};
+	return wal_append(w, &e, 1);
+}
+
+static bool numbered_log(const struct wal_recovered *rec, uint64_t first,
+			 uint64_t last)
+{
+	if (rec->n_entries != last - first + 1)
+		return false;
+	for (uint32_t i = 0; i < rec->n_entries; i++) {
+		const struct raft_entry *e = &rec->entries[i];
+		if (e->index != first + i || e->term != 1 || e->len != 100 ||
+		    e->data[7] != (uint8_t)(e->index * 31 + 7))
+			return false;
+	}
+	return true;
+}
+
+TEST(appends_after_removing_a_headerless_last_segment_go_to_the_previous_end)
+{
+	/* The simulator's seeds 84 and 281: a rollover creates segment 3
+	 * (header written, not synced), a snapshot's compaction syncs wal/
+	 * and so makes the name durable, power is lost. Recovery rightly
+	 * removes the empty segment 3 -- and then must append at the end of
+	 * segment 2's data. It appended at offset 0 (the removed segment's
+	 * end), overwriting segment 2's header with a record, so the next
+	 * start-up refused: "bad segment header in ...0002.wal at byte 0". */
+	struct memdisk *d = memdisk_create(NULL, 1);
+	struct wal_recovered rec;
+	char err[256];
+	struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
+	ASSERT(w);
+	wal_recovered_free(w, &rec);
+	struct wal_stats st;
+	uint64_t index = 0, seg1_last = 0;
+	for (int i = 0; i < 200; i++) {
+		ASSERT(append_numbered(w, ++index) == 0);
+		wal_stats(w, &st);
+		if (st.segments == 2 && !seg1_last)
+			seg1_last = index - 1;
+		if (st.segments == 3)
+			break; /* staged in segment 3 only: never synced */
+		ASSERT(wal_sync(w) == 0);
+	}
+	ASSERT(st.segments == 3 && seg1_last > 0);
+	uint64_t synced = index - 1;
+	/* Covers segment 1 only: it is removed and wal/ synced. */
+	const uint8_t snap[] = "state at the end of segment 1";
+	ASSERT(wal_snapshot_save(w, seg1_last, 1, snap, sizeof(snap)) == 0);
+	wal_close(w);
+	memdisk_crash(d, MEMDISK_LOSE_UNSYNCED);
+	EXPECT(memdisk_file_size(d, "wal/0000000000000003.wal") == 0);
+
+	w = open_wal(d, &rec, NULL, err, sizeof(err));
+	ASSERT(w);
+	bool removed = false;
+	for (uint32_t i = 0; i < rec.n_warnings; i++)
+		removed |= strstr(rec.warning[i], "0003.wal: torn before") != NULL;
+	EXPECT(removed);
+	EXPECT(numbered_log(&rec, seg1_last + 1, synced));
+	wal_recovered_free(w, &rec);
+	/* Synced appends after the removal, crossing a rollover again. */
+	uint64_t more = index - 1 + 40;
+	for (index = synced + 1; index <= more; index++) {
+		ASSERT(append_numbered(w, index) == 0);
+		ASSERT(wal_sync(w) == 0);
+	}
+	wal_close(w);
+	memdisk_crash(d, MEMDISK_LOSE_UNSYNCED);
+	int rv = 0;
+	w = open_wal(d, &rec, &rv, err, sizeof(err));
+	if (!w)
+		fprintf(stderr, "  refused: %s\n", err);
+	ASSERT(w);
+	EXPECT_EQ_U64(rec.snap_index, seg1_last);
+	EXPECT(numbered_log(&rec, seg1_last + 1, more));
+	wal_recovered_free(w, &rec);
+	wal_close(w);
+	memdisk_destroy(d);
+}
+
 TEST(crash_during_the_first_hard_state_write_never_refuses_start)
 {
 	/* Stop the disk at each sync of the very first hard-state write in
