@@ -534,13 +534,18 @@ class Nemesis(threading.Thread):
 
     def schedule(self):
         end = self.t0 + self.secs
+        bag = []
         while True:
             quiet = self.rng.uniform(1.0, 2.5)
             if now_s() + quiet >= end or not self.kinds:
                 self.sleep(max(0.0, end - now_s()))
                 return
             self.sleep(quiet)
-            kind = self.rng.choice(self.kinds)
+            # rounds of a shuffled list: every kind once before any twice
+            if not bag:
+                bag = list(self.kinds)
+                self.rng.shuffle(bag)
+            kind = bag.pop()
             dur = self.rng.uniform(1.5, 4.0)
             dur = min(dur, max(0.5, end - now_s()))
             self.counts[kind] = self.counts.get(kind, 0) + 1
@@ -689,8 +694,14 @@ class Nemesis(threading.Thread):
         ld = self.target_leader()
         delay = self.rng.randint(2 * ELECTION_TICKS * TICK_MS, 5 * ELECTION_TICKS * TICK_MS)
         dur = max(dur, 3.0 * delay / 1000)
-        self.log("slow-disk: fsync delay %d ms on leader %d for %.1fs" % (delay, ld.id, dur))
-        self.cl.debug(ld, "FSYNC-DELAY-MS", str(delay))
+        slow = [ld]
+        if self.rng.random() < 0.5:
+            # and one follower: now every commit waits for a slow fsync
+            slow.append(self.rng.choice([nd for nd in self.cl.nodes if nd is not ld]))
+        self.log("slow-disk: fsync delay %d ms on leader %d%s for %.1fs" % (
+            delay, ld.id, " and follower %d" % slow[1].id if len(slow) > 1 else "", dur))
+        for nd in slow:
+            self.cl.debug(nd, "FSYNC-DELAY-MS", str(delay))
         stepped = False
         end = now_s() + dur
         while now_s() < end:
@@ -701,7 +712,8 @@ class Nemesis(threading.Thread):
             except (redis.exceptions.RedisError, OSError):
                 pass
             time.sleep(0.1)
-        self.cl.debug(ld, "HEAL")
+        for nd in slow:
+            self.cl.debug(nd, "HEAL")
         self.stepdowns.append((delay, stepped))
         self.log("slow-disk: healed; leader %d %s" % (
             ld.id, "stepped down" if stepped else "stayed leader"))
@@ -793,6 +805,11 @@ def final_checks(cl, run, hist, problems):
     uniq = sorted(run.unique)
     apps = sorted(run.tokens)
     ctrs = sorted(run.counters)
+    found = {}   # message -> where it was seen (one entry per message)
+
+    def note(msg, where):
+        found.setdefault(msg, []).append(where)
+
     if not converge(cl):
         problems.append("convergence: nodes did not all apply the leader's commit index in 20s")
     for nd in cl.nodes:
@@ -803,7 +820,7 @@ def final_checks(cl, run, hist, problems):
                 problems.append("final read on node %d%s failed: %s"
                                 % (nd.id, " (local)" if local else "", e))
                 continue
-            where = "node %d%s" % (nd.id, " local" if local else "")
+            where = "%d%s" % (nd.id, "L" if local else "")
             if not local:
                 # linearizable reads of every register: into the history
                 for k in regs:
@@ -813,11 +830,11 @@ def final_checks(cl, run, hist, problems):
             lost = [k for k in uniq if run.unique[k] == "ok" and vals.get(k) is None]
             done = [k for k in uniq if run.unique[k] == "fail" and vals.get(k) is not None]
             if lost:
-                problems.append("lost-ack: %d acknowledged SETs missing on %s (e.g. %s)"
-                                % (len(lost), where, ",".join(lost[:3])))
+                note("lost-ack: %d acknowledged SETs missing (e.g. %s)"
+                     % (len(lost), ",".join(lost[:3])), where)
             if done:
-                problems.append("failed-but-done: %d SETs reported failed are present on %s "
-                                "(e.g. %s)" % (len(done), where, ",".join(done[:3])))
+                note("failed-but-done: %d SETs reported failed are present (e.g. %s)"
+                     % (len(done), ",".join(done[:3])), where)
             for k in apps:
                 v = vals.get(k)
                 toks = [t for t in (v.decode() if v else "").split(",") if t]
@@ -830,30 +847,32 @@ def final_checks(cl, run, hist, problems):
                 donet = [t for t, o in outcome.items() if o == "fail" and t[:-1] in seen]
                 alien = [t for t in seen if t + "," not in outcome]
                 if dup:
-                    problems.append("double-execution: APPEND tokens twice in %s on %s: %s"
-                                    % (k, where, dup[:3]))
+                    note("double-execution: APPEND tokens twice in %s: %s" % (k, dup[:3]),
+                         where)
                 if lostt:
-                    problems.append("lost-ack: %d acknowledged APPENDs missing from %s on %s"
-                                    % (len(lostt), k, where))
+                    note("lost-ack: %d acknowledged APPENDs missing from %s" % (len(lostt), k),
+                         where)
                 if donet:
-                    problems.append("failed-but-done: %d APPENDs reported failed are in %s on %s"
-                                    % (len(donet), k, where))
+                    note("failed-but-done: %d APPENDs reported failed are in %s"
+                         % (len(donet), k), where)
                 if alien:
-                    problems.append("alien tokens in %s on %s: %s" % (k, where, alien[:3]))
+                    note("alien tokens in %s: %s" % (k, alien[:3]), where)
             for k in ctrs:
                 c = run.counters[k]
                 v = vals.get(k)
                 final = int(v) if v is not None else 0
                 acked = len(c["ok"])
                 if len(set(c["ok"])) != acked:
-                    problems.append("double-execution: INCR %s returned the same value twice"
-                                    % k)
+                    note("double-execution: INCR %s returned the same value twice" % k,
+                         where)
                 if final < acked or final > acked + c["info"]:
-                    problems.append("counter %s on %s is %d: want %d..%d (acked..acked+info)"
-                                    % (k, where, final, acked, acked + c["info"]))
+                    note("counter %s is %d: want %d..%d (acked..acked+info)"
+                         % (k, final, acked, acked + c["info"]), where)
                 if c["ok"] and max(c["ok"]) > final:
-                    problems.append("counter %s on %s is %d below an acknowledged INCR result %d"
-                                    % (k, where, final, max(c["ok"])))
+                    note("counter %s is %d, below an acknowledged INCR result %d"
+                         % (k, final, max(c["ok"])), where)
+    for msg, wheres in found.items():
+        problems.append("%s on nodes %s" % (msg, ",".join(wheres)))
 
 
 def check_history(path):
@@ -885,7 +904,7 @@ def resolve_nemeses(spec):
 
 
 def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None):
-    """Returns (result_ok, line)."""
+    """Returns (result_ok, line, {nemesis kind: times it ran})."""
     kinds = resolve_nemeses(nemesis)
     name = name or "seed%d-%s-n%d%s" % (seed, nemesis.replace(",", "+"), nodes,
                                        "-" + bug if bug else "")
@@ -979,10 +998,21 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None):
     else:
         line += "result=ok"
     line += " history=%s" % hist_path
+    if run:
+        def tally(outcomes):
+            t = {"ok": 0, "fail": 0, "info": 0}
+            for o in outcomes:
+                t[o] += 1
+            return "%d/%d/%d" % (t["ok"], t["fail"], t["info"])
+        nlog.write("stats (ok/fail/info): unique SETs %s, APPENDs %s, counter INCRs %s\n" % (
+            tally(run.unique.values()),
+            tally(o for d in run.tokens.values() for o in d.values()),
+            "%d/-/%d" % (sum(len(c["ok"]) for c in run.counters.values()),
+                         sum(c["info"] for c in run.counters.values()))))
     nlog.write(line + "\n")
     nlog.close()
     shutil.rmtree(cl.dir, ignore_errors=True)
-    return not problems, line
+    return not problems, line, dict(nem.counts) if nem else {}
 
 
 def main(argv):
@@ -1009,7 +1039,7 @@ def main(argv):
         return 2
     print("jepsen: seed=%d nemesis=%s nodes=%d secs=%g" % (a.seed, a.nemesis, a.nodes, a.secs),
           flush=True)
-    ok, line = one_run(a.seed, a.nemesis, a.nodes, a.secs, a.clients or 2 * a.nodes, a.out,
+    ok, line, _ = one_run(a.seed, a.nemesis, a.nodes, a.secs, a.clients or 2 * a.nodes, a.out,
                        bug=a.bug)
     print(line, flush=True)
     if a.expect_violation:
