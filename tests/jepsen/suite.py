@@ -14,6 +14,7 @@ Replay one run: tests/jepsen/jepsen.py --seed S --nemesis N --nodes K --secs T
 (the line of every run names them).
 """
 import os
+import signal
 import sys
 import time
 
@@ -59,6 +60,8 @@ def main(argv):
         print("jepsen: %s missing (make first)" % jepsen.KEEL)
         print("0 passed, 1 failed")
         return 1
+    signal.signal(signal.SIGTERM, jepsen.kill_started)
+    signal.signal(signal.SIGINT, jepsen.kill_started)
     out = os.path.join(jepsen.ROOT, "build", "jepsen", which)
     passed = failed = 0
     covered = set()
