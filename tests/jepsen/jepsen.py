@@ -263,9 +263,11 @@ class Cluster:
             return False
 
     def close(self):
+        """Stops every live node; {id: exit code} of those (a node already
+        dead here is the crash watch's and liveness's business)."""
         codes = {}
         for nd in self.nodes:
-            if nd.proc is not None:
+            if nd.alive():
                 codes[nd.id] = nd.stop()
             if nd.log:
                 nd.log.close()
