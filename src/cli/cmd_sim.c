@@ -172,11 +172,12 @@ int cmd_sim(int argc, char **argv)
 		       " crashes=%" PRIu64 "(lost_or_torn=%" PRIu64
 		       ") partitions=%" PRIu64 " pauses=%" PRIu64
 		       " corrupted=%" PRIu64 " bad_frames=%" PRIu64
-		       " forwarded=%" PRIu64 " result=%s%s%s\n",
+		       " forwarded=%" PRIu64 " expiries=%" PRIu64
+		       " result=%s%s%s\n",
 		       seed, r.nodes, ops, fbuf, r.params, r.steps,
 		       r.sim_ns / 1000000, r.ops_ok, r.ops_fail, r.ops_info,
 		       r.crashes, r.crashes_lost, r.partitions, r.pauses,
-		       r.frames_corrupted, r.frames_bad, r.forwarded,
+		       r.frames_corrupted, r.frames_bad, r.forwarded, r.expiries,
 		       r.ok ? "ok" : "VIOLATION", r.ok ? "" : " ",
 		       r.ok ? "" : r.violation);
 		fflush(stdout);

@@ -1282,10 +1282,11 @@ static void on_fwd_nack(struct node *n, raft_id from, const struct node_fwd *f)
 			return;
 		struct pending_write *p = &n->pw[i];
 		if (f->reason == NODE_FWD_REFUSED) {
-			/* Never proposed by anyone (every leader refuses it
-			 * alike) -- but an earlier copy may have been, so the
-			 * honest answer is still unknown unless this was the
-			 * only send. The timeout decides. */
+			/* This node checked the command before forwarding it,
+			 * so a refusal means the leader's kv differs (a mixed
+			 * version cluster). Another leader may have taken an
+			 * earlier copy: only the apply or the timeout (then
+			 * NODE_UNKNOWN) may answer. */
 			return;
 		}
 		if (redirect && hint != n->cfg.id &&

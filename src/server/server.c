@@ -80,7 +80,8 @@ struct conn {
 	bool quitting; /* QUIT or a protocol error: close once flushed */
 	bool closing;  /* uv_close issued */
 	bool closed;   /* handle closed: only node_pending keeps it */
-	bool dirty;
+	bool dirty; /* on the server's dirty list */
+	struct conn *dirty_next;
 	bool readonly;
 	int proto;
 	uint64_t created_ms;
@@ -121,6 +122,8 @@ struct server {
 	struct env_store inner_store;
 	struct node *node;
 	struct conn *conns;
+	struct conn *dirty; /* connections with output to flush or input to resume */
+	bool sweep;         /* a zombie got its last reply: free it at the flush */
 	uint32_t n_clients;
 	uint64_t next_client_id;
 	uint64_t store_issued, store_done;
@@ -248,6 +251,12 @@ static void conn_maybe_resume(struct conn *c);
 static void conn_free(struct conn *c)
 {
 	struct server *s = c->s;
+	if (c->dirty)
+		for (struct conn **p = &s->dirty; *p; p = &(*p)->dirty_next)
+			if (*p == c) {
+				*p = c->dirty_next;
+				break;
+			}
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -330,21 +339,34 @@ static void write_cb(uv_write_t *req, int status)
 
 static void conn_mark_dirty(struct conn *c)
 {
+	if (c->dirty)
+		return;
 	c->dirty = true;
+	c->dirty_next = c->s->dirty;
+	c->s->dirty = c;
 }
 
+/* Once per loop phase: O(connections with work), not O(connections). */
 static void flush_dirty(struct server *s)
 {
-	/* Zombies whose last node reply came: free them first. */
-	for (struct conn *c = s->conns, *next; c; c = next) {
-		next = c->next;
-		if (c->closed && !c->node_pending)
-			conn_free(c);
+	if (s->sweep) {
+		/* Zombies whose last node reply came: free them first. */
+		s->sweep = false;
+		for (struct conn *c = s->conns, *next; c; c = next) {
+			next = c->next;
+			if (c->closed && !c->node_pending)
+				conn_free(c);
+		}
 	}
-	for (struct conn *c = s->conns; c; c = c->next) {
-		if (!c->dirty)
-			continue;
+	/* Take the list: connections marked while we work (a node reply
+	 * to another client) go on a new one, flushed at the next phase. */
+	struct conn *list = s->dirty;
+	s->dirty = NULL;
+	while (list) {
+		struct conn *c = list;
+		list = c->dirty_next;
 		c->dirty = false;
+		c->dirty_next = NULL;
 		conn_maybe_resume(c);
 		if (!c->closing)
 			conn_flush(c);
@@ -514,6 +536,8 @@ static void on_node_reply(void *ctx, const struct node_reply *r)
 		 * the connection by the next sweep (not here: callers may be
 		 * walking the connection list). */
 		sl->done = true;
+		if (!c->node_pending)
+			s->sweep = true;
 		return;
 	}
 	struct resp_buf *b = &s->scratch;

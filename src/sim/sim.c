@@ -188,6 +188,7 @@ struct sim {
 	bool barrier, any_info;
 	bool waiting[SIM_MAX_CLIENTS + 1];
 	uint64_t forwarded; /* requests forwarded by nodes since crashed */
+	uint64_t expiries;  /* KEEL.EXPIRE-DELETE proposed, likewise */
 	struct raft_entry dec[256]; /* describe_frame's scratch */
 	char line[512];
 };
@@ -637,6 +638,7 @@ static void crash_node(struct sim *s, struct sim_node *n)
 	struct node_stats ns;
 	node_stats(n->node, &ns);
 	s->forwarded += ns.fwd_requests;
+	s->expiries += ns.expire_proposed;
 	node_destroy(n->node);
 	n->node = NULL;
 	n->is_leader = false;
@@ -1820,6 +1822,7 @@ static void sim_close(struct sim *s)
 			struct node_stats ns;
 			node_stats(s->nodes[i].node, &ns);
 			s->forwarded += ns.fwd_requests;
+			s->expiries += ns.expire_proposed;
 		}
 		node_destroy(s->nodes[i].node);
 		sim_store_close(&s->nodes[i].store);
@@ -1873,7 +1876,7 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 	c->max_pending = 64;
 	/* The node gives up on a request before the client does, so its
 	 * answer (NOT_LEADER: retry elsewhere; UNKNOWN) reaches the client. */
-	c->request_timeout_ns = s->client_timeout / 2;
+	c->request_timeout_ns = s->client_timeout / 4 * 3;
 	c->reply = on_reply;
 	c->observer = (struct node_observer){s, obs_update, obs_apply};
 	c->mutant = o->mutant;
@@ -1942,6 +1945,7 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 		      r->violation);
 	sim_close(s);
 	r->forwarded = s->forwarded;
+	r->expiries = s->expiries;
 	free(s);
 	return 0;
 }

@@ -66,6 +66,7 @@ struct sim_result {
 	uint64_t crashes_lost; /* unsynced writes cut short (lost or torn) */
 	uint64_t partitions, pauses, disk_writes;
 	uint64_t forwarded; /* client requests a follower forwarded */
+	uint64_t expiries;  /* KEEL.EXPIRE-DELETE entries leaders proposed */
 };
 
 /* Runs one seed. Returns 0 (r->ok says whether every check passed) or an

@@ -217,9 +217,8 @@ def test_readonly_serves_stale_local_reads(cluster):
             if nd.id != f.id:
                 dbg[f.id - 1].execute_command("KEEL.DEBUG", "DROP", nd.id, 1, 1)
                 dbg[nd.id - 1].execute_command("KEEL.DEBUG", "DROP", f.id, 1, 1)
-        cluster.wait_ready(nodes=[nd for nd in cluster.nodes if nd.id != f.id])
-        w = cluster.leader() if cluster.leader().id != f.id else None
-        w.client().set("ro", "new")
+        lid = cluster.wait_ready(nodes=[nd for nd in cluster.nodes if nd.id != f.id])
+        cluster.nodes[lid - 1].client().set("ro", "new")
         # READONLY: this node's own (stale) state, at once
         assert fc.get("ro") == b"old"
         # READWRITE: linearizable again -- must not return the stale value
@@ -359,7 +358,9 @@ def test_a_client_that_never_reads_cannot_exhaust_memory(cluster):
         buf += chunk
     assert buf[:50 * len(want)] == want * 50
     s.close()
-    assert rss_kb < 160 * 1024, rss_kb
+    print("server RSS with a paused slow reader: %d KiB" % rss_kb)
+    limit = 400 if "asan" in os.path.basename(os.environ.get("KEEL_BIN", "")) else 100
+    assert rss_kb < limit * 1024, rss_kb
     assert nd.alive()
 
 
@@ -449,3 +450,56 @@ def _foreign_dirs(c, srv, tmp_path):
     r = srv("--id", "2", "--data-dir", data, "--cluster", members.replace("1=", "2="),
             "--cluster-id", "11", "--client-addr", "127.0.0.1:%d" % port)
     assert r.returncode == 1 and "belongs to cluster 11 node 1, not cluster 11 node 2" in r.stderr
+
+
+def test_isolated_node_answers_with_honest_errors(fresh_cluster):
+    cl = fresh_cluster
+    f = cl.followers()[0]
+    others = [nd for nd in cl.nodes if nd.id != f.id]
+    fd = f.client()
+    for nd in others:
+        fd.execute_command("KEEL.DEBUG", "DROP", nd.id, 1, 1)
+        nd.client().execute_command("KEEL.DEBUG", "DROP", f.id, 1, 1)
+    try:
+        c = f.client(socket_timeout=10)
+        t0 = time.time()
+        with pytest.raises(redis.exceptions.ResponseError) as e:
+            c.set("iso", "1")
+        waited = time.time() - t0
+        msg = str(e.value)
+        # either it never reached a leader (safe to retry) or it may have:
+        # the reply must say which, never a bare failure
+        assert ("not executed" in msg and "try again" in msg) or \
+            "may or may not have been applied" in msg, msg
+        assert 1.0 <= waited <= 6.0, waited  # the request timeout (2 s), bounded
+        with pytest.raises(redis.exceptions.ResponseError) as e:
+            c.get("iso")
+        assert "not executed" in str(e.value), str(e.value)
+        # the rest of the cluster is unaffected
+        lid = cl.wait_ready(nodes=others)
+        assert cl.nodes[lid - 1].client().set("iso2", "ok") is True
+    finally:
+        for nd in cl.nodes:
+            nd.client().execute_command("KEEL.DEBUG", "HEAL")
+    cl.wait_ready()
+    assert f.client().get("iso2") == b"ok"
+
+
+def test_fsync_delay_fault_slows_writes(cluster):
+    leader = cluster.leader()
+    c = leader.client()
+    dbg = [nd.client() for nd in cluster.nodes]
+    try:
+        for d in dbg:
+            d.execute_command("KEEL.DEBUG", "FSYNC-DELAY-MS", 150)
+        t0 = time.time()
+        c.set("slow", "1")
+        slow = time.time() - t0
+    finally:
+        for d in dbg:
+            d.execute_command("KEEL.DEBUG", "HEAL")
+    t0 = time.time()
+    c.set("fast", "1")
+    fast = time.time() - t0
+    assert slow >= 0.15 and fast < slow, (slow, fast)
+    assert b"FSYNC-DELAY-MS" in raw(leader, b"KEEL.DEBUG NOPE\r\n", until=b"\r\n")[0]

@@ -538,7 +538,7 @@ static void advance(int ticks)
 	}
 }
 
-static void cluster_start(void)
+static void cluster_start_with(uint32_t election_ticks, uint64_t timeout)
 {
 	struct cluster *c = &cl_;
 	memset(c, 0, sizeof(*c));
@@ -554,10 +554,10 @@ static void cluster_start(void)
 		struct node_config cfg = {.id = n->id,
 					  .cluster_id = 9,
 					  .tick_ns = C_TICK,
-					  .election_ticks = 1000, /* no elections on their own */
+					  .election_ticks = election_ticks,
 					  .heartbeat_ticks = 1,
 					  .max_pending = 8,
-					  .request_timeout_ns = C_TIMEOUT,
+					  .request_timeout_ns = timeout,
 					  .retry_ns = 5 * C_TICK,
 					  .reply = c_reply,
 					  .reply_ctx = n};
@@ -567,6 +567,12 @@ static void cluster_start(void)
 		if (node_create(&cfg, &n->env, &n->node))
 			abort();
 	}
+}
+
+/* Elections only when a test asks for one. */
+static void cluster_start(void)
+{
+	cluster_start_with(1000, C_TIMEOUT);
 }
 
 /* Node 1 leads, everything applied everywhere. */
@@ -718,6 +724,34 @@ TEST(timed_out_writes_are_unknown_once_handed_on)
 	advance((int)(C_TIMEOUT / C_TICK) + 2);
 	ASSERT(cl_.n[1].n_replies == 1);
 	EXPECT(cl_.n[1].reply[0].status == NODE_NOT_LEADER);
+	cluster_stop();
+}
+
+TEST(a_write_whose_log_slot_is_taken_is_dropped_not_unknown)
+{
+	/* Short elections, a long request timeout: the slot decides first. */
+	cluster_start_with(10, 1000 * C_TICK);
+	cluster_elect();
+	struct cluster *c = &cl_;
+	for (int k = 1; k <= C_NODES; k++)
+		c->drop[1][k] = c->drop[k][1] = true;
+	ASSERT(REQ(cn(1), 1, 0, "SET", "a", "1") == 0); /* proposed once */
+	pump();
+	/* Nodes 2 and 3 elect a new leader, whose no-op takes that index. */
+	advance(60);
+	struct raft_status s2, s3;
+	raft_status(node_raft(cn(2)), &s2);
+	raft_status(node_raft(cn(3)), &s3);
+	ASSERT(s2.role == RAFT_LEADER || s3.role == RAFT_LEADER);
+	EXPECT(c->n[0].n_replies == 0);
+	/* Healed, node 1 learns its entry was replaced: definitely not
+	 * executed, long before the timeout. */
+	memset(c->drop, 0, sizeof(c->drop));
+	advance(30);
+	ASSERT(c->n[0].n_replies == 1);
+	EXPECT(c->n[0].reply[0].status == NODE_DROPPED);
+	for (int id = 1; id <= C_NODES; id++)
+		EXPECT(kv_has(id, "a", NULL));
 	cluster_stop();
 }
 

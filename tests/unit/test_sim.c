@@ -359,6 +359,8 @@ TEST(small_runs_with_every_fault_are_ok)
 				(unsigned long long)(seed + k), r.violation);
 		EXPECT(r.ok);
 		EXPECT(r.ops_invoked >= 120);
+		/* Clients send to any node: followers forward. */
+		EXPECT(r.forwarded > 0);
 	}
 }
 
