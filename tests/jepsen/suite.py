@@ -14,8 +14,11 @@ Replay one run: tests/jepsen/jepsen.py --seed S --nemesis N --nodes K --secs T
 (the line of every run names them).
 """
 import os
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,6 +53,22 @@ LONG = [
 ]
 
 
+def flag_refused():
+    d = tempfile.mkdtemp(prefix="keel-jepsen-flag-")
+    try:
+        r = subprocess.run([jepsen.KEEL, "server", "--id", "1", "--data-dir", d,
+                            "--cluster", "1=127.0.0.1:1", "--client-addr", "127.0.0.1:2",
+                            "--test-bug", "stale-read"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
+    except subprocess.TimeoutExpired:
+        return False, "did not exit within 10 s"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    out = r.stdout.decode(errors="replace")
+    good = r.returncode == 2 and "needs --test-faults" in out
+    return good, "exit %d: %s" % (r.returncode, out.splitlines()[0] if out else "")
+
+
 def main(argv):
     which = argv[0] if argv else "short"
     runs = {"short": SHORT, "long": LONG}.get(which)
@@ -64,6 +83,11 @@ def main(argv):
     signal.signal(signal.SIGINT, jepsen.kill_started)
     out = os.path.join(jepsen.ROOT, "build", "jepsen", which)
     passed = failed = 0
+    # The planted bugs must never reach a server without --test-faults.
+    ok, why = flag_refused()
+    passed, failed = passed + ok, failed + (not ok)
+    print("%s flags: --test-bug without --test-faults %s" % ("ok  " if ok else "FAIL", why),
+          flush=True)
     covered = set()
     t0 = time.monotonic()
     for seed, nem, nodes, secs, bug in runs:
