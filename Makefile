@@ -6,6 +6,7 @@
 #   make bench-raft core-only commit throughput
 #   make bench      keel vs Redis (appendfsync always) vs etcd, side by side
 #   make tidy       the purity check on the pure modules
+#   make jepsen     the long Jepsen-style fault suite of real processes
 #   make clean
 #
 # Sources are found by wildcard: a new file in src/<module>/ joins the
@@ -42,7 +43,7 @@ FUZZ_SRCS:= $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS:= $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit tidy fuzz fuzz-smoke bench-raft bench clean deps dev
+.PHONY: all test unit tidy fuzz fuzz-smoke bench-raft bench clean deps dev jepsen
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/keel $(BUILD)/libkeel.a
@@ -128,6 +129,12 @@ fuzz-smoke: $(FUZZ_BINS)
 
 dev: $(BUILD)/keel
 	@BUILD=$(BUILD) exec tools/dev.sh
+
+# ---- Jepsen-style fault tests (tests/jepsen, docs/testing.md) ---------------
+# make jepsen: the long suite (~20 min); make test runs the short one.
+
+jepsen: deps $(BUILD)/keel
+	@BUILD=$(BUILD) tests/jepsen/run.sh long
 
 # ---- benchmarks -------------------------------------------------------------
 

@@ -15,3 +15,7 @@ run_suite sim_mutants make --no-print-directory BUILD="$BUILD" sim-mutants
 # keel server end to end: 3 real processes on loopback, redis-py, redis-cli,
 # redis-benchmark, kill -9 of the leader (tests/e2e, ~30 s).
 run_counted e2e_server tests/e2e/run.sh
+# Jepsen-style faults on real processes: kill -9, SIGSTOP, partitions, clock
+# skew, slow fsync; linearizability and lost writes; planted bugs must be
+# caught (tests/jepsen, ~4 min).
+run_counted jepsen_short tests/jepsen/run.sh short

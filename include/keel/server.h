@@ -46,6 +46,7 @@ struct server_config {
 	uint32_t n_members;
 	struct posix_env_peer members[RAFT_MAX_VOTERS];
 	bool test_faults;  /* KEEL.DEBUG admin commands (tests only) */
+	int test_bug;      /* enum server_test_bug; only with test_faults */
 	int log_level;     /* enum env_log_level */
 	uint32_t tick_ms;  /* one Raft tick */
 	uint32_t election_ticks;
@@ -57,12 +58,21 @@ struct server_config {
 	bool have_id, have_data_dir, have_cluster;
 };
 
+/* Planted bugs for the Jepsen-style tests (tests/jepsen, docs/testing.md):
+ * evidence that the harness catches what it claims to. Server layer only,
+ * accepted only together with --test-faults. */
+enum server_test_bug {
+	SERVER_BUG_NONE = 0,
+	SERVER_BUG_STALE_READ, /* "stale-read": every read served locally, as READONLY */
+	SERVER_BUG_EARLY_ACK,  /* "early-ack": SET k v answered +OK when handed to the node */
+};
+
 void server_config_default(struct server_config *c);
 
 /* Sets one option by its name without the leading "--" ("id", "data-dir",
  * "client-addr", "peer-addr", "cluster", "cluster-id", "test-faults",
  * "log-level", "tick-ms", "election-ticks", "heartbeat-ticks",
- * "request-timeout-ms", "max-clients"). val may be NULL only for
+ * "request-timeout-ms", "max-clients", "test-bug"). val may be NULL only for
  * "test-faults". Returns 0 or KEEL_ERR_INVAL with a message in err that
  * names the option and the bad value. */
 int server_config_set(struct server_config *c, const char *key,

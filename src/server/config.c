@@ -211,6 +211,20 @@ int server_config_set(struct server_config *c, const char *key,
 		if (parse_u64(val, 1, 1000000, &v))
 			goto bad;
 		c->max_clients = (uint32_t)v;
+	} else if (!strcmp(key, "test-bug")) {
+		if (!strcmp(val, "none"))
+			c->test_bug = SERVER_BUG_NONE;
+		else if (!strcmp(val, "stale-read"))
+			c->test_bug = SERVER_BUG_STALE_READ;
+		else if (!strcmp(val, "early-ack"))
+			c->test_bug = SERVER_BUG_EARLY_ACK;
+		else {
+			snprintf(err, err_len,
+				 "--test-bug: bad value '%s' (want stale-read, "
+				 "early-ack or none)",
+				 val);
+			return KEEL_ERR_INVAL;
+		}
 	} else {
 		snprintf(err, err_len, "unknown option '%s' (see keel server --help)",
 			 key);
@@ -394,6 +408,11 @@ int server_config_check(struct server_config *c, char *err, size_t err_len)
 			 c->client_addr);
 		return KEEL_ERR_INVAL;
 	}
+	if (c->test_bug != SERVER_BUG_NONE && !c->test_faults) {
+		snprintf(err, err_len,
+			 "--test-bug plants a bug for tests: it needs --test-faults");
+		return KEEL_ERR_INVAL;
+	}
 	if (c->heartbeat_ticks >= c->election_ticks) {
 		snprintf(err, err_len,
 			 "--heartbeat-ticks (%u) must be below --election-ticks (%u)",
@@ -427,6 +446,8 @@ void server_config_usage(char *buf, size_t len)
 		 "  --request-timeout-ms N how long a request may wait (default 5000)\n"
 		 "  --max-clients N        client connections at once (default 10000)\n"
 		 "  --test-faults          enable KEEL.DEBUG fault injection (tests only)\n"
+		 "  --test-bug NAME        plant a bug (stale-read, early-ack) to show the\n"
+		 "                         Jepsen-style tests catch it; needs --test-faults\n"
 		 "Stops cleanly on SIGTERM or SIGINT. docs/server.md has the details.\n",
 		 SERVER_DEFAULT_CLIENT_ADDR);
 }

@@ -522,6 +522,8 @@ static void encode_node_reply(struct server *s, struct resp_buf *b,
 static void on_node_reply(void *ctx, const struct node_reply *r)
 {
 	struct server *s = ctx;
+	if (!r->cookie)
+		return; /* --test-bug early-ack: answered already */
 	struct server_reply_slot *sl = (struct server_reply_slot *)(uintptr_t)r->cookie;
 	struct conn *c = sl->ctx;
 	KEEL_ASSERT(c && c->node_pending > 0);
@@ -1127,9 +1129,27 @@ static void h_debug(struct conn *c, const struct resp_command *cmd,
 
 /* ---- command dispatch --------------------------------------------------------- */
 
+/* --test-bug early-ack (planted bug, tests only): a plain SET is answered
+ * +OK as soon as it is handed to the node, before it commits; the node's
+ * own answer comes back with cookie 0 and is dropped (on_node_reply). */
+static bool maybe_early_ack(struct conn *c, const struct resp_command *cmd)
+{
+	if (c->s->cfg.test_bug != SERVER_BUG_EARLY_ACK || cmd->argc != 3 ||
+	    cmd->argv_len[0] != 3 || strncasecmp((const char *)cmd->argv[0], "set", 3))
+		return false;
+	struct node_request req = {.argc = 3, .argv = cmd->argv, .lens = cmd->argv_len};
+	(void)node_request(c->s->node, &req);
+	struct resp_buf *b = reply_target(c);
+	write_str(b, "OK");
+	reply_done(c, b);
+	return true;
+}
+
 static void send_to_node(struct conn *c, const struct resp_command *cmd)
 {
 	struct server *s = c->s;
+	if (maybe_early_ack(c, cmd))
+		return;
 	struct server_reply_slot *sl = server_replyq_push(&c->q);
 	if (!sl) {
 		conn_close(c, "out of memory");
@@ -1140,7 +1160,9 @@ static void send_to_node(struct conn *c, const struct resp_command *cmd)
 	c->node_pending++;
 	struct node_request req = {
 		.cookie = (uint64_t)(uintptr_t)sl,
-		.flags = c->readonly ? NODE_REQ_LOCAL : 0,
+		/* --test-bug stale-read (planted bug): every read local. */
+		.flags = c->readonly || s->cfg.test_bug == SERVER_BUG_STALE_READ
+				 ? NODE_REQ_LOCAL : 0,
 		.argc = (uint32_t)cmd->argc,
 		.argv = cmd->argv,
 		.lens = cmd->argv_len,
@@ -1841,6 +1863,9 @@ int server_run(const struct server_config *cfg)
 	     st.term);
 	if (cfg->test_faults)
 		slog(s, ENV_LOG_WARN, "--test-faults: KEEL.DEBUG fault injection is on");
+	if (cfg->test_bug)
+		slog(s, ENV_LOG_WARN, "--test-bug: a bug is planted on purpose (%s)",
+		     cfg->test_bug == SERVER_BUG_STALE_READ ? "stale-read" : "early-ack");
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	code = 0;
 	slog(s, ENV_LOG_INFO, "stopped cleanly");
