@@ -10,6 +10,11 @@
  * `keel bench wal`: durable appends per second through the WAL on the disk
  * thread (group commit) for 1, 16 and 64 appenders, beside the raw
  * fdatasync rate of the same directory, measured in the same run.
+ *
+ * `keel bench snapshot`: what a snapshot of a large keyspace costs, to
+ * bound how long it would stall the write path (issue 4): the whole
+ * encode, the longest single step of the streaming writer, the durable
+ * save through the WAL on the real disk, and the decode.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -25,7 +30,9 @@
 
 #include "cli/cli.h"
 #include "keel/posix_disk.h"
+#include "keel/kv.h"
 #include "keel/raft.h"
+#include "keel/wal.h"
 #include "keel/wal_worker.h"
 
 #define BENCH_NODES 3
@@ -432,12 +439,349 @@ static int bench_wal(int argc, char **argv)
 	return 0;
 }
 
+/* ---- keel bench snapshot ------------------------------------------------- */
+
+/* Builds a kv of N keys through kv_apply (SET entries, keys inserted in
+ * scattered order), then times, per run: kv_snapshot_encode; the streaming
+ * writer at --chunk bytes per step (its longest step is what one loop turn
+ * would be blocked for if the node interleaved chunks with its work);
+ * wal_snapshot_save of the encoded bytes on the real disk; and
+ * kv_snapshot_decode. Each figure is the median of the runs. The streamed
+ * bytes must equal the encoded ones and the decoded kv's digest must equal
+ * the original's, or the bench fails: a figure for wrong output is no
+ * figure. */
+
+#define SNAPB_MAX_KEYS 20000000ull
+#define SNAPB_MAX_VALUE (1u << 20)
+#define SNAPB_MAX_DATA (8ull << 30) /* keys x value bytes */
+#define SNAPB_MAX_CHUNK (64u << 20)
+#define SNAPB_MAX_RUNS 9
+
+static void nop_status(void *c, const char *s) { (void)c; (void)s; }
+static void nop_integer(void *c, int64_t v) { (void)c; (void)v; }
+static void nop_bulk(void *c, const uint8_t *p, size_t l)
+{
+	(void)c; (void)p; (void)l;
+}
+static void nop_null(void *c) { (void)c; }
+static void nop_array(void *c, size_t n) { (void)c; (void)n; }
+static void count_error(void *c, const char *s)
+{
+	(void)s;
+	(*(uint64_t *)c)++;
+}
+
+static const struct kv_reply_ops snapb_reply = {
+	.status = nop_status, .error = count_error, .integer = nop_integer,
+	.bulk = nop_bulk, .null = nop_null, .array = nop_array};
+
+/* Strict unsigned parse: digits only, within [min, max]. */
+static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	if (!s || *s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+static double median3(double *v, int runs)
+{
+	qsort(v, (size_t)runs, sizeof(double), cmp_double);
+	return v[runs / 2];
+}
+
+static struct kv *snapb_build(uint64_t keys, uint32_t vbytes, double *secs)
+{
+	struct kv *kv = kv_create(&keel_alloc_libc);
+	uint8_t *val = malloc(vbytes ? vbytes : 1);
+	size_t cap = KV_CMD_HEADER_BYTES + 4 * 3 + 3 + 32 + vbytes;
+	uint8_t *cmd = malloc(cap);
+	if (!kv || !val || !cmd) {
+		fprintf(stderr, "bench snapshot: out of memory\n");
+		goto fail;
+	}
+	for (uint32_t i = 0; i < vbytes; i++)
+		val[i] = (uint8_t)('a' + i % 26);
+	/* i -> i * P mod N is a bijection when gcd(P, N) = 1 (P is prime):
+	 * every key once, in an order that scatters the tree inserts. */
+	uint64_t p = 1000003;
+	if (keys % p == 0)
+		p = 1;
+	uint64_t errors = 0;
+	double t0 = now_s();
+	for (uint64_t i = 0; i < keys; i++) {
+		char key[32];
+		int kl = snprintf(key, sizeof(key), "key:%012" PRIu64,
+				  (i * p) % keys);
+		const uint8_t *argv[3] = {(const uint8_t *)"SET",
+					  (const uint8_t *)key, val};
+		size_t lens[3] = {3, (size_t)kl, vbytes};
+		size_t len;
+		int rv = kv_cmd_encode(1, 3, argv, lens, cmd, cap, &len);
+		if (!rv)
+			rv = kv_apply(kv, i + 1, cmd, len, &snapb_reply, &errors);
+		if (rv || errors) {
+			fprintf(stderr, "bench snapshot: SET %" PRIu64 " failed: %s\n",
+				i, rv ? keel_strerror(rv) : "error reply");
+			goto fail;
+		}
+	}
+	*secs = now_s() - t0;
+	free(val);
+	free(cmd);
+	return kv;
+fail:
+	kv_destroy(kv);
+	free(val);
+	free(cmd);
+	return NULL;
+}
+
+/* One durable save of data through a fresh WAL in dir; *secs is the
+ * wal_snapshot_save call alone. The log needs an entry at the snapshot's
+ * index first (a snapshot covers durable log), so one is appended and
+ * synced before the clock starts. */
+static int snapb_save(const char *dir, const uint8_t *data, size_t len,
+		      double *secs)
+{
+	rm_tree(dir);
+	char err[256];
+	struct posix_disk *pd;
+	if (posix_disk_open(dir, &pd, err, sizeof(err))) {
+		fprintf(stderr, "bench snapshot: %s\n", err);
+		return 1;
+	}
+	struct wal_config cfg = {.disk = posix_disk_get(pd), .cluster_id = 1};
+	struct wal *w;
+	struct wal_recovered rec;
+	if (wal_open(&cfg, &w, &rec, err, sizeof(err))) {
+		fprintf(stderr, "bench snapshot: %s\n", err);
+		posix_disk_close(pd);
+		return 1;
+	}
+	wal_recovered_free(w, &rec);
+	uint8_t one = 0;
+	struct raft_entry e = {.term = 1, .index = 1, .len = 1, .data = &one};
+	int rv = wal_append(w, &e, 1);
+	if (!rv)
+		rv = wal_sync(w);
+	if (!rv) {
+		double t0 = now_s();
+		rv = wal_snapshot_save(w, 1, 1, data, len);
+		*secs = now_s() - t0;
+	}
+	if (rv)
+		fprintf(stderr, "bench snapshot: save: %s (%s)\n",
+			keel_strerror(rv), wal_errmsg(w));
+	wal_close(w);
+	posix_disk_close(pd);
+	rm_tree(dir);
+	return rv ? 1 : 0;
+}
+
+static int bench_snapshot(int argc, char **argv)
+{
+	uint64_t keys = 1000000, vbytes = 100, chunk = 64 << 10, runs = 3;
+	const char *dir = "build/bench-snap";
+	for (int i = 1; i < argc; i++) {
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		bool ok;
+		if (!strcmp(argv[i], "--keys"))
+			ok = parse_u64(v, 1, SNAPB_MAX_KEYS, &keys);
+		else if (!strcmp(argv[i], "--value-bytes"))
+			ok = parse_u64(v, 0, SNAPB_MAX_VALUE, &vbytes);
+		else if (!strcmp(argv[i], "--chunk"))
+			ok = parse_u64(v, 1, SNAPB_MAX_CHUNK, &chunk);
+		else if (!strcmp(argv[i], "--runs"))
+			ok = parse_u64(v, 1, SNAPB_MAX_RUNS, &runs);
+		else if (!strcmp(argv[i], "--dir"))
+			ok = v && *v && strlen(v) <= 1000 && !strchr(v, '\'');
+		else
+			ok = false;
+		if (!ok) {
+			fprintf(stderr,
+				"keel bench snapshot: bad or missing value for %s\n"
+				"usage: keel bench snapshot [--keys N (1..%llu)] "
+				"[--value-bytes B (0..%u)] [--dir DIR] "
+				"[--chunk BYTES (1..%u)] [--runs R (1..%d)]\n",
+				argv[i], SNAPB_MAX_KEYS, SNAPB_MAX_VALUE,
+				SNAPB_MAX_CHUNK, SNAPB_MAX_RUNS);
+			return 2;
+		}
+		if (!strcmp(argv[i], "--dir"))
+			dir = v;
+		i++;
+	}
+	if (keys * vbytes > SNAPB_MAX_DATA) {
+		fprintf(stderr, "keel bench snapshot: keys x value-bytes over %llu\n",
+			SNAPB_MAX_DATA);
+		return 2;
+	}
+	double build_s;
+	struct kv *kv = snapb_build(keys, (uint32_t)vbytes, &build_s);
+	if (!kv)
+		return 1;
+	struct kv_stats st;
+	kv_stats(kv, &st);
+	uint64_t digest = kv_digest(kv);
+	uint8_t *cbuf = malloc(chunk);
+	/* Per-step times for the median and p99, so one preempted step on a
+	 * shared machine is told apart from steps that are all slow. Capped:
+	 * with a tiny chunk only the longest and the total are kept. */
+	uint64_t max_steps = kv_snapshot_size(kv) / chunk + 2;
+	double *lat = max_steps <= (16u << 20) ? malloc(max_steps * sizeof(double))
+					      : NULL;
+	int ret = 1;
+	if (st.keys != keys || !cbuf) {
+		fprintf(stderr, "bench snapshot: %s\n",
+			cbuf ? "wrong key count" : "out of memory");
+		goto out;
+	}
+	printf("snapshot bench: %" PRIu64 " keys of 16 bytes, %" PRIu64
+	       "-byte values, chunk %" PRIu64 " B, dir %s, median of %" PRIu64
+	       " runs\n",
+	       keys, vbytes, chunk, dir, runs);
+	printf("build: %" PRIu64 " SETs through kv_apply in %.2f s (%.2f us/op)\n",
+	       keys, build_s, build_s * 1e6 / (double)keys);
+	double enc[SNAPB_MAX_RUNS], smax[SNAPB_MAX_RUNS], stot[SNAPB_MAX_RUNS],
+		save[SNAPB_MAX_RUNS], dec[SNAPB_MAX_RUNS];
+	double smed[SNAPB_MAX_RUNS], sp99[SNAPB_MAX_RUNS];
+	uint64_t steps = 0;
+	size_t size = 0;
+	for (uint64_t r = 0; r < runs; r++) {
+		uint8_t *snap;
+		double t0 = now_s();
+		int rv = kv_snapshot_encode(kv, &keel_alloc_libc, &snap, &size);
+		enc[r] = now_s() - t0;
+		if (rv) {
+			fprintf(stderr, "bench snapshot: encode: %s\n",
+				keel_strerror(rv));
+			goto out;
+		}
+		/* Streaming: each step timed alone (creating the writer is a
+		 * step too); the bytes are checked against the encode outside
+		 * the clock. */
+		double longest = 0, total = 0;
+		uint64_t nsteps = 0;
+		t0 = now_s();
+		struct kv_snap_writer *w =
+			kv_snapshot_writer_create(kv, &keel_alloc_libc);
+		double t1 = now_s();
+		longest = total = t1 - t0;
+		if (!w) {
+			fprintf(stderr, "bench snapshot: writer: out of memory\n");
+			free(snap);
+			goto out;
+		}
+		size_t off = 0, n;
+		bool more = true;
+		steps = 0;
+		while (more) {
+			t0 = now_s();
+			more = kv_snapshot_writer_next(w, cbuf, chunk, &n);
+			t1 = now_s();
+			total += t1 - t0;
+			if (t1 - t0 > longest)
+				longest = t1 - t0;
+			if (lat && nsteps < max_steps)
+				lat[nsteps] = t1 - t0;
+			nsteps++;
+			if (n > size - off || memcmp(cbuf, snap + off, n)) {
+				fprintf(stderr, "bench snapshot: streamed bytes differ from the encode at %zu\n",
+					off);
+				kv_snapshot_writer_destroy(w);
+				free(snap);
+				goto out;
+			}
+			off += n;
+		}
+		kv_snapshot_writer_destroy(w);
+		if (off != size) {
+			fprintf(stderr, "bench snapshot: streamed %zu of %zu bytes\n",
+				off, size);
+			free(snap);
+			goto out;
+		}
+		smax[r] = longest;
+		stot[r] = total;
+		steps = nsteps;
+		if (lat && nsteps <= max_steps) {
+			qsort(lat, nsteps, sizeof(double), cmp_double);
+			smed[r] = lat[nsteps / 2];
+			sp99[r] = lat[nsteps - 1 - nsteps / 100];
+		} else {
+			smed[r] = sp99[r] = -1;
+		}
+		if (snapb_save(dir, snap, size, &save[r])) {
+			free(snap);
+			goto out;
+		}
+		struct kv *back;
+		t0 = now_s();
+		rv = kv_snapshot_decode(&keel_alloc_libc, snap, size, &back);
+		dec[r] = now_s() - t0;
+		free(snap);
+		if (rv) {
+			fprintf(stderr, "bench snapshot: decode: %s\n",
+				keel_strerror(rv));
+			goto out;
+		}
+		bool same = kv_digest(back) == digest;
+		kv_destroy(back);
+		if (!same) {
+			fprintf(stderr, "bench snapshot: decoded state differs\n");
+			goto out;
+		}
+	}
+	double e = median3(enc, (int)runs), sm = median3(smax, (int)runs),
+	       stt = median3(stot, (int)runs), sv = median3(save, (int)runs),
+	       d = median3(dec, (int)runs);
+	printf("snapshot size: %zu bytes (%.1f MiB)\n", size,
+	       (double)size / (1 << 20));
+	printf("encode (kv_snapshot_encode): %.1f ms (%.0f MB/s)\n", e * 1e3,
+	       (double)size / e / 1e6);
+	printf("stream (writer_next, %" PRIu64 " steps of %" PRIu64
+	       " B): longest step %.3f ms, total %.1f ms\n",
+	       steps, chunk, sm * 1e3, stt * 1e3);
+	if (lat)
+		printf("stream step: median %.3f ms, p99 %.3f ms\n",
+		       median3(smed, (int)runs) * 1e3,
+		       median3(sp99, (int)runs) * 1e3);
+	printf("save (wal_snapshot_save: write, fsync, rename, dir fsync): %.1f ms (%.0f MB/s)\n",
+	       sv * 1e3, (double)size / sv / 1e6);
+	printf("decode (kv_snapshot_decode): %.1f ms\n", d * 1e3);
+	printf("write pause, synchronous encode+save on the loop: %.1f ms\n",
+	       (e + sv) * 1e3);
+	/* Once the last chunk is out the kv may change again (the writer no
+	 * longer reads it), so the fsync and rename are off the frozen
+	 * window; the byte writes are not if the disk paces the stream. */
+	printf("write pause, encode on the loop, save on the disk thread: %.1f ms\n",
+	       e * 1e3);
+	printf("write pause, streamed chunks between loop turns: %.3f ms per turn, "
+	       "but applies wait for the whole stream (>= %.1f ms of CPU, paced by "
+	       "the disk writes) unless the kv is copy-on-write\n",
+	       sm * 1e3, stt * 1e3);
+	ret = 0;
+out:
+	free(lat);
+	free(cbuf);
+	kv_destroy(kv);
+	return ret;
+}
+
 int cmd_bench(int argc, char **argv)
 {
 	if (argc >= 2 && !strcmp(argv[1], "raft"))
 		return bench_raft(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "wal"))
 		return bench_wal(argc - 1, argv + 1);
-	fprintf(stderr, "usage: keel bench raft|wal [options]\n");
+	if (argc >= 2 && !strcmp(argv[1], "snapshot"))
+		return bench_snapshot(argc - 1, argv + 1);
+	fprintf(stderr, "usage: keel bench raft|wal|snapshot [options]\n");
 	return argc >= 2 && !strcmp(argv[1], "--help") ? 0 : 2;
 }
