@@ -12,7 +12,7 @@ struct subcommand {
 };
 
 static const struct subcommand subcommands[] = {
-	{"bench", cmd_bench, "micro-benchmarks (keel bench raft)"},
+	{"bench", cmd_bench, "micro-benchmarks (keel bench raft|wal|snapshot)"},
 	{"check", cmd_check, "check a history for linearizability"},
 	{"sim", cmd_sim, "deterministic simulation"},
 	{"server", cmd_server, "run one member of a cluster (RESP clients)"},
