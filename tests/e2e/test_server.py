@@ -503,3 +503,44 @@ def test_fsync_delay_fault_slows_writes(cluster):
     fast = time.time() - t0
     assert slow >= 0.15 and fast < slow, (slow, fast)
     assert b"FSYNC-DELAY-MS" in raw(leader, b"KEEL.DEBUG NOPE\r\n", until=b"\r\n")[0]
+
+
+def test_sigterm_mid_load_is_clean_and_loses_no_acked_write():
+    c = Cluster(1, cluster_id=5).start()
+    try:
+        nd = c.nodes[0]
+        acked, stop = [], threading.Event()
+
+        def writer():
+            cl = nd.client(socket_timeout=5)
+            i = 0
+            while not stop.is_set():
+                try:
+                    p = cl.pipeline(transaction=False)
+                    for k in range(20):
+                        p.set("t%d" % (i + k), i + k)
+                    if all(p.execute()):
+                        acked.extend(range(i, i + 20))
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                        redis.exceptions.ResponseError):
+                    return
+                i += 20
+
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(1.0)
+        t0 = time.time()
+        rc = nd.stop(timeout=15)
+        took = time.time() - t0
+        stop.set()
+        t.join(timeout=10)
+        assert rc == 0 and took < 8, (rc, took)
+        assert "stopped cleanly" in nd.log_text()
+        assert len(acked) > 100
+        assert os.path.exists(os.path.join(nd.data_dir, "KEEL-ID"))
+        nd.start()
+        c.wait_ready()
+        got = nd.client().mget(["t%d" % i for i in acked])
+        assert got == [str(i).encode() for i in acked]
+    finally:
+        c.close()
