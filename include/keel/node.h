@@ -181,6 +181,7 @@ struct node_stats {
 	uint64_t fwd_bad;          /* node-level frames with a bad body: dropped */
 	uint64_t dedup_skipped;    /* applied entries skipped as duplicates */
 	uint64_t expire_proposed;  /* KEEL.EXPIRE-DELETE entries proposed */
+	uint64_t stall_transfers;  /* leadership handed on: own disk stalled */
 };
 
 void node_stats(const struct node *n, struct node_stats *st);

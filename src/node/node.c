@@ -88,6 +88,7 @@ struct held_frame {
 struct write_rec {
 	uint64_t last_index; /* 0 when it carried no entries */
 	uint64_t last_term;
+	uint64_t issued_ns;  /* when it was handed to the store (now_ns) */
 };
 
 enum { W_WAIT = 0, W_LOCAL, W_FWD };
@@ -144,6 +145,7 @@ struct node {
 	struct kv *kv;
 	struct peer_limits limits;
 	uint64_t boot; /* random per start: tells this run's proposals apart */
+	uint64_t stall_term; /* term in which a disk stall handed leadership on */
 	uint64_t next_seq;
 	uint64_t next_read;
 	uint64_t timer;
@@ -398,7 +400,7 @@ static void persist(struct node *n, const struct raft_update *u)
 	}
 	w.has_hard_state = u->hard_state_changed;
 	w.hard_state = u->hard_state;
-	struct write_rec rec = {0};
+	struct write_rec rec = {.issued_ns = now_ns(n)};
 	if (u->n_entries) {
 		rec.last_index = u->entries[u->n_entries - 1].index;
 		rec.last_term = u->entries[u->n_entries - 1].term;
@@ -1185,6 +1187,47 @@ static void expire_tick(struct node *n)
 			(uint64_t)n->cfg.expire_batch + n->n_ex, &v);
 }
 
+/* A leader whose own disk stalls keeps committing through its followers
+ * (it counts itself only once persisted), but it is the one node whose
+ * acknowledgements are stuck and a slow disk rarely recovers by itself.
+ * When its oldest write has waited longer than an election timeout it
+ * hands leadership to the most up-to-date active voter (§3.10 transfer),
+ * once per term. */
+static void check_disk_stall(struct node *n)
+{
+	if (!n->wr_n)
+		return;
+	uint64_t waited = now_ns(n) - n->wr[n->wr_head].issued_ns;
+	if (waited <= (uint64_t)n->cfg.election_ticks * n->cfg.tick_ns)
+		return;
+	struct raft_status st;
+	raft_status(n->raft, &st);
+	if (st.role != RAFT_LEADER || st.transferee != RAFT_NONE ||
+	    n->stall_term == st.term)
+		return;
+	raft_id best = RAFT_NONE;
+	uint64_t best_match = 0;
+	for (uint32_t i = 0; i < st.n_peers; i++) {
+		const struct raft_peer_status *p = &st.peers[i];
+		if (p->id == n->cfg.id || !p->recent_active)
+			continue;
+		if (best == RAFT_NONE || p->match > best_match) {
+			best = p->id;
+			best_match = p->match;
+		}
+	}
+	if (best == RAFT_NONE)
+		return;
+	n->stall_term = st.term;
+	n->stats.stall_transfers++;
+	node_log(n, ENV_LOG_WARN,
+		 "own disk stalled past an election timeout: handing "
+		 "leadership to the most up-to-date voter");
+	struct raft_event ev = {.type = RAFT_EV_TRANSFER,
+				.transfer = {.target = best}};
+	raft_step(n->raft, &ev);
+}
+
 static void tick_cb(void *arg)
 {
 	struct node *n = arg;
@@ -1195,6 +1238,7 @@ static void tick_cb(void *arg)
 	raft_step(n->raft, &ev);
 	process(n);
 	if (!n->poisoned) {
+		check_disk_stall(n);
 		expire_timeouts(n);
 		dispatch_waiting(n);
 		expire_tick(n);

@@ -1006,6 +1006,12 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None):
     if nem and nem.stepdowns:
         extra = " slowdisk-stepdown=%d/%d" % (sum(1 for _, s in nem.stepdowns if s),
                                               len(nem.stepdowns))
+        # Issue 6: a leader whose disk stalls past the election timeout
+        # hands leadership on (node.c check_disk_stall).
+        stuck = [d for d, s in nem.stepdowns if not s]
+        if stuck:
+            problems.append("no-stepdown: the leader stayed leader through "
+                            "an fsync stall of %d ms" % stuck[0])
     faults = ",".join("%s:%d" % kv for kv in sorted(nem.counts.items())) if nem else ""
     line = "seed=%d nemesis=%s nodes=%d secs=%g%s ops=%d ok=%d fail=%d info=%d faults=%s%s " % (
         seed, nemesis, nodes, secs, " bug=" + bug if bug else "", ops, c["ok"], c["fail"],

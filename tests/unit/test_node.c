@@ -413,6 +413,7 @@ struct c_node {
 	uint64_t tdue; /* 0 = no timer */
 	uint64_t thandle;
 	int n_writes, n_done;
+	bool stall; /* its disk hangs: pump() completes none of its writes */
 	env_store_cb wcb[C_WRITES];
 	void *warg[C_WRITES];
 	int n_replies;
@@ -511,7 +512,7 @@ static void pump(void)
 		bool moved = false;
 		for (int i = 0; i < C_NODES; i++) {
 			struct c_node *n = &c->n[i];
-			while (n->n_done < n->n_writes) {
+			while (!n->stall && n->n_done < n->n_writes) {
 				int k = n->n_done++;
 				n->wcb[k](n->warg[k], 0);
 				moved = true;
@@ -810,6 +811,39 @@ TEST(ttl_expiry_is_proposed_by_the_leader_on_its_clock)
 		node_stats(cn(id), &st);
 		EXPECT_EQ_U64(st.expire_proposed, id == 1 ? 1 : 0);
 	}
+	cluster_stop();
+}
+
+TEST(leader_hands_over_when_its_own_disk_stalls)
+{
+	cluster_start_with(20, C_TIMEOUT);
+	cluster_elect();
+	struct cluster *c = &cl_;
+	c->n[0].stall = true;
+	ASSERT(REQ(cn(1), 1, 0, "SET", "a", "1") == 0);
+	/* Within an election timeout nothing happens: a slow sync is not a
+	 * stall. */
+	advance(10);
+	struct raft_status st;
+	raft_status(node_raft(cn(1)), &st);
+	EXPECT(st.role == RAFT_LEADER);
+	/* Past it, leadership goes to a follower, which commits the write
+	 * (the old leader acknowledges nothing until its disk answers). */
+	advance(30);
+	raft_status(node_raft(cn(1)), &st);
+	EXPECT(st.role != RAFT_LEADER);
+	struct node_stats ns;
+	node_stats(cn(1), &ns);
+	EXPECT_EQ_U64(ns.stall_transfers, 1);
+	int leaders = 0;
+	for (int k = 2; k <= C_NODES; k++) {
+		raft_status(node_raft(cn(k)), &st);
+		leaders += st.role == RAFT_LEADER;
+		EXPECT(node_applied(cn(k)) >= 2);
+	}
+	EXPECT(leaders == 1);
+	c->n[0].stall = false;
+	advance(5);
 	cluster_stop();
 }
 
