@@ -588,7 +588,7 @@ static int bench_snapshot(int argc, char **argv)
 {
 	uint64_t keys = 1000000, vbytes = 100, chunk = 64 << 10, runs = 3;
 	const char *dir = "build/bench-snap";
-	for (int i = 1; i < argc; i++) {
+	for (int i = 1; i < argc; i += 2) { /* option, value */
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		bool ok;
 		if (!strcmp(argv[i], "--keys"))
@@ -615,7 +615,6 @@ static int bench_snapshot(int argc, char **argv)
 		}
 		if (!strcmp(argv[i], "--dir"))
 			dir = v;
-		i++;
 	}
 	if (keys * vbytes > SNAPB_MAX_DATA) {
 		fprintf(stderr, "keel bench snapshot: keys x value-bytes over %llu\n",
