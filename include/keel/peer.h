@@ -174,6 +174,10 @@ int peer_frame_verify(const uint8_t *buf, size_t len,
 #define PEER_TYPE_FWD_NACK 35
 #define PEER_TYPE_FWD_READ 36
 #define PEER_TYPE_FWD_READ_OK 37
+/* Snapshot transfer (docs/peer-protocol.md §9, docs/snapshots.md §3);
+ * bodies in src/node/snapxfer.h. */
+#define PEER_TYPE_SNAP_CHUNK 38
+#define PEER_TYPE_SNAP_ACK 39
 
 /* Encodes a frame of any type around body[0..body_len): header, body,
  * CRC. Returns 0 or KEEL_ERR_TOO_BIG when cap is too small. */
