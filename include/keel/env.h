@@ -102,9 +102,10 @@ struct env_log {
 
 /*
  * The durable Raft log and hard state of one node. The WAL (segmented
- * files, CRC records, snapshots) implements this over env disk primitives;
- * the simulator implements it as an in-memory model with honest crash
- * semantics (what is not synced at a crash is lost or torn).
+ * files, CRC records, snapshots) implements this over env disk primitives:
+ * in the server on the disk thread over the real disk (wal_worker.h), in
+ * the simulator over memdisk, whose power loss loses or tears what was not
+ * synced (src/sim/store.c).
  *
  * One write is, in this order: drop every stored entry with index >=
  * truncate_from (0 = drop nothing), append entries (contiguous, the first
