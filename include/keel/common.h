@@ -107,6 +107,10 @@ bool keel_rand_chance(struct keel_rand *r, uint64_t num, uint64_t den);
  * crc is the running value: start with 0. */
 uint32_t keel_crc32c(uint32_t crc, const void *buf, size_t len);
 
+/* Strict unsigned decimal: digits only (no sign, space or suffix), no
+ * overflow, within [min, max]. True and *out set, or false. */
+bool keel_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
 /* ---- little-endian codec helpers --------------------------------------- */
 
 static inline void keel_put_u16(uint8_t *p, uint16_t v)

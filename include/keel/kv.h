@@ -248,6 +248,10 @@ uint64_t kv_digest(const struct kv *kv);
 bool kv_glob_match(const uint8_t *pat, size_t plen, const uint8_t *str,
 		   size_t slen);
 
+/* Writes v in decimal with a NUL into buf (room for 21 bytes) and returns
+ * the digit count: the form kv's commands and replies use for numbers. */
+size_t kv_fmt_u64(uint64_t v, char *buf);
+
 /* ---- snapshots ----------------------------------------------------------- */
 
 /* A snapshot is: a 56-byte header, one record per key in key order, and a

@@ -475,20 +475,6 @@ static const struct kv_reply_ops snapb_reply = {
 	.status = nop_status, .error = count_error, .integer = nop_integer,
 	.bulk = nop_bulk, .null = nop_null, .array = nop_array};
 
-/* Strict unsigned parse: digits only, within [min, max]. */
-static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	if (!s || *s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
 static double median3(double *v, int runs)
 {
 	qsort(v, (size_t)runs, sizeof(double), cmp_double);
@@ -592,13 +578,13 @@ static int bench_snapshot(int argc, char **argv)
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		bool ok;
 		if (!strcmp(argv[i], "--keys"))
-			ok = parse_u64(v, 1, SNAPB_MAX_KEYS, &keys);
+			ok = keel_parse_u64(v, 1, SNAPB_MAX_KEYS, &keys);
 		else if (!strcmp(argv[i], "--value-bytes"))
-			ok = parse_u64(v, 0, SNAPB_MAX_VALUE, &vbytes);
+			ok = keel_parse_u64(v, 0, SNAPB_MAX_VALUE, &vbytes);
 		else if (!strcmp(argv[i], "--chunk"))
-			ok = parse_u64(v, 1, SNAPB_MAX_CHUNK, &chunk);
+			ok = keel_parse_u64(v, 1, SNAPB_MAX_CHUNK, &chunk);
 		else if (!strcmp(argv[i], "--runs"))
-			ok = parse_u64(v, 1, SNAPB_MAX_RUNS, &runs);
+			ok = keel_parse_u64(v, 1, SNAPB_MAX_RUNS, &runs);
 		else if (!strcmp(argv[i], "--dir"))
 			ok = v && *v && strlen(v) <= 1000 && !strchr(v, '\'');
 		else

@@ -184,7 +184,6 @@ bool kv_parse_i64(const uint8_t *p, size_t len, int64_t *out);
 bool kv_parse_u64(const uint8_t *p, size_t len, uint64_t *out);
 /* Decimal into buf (>= 21 bytes); returns the length. */
 size_t kv_fmt_i64(int64_t v, char *buf);
-size_t kv_fmt_u64(uint64_t v, char *buf);
 bool kv_arg_is(const struct kv_ctx *c, int i, const char *word);
 bool kv_bytes_ieq(const uint8_t *p, size_t len, const char *word);
 

@@ -1129,15 +1129,7 @@ static int expire_visit(void *ctx, const uint8_t *key, size_t klen,
 	if (expire_inflight(n, key, klen) || klen > UINT32_MAX)
 		return 0;
 	char rev[24];
-	size_t rl = 0;
-	uint64_t v = meta->mod_revision;
-	char tmp[24];
-	do {
-		tmp[rl++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	for (size_t i = 0; i < rl; i++)
-		rev[i] = tmp[rl - 1 - i];
+	size_t rl = kv_fmt_u64(meta->mod_revision, rev);
 	static const char name[] = "KEEL.EXPIRE-DELETE";
 	/* The proposal below reuses n->buf: the key may not point there
 	 * (it is kv's memory). */

@@ -32,21 +32,10 @@ void server_config_default(struct server_config *c)
 	c->max_clients = 10000;
 }
 
-/* Strict unsigned decimal in [min, max]. */
+/* Strict unsigned decimal in [min, max]: 0 or KEEL_ERR_INVAL. */
 static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
-	if (!s || !*s || *s == '-' || *s == '+')
-		return KEEL_ERR_INVAL;
-	for (const char *p = s; *p; p++)
-		if (*p < '0' || *p > '9')
-			return KEEL_ERR_INVAL;
-	errno = 0;
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end || v < min || v > max)
-		return KEEL_ERR_INVAL;
-	*out = v;
-	return 0;
+	return keel_parse_u64(s, min, max, out) ? 0 : KEEL_ERR_INVAL;
 }
 
 static int check_addr(const char *s)
