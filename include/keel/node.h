@@ -12,6 +12,12 @@
  *   3. apply:   committed entries to kv, in index order;
  *   4. answer:  clients waiting for those entries or for read points.
  *
+ * Batching per loop turn: a client request, a peer frame or a store
+ * completion only steps the core; the update loop runs once for all the
+ * inputs of a loop turn, from a 0-delay env timer the first of them arms
+ * (or earlier, from a tick). So N requests that arrive together become one
+ * store write and one append message per peer (docs/architecture.md).
+ *
  * Requests are Redis argv; replies are kv reply tapes (kv.h), played by the
  * caller into RESP2/RESP3 (the server) or into a collector (the simulator).
  * Any node accepts any command:
@@ -182,6 +188,13 @@ struct node_stats {
 	uint64_t dedup_skipped;    /* applied entries skipped as duplicates */
 	uint64_t expire_proposed;  /* KEEL.EXPIRE-DELETE entries proposed */
 	uint64_t stall_transfers;  /* leadership handed on: own disk stalled */
+	/* Batching per loop turn: update-loop runs (process) that took
+	 * requests -- client writes and linearizable reads, forwarded writes
+	 * and reads at the leader -- queued since the run before, how many
+	 * they took in all, and the most one run took. */
+	uint64_t batch_runs;
+	uint64_t batched_requests;
+	uint64_t batch_max;
 };
 
 void node_stats(const struct node *n, struct node_stats *st);

@@ -45,6 +45,10 @@
 #define NODE_MAX_EXPIRE_INFLIGHT 1024
 #define NODE_DEFAULT_TAPE_BYTES ((512u << 20) + 1024u)
 #define NODE_MAX_REDIRECTS 3 /* NACK-driven resends per retry period */
+/* Proposals queued in one loop turn before an early flush (entries, and
+ * their bytes): bounds the turn's queue whatever arrives at once. */
+#define NODE_TURN_MAX 1024u
+#define NODE_TURN_MAX_BYTES (8u << 20)
 /* A forwarded command must fit one frame under the default receive limit. */
 #define NODE_MAX_FWD_CMD (PEER_MAX_FRAME_DEFAULT - 64u)
 
@@ -101,6 +105,7 @@ struct pending_write {
 	uint64_t next_try;   /* FWD: resend at */
 	uint64_t index;      /* LOCAL: where the proposal went */
 	uint8_t mode;
+	bool queued;         /* in this turn's proposal queue, not proposed yet */
 	bool handed;         /* proposed or forwarded at least once */
 	bool acked;          /* FWD: a leader said it proposed it ... */
 	raft_id ack_leader;  /* ... this one, in ack_term */
@@ -129,6 +134,14 @@ struct fwd_read {
 	uint64_t id;
 	raft_id from;
 	uint64_t boot, seq;
+};
+
+/* A proposal waiting for the end of the loop turn (batching, below). */
+struct turn_prop {
+	raft_id from; /* 0: this node's own write; else a FWD_WRITE's sender */
+	uint64_t boot, seq;
+	size_t off;   /* the entry's bytes in turn_buf */
+	uint32_t len;
 };
 
 struct expire_inflight {
@@ -183,6 +196,23 @@ struct node {
 	size_t argv_cap;
 	struct raft_entry *dec;
 	struct node_stats stats;
+
+	/* Batching per loop turn (docs/architecture.md, decision 15): inputs
+	 * from outside (requests, peer frames, store completions) only step
+	 * the core; one process() for all of them runs from a 0-delay timer,
+	 * so one raft_ready carries every proposal of the turn. */
+	uint64_t flush_timer; /* armed while inputs wait for process(); 0 = none */
+	uint32_t batch_requests; /* requests queued since the last process():
+				    client writes and reads, FWD_WRITE/READ */
+	/* The turn's proposals, stepped as ONE RAFT_EV_PROPOSE when the turn
+	 * ends: the core broadcasts appends at each propose step, so one
+	 * step is what makes one append message per peer. Invariant: at most
+	 * NODE_TURN_MAX entries; empty outside an input's handling. */
+	struct turn_prop *turn;
+	struct raft_entry *turn_ents;
+	uint32_t n_turn;
+	uint8_t *turn_buf;
+	size_t turn_len, turn_cap;
 };
 
 static void node_log(struct node *n, int level, const char *msg)
@@ -470,14 +500,13 @@ static int copy_cmd(struct node *n, const struct node_request *req,
 }
 
 /*
- * The leader's proposal step: the command (argv) stamped with this node's
- * wall clock, relative TTLs made absolute, behind a node header. Returns
- * 0 and *index (where it went), or the core's error (KEEL_ERR_NOT_LEADER,
- * KEEL_ERR_TRANSFER, KEEL_ERR_BUSY, KEEL_ERR_NOMEM).
+ * A leader's log entry: the command (argv) stamped with this node's wall
+ * clock, relative TTLs made absolute, behind a node header, built into
+ * n->buf (*out_len bytes). Returns 0, KEEL_ERR_TOO_BIG or KEEL_ERR_NOMEM.
  */
-static int propose_argv(struct node *n, const struct node_entry_hdr *h,
-			uint32_t argc, const uint8_t *const *argv,
-			const size_t *lens, uint64_t *index)
+static int build_entry(struct node *n, const struct node_entry_hdr *h,
+		       uint32_t argc, const uint8_t *const *argv,
+		       const size_t *lens, size_t *out_len)
 {
 	uint64_t now = wall_ms(n);
 	const struct kv_command *kc = kv_command_lookup(argv[0], lens[0]);
@@ -507,12 +536,22 @@ static int propose_argv(struct node *n, const struct node_entry_hdr *h,
 	if (NODE_ENTRY_HEADER + len > UINT32_MAX)
 		return KEEL_ERR_TOO_BIG;
 	node_entry_hdr_put(n->buf, h);
+	*out_len = NODE_ENTRY_HEADER + len;
+	return 0;
+}
+
+/* Steps one entry into the core at once. Returns 0 and *index (where it
+ * went), or the core's error (KEEL_ERR_NOT_LEADER, KEEL_ERR_TRANSFER,
+ * KEEL_ERR_BUSY, KEEL_ERR_NOMEM). */
+static int propose_one(struct node *n, const uint8_t *data, size_t len,
+		       uint64_t *index)
+{
 	struct raft_entry e = {.type = RAFT_ENTRY_NORMAL,
-			       .len = (uint32_t)(NODE_ENTRY_HEADER + len),
-			       .data = n->buf};
+			       .len = (uint32_t)len,
+			       .data = data};
 	struct raft_event ev = {.type = RAFT_EV_PROPOSE,
 				.propose = {.n = 1, .entries = &e}};
-	rv = raft_step(n->raft, &ev);
+	int rv = raft_step(n->raft, &ev);
 	if (rv)
 		return rv;
 	struct raft_status st;
@@ -521,16 +560,16 @@ static int propose_argv(struct node *n, const struct node_entry_hdr *h,
 	return 0;
 }
 
-/* Proposes a stored (unstamped) command entry. */
-static int propose_cmd(struct node *n, const struct node_entry_hdr *h,
-		       const uint8_t *cmd, size_t cmd_len, uint64_t *index)
+/* The leader's proposal step for argv, at once (expiry deletes). */
+static int propose_argv(struct node *n, const struct node_entry_hdr *h,
+			uint32_t argc, const uint8_t *const *argv,
+			const size_t *lens, uint64_t *index)
 {
-	uint64_t ignored;
-	uint32_t argc = 0;
-	int rv = decode_cmd(n, cmd, cmd_len, &ignored, &argc);
+	size_t len = 0;
+	int rv = build_entry(n, h, argc, argv, lens, &len);
 	if (rv)
 		return rv;
-	return propose_argv(n, h, argc, n->argv, n->lens, index);
+	return propose_one(n, n->buf, len, index);
 }
 
 /* ---- the dedup window (replicated state) ---------------------------------- */
@@ -837,11 +876,23 @@ static void take_reads(struct node *n, const struct raft_update *u)
 /* ---- the update loop -------------------------------------------------------- */
 
 static void dispatch_waiting(struct node *n);
+static void propose_turn(struct node *n);
 
 static void process(struct node *n)
 {
+	if (n->batch_requests) {
+		/* Everything stepped since the last run shares this one. */
+		n->stats.batch_runs++;
+		n->stats.batched_requests += n->batch_requests;
+		if (n->batch_requests > n->stats.batch_max)
+			n->stats.batch_max = n->batch_requests;
+		n->batch_requests = 0;
+	}
 	for (int round = 0; round < NODE_PROCESS_ROUNDS && !n->poisoned;
 	     round++) {
+		/* The turn's proposals (and those dispatch_waiting queued
+		 * last round) go in as one step. */
+		propose_turn(n);
 		struct raft_update u;
 		if (!raft_ready(n->raft, &u)) {
 			/* A leader became known: hand on what waits for one
@@ -850,6 +901,11 @@ static void process(struct node *n)
 				dispatch_waiting(n);
 				continue;
 			}
+			/* A read point can arrive without any update (a
+			 * leader's FWD_READ_OK for an index already applied):
+			 * serve it now, not at the next heartbeat. */
+			if (n->n_pr)
+				answer_reads(n);
 			return;
 		}
 		if (n->cfg.observer.update)
@@ -898,6 +954,10 @@ static void poison(struct node *n, const char *why)
 		return;
 	n->poisoned = true;
 	node_log(n, ENV_LOG_ERROR, why);
+	/* Queued proposals were never stepped: their writes are answered
+	 * below as not handed on (DROPPED), FWD_WRITEs time out at origin. */
+	n->n_turn = 0;
+	n->turn_len = 0;
 	while (n->n_pw) {
 		struct pending_write p = n->pw[n->n_pw - 1];
 		free_pw(n, n->n_pw - 1);
@@ -909,6 +969,197 @@ static void poison(struct node *n, const char *why)
 		free_pr(n, n->n_pr - 1);
 		answer(n, cookie, NODE_DROPPED, 0, NULL, 0);
 	}
+}
+
+/* ---- batching per loop turn ------------------------------------------------ */
+
+static void flush_cb(void *arg)
+{
+	struct node *n = arg;
+	n->flush_timer = 0;
+	if (!n->poisoned)
+		process(n);
+}
+
+/*
+ * An input has stepped the core (a proposal, a received frame, a
+ * completed write): run process() once for everything of this loop turn
+ * instead of once per input, so N requests share one raft_ready, one store
+ * write and one append message per peer. The 0-delay timer runs after the
+ * inputs already due -- in the server after the libuv poll phase's
+ * callbacks, in the simulator after the events queued for the same instant
+ * -- and never from inside a node call (env.h), so both environments batch
+ * the same way and neither needs to call the node back. Whatever runs
+ * process() first (a tick) takes the batch with it; the timer then finds
+ * nothing to do. Without a timer the input is processed at once: no
+ * batching, never a stall.
+ */
+static void defer_process(struct node *n)
+{
+	if (n->poisoned || n->flush_timer)
+		return;
+	n->flush_timer = n->env->clock.ops->timer_start(n->env->clock.ctx, 0,
+							flush_cb, n);
+	if (!n->flush_timer)
+		process(n);
+}
+
+/* Proposing is allowed now? 0, KEEL_ERR_NOT_LEADER or KEEL_ERR_TRANSFER
+ * (the checks the core's propose step makes first). */
+static int can_propose(struct node *n, uint64_t *term)
+{
+	struct raft_status st;
+	raft_status(n->raft, &st);
+	*term = st.term;
+	if (st.role != RAFT_LEADER)
+		return KEEL_ERR_NOT_LEADER;
+	if (st.transferee != RAFT_NONE)
+		return KEEL_ERR_TRANSFER;
+	return 0;
+}
+
+/*
+ * Queues argv as a proposal of this turn (from: 0 for this node's own
+ * write, else the FWD_WRITE's sender). The entry is built (stamped) now
+ * and stepped into the core by propose_turn when the turn ends; a full
+ * queue is proposed first, so it stays bounded. Returns 0, or
+ * KEEL_ERR_NOT_LEADER / KEEL_ERR_TRANSFER (not leader now: nothing
+ * queued), KEEL_ERR_TOO_BIG, KEEL_ERR_NOMEM.
+ */
+static int queue_argv(struct node *n, raft_id from,
+		      const struct node_entry_hdr *h, uint32_t argc,
+		      const uint8_t *const *argv, const size_t *lens)
+{
+	uint64_t term;
+	int rv = can_propose(n, &term);
+	if (rv)
+		return rv;
+	if (n->n_turn >= NODE_TURN_MAX || n->turn_len >= NODE_TURN_MAX_BYTES) {
+		propose_turn(n);
+		rv = can_propose(n, &term);
+		if (rv)
+			return rv;
+	}
+	size_t len = 0;
+	rv = build_entry(n, h, argc, argv, lens, &len);
+	if (rv)
+		return rv;
+	size_t need = n->turn_len + len;
+	if (need > n->turn_cap) {
+		size_t ncap = KEEL_MAX(need, n->turn_cap * 2);
+		rv = grow(n, &n->turn_buf, &n->turn_cap, ncap);
+		if (rv)
+			return rv;
+	}
+	memcpy(n->turn_buf + n->turn_len, n->buf, len);
+	n->turn[n->n_turn++] = (struct turn_prop){.from = from,
+						  .boot = h->boot,
+						  .seq = h->seq,
+						  .off = n->turn_len,
+						  .len = (uint32_t)len};
+	n->turn_len += len;
+	return 0;
+}
+
+/* One queued proposal went into the log at index, in term. */
+static void turn_proposed(struct node *n, const struct turn_prop *t,
+			  uint64_t index, uint64_t term)
+{
+	if (t->from) {
+		n->stats.fwd_proposed++;
+		struct node_fwd ack = {.type = PEER_TYPE_FWD_ACK,
+				       .boot = t->boot,
+				       .seq = t->seq,
+				       .term = term,
+				       .index = index};
+		send_fwd(n, t->from, &ack);
+		return;
+	}
+	int i = pw_find(n, t->seq);
+	if (i < 0)
+		return;
+	struct pending_write *p = &n->pw[i];
+	p->queued = false;
+	if (p->mode == W_WAIT) {
+		p->mode = W_LOCAL;
+		p->index = index;
+	}
+	p->handed = true;
+	p->acked = true; /* nothing to resend while we lead */
+	p->ack_leader = n->cfg.id;
+	p->ack_term = term;
+}
+
+/* One queued proposal the core refused with rv. */
+static void turn_refused(struct node *n, const struct turn_prop *t, int rv)
+{
+	bool nl = rv == KEEL_ERR_NOT_LEADER || rv == KEEL_ERR_TRANSFER;
+	if (t->from) {
+		send_nack(n, t->from, NODE_FWD_KIND_WRITE, t->boot, t->seq,
+			  nl ? NODE_FWD_NOT_LEADER : NODE_FWD_BUSY);
+		return;
+	}
+	int i = pw_find(n, t->seq);
+	if (i < 0)
+		return;
+	struct pending_write *p = &n->pw[i];
+	p->queued = false;
+	if (nl) {
+		/* wait: a leader will be known again */
+		if (p->mode == W_WAIT)
+			n->want_dispatch = true;
+		return;
+	}
+	if (p->handed) {
+		/* An earlier copy may be in a log: only the timeout tells. */
+		p->next_try = now_ns(n) + n->cfg.retry_ns;
+		return;
+	}
+	uint64_t cookie = p->cookie;
+	free_pw(n, (uint32_t)i);
+	answer(n, cookie, NODE_DROPPED, 0, NULL, 0); /* busy, nomem */
+}
+
+/* Steps the turn's queued proposals into the core as one propose event
+ * (one append per peer); if the core refuses the batch for a reason other
+ * than leadership (the uncommitted-bytes cap, memory), each is tried on
+ * its own, as it would have been without batching. */
+static void propose_turn(struct node *n)
+{
+	uint32_t k = n->n_turn;
+	if (!k || n->poisoned)
+		return;
+	for (uint32_t i = 0; i < k; i++)
+		n->turn_ents[i] = (struct raft_entry){
+			.type = RAFT_ENTRY_NORMAL,
+			.len = n->turn[i].len,
+			.data = n->turn_buf + n->turn[i].off};
+	struct raft_event ev = {.type = RAFT_EV_PROPOSE,
+				.propose = {.n = k, .entries = n->turn_ents}};
+	int rv = raft_step(n->raft, &ev);
+	struct raft_status st;
+	raft_status(n->raft, &st);
+	if (rv == 0) {
+		KEEL_ASSERT(st.last_index >= k);
+		uint64_t first = st.last_index - k + 1;
+		for (uint32_t i = 0; i < k; i++)
+			turn_proposed(n, &n->turn[i], first + i, st.term);
+	} else if (rv == KEEL_ERR_NOT_LEADER || rv == KEEL_ERR_TRANSFER) {
+		for (uint32_t i = 0; i < k; i++)
+			turn_refused(n, &n->turn[i], rv);
+	} else {
+		for (uint32_t i = 0; i < k; i++) {
+			uint64_t index = 0;
+			int r1 = propose_one(n, n->turn_ents[i].data,
+					     n->turn_ents[i].len, &index);
+			if (r1)
+				turn_refused(n, &n->turn[i], r1);
+			else
+				turn_proposed(n, &n->turn[i], index, st.term);
+		}
+	}
+	n->n_turn = 0;
+	n->turn_len = 0;
 }
 
 static void store_cb(void *arg, int status)
@@ -934,7 +1185,7 @@ static void store_cb(void *arg, int status)
 						      .term = rec.last_term}};
 		raft_step(n->raft, &ev);
 	}
-	process(n);
+	defer_process(n);
 }
 
 /* ---- routing requests ---------------------------------------------------------- */
@@ -981,22 +1232,24 @@ static bool route_write(struct node *n, uint32_t i, raft_id leader)
 		forward_write(n, p, leader);
 		return false;
 	}
+	if (p->queued)
+		return false; /* proposed when the turn ends */
 	struct node_entry_hdr h = {n->cfg.id, n->boot, p->seq};
-	uint64_t index = 0;
-	int rv = propose_cmd(n, &h, p->cmd, p->cmd_len, &index);
+	uint64_t ignored;
+	uint32_t argc = 0;
+	int rv = decode_cmd(n, p->cmd, p->cmd_len, &ignored, &argc);
+	if (!rv)
+		rv = queue_argv(n, 0, &h, argc, n->argv, n->lens);
+	/* A full queue is flushed first, which can answer (and so move)
+	 * other writes; this one was not queued, so it is still here. */
+	int j = pw_find(n, h.seq);
+	KEEL_ASSERT(j >= 0);
+	i = (uint32_t)j;
+	p = &n->pw[i];
 	if (rv == KEEL_ERR_NOT_LEADER || rv == KEEL_ERR_TRANSFER)
 		return false; /* wait: a leader will be known again */
-	if (rv == 0 && p->mode == W_WAIT) {
-		p->mode = W_LOCAL;
-		p->index = index;
-	}
 	if (rv == 0) {
-		p->handed = true;
-		p->acked = true; /* nothing to resend while we lead */
-		p->ack_leader = n->cfg.id;
-		struct raft_status st;
-		raft_status(n->raft, &st);
-		p->ack_term = st.term;
+		p->queued = true; /* proposed when the turn ends */
 		return false;
 	}
 	if (p->handed) {
@@ -1047,7 +1300,7 @@ static void dispatch_waiting(struct node *n)
 	uint64_t now = now_ns(n);
 	for (uint32_t i = 0; i < n->n_pw;) {
 		struct pending_write *p = &n->pw[i];
-		bool due = p->mode == W_WAIT;
+		bool due = p->mode == W_WAIT && !p->queued;
 		if (p->mode == W_FWD) {
 			/* An ACK holds while its leader still leads its term. */
 			bool ack_holds = p->acked && p->ack_leader == leader &&
@@ -1271,23 +1524,15 @@ static void on_fwd_write(struct node *n, raft_id from, const struct node_fwd *f)
 		return;
 	}
 	struct node_entry_hdr h = {from, f->boot, f->seq};
-	uint64_t index = 0;
-	rv = propose_argv(n, &h, argc, n->argv, n->lens, &index);
+	rv = queue_argv(n, from, &h, argc, n->argv, n->lens);
 	if (rv) {
 		bool nl = rv == KEEL_ERR_NOT_LEADER || rv == KEEL_ERR_TRANSFER;
 		send_nack(n, from, NODE_FWD_KIND_WRITE, f->boot, f->seq,
 			  nl ? NODE_FWD_NOT_LEADER : NODE_FWD_BUSY);
 		return;
 	}
-	n->stats.fwd_proposed++;
-	struct raft_status st;
-	raft_status(n->raft, &st);
-	struct node_fwd ack = {.type = PEER_TYPE_FWD_ACK,
-			       .boot = f->boot,
-			       .seq = f->seq,
-			       .term = st.term,
-			       .index = index};
-	send_fwd(n, from, &ack);
+	/* Proposed, counted and ACKed (with its index) when the turn ends. */
+	n->batch_requests++;
 }
 
 static void on_fwd_read(struct node *n, raft_id from, const struct node_fwd *f)
@@ -1308,6 +1553,7 @@ static void on_fwd_read(struct node *n, raft_id from, const struct node_fwd *f)
 		return;
 	}
 	n->fr[n->n_fr++] = (struct fwd_read){id, from, f->boot, f->seq};
+	n->batch_requests++;
 }
 
 /* A NACK for one of our forwarded requests: try the hinted leader (a few
@@ -1415,7 +1661,7 @@ void node_receive(struct node *n, const uint8_t *frame, size_t len)
 		size_t body_len;
 		const uint8_t *body = peer_frame_body(frame, &body_len);
 		on_fwd_frame(n, sender, type, body, body_len);
-		process(n);
+		defer_process(n);
 		return;
 	}
 	if (rv || ev.receive.to != n->cfg.id) {
@@ -1423,7 +1669,7 @@ void node_receive(struct node *n, const uint8_t *frame, size_t len)
 		return;
 	}
 	raft_step(n->raft, &ev);
-	process(n);
+	defer_process(n);
 }
 
 void node_campaign(struct node *n)
@@ -1455,9 +1701,10 @@ static int request_write(struct node *n, const struct node_request *req)
 		return 0;
 	}
 	n->pw[n->n_pw++] = p;
+	n->batch_requests++;
 	route_write(n, n->n_pw - 1, known_leader(n));
 	int i = pw_find(n, p.seq);
-	if (i >= 0 && n->pw[i].mode == W_WAIT)
+	if (i >= 0 && n->pw[i].mode == W_WAIT && !n->pw[i].queued)
 		n->want_dispatch = true;
 	return 0;
 }
@@ -1489,6 +1736,7 @@ static int request_read(struct node *n, const struct node_request *req)
 		return 0;
 	}
 	n->pr[n->n_pr++] = p;
+	n->batch_requests++;
 	route_read(n, n->n_pr - 1, known_leader(n));
 	int i = pr_find(n, p.seq);
 	if (i >= 0 && n->pr[i].state == R_WAIT)
@@ -1514,7 +1762,7 @@ int node_request(struct node *n, const struct node_request *req)
 					    : request_read(n, req);
 	if (rv)
 		return rv;
-	process(n);
+	defer_process(n);
 	return 0;
 }
 
@@ -1570,7 +1818,10 @@ int node_create(const struct node_config *cfg, const struct env *env,
 	n->pr = a->malloc(a->ctx, cfg->max_pending * sizeof(*n->pr));
 	n->fr = a->malloc(a->ctx, cfg->max_pending * sizeof(*n->fr));
 	n->ex = a->malloc(a->ctx, NODE_MAX_EXPIRE_INFLIGHT * sizeof(*n->ex));
-	if (!n->kv || !n->dec || !n->pw || !n->pr || !n->fr || !n->ex)
+	n->turn = a->malloc(a->ctx, NODE_TURN_MAX * sizeof(*n->turn));
+	n->turn_ents = a->malloc(a->ctx, NODE_TURN_MAX * sizeof(*n->turn_ents));
+	if (!n->kv || !n->dec || !n->pw || !n->pr || !n->fr || !n->ex ||
+	    !n->turn || !n->turn_ents)
 		goto fail;
 
 	struct raft_config rc;
@@ -1625,6 +1876,9 @@ void node_destroy(struct node *n)
 	const struct keel_alloc *a = n->alloc;
 	if (n->timer)
 		n->env->clock.ops->timer_stop(n->env->clock.ctx, n->timer);
+	if (n->flush_timer)
+		n->env->clock.ops->timer_stop(n->env->clock.ctx,
+					      n->flush_timer);
 	for (uint32_t i = 0; i < n->held_n; i++)
 		a->free(a->ctx, n->held[(n->held_head + i) % n->held_cap].buf);
 	for (uint32_t i = 0; i < n->n_pw; i++)
@@ -1639,6 +1893,9 @@ void node_destroy(struct node *n)
 	a->free(a->ctx, n->pr);
 	a->free(a->ctx, n->fr);
 	a->free(a->ctx, n->ex);
+	a->free(a->ctx, n->turn);
+	a->free(a->ctx, n->turn_ents);
+	a->free(a->ctx, n->turn_buf);
 	a->free(a->ctx, n->enc);
 	a->free(a->ctx, n->buf);
 	a->free(a->ctx, n->argv);

@@ -975,6 +975,9 @@ static void info_text(struct server *s, const struct resp_command *cmd,
 		tx(t, "fwd_writes_sent:%" PRIu64 "\r\n", ns.fwd_writes_sent);
 		tx(t, "fwd_reads_sent:%" PRIu64 "\r\n", ns.fwd_reads_sent);
 		tx(t, "expire_proposed:%" PRIu64 "\r\n", ns.expire_proposed);
+		tx(t, "node_batch_runs:%" PRIu64 "\r\n", ns.batch_runs);
+		tx(t, "node_batched_requests:%" PRIu64 "\r\n", ns.batched_requests);
+		tx(t, "node_batch_max:%" PRIu64 "\r\n", ns.batch_max);
 		tx(t, "wal_writes:%" PRIu64 "\r\n", ws.writes);
 		tx(t, "wal_syncs:%" PRIu64 "\r\n", ws.batches);
 		tx(t, "wal_max_batch:%" PRIu64 "\r\n", ws.max_batch);

@@ -128,6 +128,13 @@ struct fake_env {
 	raft_id frame_to[FAKE_MAX];
 	int n_replies;
 	struct rep reply[FAKE_MAX];
+	/* Timers: only 0-delay ones fire (f_turn: the end of a loop turn);
+	 * the clock never moves, so the tick never comes. */
+	uint64_t t_handle[FAKE_MAX];
+	uint64_t t_delay[FAKE_MAX];
+	env_timer_cb t_cb[FAKE_MAX];
+	void *t_arg[FAKE_MAX];
+	uint64_t next_handle;
 };
 
 static uint64_t f_now(void *ctx)
@@ -143,12 +150,37 @@ static uint64_t f_wall(void *ctx)
 static uint64_t f_timer_start(void *ctx, uint64_t d, env_timer_cb cb,
 			      void *arg)
 {
-	(void)ctx, (void)d, (void)cb, (void)arg;
-	return 1;
+	struct fake_env *f = ctx;
+	for (int i = 0; i < FAKE_MAX; i++) {
+		if (f->t_handle[i])
+			continue;
+		f->t_handle[i] = ++f->next_handle;
+		f->t_delay[i] = d;
+		f->t_cb[i] = cb;
+		f->t_arg[i] = arg;
+		return f->t_handle[i];
+	}
+	return 0;
 }
 static void f_timer_stop(void *ctx, uint64_t h)
 {
-	(void)ctx, (void)h;
+	struct fake_env *f = ctx;
+	for (int i = 0; i < FAKE_MAX; i++)
+		if (f->t_handle[i] == h)
+			f->t_handle[i] = 0;
+}
+/* The loop turn ends: the 0-delay timers due now fire. Returns how many. */
+static int f_turn(struct fake_env *f)
+{
+	int fired = 0;
+	for (int i = 0; i < FAKE_MAX; i++) {
+		if (!f->t_handle[i] || f->t_delay[i])
+			continue;
+		f->t_handle[i] = 0;
+		f->t_cb[i](f->t_arg[i]);
+		fired++;
+	}
+	return fired;
 }
 static void f_send(void *ctx, raft_id to, const uint8_t *b, size_t len)
 {
@@ -188,6 +220,18 @@ static void f_complete(struct fake_env *f)
 {
 	int i = f->n_done++;
 	f->cb[i](f->arg[i], 0);
+}
+/* Ends loop turns and completes writes until nothing is left to do. */
+static void f_settle(struct fake_env *f)
+{
+	for (int round = 0; round < 1000; round++) {
+		if (f_turn(f))
+			continue;
+		if (f->n_done == f->n_writes)
+			return;
+		f_complete(f);
+	}
+	abort();
 }
 static void f_reply(void *ctx, const struct node_reply *r)
 {
@@ -241,9 +285,11 @@ TEST(node_sends_a_vote_only_after_it_is_durable)
 	size_t len = 0;
 	ASSERT(peer_encode(&vote, 9, buf, sizeof(buf), &len) == 0);
 	node_receive(n, buf, len);
+	f_turn(f);
 	EXPECT(f->n_writes == 1); /* term 1, vote for 2 */
 	EXPECT(f->n_frames == 0); /* the grant waits for that write */
 	f_complete(f);
+	f_turn(f);
 	ASSERT(f->n_frames == 1);
 	struct peer_limits lim;
 	peer_limits_default(&lim, 9);
@@ -273,6 +319,7 @@ TEST(node_sends_nothing_after_a_write_the_store_refused_at_once)
 	size_t len = 0;
 	ASSERT(peer_encode(&vote, 9, buf, sizeof(buf), &len) == 0);
 	node_receive(n, buf, len);
+	f_turn(f);
 	/* The vote was never durable: granting it could vote twice. */
 	EXPECT(f->n_frames == 0);
 	EXPECT(node_poisoned(n));
@@ -288,36 +335,32 @@ TEST(node_answers_a_write_after_commit_and_a_read_through_read_index)
 	EXPECT(REQ(n, 7, 0, "SET", "k", "1") == 0);
 	EXPECT(f->n_replies == 0);
 	node_campaign(n); /* a single voter elects itself ... */
-	while (f->n_done < f->n_writes)
-		f_complete(f); /* ... and the waiting SET goes in after the no-op */
+	f_settle(f); /* ... and the waiting SET goes in after the no-op */
 	ASSERT(f->n_replies == 1);
 	EXPECT(f->reply[0].cookie == 7 && f->reply[0].status == NODE_OK);
 	EXPECT(f->reply[0].got.kind == 's' && !strcmp(f->reply[0].got.str, "OK"));
 	EXPECT(REQ(n, 8, 0, "set", "k", "41") == 0);
+	f_turn(f);
 	EXPECT(f->n_replies == 1); /* not before the entry is durable */
 	ASSERT(f->n_done < f->n_writes);
-	while (f->n_done < f->n_writes)
-		f_complete(f);
+	f_settle(f);
 	ASSERT(f->n_replies == 2);
 	EXPECT(f->reply[1].cookie == 8 && f->reply[1].status == NODE_OK);
 	EXPECT_EQ_U64(f->reply[1].index, 3);
 	EXPECT(REQ(n, 9, 0, "INCR", "k") == 0);
-	while (f->n_done < f->n_writes)
-		f_complete(f);
+	f_settle(f);
 	ASSERT(f->n_replies == 3);
 	EXPECT(f->reply[2].status == NODE_OK && f->reply[2].got.kind == 'i' &&
 	       f->reply[2].got.num == 42);
 	EXPECT(REQ(n, 10, 0, "GET", "k") == 0);
-	while (f->n_done < f->n_writes)
-		f_complete(f);
+	f_settle(f);
 	ASSERT(f->n_replies == 4);
 	EXPECT(f->reply[3].cookie == 10 && f->reply[3].status == NODE_OK);
 	EXPECT(f->reply[3].got.kind == 'b' && !strcmp(f->reply[3].got.str, "42"));
 	/* A Redis error is still an executed command: NODE_OK, error tape. */
 	EXPECT(REQ(n, 11, 0, "APPEND", "k", "x") == 0);
 	EXPECT(REQ(n, 12, 0, "INCR", "k") == 0);
-	while (f->n_done < f->n_writes)
-		f_complete(f);
+	f_settle(f);
 	ASSERT(f->n_replies == 6);
 	EXPECT(f->reply[5].status == NODE_OK && f->reply[5].got.kind == 'e');
 	EXPECT_EQ_U64(node_applied(n), 6);
@@ -394,6 +437,7 @@ TEST(node_recovers_from_a_torn_tail)
 #define C_FRAMES 4096
 #define C_WRITES 256
 #define C_REPLIES 64
+#define C_TIMERS 4
 
 struct c_frame {
 	raft_id from, to;
@@ -405,14 +449,18 @@ struct c_node {
 	struct env env;
 	struct node *node;
 	raft_id id;
+	bool no_timers;  /* timer_start fails (returns 0) */
 	uint64_t now;    /* its clock, ns */
 	uint64_t wall;   /* its wall clock, ms */
 	uint64_t rand;
-	env_timer_cb tcb;
-	void *targ;
-	uint64_t tdue; /* 0 = no timer */
+	/* Timers: the tick and the node's 0-delay batch flush. */
+	env_timer_cb tcb[C_TIMERS];
+	void *targ[C_TIMERS];
+	uint64_t tdue[C_TIMERS];
+	uint64_t tid[C_TIMERS]; /* 0 = free slot */
 	uint64_t thandle;
 	int n_writes, n_done;
+	uint32_t w_entries[C_WRITES]; /* entries in each store write */
 	bool stall; /* its disk hangs: pump() completes none of its writes */
 	env_store_cb wcb[C_WRITES];
 	void *warg[C_WRITES];
@@ -446,16 +494,38 @@ static uint64_t c_timer_start(void *ctx, uint64_t d, env_timer_cb cb,
 			      void *arg)
 {
 	struct c_node *n = ctx;
-	n->tcb = cb;
-	n->targ = arg;
-	n->tdue = n->now + d;
-	return ++n->thandle;
+	if (n->no_timers)
+		return 0;
+	for (int i = 0; i < C_TIMERS; i++) {
+		if (n->tid[i])
+			continue;
+		n->tcb[i] = cb;
+		n->targ[i] = arg;
+		n->tdue[i] = n->now + d;
+		n->tid[i] = ++n->thandle;
+		return n->tid[i];
+	}
+	abort();
 }
 static void c_timer_stop(void *ctx, uint64_t h)
 {
 	struct c_node *n = ctx;
-	if (h == n->thandle)
-		n->tdue = 0;
+	for (int i = 0; i < C_TIMERS; i++)
+		if (n->tid[i] == h)
+			n->tid[i] = 0;
+}
+/* Fires n's timers that are due on its clock; returns how many fired. */
+static int fire_due(struct c_node *n)
+{
+	int fired = 0;
+	for (int i = 0; i < C_TIMERS; i++) {
+		if (!n->tid[i] || n->now < n->tdue[i])
+			continue;
+		n->tid[i] = 0;
+		n->tcb[i](n->targ[i]);
+		fired++;
+	}
+	return fired;
 }
 static void c_send(void *ctx, raft_id to, const uint8_t *b, size_t len)
 {
@@ -478,9 +548,9 @@ static int c_append(void *ctx, const struct env_store_write *w,
 		    env_store_cb cb, void *arg)
 {
 	struct c_node *n = ctx;
-	(void)w;
 	if (n->n_writes >= C_WRITES)
 		abort();
+	n->w_entries[n->n_writes] = w->n_entries;
 	n->wcb[n->n_writes] = cb;
 	n->warg[n->n_writes++] = arg;
 	return 0;
@@ -504,7 +574,36 @@ static struct node *cn(int id)
 	return cl_.n[id - 1].node;
 }
 
-/* Delivers frames and completes store writes until nothing moves. */
+/* Delivers every frame queued so far (not those sent meanwhile), applying
+ * the drop and duplicate rules; returns how many were taken. */
+static int deliver_queued(void)
+{
+	struct cluster *c = &cl_;
+	int end = c->tail, taken = 0;
+	while (c->head < end) {
+		struct c_frame fr = c->q[c->head++];
+		int type = fr.len > 5 ? fr.buf[5] : 0;
+		bool node_level = type >= PEER_TYPE_NODE_FIRST;
+		bool dropped = c->drop[fr.from][fr.to] &&
+			       !(c->drop_raft_only && node_level);
+		if (!dropped && fr.to >= 1 && fr.to <= C_NODES) {
+			node_receive(cn((int)fr.to), fr.buf, fr.len);
+			if (type == c->dup_type) {
+				c->n_dup++;
+				node_receive(cn((int)fr.to), fr.buf, fr.len);
+			}
+		}
+		free(fr.buf);
+		taken++;
+	}
+	if (c->head == c->tail)
+		c->head = c->tail = 0;
+	return taken;
+}
+
+/* Runs loop turns until nothing moves. One turn, on every node at once:
+ * store completions, every frame already queued, then the timers due
+ * (the nodes' 0-delay batch flush among them). */
 static void pump(void)
 {
 	struct cluster *c = &cl_;
@@ -518,25 +617,11 @@ static void pump(void)
 				moved = true;
 			}
 		}
-		if (c->head < c->tail) {
-			struct c_frame fr = c->q[c->head++];
-			int type = fr.len > 5 ? fr.buf[5] : 0;
-			bool node_level = type >= PEER_TYPE_NODE_FIRST;
-			bool dropped = c->drop[fr.from][fr.to] &&
-				       !(c->drop_raft_only && node_level);
-			if (!dropped && fr.to >= 1 && fr.to <= C_NODES) {
-				node_receive(cn((int)fr.to), fr.buf, fr.len);
-				if (type == c->dup_type) {
-					c->n_dup++;
-					node_receive(cn((int)fr.to), fr.buf,
-						     fr.len);
-				}
-			}
-			free(fr.buf);
+		if (deliver_queued())
 			moved = true;
-		}
-		if (c->head == c->tail)
-			c->head = c->tail = 0;
+		for (int i = 0; i < C_NODES; i++)
+			if (fire_due(&c->n[i]))
+				moved = true;
 		if (!moved)
 			return;
 	}
@@ -551,10 +636,7 @@ static void advance(int ticks)
 			struct c_node *n = &cl_.n[i];
 			n->now += C_TICK;
 			n->wall += 1;
-			if (n->tdue && n->now >= n->tdue) {
-				n->tdue = 0;
-				n->tcb(n->targ);
-			}
+			fire_due(n);
 		}
 		pump();
 	}
@@ -874,6 +956,155 @@ TEST(readonly_read_is_served_locally_at_once)
 	ASSERT(c->n[2].n_replies == 1);
 	EXPECT(c->n[2].reply[0].status == NODE_OK);
 	EXPECT(kv_has(1, "w", "1"));
+	cluster_stop();
+}
+
+/* A follower's linearizable read whose point it has already applied is
+ * served when the leader's FWD_READ_OK arrives, not at the next heartbeat. */
+TEST(follower_read_is_served_when_its_read_point_arrives)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	ASSERT(REQ(cn(1), 1, 0, "SET", "k", "v1") == 0);
+	pump();
+	advance(2); /* node 2 has applied it */
+	ASSERT(kv_has(2, "k", "v1"));
+	ASSERT(REQ(cn(2), 2, 0, "GET", "k") == 0);
+	pump(); /* frames only: no tick, so no heartbeat comes */
+	ASSERT(c->n[1].n_replies == 1);
+	EXPECT(c->n[1].reply[0].status == NODE_OK &&
+	       !strcmp(c->n[1].reply[0].got.str, "v1"));
+	cluster_stop();
+}
+
+/* ---- batching per loop turn ------------------------------------------------- */
+
+/* Counts the frames queued from index `from` on, by type and receiver;
+ * every append must carry want_entries entries. */
+static void count_frames(int from, int want_entries, int *appends_to,
+			 int *others)
+{
+	static struct raft_entry dec[64];
+	struct peer_limits lim;
+	peer_limits_default(&lim, 9);
+	for (int k = from; k < cl_.tail; k++) {
+		struct raft_msg m;
+		int rv = peer_decode(cl_.q[k].buf, cl_.q[k].len, &lim, NULL, &m,
+				     dec, 64);
+		if (rv == 0 && m.type == RAFT_MSG_APPEND) {
+			appends_to[m.to]++;
+			EXPECT_EQ_U64(m.n_entries, (uint64_t)want_entries);
+		} else {
+			(*others)++;
+		}
+	}
+}
+
+TEST(requests_of_one_loop_turn_share_one_store_write_and_one_append_per_peer)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	struct c_node *l = &c->n[0];
+	enum { N = 8 }; /* the harness's max_pending */
+	struct node_stats before, after;
+	node_stats(cn(1), &before);
+	int writes = l->n_writes, frames = c->tail;
+	char key[N][16];
+	for (int i = 0; i < N; i++) {
+		snprintf(key[i], sizeof(key[i]), "k%d", i);
+		ASSERT(REQ(cn(1), (uint64_t)i + 1, 0, "SET", key[i], "v") == 0);
+	}
+	/* Proposed, but nothing handled per request: no store write, no
+	 * frame yet. */
+	EXPECT(l->n_writes == writes);
+	EXPECT(c->tail == frames);
+	/* The loop turn ends: one update for all of them -- one store
+	 * write with the N entries, one append per follower, nothing else. */
+	EXPECT(fire_due(l) == 1);
+	ASSERT(l->n_writes == writes + 1);
+	EXPECT_EQ_U64(l->w_entries[writes], N);
+	int appends[C_NODES + 1] = {0}, others = 0;
+	count_frames(frames, N, appends, &others);
+	EXPECT(appends[2] == 1 && appends[3] == 1 && others == 0);
+	node_stats(cn(1), &after);
+	EXPECT_EQ_U64(after.batch_runs, before.batch_runs + 1);
+	EXPECT_EQ_U64(after.batched_requests, before.batched_requests + N);
+	EXPECT(after.batch_max >= N);
+	/* Every guarantee holds: each answered after apply, in its own slot. */
+	pump();
+	advance(2);
+	ASSERT(l->n_replies == N);
+	for (int i = 0; i < N; i++) {
+		EXPECT(l->reply[i].cookie == (uint64_t)i + 1);
+		EXPECT(l->reply[i].status == NODE_OK);
+		for (int id = 1; id <= C_NODES; id++)
+			EXPECT(kv_has(id, key[i], "v"));
+	}
+	cluster_stop();
+}
+
+TEST(forwarded_writes_of_one_loop_turn_share_one_store_write_at_the_leader)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	struct c_node *l = &c->n[0];
+	enum { N = 8 };
+	int frames = c->tail;
+	char key[N][16];
+	for (int i = 0; i < N; i++) {
+		snprintf(key[i], sizeof(key[i]), "f%d", i);
+		ASSERT(REQ(cn(2), (uint64_t)i + 1, 0, "SET", key[i], "v") == 0);
+	}
+	EXPECT(c->tail - frames == N); /* each forwarded at once */
+	struct node_stats before, after;
+	node_stats(cn(1), &before);
+	int writes = l->n_writes;
+	/* The leader reads the N FWD_WRITE frames in one turn ... */
+	ASSERT(deliver_queued() == N);
+	EXPECT(l->n_writes == writes);
+	int sent = c->tail;
+	EXPECT(sent == 0); /* not even the ACKs yet: they carry the index */
+	/* ... and handles them at its end, together: one store write, one
+	 * append per follower, and the N ACKs. */
+	EXPECT(fire_due(l) == 1);
+	ASSERT(l->n_writes == writes + 1);
+	EXPECT_EQ_U64(l->w_entries[writes], N);
+	int appends[C_NODES + 1] = {0}, others = 0;
+	count_frames(sent, N, appends, &others);
+	EXPECT(appends[2] == 1 && appends[3] == 1 && others == N);
+	node_stats(cn(1), &after);
+	EXPECT_EQ_U64(after.fwd_proposed, before.fwd_proposed + N);
+	EXPECT_EQ_U64(after.batched_requests, before.batched_requests + N);
+	EXPECT_EQ_U64(after.batch_runs, before.batch_runs + 1);
+	pump();
+	advance(2);
+	ASSERT(c->n[1].n_replies == N);
+	for (int i = 0; i < N; i++)
+		EXPECT(c->n[1].reply[i].status == NODE_OK);
+	for (int id = 1; id <= C_NODES; id++)
+		EXPECT(kv_has(id, key[N - 1], "v"));
+	cluster_stop();
+}
+
+/* A node that cannot start a timer processes each input at once: slower,
+ * never stuck. */
+TEST(without_a_timer_requests_are_processed_at_once)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	struct c_node *l = &c->n[0];
+	l->no_timers = true;
+	int writes = l->n_writes;
+	ASSERT(REQ(cn(1), 1, 0, "SET", "a", "1") == 0);
+	EXPECT(l->n_writes == writes + 1);
+	pump();
+	ASSERT(l->n_replies == 1);
+	EXPECT(l->reply[0].status == NODE_OK);
+	l->no_timers = false;
 	cluster_stop();
 }
 
