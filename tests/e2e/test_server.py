@@ -3,6 +3,7 @@ and raw sockets, any node accepts any command, pipelining, RESP3, READONLY,
 kill -9 of the leader under load, catch-up after restart, malformed input,
 output bounds, redis-benchmark and the keel CLI."""
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -544,3 +545,140 @@ def test_sigterm_mid_load_is_clean_and_loses_no_acked_write():
         assert got == [str(i).encode() for i in acked]
     finally:
         c.close()
+
+
+# ---- every request gets an answer (the -c 1 hang hunt) ------------------------
+
+REQ_TIMEOUT_S = 2.0  # the fixtures' --request-timeout-ms
+SLACK_S = 2.5        # ticks, retries, a loaded 2-core machine
+OK_ERRORS = ("TRYAGAIN", "UNCERTAIN", "not executed", "may or may not")
+
+
+class OneConnection(threading.Thread):
+    """Sequential SET/GET pairs on ONE connection to one node, each timed.
+    A socket timeout is a request that got no answer at all: the failure
+    this guards against. A closed connection (its node was killed) ends
+    the thread; it is an answer, not a silent wait."""
+
+    def __init__(self, node, tag, socket_timeout):
+        super().__init__(daemon=True)
+        self.node, self.tag = node, tag
+        self.c = node.client(socket_timeout=socket_timeout)
+        self.stop = threading.Event()
+        self.log = []  # (start, seconds, op, outcome)
+        self.silent, self.bad = [], []
+
+    def one(self, op, *args):
+        t0 = time.time()
+        try:
+            r = self.c.execute_command(op, *args)
+            out = "ok"
+        except redis.exceptions.ResponseError as e:
+            r, out = None, "err"
+            if not any(s in str(e) for s in OK_ERRORS):
+                self.bad.append((op, str(e)))
+        except redis.exceptions.TimeoutError:
+            r, out = None, "silent"
+            self.silent.append((op, args, t0))
+        self.log.append((t0, time.time() - t0, op, out))
+        return r, out
+
+    def run(self):
+        i = 0
+        try:
+            while not self.stop.is_set() and i < 20000:
+                key, val = "h%s_%d" % (self.tag, i), "v%d" % i
+                _, s = self.one("SET", key, val)
+                if s == "silent":
+                    return
+                got, g = self.one("GET", key)
+                if g == "silent":
+                    return
+                if s == "ok" and g == "ok" and got != val.encode():
+                    self.bad.append(("GET after SET", key, got))
+                i += 1
+        except redis.exceptions.ConnectionError:
+            self.log.append((time.time(), 0.0, "-", "closed"))
+        finally:
+            self.c.close()
+
+    def longest(self, since=0.0, until=1e18):
+        return max([d for t, d, _, _ in self.log if since <= t <= until] or [0.0])
+
+    def oks_after(self, t):
+        return sum(1 for t0, _, _, o in self.log if t0 >= t and o == "ok")
+
+
+def test_every_request_on_one_connection_is_answered_across_pause_and_kill(fresh_cluster):
+    """One connection per node, sequential requests (redis-benchmark -c 1
+    style), through three faults: the leader stopped past an election
+    (SIGSTOP 3 s, SIGCONT), a majority stopped longer than the request
+    timeout (6 s: the last node can only answer by its timeout), and the
+    leader killed. Every request gets a value or an honest error, never a
+    silent wait: within the request timeout plus slack, plus whatever time
+    its own node spent stopped."""
+    cl = fresh_cluster
+    paused = {nd.id: [] for nd in cl.nodes}  # id -> [(stop, cont)]
+    longest_pause = 6.0
+    conns = [OneConnection(nd, "n%d" % nd.id,
+                           socket_timeout=longest_pause + REQ_TIMEOUT_S + 3 * SLACK_S)
+             for nd in cl.nodes]
+
+    def pause(nodes, secs):
+        t = time.time()
+        for nd in nodes:
+            nd.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(secs)
+        finally:
+            for nd in nodes:
+                nd.proc.send_signal(signal.SIGCONT)
+        w = (t, time.time())
+        for nd in nodes:
+            paused[nd.id].append(w)
+        return w
+
+    for t in conns:
+        t.start()
+    try:
+        time.sleep(1.0)
+        old = cl.leader()
+        pause([old], 3.0)                       # 1. the leader, past an election
+        lid = cl.wait_ready(timeout=20)
+        time.sleep(1.0)
+        rest = [nd for nd in cl.nodes if nd.id != lid]
+        alone = rest[0]                          # 2. a majority stopped: alone answers by timeouts
+        maj = pause([cl.nodes[lid - 1], rest[1]], longest_pause)
+        t_after_majority = maj[1]
+        lid = cl.wait_ready(timeout=20)
+        time.sleep(1.0)
+        killed = cl.nodes[lid - 1]               # 3. the leader killed
+        t_kill = time.time()
+        killed.kill9()
+        cl.wait_ready(timeout=20)
+        time.sleep(1.5)
+    finally:
+        for t in conns:
+            t.stop.set()
+        for t in conns:
+            t.join(timeout=longest_pause + REQ_TIMEOUT_S + 4 * SLACK_S)
+    assert not any(t.is_alive() for t in conns), "a client thread is stuck"
+    bound = REQ_TIMEOUT_S + SLACK_S
+    for t in conns:
+        assert not t.silent, ("no reply at all", t.tag, t.silent)
+        assert not t.bad, (t.tag, t.bad)
+        assert len(t.log) > 4, (t.tag, len(t.log))
+        for t0, d, op, out in t.log:
+            stopped = sum(max(0.0, min(b, t0 + d) - max(a, t0)) for a, b in paused[t.node.id])
+            assert d <= bound + stopped, (t.tag, op, out, round(d, 2), round(stopped, 2))
+    # while the majority was stopped, the node left alone answered (with
+    # honest errors: it cannot commit) instead of holding its client
+    lone = [x for x in conns if x.node is alone][0]
+    during = [o for t0, _, _, o in lone.log if maj[0] + 0.5 < t0 < maj[1] - 0.5]
+    assert "err" in during, (lone.tag, during[:10])
+    # and the cluster served values again after each fault
+    alive = [t for t in conns if t.node is not killed]
+    assert any(t.oks_after(t_after_majority + 1.0) > 0 for t in alive)
+    assert any(t.oks_after(t_kill + 1.0) > 0 for t in alive)
+    print("requests: %s; longest: %s" % (
+        {t.tag: len(t.log) for t in conns}, {t.tag: round(t.longest(), 2) for t in conns}))
