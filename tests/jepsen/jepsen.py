@@ -65,6 +65,10 @@ REQUEST_TIMEOUT_MS = 2000      # the server answers UNCERTAIN/TRYAGAIN by then
 CLIENT_TIMEOUT_S = 3.0         # longer than the request timeout: a paused node
 KEY_PERIOD_S = 6.0             # registers rotate so each key's history stays checkable
 REGISTERS = 3                  # registers per period
+# A partition-leader cut is judged this long after it starts: twice the
+# longest election timeout, by when some other node must have stopped
+# following the cut-off leader (else the partition had no effect).
+JUDGE_S = 2 * 2 * ELECTION_TICKS * TICK_MS / 1000.0
 LIVENESS_S = 30.0              # after healing, a write must succeed on every node by then
 START_S = 20.0
 CHECK_TIMEOUT_S = 120
@@ -610,6 +614,8 @@ class Nemesis(threading.Thread):
         self.counts = {}
         self.stepdowns = []    # slow-disk: (delay_ms, stepped_down)
         self.cutoff_answers = [0, 0]   # a cut-off node's client port: answered, asked
+        self.cutoff_left = 0           # probes where some other node no longer followed it
+        self.judged = [0, 0]           # probes at >= JUDGE_S: others had left it, probes
         self.done = threading.Event()
         self.error = None
 
@@ -741,7 +747,7 @@ class Nemesis(threading.Thread):
             raise RuntimeError("%s: heal left %s" % (why, "; ".join(left)))
         self.log("%s: healed" % why)
 
-    def ask_cutoff(self, nd, why):
+    def ask_cutoff(self, nd, why, judged):
         """The harness is never cut off: a partitioned node's client port
         must still answer it (that is how a read or an acknowledgement by
         a partitioned old leader would be seen)."""
@@ -754,7 +760,7 @@ class Nemesis(threading.Thread):
         except (redis.exceptions.RedisError, OSError) as e:
             self.log("%s: cut-off node %d does not answer the harness: %s" % (why, nd.id, e))
         # and what the rest say: a new leader there shows the cut is real
-        rest = []
+        rest, left = [], False
         for o in self.cl.nodes:
             if o is nd or not o.alive():
                 continue
@@ -763,8 +769,14 @@ class Nemesis(threading.Thread):
                 rest.append("%d:%s/term %s/leader %s" % (o.id, i.get("raft_role"),
                                                          i.get("raft_term"),
                                                          i.get("raft_leader")))
+                if i.get("raft_role") != "follower" or i.get("raft_leader") != str(nd.id):
+                    left = True
             except (redis.exceptions.RedisError, OSError):
                 rest.append("%d:?" % o.id)
+        self.cutoff_left += left
+        if judged:
+            self.judged[0] += left
+            self.judged[1] += 1
         self.log("%s: the others: %s" % (why, ", ".join(rest)))
 
     def partition(self, pairs, dur, why, desc, cutoff=None):
@@ -772,9 +784,10 @@ class Nemesis(threading.Thread):
         for a, b in pairs:
             self.cl.net.cut(a, b)
         if cutoff is not None:
-            self.sleep(dur / 2)
-            self.ask_cutoff(cutoff, why)
-            self.sleep(dur / 2)
+            at = JUDGE_S if dur >= JUDGE_S + 0.3 else dur / 2
+            self.sleep(at)
+            self.ask_cutoff(cutoff, why, at >= JUDGE_S)
+            self.sleep(max(0.0, dur - at))
         else:
             self.sleep(dur)
         self.heal_net(why)
@@ -1113,9 +1126,17 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None, 
     problems += cl.errors
     if nem:
         problems += ["crash: " + c for c in nem.crashes]
+        if nem.judged[1] and not nem.judged[0]:
+            # Every cut-off leader still followed by every other node
+            # 1.2 s into the cut: the partitions did not partition.
+            problems.append("partition-ineffective: all %d times, %.1fs into a "
+                            "partition-leader cut, every other node still followed the "
+                            "cut-off leader" % (nem.judged[1], JUDGE_S))
         if nem.cutoff_answers[1]:
-            nlog.write("cut-off nodes answered the harness %d of %d times\n"
-                       % tuple(nem.cutoff_answers))
+            nlog.write("cut-off nodes answered the harness %d of %d times; the others no "
+                       "longer followed them %d of %d times\n"
+                       % (nem.cutoff_answers[0], nem.cutoff_answers[1], nem.cutoff_left,
+                          nem.cutoff_answers[1]))
     for nid, code in codes.items():
         if code not in (0,) and (nem is None or not any("node %d " % nid in c
                                                          for c in nem.crashes)):
