@@ -38,8 +38,8 @@ rule is left.
 Also runnable as a helper for the self-test, inside a node namespace:
   netns.py listen HOST PORT    echo server (one byte in, one byte back)
   netns.py dial HOST PORT      connect, echo once, print "connected", then
-                               for every stdin line echo once more and print
-                               "echo" or "stalled" (1 s timeout)
+                               for every stdin line (a timeout in seconds)
+                               echo once more and print "echo" or "stalled"
 """
 import json
 import os
