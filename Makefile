@@ -131,7 +131,9 @@ dev: $(BUILD)/keel
 	@BUILD=$(BUILD) exec tools/dev.sh
 
 # ---- Jepsen-style fault tests (tests/jepsen, docs/testing.md) ---------------
-# make jepsen: the long suite (~20 min); make test runs the short one.
+# make jepsen: the long suite (~20 min); make test runs the short one. As
+# root, partitions go through network namespaces (net=netns on every run
+# line); KEEL_JEPSEN_NET=debug forces the in-process KEEL.DEBUG DROP.
 
 jepsen: deps $(BUILD)/keel
 	@BUILD=$(BUILD) tests/jepsen/run.sh long

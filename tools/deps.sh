@@ -17,6 +17,9 @@ have_cmd redis-cli || need+=(redis-tools)
 [ -x /usr/bin/python3 ] || need+=(python3)
 /usr/bin/python3 -c 'import redis' >/dev/null 2>&1 || need+=(python3-redis)
 /usr/bin/python3 -c 'import pytest' >/dev/null 2>&1 || need+=(python3-pytest)
+# ip(8) for the Jepsen tests' network namespaces (root only; without it they
+# fall back to in-process partitions).
+[ "$(id -u)" -ne 0 ] || have_cmd ip || need+=(iproute2)
 
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0

@@ -27,8 +27,14 @@ same schedule of faults, durations, targets and client operations. Real
 processes are not deterministic (which node leads, timing), so a replay
 re-creates the pressure, not the exact interleaving.
 
+Network (--net, docs/testing.md "Network modes"): as root with working
+network namespaces (netns.py) every node runs in its own namespace at its
+own address and partitions are IP rules there (net=netns); otherwise the
+servers listen on 127.0.0.1 and partitions are KEEL.DEBUG DROP inside them
+(net=debug). The run line says which.
+
 Every wait is bounded, every process started is remembered by PID and only
-those are signalled. Servers listen on 127.0.0.1 only.
+those are signalled.
 """
 import argparse
 import json
@@ -45,6 +51,9 @@ import time
 
 import redis
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import netns  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KEEL = os.environ.get("KEEL_BIN", os.path.join(ROOT, "build", "keel"))
 
@@ -56,6 +65,10 @@ REQUEST_TIMEOUT_MS = 2000      # the server answers UNCERTAIN/TRYAGAIN by then
 CLIENT_TIMEOUT_S = 3.0         # longer than the request timeout: a paused node
 KEY_PERIOD_S = 6.0             # registers rotate so each key's history stays checkable
 REGISTERS = 3                  # registers per period
+# A partition-leader cut is judged this long after it starts: twice the
+# longest election timeout, by when some other node must have stopped
+# following the cut-off leader (else the partition had no effect).
+JUDGE_S = 2 * 2 * ELECTION_TICKS * TICK_MS / 1000.0
 LIVENESS_S = 30.0              # after healing, a write must succeed on every node by then
 START_S = 20.0
 CHECK_TIMEOUT_S = 120
@@ -113,9 +126,10 @@ def now_s():
 
 
 class Node:
-    def __init__(self, cl, nid, client_port, peer_port):
+    def __init__(self, cl, nid, host, client_port, peer_port):
         self.cl = cl
         self.id = nid
+        self.host = host
         self.client_port = client_port
         self.peer_port = peer_port
         self.data_dir = os.path.join(cl.dir, "node%d" % nid)
@@ -127,7 +141,7 @@ class Node:
 
     @property
     def addr(self):
-        return "127.0.0.1:%d" % self.client_port
+        return "%s:%d" % (self.host, self.client_port)
 
     def start(self):
         assert self.proc is None or self.proc.poll() is not None
@@ -141,7 +155,15 @@ class Node:
         if self.log:
             self.log.close()
         self.log = open(self.log_path, "ab")
+        lay = self.cl.lay
+        if lay:
+            # `ip netns exec` execs the server in place: the PID signalled
+            # below is the server's own (checked: its /proc exe is keel).
+            args = [netns.IP, "netns", "exec", lay.nodes[self.id - 1]] + args
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        if lay and not netns.wait_exec(self.proc.pid, KEEL):
+            self.cl.errors.append("netns: PID %d of node %d is not %s after start"
+                                  % (self.proc.pid, self.id, KEEL))
         self.cl.pids.append(self.proc.pid)
         if self not in STARTED:
             STARTED.append(self)
@@ -187,7 +209,7 @@ class Node:
 
     def command(self, *args, timeout=1.0):
         """One command on a fresh connection; raises redis errors."""
-        c = redis.Connection(host="127.0.0.1", port=self.client_port,
+        c = redis.Connection(host=self.host, port=self.client_port,
                              socket_timeout=timeout, socket_connect_timeout=timeout)
         try:
             c.send_command(*args)
@@ -215,14 +237,29 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, n, bug=None):
+    def __init__(self, n, bug=None, lay=None):
+        """lay: a netns.Layout when the harness runs inside its hub
+        namespace (node k in namespace lay.nodes[k-1] at its own address,
+        the same two ports everywhere), else None: loopback, free ports."""
         self.dir = tempfile.mkdtemp(prefix="keel-jepsen-")
         self.bug = bug
-        ports = free_ports(2 * n)
-        self.nodes = [Node(self, i + 1, ports[i], ports[n + i]) for i in range(n)]
-        self.members = ",".join("%d=127.0.0.1:%d" % (nd.id, nd.peer_port)
+        self.lay = lay
+        self.errors = []
+        if lay:
+            assert n <= len(lay.nodes)
+            self.nodes = [Node(self, i + 1, lay.node_ip(i + 1), 7001, 7002) for i in range(n)]
+        else:
+            ports = free_ports(2 * n)
+            self.nodes = [Node(self, i + 1, "127.0.0.1", ports[i], ports[n + i])
+                          for i in range(n)]
+        self.members = ",".join("%d=%s:%d" % (nd.id, nd.host, nd.peer_port)
                                 for nd in self.nodes)
         self.pids = []
+        # Partitions: IP rules in the node namespaces, or KEEL.DEBUG DROP
+        # inside the servers. kill-truncating always uses the latter (see
+        # do_kill_truncating); clock skew and slow disk are KEEL.DEBUG only.
+        self.debug_net = DebugNet(self)
+        self.net = NetnsNet(self, lay) if lay else self.debug_net
 
     def start(self):
         for nd in self.nodes:
@@ -272,6 +309,63 @@ class Cluster:
             if nd.log:
                 nd.log.close()
         return codes
+
+
+class DebugNet:
+    """Partitions inside the servers: KEEL.DEBUG DROP in the peer transport
+    drops frames in the process; the TCP connections stay up. Every call
+    sets a peer's (out, in) pair whole, so a pair is either cut or blocked
+    one way, never both (the nemeses never mix them)."""
+    name = "debug"
+
+    def __init__(self, cl):
+        self.cl = cl
+
+    def block(self, dst, src):
+        """dst hears nothing from src (src's frames to dst are dropped)."""
+        self.cl.debug(src, "DROP", str(dst.id), "1", "0")
+        self.cl.debug(dst, "DROP", str(src.id), "0", "1")
+
+    def cut(self, a, b):
+        """No frames either way between a and b."""
+        self.cl.debug(a, "DROP", str(b.id), "1", "1")
+        self.cl.debug(b, "DROP", str(a.id), "1", "1")
+
+    def heal(self):
+        """KEEL.DEBUG HEAL on every node (also resets clock and fsync
+        faults, which never overlap a partition). Returns what is left:
+        nothing a dead or paused node could keep."""
+        for nd in self.cl.nodes:
+            self.cl.debug(nd, "HEAL")
+        return []
+
+    def leftovers(self):
+        return []
+
+
+class NetnsNet:
+    """Partitions at the IP level (netns.Rules): node dst's namespace drops
+    every packet from src's address. The hub is never cut, so the harness
+    reaches every client port throughout."""
+    name = "netns"
+
+    def __init__(self, cl, lay):
+        self.cl = cl
+        self.rules = netns.Rules(lay)
+
+    def block(self, dst, src):
+        self.rules.block(dst.id, src.id)
+
+    def cut(self, a, b):
+        self.rules.block(a.id, b.id)
+        self.rules.block(b.id, a.id)
+
+    def heal(self):
+        """Deletes exactly the rules added; returns any blackhole rule left."""
+        return self.rules.heal()
+
+    def leftovers(self):
+        return self.rules.leftovers()
 
 
 # ---- the history ------------------------------------------------------------------
@@ -375,7 +469,7 @@ class Client(threading.Thread):
         (connection refused) is no op at all."""
         if self.conn is not None:
             return True
-        c = redis.Connection(host="127.0.0.1", port=self.node.client_port,
+        c = redis.Connection(host=self.node.host, port=self.node.client_port,
                              socket_timeout=CLIENT_TIMEOUT_S,
                              socket_connect_timeout=1.0)
         try:
@@ -519,6 +613,9 @@ class Nemesis(threading.Thread):
         self.notes = []
         self.counts = {}
         self.stepdowns = []    # slow-disk: (delay_ms, stepped_down)
+        self.cutoff_answers = [0, 0]   # a cut-off node's client port: answered, asked
+        self.cutoff_left = 0           # probes where some other node no longer followed it
+        self.judged = [0, 0]           # probes at >= JUDGE_S: others had left it, probes
         self.done = threading.Event()
         self.error = None
 
@@ -609,16 +706,18 @@ class Nemesis(threading.Thread):
     def do_kill_truncating(self, dur):
         """Isolate the leader (it takes writes that cannot commit), heal, and
         kill -9 it within ~300 ms, while it learns the new term and cuts its
-        uncommitted tail; then restart it."""
+        uncommitted tail; then restart it. Always KEEL.DEBUG DROP, also in
+        netns mode: after an IP-level cut TCP resumes only at its next
+        retransmission (backed off to seconds), which would put the old
+        leader's truncation long after the kill instead of around it."""
         ld = self.target_leader()
         others = [nd for nd in self.cl.nodes if nd is not ld]
-        self.log("kill-truncating: isolate leader %d for %.1fs" % (ld.id, dur))
+        self.log("kill-truncating: isolate leader %d for %.1fs (KEEL.DEBUG DROP)"
+                 % (ld.id, dur))
         for o in others:
-            self.cl.debug(ld, "DROP", str(o.id), "1", "1")
-            self.cl.debug(o, "DROP", str(ld.id), "1", "1")
+            self.cl.debug_net.cut(ld, o)
         self.sleep(dur)
-        for nd in self.cl.nodes:
-            self.cl.debug(nd, "HEAL")
+        self.cl.debug_net.heal()
         delay = self.rng.uniform(0.0, 0.3)
         self.sleep(delay)
         self.log("kill-truncating: healed, kill -9 %d after %.0f ms" % (ld.id, delay * 1000))
@@ -641,20 +740,57 @@ class Nemesis(threading.Thread):
     def do_pause_random(self, dur):
         self.pause_then_resume(self.rng.choice(self.cl.nodes), dur, "pause-random")
 
-    # -- partitions (KEEL.DEBUG DROP peer out in, on each side)
-    def cut(self, a, b):
-        """No frames either way between a and b."""
-        self.cl.debug(a, "DROP", str(b.id), "1", "1")
-        self.cl.debug(b, "DROP", str(a.id), "1", "1")
-
-    def partition(self, pairs, dur, why, desc):
-        self.log("%s: %s for %.1fs" % (why, desc, dur))
-        for a, b in pairs:
-            self.cut(a, b)
-        self.sleep(dur)
-        for nd in self.cl.nodes:
-            self.cl.debug(nd, "HEAL")
+    # -- partitions (self.cl.net: IP rules in netns mode, else KEEL.DEBUG DROP)
+    def heal_net(self, why):
+        left = self.cl.net.heal()
+        if left:
+            raise RuntimeError("%s: heal left %s" % (why, "; ".join(left)))
         self.log("%s: healed" % why)
+
+    def ask_cutoff(self, nd, why, judged):
+        """The harness is never cut off: a partitioned node's client port
+        must still answer it (that is how a read or an acknowledgement by
+        a partitioned old leader would be seen)."""
+        self.cutoff_answers[1] += 1
+        try:
+            inf = nd.raft_info(timeout=1.0)
+            self.cutoff_answers[0] += 1
+            self.log("%s: cut-off node %d answers the harness: role=%s term=%s" % (
+                why, nd.id, inf.get("raft_role"), inf.get("raft_term")))
+        except (redis.exceptions.RedisError, OSError) as e:
+            self.log("%s: cut-off node %d does not answer the harness: %s" % (why, nd.id, e))
+        # and what the rest say: a new leader there shows the cut is real
+        rest, left = [], False
+        for o in self.cl.nodes:
+            if o is nd or not o.alive():
+                continue
+            try:
+                i = o.raft_info(timeout=0.5)
+                rest.append("%d:%s/term %s/leader %s" % (o.id, i.get("raft_role"),
+                                                         i.get("raft_term"),
+                                                         i.get("raft_leader")))
+                if i.get("raft_role") != "follower" or i.get("raft_leader") != str(nd.id):
+                    left = True
+            except (redis.exceptions.RedisError, OSError):
+                rest.append("%d:?" % o.id)
+        self.cutoff_left += left
+        if judged:
+            self.judged[0] += left
+            self.judged[1] += 1
+        self.log("%s: the others: %s" % (why, ", ".join(rest)))
+
+    def partition(self, pairs, dur, why, desc, cutoff=None):
+        self.log("%s: %s for %.1fs (net=%s)" % (why, desc, dur, self.cl.net.name))
+        for a, b in pairs:
+            self.cl.net.cut(a, b)
+        if cutoff is not None:
+            at = JUDGE_S if dur >= JUDGE_S + 0.3 else dur / 2
+            self.sleep(at)
+            self.ask_cutoff(cutoff, why, at >= JUDGE_S)
+            self.sleep(max(0.0, dur - at))
+        else:
+            self.sleep(dur)
+        self.heal_net(why)
 
     def do_partition_halves(self, dur):
         ns = list(self.cl.nodes)
@@ -667,7 +803,7 @@ class Nemesis(threading.Thread):
     def do_partition_leader(self, dur):
         ld = self.target_leader()
         self.partition([(ld, o) for o in self.cl.nodes if o is not ld], dur,
-                       "partition-leader", "isolate %d" % ld.id)
+                       "partition-leader", "isolate %d" % ld.id, cutoff=ld)
 
     def do_partition_bridge(self, dur):
         ns = list(self.cl.nodes)
@@ -690,14 +826,11 @@ class Nemesis(threading.Thread):
             # nobody is heard by the leader, everyone hears it
             pairs = [(ld, o) for o in self.cl.nodes if o is not ld]
             desc = "leader %d deaf to all" % ld.id
-        self.log("partition-oneway: %s for %.1fs" % (desc, dur))
-        for a, b in pairs:   # b's frames to a are dropped (b out, a in)
-            self.cl.debug(b, "DROP", str(a.id), "1", "0")
-            self.cl.debug(a, "DROP", str(b.id), "0", "1")
+        self.log("partition-oneway: %s for %.1fs (net=%s)" % (desc, dur, self.cl.net.name))
+        for a, b in pairs:   # a hears nothing from b
+            self.cl.net.block(a, b)
         self.sleep(dur)
-        for nd in self.cl.nodes:
-            self.cl.debug(nd, "HEAL")
-        self.log("partition-oneway: healed")
+        self.heal_net("partition-oneway")
 
     # -- clocks and disks
     def do_clock_skew(self, dur):
@@ -753,6 +886,9 @@ class Nemesis(threading.Thread):
                     self.watch()
                 nd.start()
                 self.log("heal: restarted %d" % nd.id)
+        left = self.cl.net.heal() if self.cl.net is not self.cl.debug_net else []
+        if left and not self.error:
+            self.error = "heal: rules left: %s" % "; ".join(left)
         for nd in self.cl.nodes:
             self.cl.debug(nd, "HEAL")
         self.log("heal: every fault undone")
@@ -806,7 +942,7 @@ def converge(cl, timeout=20.0):
 def mget(nd, keys, local):
     """Values of keys on nd, through one connection: linearizable (forwarded
     read point) or, with local, this replica's own applied state."""
-    c = redis.Connection(host="127.0.0.1", port=nd.client_port,
+    c = redis.Connection(host=nd.host, port=nd.client_port,
                          socket_timeout=CLIENT_TIMEOUT_S, socket_connect_timeout=1.0)
     out = {}
     try:
@@ -929,8 +1065,9 @@ def resolve_nemeses(spec):
     return seen
 
 
-def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None):
-    """Returns (result_ok, line, {nemesis kind: times it ran})."""
+def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None, lay=None):
+    """Returns (result_ok, line, {nemesis kind: times it ran}). lay: the
+    netns.Layout when running inside its hub (net=netns), else None."""
     kinds = resolve_nemeses(nemesis)
     name = name or "seed%d-%s-n%d%s" % (seed, nemesis.replace(",", "+"), nodes,
                                        "-" + bug if bug else "")
@@ -939,16 +1076,21 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None):
     os.makedirs(out_dir)
     hist_path = os.path.join(out_dir, "history.jsonl")
     problems = []
-    cl = Cluster(nodes, bug=bug)
+    cl = Cluster(nodes, bug=bug, lay=lay)
     hist = History(hist_path)
     nlog = open(os.path.join(out_dir, "nemesis.log"), "w")
-    nlog.write("seed=%d nemesis=%s nodes=%d secs=%g clients=%d bug=%s dir=%s\n"
-               % (seed, nemesis, nodes, secs, clients, bug or "none", cl.dir))
+    nlog.write("seed=%d nemesis=%s nodes=%d secs=%g clients=%d bug=%s net=%s%s dir=%s\n"
+               % (seed, nemesis, nodes, secs, clients, bug or "none", cl.net.name,
+                  " (%s)" % lay.describe() if lay else "", cl.dir))
     nem = None
     run = None
     threads = []
     codes = {}
     try:
+        left = cl.net.leftovers()
+        if left:
+            problems.append("start: partition rules left from before: %s" % "; ".join(left))
+            raise RuntimeError("not clean")
         cl.start()
         if cl.leader(timeout=START_S) is None:
             problems.append("start: no agreed leader within %.0fs" % START_S)
@@ -981,8 +1123,20 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None):
     finally:
         codes = cl.close()
         hist.close()
+    problems += cl.errors
     if nem:
         problems += ["crash: " + c for c in nem.crashes]
+        if nem.judged[1] and not nem.judged[0]:
+            # Every cut-off leader still followed by every other node
+            # 1.2 s into the cut: the partitions did not partition.
+            problems.append("partition-ineffective: all %d times, %.1fs into a "
+                            "partition-leader cut, every other node still followed the "
+                            "cut-off leader" % (nem.judged[1], JUDGE_S))
+        if nem.cutoff_answers[1]:
+            nlog.write("cut-off nodes answered the harness %d of %d times; the others no "
+                       "longer followed them %d of %d times\n"
+                       % (nem.cutoff_answers[0], nem.cutoff_answers[1], nem.cutoff_left,
+                          nem.cutoff_answers[1]))
     for nid, code in codes.items():
         if code not in (0,) and (nem is None or not any("node %d " % nid in c
                                                          for c in nem.crashes)):
@@ -1013,9 +1167,10 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None):
             problems.append("no-stepdown: the leader stayed leader through "
                             "an fsync stall of %d ms" % stuck[0])
     faults = ",".join("%s:%d" % kv for kv in sorted(nem.counts.items())) if nem else ""
-    line = "seed=%d nemesis=%s nodes=%d secs=%g%s ops=%d ok=%d fail=%d info=%d faults=%s%s " % (
-        seed, nemesis, nodes, secs, " bug=" + bug if bug else "", ops, c["ok"], c["fail"],
-        c["info"], faults or "-", extra)
+    line = ("seed=%d nemesis=%s nodes=%d secs=%g%s net=%s ops=%d ok=%d fail=%d info=%d "
+            "faults=%s%s " % (seed, nemesis, nodes, secs, " bug=" + bug if bug else "",
+                              cl.net.name, ops, c["ok"], c["fail"], c["info"], faults or "-",
+                              extra))
     if problems:
         line += "result=VIOLATION " + "; ".join(problems)
         # keep everything of a failing run
@@ -1047,6 +1202,10 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None):
     return not problems, line, dict(nem.counts) if nem else {}
 
 
+def say(msg):
+    print(msg, flush=True)
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description="Jepsen-style fault test of real keel processes")
     ap.add_argument("--seed", type=int, default=None, help="schedule seed (printed)")
@@ -1061,20 +1220,27 @@ def main(argv):
                     help="start the servers with --test-bug NAME (a planted bug)")
     ap.add_argument("--expect-violation", action="store_true",
                     help="exit 0 only if the run reports a violation (planted bugs)")
+    ap.add_argument("--net", default=os.environ.get("KEEL_JEPSEN_NET", "auto"),
+                    choices=["auto", "netns", "debug"],
+                    help="partitions through network namespaces (root), KEEL.DEBUG DROP, "
+                    "or netns when possible (default; env KEEL_JEPSEN_NET)")
     a = ap.parse_args(argv)
+    if not os.access(KEEL, os.X_OK):
+        print("jepsen: %s missing (make first)" % KEEL)
+        return 2
+    mode, info = netns.enter(os.path.abspath(__file__), argv, a.net, say)
+    lay = info if mode == "netns" else None
     signal.signal(signal.SIGTERM, kill_started)
     signal.signal(signal.SIGINT, kill_started)
     if a.seed is None:
         # A seed must be printed and replayable; draw one from the OS
         # only when none is given, and print it first.
         a.seed = random.SystemRandom().randrange(1, 1 << 31)
-    if not os.access(KEEL, os.X_OK):
-        print("jepsen: %s missing (make first)" % KEEL)
-        return 2
-    print("jepsen: seed=%d nemesis=%s nodes=%d secs=%g" % (a.seed, a.nemesis, a.nodes, a.secs),
-          flush=True)
+    print("jepsen: seed=%d nemesis=%s nodes=%d secs=%g net=%s (%s)"
+          % (a.seed, a.nemesis, a.nodes, a.secs, mode,
+             lay.describe() if lay else info), flush=True)
     ok, line, _ = one_run(a.seed, a.nemesis, a.nodes, a.secs, a.clients or 2 * a.nodes, a.out,
-                       bug=a.bug)
+                          bug=a.bug, lay=lay)
     print(line, flush=True)
     if a.expect_violation:
         return 0 if not ok else 1

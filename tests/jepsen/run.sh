@@ -4,6 +4,8 @@
 # runs tests/jepsen/suite.py with /usr/bin/python3 (Debian's redis-py)
 # against build/keel; the suite prints one line per run and closes with the
 # "N passed, M failed" line run_counted reads. Exit status is the suite's.
+# KEEL_JEPSEN_NET=auto|netns|debug picks how partitions are made (auto: netns
+# when root and namespaces work; the suite's first line says which).
 set -u
 cd "$(dirname "$0")"
 BUILD=${BUILD:-build}

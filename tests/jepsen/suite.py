@@ -11,7 +11,13 @@ A planted-bug run passes only if it reports a VIOLATION. The suite also
 fails if some nemesis never ran in it (coverage), so a schedule change
 cannot silently drop one. Histories stay in build/jepsen/<suite>/<run>/.
 Replay one run: tests/jepsen/jepsen.py --seed S --nemesis N --nodes K --secs T
-(the line of every run names them).
+--net M (the line of every run names them).
+
+Network mode (KEEL_JEPSEN_NET=auto|netns|debug, default auto): as root with
+working network namespaces, partitions are IP rules between namespaces
+(tests/jepsen/netns.py: the suite re-runs itself inside a hub namespace it
+creates and deletes); otherwise KEEL.DEBUG DROP in the servers. The first
+line says which, and so does every run line (net=netns or net=debug).
 """
 import os
 import shutil
@@ -23,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jepsen  # noqa: E402
+import netns  # noqa: E402
 
 # (seed, nemesis, nodes, secs, bug)
 SHORT = [
@@ -79,6 +86,15 @@ def main(argv):
         print("jepsen: %s missing (make first)" % jepsen.KEEL)
         print("0 passed, 1 failed")
         return 1
+    want = os.environ.get("KEEL_JEPSEN_NET", "auto")
+    if want not in ("auto", "netns", "debug"):
+        print("jepsen: KEEL_JEPSEN_NET=%s: want auto, netns or debug" % want)
+        print("0 passed, 1 failed")
+        return 2
+    mode, info = netns.enter(os.path.abspath(__file__), argv, want, jepsen.say)
+    lay = info if mode == "netns" else None
+    print("jepsen %s suite: net=%s (%s)" % (which, mode, lay.describe() if lay else info),
+          flush=True)
     signal.signal(signal.SIGTERM, jepsen.kill_started)
     signal.signal(signal.SIGINT, jepsen.kill_started)
     out = os.path.join(jepsen.ROOT, "build", "jepsen", which)
@@ -91,7 +107,8 @@ def main(argv):
     covered = set()
     t0 = time.monotonic()
     for seed, nem, nodes, secs, bug in runs:
-        ok, line, counts = jepsen.one_run(seed, nem, nodes, secs, 2 * nodes, out, bug=bug)
+        ok, line, counts = jepsen.one_run(seed, nem, nodes, secs, 2 * nodes, out, bug=bug,
+                                          lay=lay)
         covered.update(k for k, n in counts.items() if n > 0)
         good = ok if bug is None else not ok
         if good:
