@@ -37,6 +37,13 @@ struct posix_env_config {
 	uint64_t max_frame_bytes; /* 0 = 64 MiB */
 	uint64_t backoff_min_ms;  /* 0 = 50 */
 	uint64_t backoff_max_ms;  /* 0 = 2000 */
+	/* TCP_USER_TIMEOUT on every peer connection: data unacknowledged for
+	 * this long aborts the connection, which is then redialed with
+	 * backoff. Without it a connection cut at the IP level (a partition)
+	 * stays open and resumes only at TCP's next, exponentially backed-off
+	 * retransmission, up to minutes after the network healed. Idle
+	 * connections are unaffected (no data in flight). 0 = 1000. */
+	uint64_t user_timeout_ms;
 	int log_level;            /* enum env_log_level: lines below are dropped */
 	/* A complete, verified frame from a peer (borrowed for the call). */
 	void (*on_frame)(void *ctx, const uint8_t *frame, size_t len);
@@ -53,6 +60,9 @@ struct posix_env_peer_stats {
 	uint64_t bad_frames;   /* checksum, cluster, sender: connection closed */
 	uint64_t reconnects;
 	uint64_t queued_bytes;
+	/* TCP_USER_TIMEOUT the kernel holds for the current connection
+	 * (getsockopt), 0 when not connected. */
+	uint64_t user_timeout_ms;
 };
 
 struct posix_env;

@@ -10,6 +10,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -468,6 +470,22 @@ static struct conn *conn_new(struct posix_env *e)
 	return c;
 }
 
+/* Sets TCP_USER_TIMEOUT (posix_env_config.user_timeout_ms) on c's socket,
+ * which exists once a connect was started or a connection accepted. A
+ * refusal is logged and otherwise harmless: the connection then only
+ * recovers more slowly from a partition. */
+static void conn_set_user_timeout(struct conn *c)
+{
+	uv_os_fd_t fd;
+	unsigned int ms = (unsigned int)KEEL_MIN(c->env->cfg.user_timeout_ms,
+						 UINT32_MAX);
+	if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms)) != 0)
+		logf_(c->env, ENV_LOG_WARN,
+		      "peer connection: cannot set TCP_USER_TIMEOUT (%s)",
+		      strerror(errno));
+}
+
 static void connect_cb(uv_connect_t *req, int status)
 {
 	struct peer_state *p = req->data;
@@ -537,7 +555,9 @@ static void peer_dial(struct peer_state *p)
 		c->peer = NULL;
 		conn_close(c, uv_strerror(rv));
 		peer_schedule_dial(p);
+		return;
 	}
+	conn_set_user_timeout(c);
 }
 
 static void retry_fired(uv_timer_t *t)
@@ -570,6 +590,7 @@ static void accept_cb(uv_stream_t *server, int status)
 		conn_close(c, "accept failed");
 		return;
 	}
+	conn_set_user_timeout(c);
 	uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
 }
 
@@ -633,6 +654,8 @@ int posix_env_create(uv_loop_t *loop, const struct posix_env_config *cfg,
 		e->cfg.backoff_min_ms = 50;
 	if (!e->cfg.backoff_max_ms)
 		e->cfg.backoff_max_ms = 2000;
+	if (!e->cfg.user_timeout_ms)
+		e->cfg.user_timeout_ms = 1000;
 	peer_limits_default(&e->lim, cfg->cluster_id);
 	e->lim.max_frame_bytes = e->cfg.max_frame_bytes;
 	uint64_t seed;
@@ -773,6 +796,14 @@ uint32_t posix_env_peer_stats(struct posix_env *e,
 			continue;
 		st[n] = e->peers[i].st;
 		st[n].queued_bytes = e->peers[i].queued_bytes;
+		st[n].user_timeout_ms = 0;
+		uv_os_fd_t fd;
+		unsigned int ms = 0;
+		socklen_t sl = sizeof(ms);
+		if (e->peers[i].conn &&
+		    uv_fileno((uv_handle_t *)&e->peers[i].conn->tcp, &fd) == 0 &&
+		    getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, &sl) == 0)
+			st[n].user_timeout_ms = ms;
 		n++;
 	}
 	return n;

@@ -165,6 +165,15 @@ TEST(peers_exchange_frames_and_recover_from_a_bad_frame)
 		send_hb(&env[2], 2, 3, 5);
 	}
 	EXPECT(run_until(&loop, all_delivered, 5000));
+	/* Every connection, dialed or accepted, carries TCP_USER_TIMEOUT
+	 * (the default): a partition must abort it, not stall it. */
+	for (int i = 1; i <= N; i++) {
+		struct posix_env_peer_stats ps[N];
+		uint32_t np = posix_env_peer_stats(e[i], ps, N);
+		for (uint32_t k = 0; k < np; k++)
+			if (ps[k].connected)
+				EXPECT_EQ_U64(ps[k].user_timeout_ms, 1000);
+	}
 
 	/* A frame with a flipped bit: counted, connection closed, and the
 	 * dialer reconnects; frames sent afterwards arrive. */
