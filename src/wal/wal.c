@@ -581,7 +581,8 @@ static int remove_segments(struct wal *w, uint64_t upto, uint64_t reset_seq)
 	uint32_t drop = 0;
 	while (drop + 1 < w->n_segs) {
 		const struct segment *s = &w->segs[drop];
-		bool covered = !s->has_records || s->max_index <= upto;
+		bool covered = !s->has_records ||
+			       (upto && s->max_index <= upto);
 		bool superseded = reset_seq && s->seq < reset_seq;
 		if (!covered && !superseded)
 			break;
@@ -1096,6 +1097,15 @@ static int replay_segment(struct replay *r, struct segment *s, bool last_seg,
 		}
 		uint64_t term = keel_get_u64(buf + off + 16);
 		uint64_t index = keel_get_u64(buf + off + 24);
+		if (index == 0) {
+			/* Entries start at 1 and a reset names a snapshot:
+			 * a valid record at 0 was never written by us. */
+			snprintf(r->err, r->err_len,
+				 "corrupt WAL record in %s at byte %llu: index 0",
+				 path, (unsigned long long)off);
+			rv = KEEL_ERR_CORRUPT;
+			break;
+		}
 		if (rtype == REC_RESET) {
 			replay_truncate(w, 0);
 			r->base = index + 1;
@@ -1443,7 +1453,7 @@ static int recover(struct wal *w, struct wal_recovered *rec, char *err,
 	uint64_t skip = 0;
 	if (w->rec_n && si >= r.base)
 		skip = si - r.base + 1;
-	rec->entries = w->rec_entries + skip;
+	rec->entries = w->rec_entries ? w->rec_entries + skip : NULL;
 	rec->n_entries = (uint32_t)(w->rec_n - skip);
 	w->snap_index = si;
 	w->snap_term = st;
