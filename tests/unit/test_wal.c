@@ -1487,3 +1487,44 @@ TEST(sim_store_snapshot_write_errors_poison_and_crash_loses_the_temp_file)
 	EXPECT_EQ_U64(st.n_entries, 1);
 	sim_store_close(&s);
 }
+
+TEST(damaged_newest_snapshot_with_a_log_that_stops_short_of_it_is_refused)
+{
+	/* The older snapshot may stand in only if the log covers every
+	 * entry up to the damaged one: those were durable here (the node
+	 * may have acknowledged them), so recovering at the older one with
+	 * a shorter log would lose them silently. */
+	struct memdisk *d = memdisk_create(NULL, 1);
+	struct wal *w = numbered_wal(d, 125);
+	uint8_t p[400];
+	fill(p, sizeof(p), 7);
+	ASSERT(wal_snapshot_save(w, 40, 1, p, sizeof(p)) == 0);
+	ASSERT(wal_snapshot_save(w, 100, 1, p, sizeof(p)) == 0);
+	wal_close(w);
+	/* Lose the segments after the second (entries from about 60 on): rot that
+	 * took whole files, as far as the WAL can tell. */
+	struct keel_disk kd = memdisk_disk(d);
+	for (int seq = 3; seq <= 5; seq++) {
+		char path[64];
+		snprintf(path, sizeof(path), "wal/%016x.wal", seq);
+		ASSERT(kd.ops->remove(kd.ctx, path) == 0);
+	}
+	ASSERT(kd.ops->sync_dir(kd.ctx, "wal") == 0);
+	char name[96];
+	snap_name(name, sizeof(name), 100, 1, false);
+	ASSERT(memdisk_flip_bit(d, name, 64 * 8 + 3) == 0);
+	struct wal_recovered rec;
+	char err[256];
+	int rv = 0;
+	w = open_wal(d, &rec, &rv, err, sizeof(err));
+	EXPECT(w == NULL);
+	EXPECT(rv == KEEL_ERR_CORRUPT);
+	EXPECT(strstr(err, name) != NULL);
+	EXPECT(strstr(err, "log ends at ") != NULL);
+	fprintf(stderr, "  refused: %s\n", err);
+	if (w) {
+		wal_recovered_free(w, &rec);
+		wal_close(w);
+	}
+	memdisk_destroy(d);
+}
