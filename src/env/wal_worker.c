@@ -499,8 +499,9 @@ static void store_snap_abort(void *ctx, uint64_t handle)
 	if (!close_handle(ww, handle))
 		return;
 	struct job *j = job_new(0);
-	/* Out of memory: the temp file stays until the next start-up, and
-	 * the worker's slot until... never: so allocate or stop. */
+	/* abort has no way to report failure, and without the job the
+	 * worker's slot for this kind would stay taken: out of memory here
+	 * stops the process (as the sim store's allocation failures do). */
 	KEEL_ASSERT(j != NULL);
 	j->op = JOB_SNAP_ABORT;
 	j->handle = handle;

@@ -414,3 +414,53 @@ TEST(wal_worker_runs_snapshot_jobs_in_order_with_appends)
 	wal_close(w);
 	memdisk_destroy(d);
 }
+
+TEST(wal_worker_snapshot_write_error_poisons_what_follows)
+{
+	struct memdisk *d = memdisk_create(NULL, 2);
+	struct wal_config wc = {.disk = memdisk_disk(d), .cluster_id = 9,
+				.segment_bytes = 64 << 10};
+	struct wal *w = NULL;
+	struct wal_recovered rec;
+	char err[256];
+	ASSERT(wal_open(&wc, &w, &rec, err, sizeof(err)) == 0);
+	struct wal_worker *ww = NULL;
+	ASSERT(wal_worker_start(w, NULL, NULL, &ww) == 0);
+	struct env_store_state loaded = {0};
+	struct env_store st = wal_worker_store(ww, &loaded);
+	struct wlog l = {.n = 0};
+	struct wtag t[8];
+	for (int i = 0; i < 8; i++)
+		t[i] = (struct wtag){.l = &l, .id = i};
+	static uint8_t p[4096];
+	ASSERT(w_append(&st, 1, &t[0]) == 0);
+	w_wait(ww, &l, 1);
+	ASSERT(l.n == 1 && l.status[0] == 0);
+	/* The worker is idle: arming the fault here races with nothing. */
+	/* One-shot, after one write: the begin's truncate succeeds, the
+	 * first chunk's pwrite fails. */
+	memdisk_fail(d, MEMDISK_OP_WRITE, 1, KEEL_ERR_NOSPACE, false);
+	struct env_store_snap sn = {.index = 1, .term = 1,
+				    .total_len = sizeof(p),
+				    .kind = ENV_SNAP_LOCAL};
+	uint64_t h = 0;
+	ASSERT(st.ops->snap_begin(st.ctx, &sn, &h) == 0);
+	ASSERT(st.ops->snap_write(st.ctx, h, 0, p, 2048, w_cb, &t[1]) == 0);
+	ASSERT(w_append(&st, 2, &t[2]) == 0);
+	ASSERT(st.ops->snap_write(st.ctx, h, 2048, p + 2048, 2048, w_cb,
+				  &t[3]) == 0);
+	ASSERT(st.ops->snap_finish(st.ctx, h, keel_crc32c(0, p, sizeof(p)),
+				   w_cb, &t[4]) == 0);
+	ASSERT(w_append(&st, 3, &t[5]) == 0);
+	w_wait(ww, &l, 6);
+	EXPECT_EQ_U64(l.n, 6);
+	/* The first chunk's write failed (ENOSPC); nothing after it is
+	 * acknowledged, the appends included. */
+	for (int i = 1; i < l.n; i++)
+		EXPECT_EQ_U64(l.status[i], KEEL_ERR_NOSPACE);
+	EXPECT(wal_poisoned(w) == KEEL_ERR_NOSPACE);
+	wal_worker_stop(ww);
+	wal_recovered_free(w, &rec);
+	wal_close(w);
+	memdisk_destroy(d);
+}
