@@ -1587,3 +1587,36 @@ TEST(sim_store_snapshot_rot_falls_back_to_the_older_snapshot)
 	ASSERT(sim_store_recover(&s) == 0);
 	sim_store_close(&s);
 }
+
+TEST(sim_store_caps_queued_snapshot_bytes_like_the_disk_thread)
+{
+	struct sim_store s;
+	struct sim_store_config cfg = {.seed = 7, .cluster_id = 9,
+				       .segment_bytes = 4096};
+	ASSERT(sim_store_init(&s, &cfg) == 0);
+	struct order o = {.n = 0};
+	struct tag t = {.o = &o, .id = 0};
+	ASSERT(sim_append(&s, 1, 1, &t) == 0);
+	sim_complete_all(&s);
+	static uint8_t chunk[1 << 16];
+	struct env_store_snap sn = {.index = 1, .term = 1,
+				    .total_len = 40 << 16,
+				    .kind = ENV_SNAP_LOCAL};
+	uint64_t h = 0;
+	ASSERT(sim_store_snap_begin(&s, &sn, &h) == 0);
+	uint64_t off = 0;
+	for (int i = 0; i < 16; i++, off += sizeof(chunk))
+		ASSERT(sim_store_snap_write(&s, h, off, chunk, sizeof(chunk),
+					    order_cb, &t) == 0);
+	/* ENV_SNAP_QUEUE_MAX reached: not queued, no callback. */
+	EXPECT(sim_store_snap_write(&s, h, off, chunk, sizeof(chunk),
+				    order_cb, &t) == KEEL_ERR_BUSY);
+	sim_complete_all(&s);
+	EXPECT_EQ_U64(o.n, 17);
+	EXPECT(sim_store_snap_write(&s, h, off, chunk, sizeof(chunk), order_cb,
+				    &t) == 0);
+	sim_store_snap_abort(&s, h);
+	sim_complete_all(&s);
+	EXPECT_EQ_U64(o.n, 18);
+	sim_store_close(&s);
+}
