@@ -111,6 +111,14 @@ int wal_flush(struct wal *w);
 #define WAL_SNAP_RECEIVED 2
 #define WAL_SNAP_MAX_BYTES ((uint64_t)1 << 40) /* largest payload */
 #define WAL_SNAP_READ_MAX (1u << 20)           /* largest wal_snapshot_read */
+/* wal_snapshot_write fdatasyncs the temp file each time this many bytes
+ * were written since its last sync. The disk thread runs snapshot writes
+ * and appends in one FIFO queue, so one sync of a whole 149 MiB snapshot
+ * at finish (~0.6 s here) would hold every append issued behind it that
+ * long -- past the election timeout, where the node hands leadership on
+ * (check_disk_stall). Syncing as it goes bounds that hold to one 4 MiB
+ * sync per step and leaves finish little to flush. */
+#define WAL_SNAP_SYNC_BYTES (4u << 20)
 
 /* *handle > 0 names the open snapshot. index > the newest snapshot's, and
  * for LOCAL <= the last logged index. Returns 0, KEEL_ERR_BUSY (one of

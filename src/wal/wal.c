@@ -64,6 +64,7 @@ struct snap_open {
 	uint64_t index, term;
 	uint64_t total, written; /* Invariant: written <= total */
 	uint32_t crc;            /* CRC32C of the bytes written so far */
+	uint64_t unsynced;       /* written since the last sync of f */
 	int kind;
 	struct keel_file *f;
 };
@@ -723,6 +724,17 @@ int wal_snapshot_write(struct wal *w, uint64_t handle, uint64_t offset,
 	o->crc = keel_crc32c(o->crc, data, len);
 	o->written += len;
 	KEEL_ASSERT(o->written <= o->total);
+	o->unsynced += len;
+	if (o->unsynced >= WAL_SNAP_SYNC_BYTES) {
+		/* WAL_SNAP_SYNC_BYTES says why. */
+		rv = w->disk.ops->sync(w->disk.ctx, o->f);
+		if (rv) {
+			char tmp[96];
+			snap_path(tmp, sizeof(tmp), o->index, o->term, true);
+			return fail(w, rv, "fdatasync", tmp);
+		}
+		o->unsynced = 0;
+	}
 	return 0;
 }
 

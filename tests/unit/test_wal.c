@@ -854,6 +854,49 @@ static bool reads_back(struct wal *w, uint64_t index, uint64_t term,
 	return true;
 }
 
+/* A large snapshot is synced as it streams (WAL_SNAP_SYNC_BYTES), so its
+ * finish -- which appends queued behind it on the disk thread wait for --
+ * has little left to flush: after 2.5 thresholds two syncs happened, and
+ * the finish still makes the whole snapshot durable and readable. */
+TEST(large_snapshot_is_synced_while_it_streams)
+{
+	uint64_t seed = test_seed(6);
+	struct keel_rand r;
+	keel_rand_seed(&r, seed);
+	struct memdisk *d = memdisk_create(NULL, seed);
+	struct wal *w = numbered_wal(d, 60);
+	size_t n = WAL_SNAP_SYNC_BYTES * 5 / 2;
+	uint8_t *p = malloc(n);
+	ASSERT(p);
+	fill(p, n, seed);
+	struct memdisk_stats before, after;
+	memdisk_stats(d, &before);
+	uint64_t h = stream(w, 50, 1, WAL_SNAP_LOCAL, p, n + 1000, n, &r,
+			    70000);
+	ASSERT(h);
+	memdisk_stats(d, &after);
+	EXPECT_EQ_U64(after.syncs - before.syncs, 2);
+	uint8_t *q = malloc(n + 1000);
+	ASSERT(q);
+	memcpy(q, p, n);
+	fill(q + n, 1000, seed + 1);
+	ASSERT(wal_snapshot_write(w, h, n, q + n, 1000) == 0);
+	ASSERT(wal_snapshot_finish(w, h, keel_crc32c(0, q, n + 1000)) == 0);
+	wal_close(w);
+	memdisk_crash(d, MEMDISK_LOSE_UNSYNCED);
+	struct wal_recovered rec;
+	char err[256];
+	w = open_wal(d, &rec, NULL, err, sizeof(err));
+	ASSERT(w);
+	EXPECT_EQ_U64(rec.snap_index, 50);
+	EXPECT(reads_back(w, 50, 1, q, WAL_SNAP_READ_MAX, &r));
+	wal_recovered_free(w, &rec);
+	wal_close(w);
+	free(q);
+	free(p);
+	memdisk_destroy(d);
+}
+
 TEST(snapshot_streams_in_random_chunks_and_reads_back_by_ranges)
 {
 	uint64_t seed = test_seed(5);
