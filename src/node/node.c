@@ -37,6 +37,7 @@
 #include "keel/peer.h"
 #include "keel/raft.h"
 #include "node/fwd.h"
+#include "node/nodesnap.h"
 
 #define NODE_MAX_MSG_ENTRIES 256
 #define NODE_PROCESS_ROUNDS 1024 /* bound on ready/advance rounds per input */
@@ -58,24 +59,16 @@
  * DEDUP_RECS records in all are kept, the least recently applied evicted.
  * Everything here is a function of the applied log, so every replica
  * makes the same decisions (the node rebuilds it by replaying the log at
- * start; a snapshot must carry it once snapshots exist). Bound: at most
+ * start, and a snapshot carries it whole: nodesnap.h). Bound: at most
  * once holds for a copy that reaches the log while its seq is within
  * DEDUP_WINDOW of its origin's newest applied seq and before
  * DEDUP_BOOTS newer boots of that origin were applied; a request older
  * than that is refused, never run twice.
  */
-#define DEDUP_WINDOW 1024u
-#define DEDUP_WORDS (DEDUP_WINDOW / 64u)
-#define DEDUP_BOOTS 4u
-#define DEDUP_RECS 64u
-
-struct dedup_rec {
-	raft_id origin; /* 0 = free slot */
-	uint64_t boot;
-	uint64_t high;       /* highest seq applied */
-	uint64_t last_index; /* for eviction */
-	uint64_t bits[DEDUP_WORDS];
-};
+#define DEDUP_WINDOW NODE_DEDUP_WINDOW
+#define DEDUP_BOOTS NODE_DEDUP_BOOTS
+#define DEDUP_RECS NODE_DEDUP_RECS
+/* struct node_dedup_rec (nodesnap.h): part of the snapshot payload. */
 
 struct held_frame {
 	uint64_t wait_seq; /* send once writes_done >= wait_seq */
@@ -171,7 +164,7 @@ struct node {
 	uint32_t n_ex;
 	uint64_t ex_term;
 
-	struct dedup_rec dedup[DEDUP_RECS];
+	struct node_dedup_rec dedup[DEDUP_RECS];
 
 	struct kv_tape tape;
 	uint8_t *enc;
@@ -537,19 +530,19 @@ static int propose_cmd(struct node *n, const struct node_entry_hdr *h,
 
 enum { DEDUP_RUN, DEDUP_DUP, DEDUP_STALE };
 
-static bool dedup_bit(const struct dedup_rec *r, uint64_t seq)
+static bool dedup_bit(const struct node_dedup_rec *r, uint64_t seq)
 {
 	uint64_t b = seq % DEDUP_WINDOW;
 	return (r->bits[b / 64] >> (b % 64)) & 1u;
 }
 
-static void dedup_set(struct dedup_rec *r, uint64_t seq)
+static void dedup_set(struct node_dedup_rec *r, uint64_t seq)
 {
 	uint64_t b = seq % DEDUP_WINDOW;
 	r->bits[b / 64] |= (uint64_t)1 << (b % 64);
 }
 
-static void dedup_clear(struct dedup_rec *r, uint64_t seq)
+static void dedup_clear(struct node_dedup_rec *r, uint64_t seq)
 {
 	uint64_t b = seq % DEDUP_WINDOW;
 	r->bits[b / 64] &= ~((uint64_t)1 << (b % 64));
@@ -560,10 +553,10 @@ static void dedup_clear(struct dedup_rec *r, uint64_t seq)
 static int dedup_admit(struct node *n, const struct node_entry_hdr *h,
 		       uint64_t index)
 {
-	struct dedup_rec *rec = NULL, *victim = NULL, *oldest_own = NULL;
+	struct node_dedup_rec *rec = NULL, *victim = NULL, *oldest_own = NULL;
 	uint32_t own = 0;
 	for (uint32_t i = 0; i < DEDUP_RECS; i++) {
-		struct dedup_rec *r = &n->dedup[i];
+		struct node_dedup_rec *r = &n->dedup[i];
 		if (r->origin == h->origin && r->boot == h->boot) {
 			rec = r;
 			break;
