@@ -256,8 +256,9 @@ size_t kv_fmt_u64(uint64_t v, char *buf);
 
 /* A snapshot is: a 56-byte header, one record per key in key order, and a
  * CRC32C trailer (docs/kv.md). The writer yields it in chunks of any size,
- * so a large keyspace can be streamed. The kv must not change while a
- * writer is live (a later copy-on-write design lifts this). */
+ * so a large keyspace can be streamed. The kv must not change while a plain
+ * writer (kv_snapshot_writer_*) is live; a frozen version (kv_freeze, below)
+ * streams the state at its freeze while applies go on. */
 #define KV_SNAP_VERSION 1
 #define KV_SNAP_HEADER_BYTES 56
 #define KV_SNAP_RECORD_BYTES 40
@@ -287,5 +288,68 @@ int kv_snapshot_encode(const struct kv *kv, const struct keel_alloc *a,
  * metadata) or KEEL_ERR_NOMEM. Never crashes on any input. */
 int kv_snapshot_decode(const struct keel_alloc *a, const uint8_t *buf,
 		       size_t len, struct kv **out);
+
+/* ---- the frozen version (docs/snapshots.md §1.2) -------------------------- */
+
+/* A frozen version streams the snapshot of the state at the moment of the
+ * freeze while kv_apply goes on changing the kv: until it is destroyed,
+ * every apply that changes a key the writer has not passed yet first keeps
+ * that key's old record (a pre-image) for the writer. The index is the kv's
+ * own applied index at the freeze (the last kv_apply index, or the index of
+ * the snapshot the kv was decoded from); nothing is passed in.
+ *
+ * At most one is live per kv; kv_destroy of a kv with a live frozen version
+ * is a programmer error (asserted): destroy the frozen version first.
+ * NULL on allocation failure or when one is live. The frozen version
+ * borrows kv (it must outlive it); a owns the struct itself; pre-images are
+ * allocated through the kv's own allocator. Applies may fail with
+ * KEEL_ERR_NOMEM when a pre-image cannot be allocated (state unchanged, as
+ * for any single-key command). */
+struct kv_frozen;
+struct kv_frozen *kv_freeze(struct kv *kv, const struct keel_alloc *a);
+/* Exact byte count of the snapshot (= kv_snapshot_size at the freeze). */
+uint64_t kv_frozen_size(const struct kv_frozen *f);
+/* The applied index at the freeze (the snapshot header's). */
+uint64_t kv_frozen_index(const struct kv_frozen *f);
+/* Same contract as kv_snapshot_writer_next: up to cap (> 0) next bytes of
+ * the snapshot of the state AT THE FREEZE into buf, *n how many; true
+ * while more follow. Applies to the kv may run between calls (not during
+ * one). The bytes equal kv_snapshot_encode of the state at the freeze. */
+bool kv_frozen_next(struct kv_frozen *f, uint8_t *buf, size_t cap, size_t *n);
+/* Memory held now by pre-images (entries, keys, values), in bytes. Goes
+ * down as the writer passes their keys; 0 once the last record is out. */
+size_t kv_frozen_preimage_bytes(const struct kv_frozen *f);
+/* Frees every pre-image and the frozen version; applies stop keeping
+ * pre-images. NULL is a no-op. */
+void kv_frozen_destroy(struct kv_frozen *f);
+
+/* ---- the streaming reader (docs/snapshots.md §3.5) -------------------------- */
+
+/* Decodes snapshot bytes as they arrive, in any split, into a new kv, with
+ * the verdict kv_snapshot_decode would give for the concatenated bytes.
+ * max_bytes caps the snapshot's total-length field (0 = no cap): a larger
+ * snapshot is refused with KEEL_ERR_TOO_BIG as soon as the header is in
+ * (the one verdict kv_snapshot_decode, which has no such cap, does not
+ * give). Every other length is capped before anything is allocated. NULL
+ * on allocation failure. a must outlive the reader and the kv it makes. */
+struct kv_snap_reader;
+struct kv_snap_reader *kv_snap_reader_create(const struct keel_alloc *a,
+					     uint64_t max_bytes);
+/* buf is borrowed for the call. Returns 0, or the error kv_snapshot_decode
+ * would give for these bytes as soon as it is certain whatever follows
+ * (then every later call returns it): KEEL_ERR_MAGIC after 8 bytes,
+ * KEEL_ERR_VERSION / KEEL_ERR_TOO_BIG after 60, KEEL_ERR_MALFORMED as soon
+ * as more bytes than the total length arrive, and once the last byte is in
+ * KEEL_ERR_CORRUPT or the first field error. KEEL_ERR_NOMEM when an
+ * allocation fails (as early as it happens). KEEL_ERR_INVAL after a
+ * successful finish. */
+int kv_snap_reader_feed(struct kv_snap_reader *r, const uint8_t *buf,
+			size_t len);
+/* All bytes fed: checks the length (KEEL_ERR_TRUNCATED if bytes are
+ * missing) and that the trailer CRC and every field passed. 0 and *out (a
+ * new kv, owned by the caller) or the error (*out untouched). */
+int kv_snap_reader_finish(struct kv_snap_reader *r, struct kv **out);
+/* Frees the reader and an unfinished kv. NULL is a no-op. */
+void kv_snap_reader_destroy(struct kv_snap_reader *r);
 
 #endif /* KEEL_KV_H */

@@ -8,6 +8,14 @@
  * it, the revision that last changed it, and how many entries changed it.
  * Every mutation goes through the helpers here so that rule lives in one
  * place (kv_touch).
+ *
+ * The same helpers keep the frozen version's pre-images (frozen.c,
+ * docs/snapshots.md §1.2): before a change to a key the frozen writer has
+ * not passed, the key's old record is kept -- the deleted entry itself, the
+ * replaced value buffer moved, a copy for a TTL change -- or ABSENT for a
+ * key that did not exist. Allocation happens before anything changes, so a
+ * failure is still "nothing changed". KEEL_DASSERTs in kv_touch and
+ * kv_set_expire catch a mutation path that forgot to keep one.
  */
 #include <string.h>
 
@@ -50,8 +58,7 @@ uint64_t kv_key_hash(const uint8_t *key, size_t len)
 
 /* ---- comparators ----------------------------------------------------------- */
 
-static int kv_keycmp(const uint8_t *a, size_t alen, const uint8_t *b,
-		     size_t blen)
+int kv_keycmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 {
 	size_t n = alen < blen ? alen : blen;
 	int c = n ? memcmp(a, b, n) : 0;
@@ -102,9 +109,13 @@ struct kv *kv_create(const struct keel_alloc *a)
 }
 
 /* Post-order free without recursion on the key tree: repeatedly rotate the
- * left child up so that the tree becomes a right spine. */
+ * left child up so that the tree becomes a right spine. With a frozen
+ * version live (FLUSHALL during a snapshot), an entry the writer still
+ * needs is moved into its pre-images instead of being freed: no
+ * allocation, so a flush cannot fail. */
 static void kv_free_all(struct kv *kv)
 {
+	struct kv_frozen *f = kv->frozen;
 	struct kv_avl *n = kv->by_key;
 	while (n) {
 		if (n->left) {
@@ -114,7 +125,11 @@ static void kv_free_all(struct kv *kv)
 			n = l;
 		} else {
 			struct kv_avl *next = n->right;
-			kv_entry_free(kv, KV_CONTAINER(n, by_key));
+			struct kv_entry *e = KV_CONTAINER(n, by_key);
+			if (f && kv_frozen_wants(f, e->key, e->key_len))
+				kv_frozen_keep(f, e);
+			else
+				kv_entry_free(kv, e);
 			n = next;
 		}
 	}
@@ -127,6 +142,8 @@ void kv_destroy(struct kv *kv)
 {
 	if (!kv)
 		return;
+	/* The frozen version borrows kv and holds entries of its allocator. */
+	KEEL_ASSERT(kv->frozen == NULL);
 	kv_free_all(kv);
 	kv->a->free(kv->a->ctx, kv);
 }
@@ -146,10 +163,12 @@ struct kv_entry *kv_entry_alloc(struct kv *kv, const uint8_t *key, size_t klen)
 	if (!e)
 		return NULL;
 	memset(e, 0, sizeof(*e));
-	if (klen)
-		memcpy(e->key, key, klen);
 	e->key_len = klen;
-	e->hash = kv_key_hash(key, klen);
+	if (key) {
+		if (klen)
+			memcpy(e->key, key, klen);
+		e->hash = kv_key_hash(key, klen);
+	}
 	return e;
 }
 
@@ -170,6 +189,8 @@ void kv_link_entry(struct kv *kv, struct kv_entry *e)
 		kv->expires++;
 	}
 	kv->count++;
+	if (e->key_len > kv->max_key_len)
+		kv->max_key_len = e->key_len;
 	kv->key_bytes += e->key_len;
 	kv->val_bytes += e->val_len;
 	kv->val_cap_bytes += e->val_cap;
@@ -191,9 +212,16 @@ struct kv_entry *kv_lookup_live(const struct kv *kv, const uint8_t *key,
 
 /* ---- mutations ------------------------------------------------------------- */
 
+/* A pre-image of e's key exists or is not needed: every mutation path kept
+ * one before changing e. O(log n): debug builds only. */
+#define KV_DASSERT_PRESERVED(kv, e)                                          \
+	KEEL_DASSERT(!(kv)->frozen ||                                         \
+		     !kv_frozen_wants((kv)->frozen, (e)->key, (e)->key_len))
+
 void kv_touch(struct kv *kv, struct kv_entry *e)
 {
 	KEEL_ASSERT(kv->pending_rev == kv->revision + 1);
+	KV_DASSERT_PRESERVED(kv, e);
 	/* One version step per entry, however many times the entry writes the
 	 * key (MSET k a k b): version counts writes as the log sees them. */
 	if (e->meta.mod_revision != kv->pending_rev) {
@@ -207,6 +235,7 @@ void kv_set_expire(struct kv *kv, struct kv_entry *e, uint64_t expire_at)
 {
 	if (e->meta.expire_at_ms == expire_at)
 		return;
+	KV_DASSERT_PRESERVED(kv, e);
 	struct kv_probe p = kv_entry_probe(e);
 	if (e->meta.expire_at_ms) {
 		kv->by_exp = kv_avl_remove(kv->by_exp, &p, kv_cmp_exp);
@@ -235,8 +264,46 @@ void kv_delete_entry(struct kv *kv, struct kv_entry *e)
 	kv->key_bytes -= e->key_len;
 	kv->val_bytes -= e->val_len;
 	kv->val_cap_bytes -= e->val_cap;
-	kv_entry_free(kv, e);
+	/* The writer still needs the record: the entry itself becomes the
+	 * pre-image (its by_key node is free now). */
+	if (kv->frozen && kv_frozen_wants(kv->frozen, e->key, e->key_len))
+		kv_frozen_keep(kv->frozen, e);
+	else
+		kv_entry_free(kv, e);
 	kv->changed = true;
+}
+
+/* A copy of e's record (value included) as a pre-image; NULL on failure. */
+static struct kv_entry *kv_preimage_copy(struct kv *kv,
+					 const struct kv_entry *e)
+{
+	struct kv_entry *pre = kv_entry_alloc(kv, e->key, e->key_len);
+	if (!pre)
+		return NULL;
+	if (e->val_len) {
+		pre->val = kv->a->malloc(kv->a->ctx, e->val_len);
+		if (!pre->val) {
+			kv_entry_free(kv, pre);
+			return NULL;
+		}
+		memcpy(pre->val, e->val, e->val_len);
+	}
+	pre->val_len = pre->val_cap = e->val_len;
+	pre->meta = e->meta;
+	return pre;
+}
+
+int kv_change_expire(struct kv *kv, struct kv_entry *e, uint64_t expire_at)
+{
+	if (kv->frozen && kv_frozen_wants(kv->frozen, e->key, e->key_len)) {
+		struct kv_entry *pre = kv_preimage_copy(kv, e);
+		if (!pre)
+			return KEEL_ERR_NOMEM;
+		kv_frozen_keep(kv->frozen, pre);
+	}
+	kv_set_expire(kv, e, expire_at);
+	kv_touch(kv, e);
+	return 0;
 }
 
 static void kv_replace_val(struct kv *kv, struct kv_entry *e, uint8_t *buf,
@@ -263,22 +330,50 @@ int kv_set_value(struct kv *kv, const uint8_t *key, size_t klen,
 		memcpy(buf, val, vlen);
 	}
 	struct kv_entry *e = kv_lookup(kv, key, klen);
-	if (!e) {
-		e = kv_entry_alloc(kv, key, klen);
-		if (!e) {
+	/* The pre-image: the old record, its value buffer moved (the change
+	 * replaces it anyway), or ABSENT for a new key. */
+	struct kv_entry *pre = NULL;
+	if (kv->frozen && kv_frozen_wants(kv->frozen, key, klen)) {
+		pre = kv_entry_alloc(kv, key, klen);
+		if (!pre || (!e && kv_frozen_reserve(kv->frozen, klen))) {
+			if (pre)
+				kv_entry_free(kv, pre);
 			kv->a->free(kv->a->ctx, buf);
 			return KEEL_ERR_NOMEM;
 		}
+	}
+	if (!e) {
+		e = kv_entry_alloc(kv, key, klen);
+		if (!e) {
+			if (pre)
+				kv_entry_free(kv, pre);
+			kv->a->free(kv->a->ctx, buf);
+			return KEEL_ERR_NOMEM;
+		}
+		if (pre)
+			kv_frozen_keep(kv->frozen, pre); /* ABSENT */
 		e->meta.create_revision = kv->pending_rev;
 		kv_link_entry(kv, e);
-	} else if (kv_entry_expired(e, now_ms)) {
-		/* The stored entry is logically gone: this is a new key with a
-		 * new history, and there is no TTL left to keep. */
-		e->meta.create_revision = kv->pending_rev;
-		e->meta.mod_revision = 0;
-		e->meta.version = 0;
-		kv_set_expire(kv, e, 0);
-		keep_ttl = false;
+	} else {
+		if (pre) {
+			pre->meta = e->meta;
+			pre->val = e->val;
+			pre->val_len = e->val_len;
+			pre->val_cap = e->val_cap;
+			/* Moved: kv_replace_val frees NULL, and its counters
+			 * still see e's old length and capacity. */
+			e->val = NULL;
+			kv_frozen_keep(kv->frozen, pre);
+		}
+		if (kv_entry_expired(e, now_ms)) {
+			/* The stored entry is logically gone: this is a new key
+			 * with a new history, and there is no TTL left to keep. */
+			e->meta.create_revision = kv->pending_rev;
+			e->meta.mod_revision = 0;
+			e->meta.version = 0;
+			kv_set_expire(kv, e, 0);
+			keep_ttl = false;
+		}
 	}
 	kv_replace_val(kv, e, buf, vlen, vlen);
 	if (!keep_ttl)
@@ -291,7 +386,29 @@ int kv_append_value(struct kv *kv, struct kv_entry *e, const uint8_t *p,
 		    size_t len)
 {
 	size_t need = e->val_len + len;
-	if (need > e->val_cap) {
+	if (kv->frozen && kv_frozen_wants(kv->frozen, e->key, e->key_len)) {
+		/* The old buffer becomes the pre-image; e gets a new one, so
+		 * the append cannot write into bytes the writer still reads. */
+		size_t cap = need > e->val_cap ? need : e->val_cap;
+		struct kv_entry *pre = kv_entry_alloc(kv, e->key, e->key_len);
+		uint8_t *buf = cap ? kv->a->malloc(kv->a->ctx, cap) : NULL;
+		if (!pre || (cap && !buf)) {
+			if (pre)
+				kv_entry_free(kv, pre);
+			kv->a->free(kv->a->ctx, buf);
+			return KEEL_ERR_NOMEM;
+		}
+		if (e->val_len)
+			memcpy(buf, e->val, e->val_len);
+		pre->meta = e->meta;
+		pre->val = e->val;
+		pre->val_len = e->val_len;
+		pre->val_cap = e->val_cap;
+		kv_frozen_keep(kv->frozen, pre);
+		kv->val_cap_bytes = kv->val_cap_bytes - e->val_cap + cap;
+		e->val = buf;
+		e->val_cap = cap;
+	} else if (need > e->val_cap) {
 		/* Doubling keeps repeated APPEND amortised O(1) per byte. */
 		size_t cap = e->val_cap * 2;
 		if (cap < need)

@@ -109,9 +109,17 @@ struct kv {
 	 * and whether it did. */
 	uint64_t pending_rev;
 	bool changed;
+	/* The live frozen version (frozen.c) or NULL. While set, every change
+	 * to a key it has not passed keeps a pre-image first. */
+	struct kv_frozen *frozen;
+	/* Longest key ever linked (never shrinks): sizes the frozen writer's
+	 * cursor, since every key at a freeze is at most this long. */
+	size_t max_key_len;
 	char errbuf[KV_ERRBUF]; /* formatted error replies */
 };
 
+/* Key order: memcmp, shorter first. <0, 0, >0. */
+int kv_keycmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
 int kv_cmp_key(const struct kv_probe *p, const struct kv_avl *n);
 int kv_cmp_hash(const struct kv_probe *p, const struct kv_avl *n);
 int kv_cmp_exp(const struct kv_probe *p, const struct kv_avl *n);
@@ -144,15 +152,47 @@ int kv_set_value(struct kv *kv, const uint8_t *key, size_t klen,
 int kv_append_value(struct kv *kv, struct kv_entry *e, const uint8_t *p,
 		    size_t len);
 void kv_delete_entry(struct kv *kv, struct kv_entry *e);
+/* Changes the expiry alone; for helpers that have kept the key's
+ * pre-image already (commands use kv_change_expire). */
 void kv_set_expire(struct kv *kv, struct kv_entry *e, uint64_t expire_at);
+/* A command's TTL change of a live entry: keeps the pre-image a frozen
+ * version needs, then sets the expiry and touches e. 0 or KEEL_ERR_NOMEM
+ * (nothing changed). */
+int kv_change_expire(struct kv *kv, struct kv_entry *e, uint64_t expire_at);
 /* Marks e written by this entry: mod_revision and, once per entry, version. */
 void kv_touch(struct kv *kv, struct kv_entry *e);
 void kv_clear(struct kv *kv);
 /* Inserts a fully built entry (snapshot decode). e must be absent. */
 void kv_link_entry(struct kv *kv, struct kv_entry *e);
+/* key NULL: the key bytes (and e->hash) are the caller's to fill. */
 struct kv_entry *kv_entry_alloc(struct kv *kv, const uint8_t *key,
 				size_t klen);
 void kv_entry_free(struct kv *kv, struct kv_entry *e);
+
+/* ---- snapshots (snapshot.c, frozen.c, reader.c) ---------------------------- */
+
+void kv_snap_header(const struct kv *kv, uint8_t *h);
+void kv_snap_record(const struct kv_entry *e, uint8_t *r);
+extern const uint8_t kv_snap_magic[8];
+
+/* The frozen version's side of the mutation helpers (kv.c). A pre-image is
+ * a struct kv_entry linked by its by_key node into the frozen version's
+ * own tree; create_revision 0 marks ABSENT (the key did not exist at the
+ * freeze). */
+static inline bool kv_entry_is_absent(const struct kv_entry *e)
+{
+	return e->meta.create_revision == 0;
+}
+/* Does a change to key need a pre-image now: the writer has not passed the
+ * key and it has none yet? */
+bool kv_frozen_wants(const struct kv_frozen *f, const uint8_t *key,
+		     size_t klen);
+/* Room in the cursor for a key of klen bytes (an ABSENT pre-image's key
+ * may be longer than any key at the freeze). 0 or KEEL_ERR_NOMEM. */
+int kv_frozen_reserve(struct kv_frozen *f, size_t klen);
+/* Takes pre (allocated through the kv's allocator) as the pre-image of
+ * its key. Requires kv_frozen_wants(pre's key). */
+void kv_frozen_keep(struct kv_frozen *f, struct kv_entry *pre);
 
 /* ---- commands (commands.c, ops.c) ---------------------------------------- */
 

@@ -240,11 +240,9 @@ static int cmd_getex(struct kv_ctx *c)
 	if (at && at <= c->now_ms) {
 		kv_delete_entry(c->kv, e);
 	} else if (at) {
-		kv_set_expire(c->kv, e, at);
-		kv_touch(c->kv, e);
+		return kv_change_expire(c->kv, e, at);
 	} else if ((flags & KV_SETF_PERSIST) && e->meta.expire_at_ms) {
-		kv_set_expire(c->kv, e, 0);
-		kv_touch(c->kv, e);
+		return kv_change_expire(c->kv, e, 0);
 	}
 	return 0;
 }
@@ -501,8 +499,9 @@ static int kv_expire_generic(struct kv_ctx *c, int64_t base, int64_t unit)
 	if (when <= kv_now_i64(c)) {
 		kv_delete_entry(c->kv, e);
 	} else {
-		kv_set_expire(c->kv, e, (uint64_t)when);
-		kv_touch(c->kv, e);
+		int rc = kv_change_expire(c->kv, e, (uint64_t)when);
+		if (rc)
+			return rc;
 	}
 	c->r->integer(c->rc, 1);
 	return 0;
@@ -535,8 +534,9 @@ static int cmd_persist(struct kv_ctx *c)
 		c->r->integer(c->rc, 0);
 		return 0;
 	}
-	kv_set_expire(c->kv, e, 0);
-	kv_touch(c->kv, e);
+	int rc = kv_change_expire(c->kv, e, 0);
+	if (rc)
+		return rc;
 	c->r->integer(c->rc, 1);
 	return 0;
 }

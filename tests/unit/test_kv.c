@@ -1528,6 +1528,568 @@ TEST(kv_snapshot_empty_and_golden_header)
 	kv_destroy(kv);
 }
 
+/* ---- the frozen version and the streaming reader ------------------------------ */
+
+/* A random write (or read) over a key space of nkeys short keys and a few
+ * long ones, with values of 0..300 bytes: every command kind that changes
+ * keys or the TTL index, overwrites of one key inside one entry, and rare
+ * FLUSHALL / FLUSHDB. */
+struct fz_cmd {
+	const uint8_t *argv[16];
+	size_t lens[16];
+	char store[16][320];
+	int argc;
+};
+
+static void fz_key(struct keel_rand *r, struct fz_cmd *c, int i, int nkeys)
+{
+	if (keel_rand_chance(r, 1, 40)) /* longer than any key so far */
+		snprintf(c->store[i], 320, "k%04d-long-%0*d",
+			 (int)keel_rand_below(r, (uint64_t)nkeys),
+			 (int)(10 + keel_rand_below(r, 200)), 7);
+	else
+		snprintf(c->store[i], 320, "k%04d",
+			 (int)keel_rand_below(r, (uint64_t)nkeys));
+}
+
+static void fz_val(struct keel_rand *r, struct fz_cmd *c, int i)
+{
+	if (keel_rand_chance(r, 1, 4)) {
+		snprintf(c->store[i], 320, "%d", (int)keel_rand_below(r, 1000));
+		return;
+	}
+	size_t n = (size_t)keel_rand_below(r, 300);
+	for (size_t k = 0; k < n; k++)
+		c->store[i][k] = (char)('a' + keel_rand_below(r, 26));
+	c->store[i][n] = '\0';
+}
+
+static void fz_command(struct keel_rand *r, struct fz_cmd *c, int nkeys,
+		       uint64_t now)
+{
+	static const char *const names[] = {
+		"SET", "SET", "SET", "SET", "SETNX", "SETEX", "PSETEX",
+		"GETSET", "GETDEL", "GETEX", "MSET", "MSETNX", "DEL", "UNLINK",
+		"INCR", "INCRBY", "DECR", "APPEND", "APPEND", "EXPIRE",
+		"PEXPIRE", "PEXPIREAT", "PERSIST", "KEEL.CAS", "GET", "FLUSH",
+	};
+	const char *name = names[keel_rand_below(r, KEEL_ARRAY_LEN(names))];
+	int k = 1;
+	if (!strcmp(name, "FLUSH")) {
+		/* Rare: most streams should keep a live tree to merge. */
+		if (!keel_rand_chance(r, 1, 30))
+			name = "DEL";
+		else
+			name = keel_rand_chance(r, 1, 2) ? "FLUSHALL" : "FLUSHDB";
+	}
+	snprintf(c->store[0], 320, "%s", name);
+	if (!strcmp(name, "FLUSHALL") || !strcmp(name, "FLUSHDB")) {
+		c->argc = 1;
+	} else if (!strcmp(name, "SET")) {
+		fz_key(r, c, k++, nkeys);
+		fz_val(r, c, k++);
+		uint64_t o = keel_rand_below(r, 8);
+		if (o == 0) {
+			snprintf(c->store[k++], 320, "PX");
+			snprintf(c->store[k++], 320, "%d",
+				 (int)(1 + keel_rand_below(r, 3000)));
+		} else if (o == 1) {
+			snprintf(c->store[k++], 320, "KEEPTTL");
+		} else if (o == 2) {
+			snprintf(c->store[k++], 320, "%s",
+				 keel_rand_chance(r, 1, 2) ? "NX" : "XX");
+		} else if (o == 3) {
+			snprintf(c->store[k++], 320, "GET");
+		} else if (o == 4) { /* already expired: a delete */
+			snprintf(c->store[k++], 320, "PXAT");
+			snprintf(c->store[k++], 320, "%" PRIu64, now - 1);
+		}
+	} else if (!strcmp(name, "SETEX") || !strcmp(name, "PSETEX")) {
+		fz_key(r, c, k++, nkeys);
+		snprintf(c->store[k++], 320, "%d",
+			 (int)(1 + keel_rand_below(r, 3000)));
+		fz_val(r, c, k++);
+	} else if (!strcmp(name, "GETSET") || !strcmp(name, "APPEND") ||
+		   !strcmp(name, "SETNX")) {
+		fz_key(r, c, k++, nkeys);
+		fz_val(r, c, k++);
+	} else if (!strcmp(name, "GETEX")) {
+		fz_key(r, c, k++, nkeys);
+		if (keel_rand_chance(r, 1, 2)) {
+			snprintf(c->store[k++], 320, "PERSIST");
+		} else {
+			snprintf(c->store[k++], 320, "PX");
+			snprintf(c->store[k++], 320, "%d",
+				 (int)(1 + keel_rand_below(r, 3000)));
+		}
+	} else if (!strcmp(name, "MSET") || !strcmp(name, "MSETNX")) {
+		int pairs = 1 + (int)keel_rand_below(r, 4);
+		for (int p = 0; p < pairs; p++) {
+			fz_key(r, c, k++, nkeys);
+			fz_val(r, c, k++);
+		}
+		if (keel_rand_chance(r, 1, 3)) { /* the same key twice */
+			snprintf(c->store[k], 320, "%s", c->store[1]);
+			k++;
+			fz_val(r, c, k++);
+		}
+	} else if (!strcmp(name, "DEL") || !strcmp(name, "UNLINK")) {
+		int n = 1 + (int)keel_rand_below(r, 4);
+		for (int p = 0; p < n; p++)
+			fz_key(r, c, k++, nkeys);
+	} else if (!strcmp(name, "INCRBY")) {
+		fz_key(r, c, k++, nkeys);
+		snprintf(c->store[k++], 320, "%d", (int)keel_rand_below(r, 100));
+	} else if (!strcmp(name, "EXPIRE") || !strcmp(name, "PEXPIRE")) {
+		fz_key(r, c, k++, nkeys);
+		snprintf(c->store[k++], 320, "%d",
+			 (int)keel_rand_below(r, 3000) - 5);
+	} else if (!strcmp(name, "PEXPIREAT")) {
+		fz_key(r, c, k++, nkeys);
+		snprintf(c->store[k++], 320, "%" PRIu64,
+			 now - 10 + keel_rand_below(r, 3000));
+	} else if (!strcmp(name, "KEEL.CAS")) {
+		fz_key(r, c, k++, nkeys);
+		snprintf(c->store[k++], 320, "%d", (int)keel_rand_below(r, 10));
+		fz_val(r, c, k++);
+	} else { /* INCR DECR PERSIST GETDEL GET */
+		fz_key(r, c, k++, nkeys);
+	}
+	c->argc = k;
+	for (int i = 0; i < k; i++) {
+		c->argv[i] = (const uint8_t *)c->store[i];
+		c->lens[i] = strlen(c->store[i]);
+	}
+}
+
+/* Applies one command to both replicas; false if their replies differ. */
+static bool fz_apply2(struct h *a, struct h *b, uint64_t now,
+		      const struct fz_cmd *c)
+{
+	rec_reset(&a->rec);
+	rec_reset(&b->rec);
+	if (h_apply_argv(a, now, c->argc, c->argv, c->lens) ||
+	    h_apply_argv(b, now, c->argc, c->argv, c->lens))
+		return false;
+	return strcmp(a->rec.text, b->rec.text) == 0;
+}
+
+/* The leader's sweep, on both replicas: EXPIRE-DELETE of due keys. */
+static bool fz_sweep(struct h *a, struct h *b, uint64_t now)
+{
+	static struct collect due;
+	due.n = 0;
+	struct kv_visit v = {collect_mod_cb, &due};
+	kv_next_expired(a->kv, now, 16, &v);
+	for (int d = 0; d < due.n; d++) {
+		struct fz_cmd x;
+		x.argc = 3;
+		snprintf(x.store[0], 320, "KEEL.EXPIRE-DELETE");
+		snprintf(x.store[1], 320, "%s", due.keys[d]);
+		snprintf(x.store[2], 320, "%" PRIu64, due.exp[d]);
+		for (int k = 0; k < 3; k++) {
+			x.argv[k] = (const uint8_t *)x.store[k];
+			x.lens[k] = strlen(x.store[k]);
+		}
+		if (!fz_apply2(a, b, now, &x))
+			return false;
+	}
+	return true;
+}
+
+/* n random commands (and sometimes a sweep) on both replicas. */
+static bool fz_fill(struct h *a, struct h *b, struct keel_rand *rnd, int n,
+		    int nkeys, uint64_t *now)
+{
+	for (int i = 0; i < n; i++) {
+		struct fz_cmd c;
+		*now += keel_rand_below(rnd, 20);
+		fz_command(rnd, &c, nkeys, *now);
+		if (!fz_apply2(a, b, *now, &c))
+			return false;
+		if (keel_rand_chance(rnd, 1, 30) && !fz_sweep(a, b, *now))
+			return false;
+	}
+	return true;
+}
+
+/* Property: whatever is applied between the steps, the streamed bytes are
+ * kv_snapshot_encode of the state at the freeze, for step sizes from one
+ * byte to 64 KiB; the live kv behaves exactly like a replica without a
+ * frozen version (same replies, same digest); pre-images are all gone when
+ * the last record is out. */
+TEST(kv_frozen_stream_equals_encode_at_freeze)
+{
+	uint64_t seed = test_seed(77);
+	struct keel_rand rnd;
+	keel_rand_seed(&rnd, seed);
+	static const size_t steps[] = {1,  2,   3,   7,    39,   40,
+				       41, 56,  57,  100,  1000, 4096,
+				       65536, 0, 0, 0};
+	static struct h a, b;
+	size_t peak_pre = 0;
+	uint8_t *tmp = malloc(65536);
+	ASSERT(tmp != NULL);
+	for (size_t round = 0; round < 2 * KEEL_ARRAY_LEN(steps); round++) {
+		size_t step = steps[round % KEEL_ARRAY_LEN(steps)];
+		if (!step)
+			step = 1 + (size_t)keel_rand_below(&rnd, 65536);
+		int nkeys = 1 + (int)keel_rand_below(&rnd, 400);
+		int nfill = step < 8 ? (int)keel_rand_below(&rnd, 150)
+				     : (int)keel_rand_below(&rnd, 1500);
+		h_init(&a, MODE_RAW);
+		h_init(&b, MODE_RAW);
+		uint64_t now = 1000;
+		ASSERT(fz_fill(&a, &b, &rnd, nfill, nkeys, &now));
+		uint8_t *want;
+		size_t len;
+		ASSERT(kv_snapshot_encode(a.kv, &keel_alloc_libc, &want, &len) == 0);
+		struct kv_frozen *f = kv_freeze(a.kv, &keel_alloc_libc);
+		ASSERT(f != NULL);
+		EXPECT(kv_freeze(a.kv, &keel_alloc_libc) == NULL);
+		EXPECT_EQ_U64(kv_frozen_size(f), len);
+		EXPECT_EQ_U64(kv_frozen_index(f), a.index);
+		uint8_t *got = malloc(len);
+		ASSERT(got != NULL);
+		size_t off = 0, n = 0, max_pre = 0;
+		bool more = true, same = true;
+		for (size_t guard = 0; more && guard <= len + 1; guard++) {
+			/* Between steps: none, a few, or a burst of writes. */
+			int k = keel_rand_chance(&rnd, 1, 20)
+					? 30
+					: (int)keel_rand_below(&rnd, 4);
+			if (!fz_fill(&a, &b, &rnd, k, nkeys, &now)) {
+				same = false;
+				break;
+			}
+			if (kv_frozen_preimage_bytes(f) > max_pre)
+				max_pre = kv_frozen_preimage_bytes(f);
+			more = kv_frozen_next(f, tmp, step, &n);
+			if (n > len - off || n == 0) {
+				same = false;
+				break;
+			}
+			memcpy(got + off, tmp, n);
+			off += n;
+		}
+		EXPECT(same);
+		EXPECT(!more);
+		EXPECT_EQ_U64(off, len);
+		if (off == len && memcmp(got, want, len) != 0) {
+			size_t i = 0;
+			while (got[i] == want[i])
+				i++;
+			fprintf(stderr, "  round %zu step %zu: first difference "
+					"at byte %zu of %zu\n",
+				round, step, i, len);
+			test_failed_now_ = 1;
+		}
+		EXPECT_EQ_U64(kv_frozen_preimage_bytes(f), 0);
+		/* Done: writes keep no more pre-images. */
+		ASSERT(fz_fill(&a, &b, &rnd, 50, nkeys, &now));
+		EXPECT_EQ_U64(kv_frozen_preimage_bytes(f), 0);
+		EXPECT(!kv_frozen_next(f, tmp, step, &n) && n == 0);
+		kv_frozen_destroy(f);
+		EXPECT(kv_invariants(a.kv));
+		EXPECT_EQ_U64(kv_digest(a.kv), kv_digest(b.kv));
+		EXPECT(snapshots_equal(a.kv, b.kv));
+		free(got);
+		free(want);
+		h_fini(&a);
+		h_fini(&b);
+		if (test_failed_now_) {
+			fprintf(stderr, "  failed in round %zu (step %zu, %d keys)\n",
+				round, step, nkeys);
+			break;
+		}
+		if (max_pre > peak_pre)
+			peak_pre = max_pre;
+	}
+	/* The applies really did keep pre-images (else this proves little). */
+	EXPECT(peak_pre > 0);
+	fprintf(stderr, "  peak pre-image bytes in a round: %zu\n", peak_pre);
+	free(tmp);
+}
+
+/* Pre-images are freed as the cursor passes their keys (the counter falls
+ * to 0 with no apply in between), and kv_frozen_destroy part-way frees the
+ * rest (LeakSanitizer checks at exit). A kv can be frozen again after. */
+TEST(kv_frozen_preimages_go_as_the_cursor_passes)
+{
+	static struct h a;
+	h_init(&a, MODE_RAW);
+	char line[128];
+	for (int i = 0; i < 200; i++) {
+		snprintf(line, sizeof(line), "SET k%04d %0100d", i, i);
+		h_run(&a, 1000, line);
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		struct kv_frozen *f = kv_freeze(a.kv, &keel_alloc_libc);
+		ASSERT(f != NULL);
+		EXPECT_EQ_U64(kv_frozen_preimage_bytes(f), 0);
+		/* Touch every key: overwrite, delete, TTL, and new keys. */
+		for (int i = 0; i < 200; i++) {
+			switch (i % 5) {
+			case 0: snprintf(line, sizeof(line), "SET k%04d v", i); break;
+			case 1: snprintf(line, sizeof(line), "DEL k%04d", i); break;
+			case 2: snprintf(line, sizeof(line), "PEXPIRE k%04d 50000", i); break;
+			case 3: snprintf(line, sizeof(line), "SET k%04d-new x", i); break;
+			default: snprintf(line, sizeof(line), "APPEND k%04d tail", i); break;
+			}
+			h_run(&a, 1000, line);
+		}
+		/* Pass 1 deletes nothing (the keys are gone already). */
+		size_t held = kv_frozen_preimage_bytes(f);
+		EXPECT(held >= 160 * (sizeof(struct kv_entry) + 5));
+		uint8_t buf[1000];
+		size_t n, last = held;
+		bool more = true, fell = false, mid_nonzero = false;
+		int step = 0;
+		while (more && step < 100000) {
+			more = kv_frozen_next(f, buf, sizeof(buf), &n);
+			size_t now_held = kv_frozen_preimage_bytes(f);
+			EXPECT(now_held <= last);
+			fell |= now_held < last;
+			if (step == 10)
+				mid_nonzero = now_held > 0 && now_held < held;
+			last = now_held;
+			step++;
+			if (pass == 1 && step == 10)
+				break; /* destroy part-way */
+		}
+		EXPECT(fell);
+		EXPECT(mid_nonzero || pass == 1);
+		if (pass == 0)
+			EXPECT_EQ_U64(kv_frozen_preimage_bytes(f), 0);
+		else
+			EXPECT(kv_frozen_preimage_bytes(f) > 0);
+		kv_frozen_destroy(f);
+		/* Writes without a frozen version keep nothing. */
+		h_run(&a, 1000, "SET k0001 again");
+	}
+	EXPECT(kv_invariants(a.kv));
+	h_fini(&a);
+}
+
+/* Feeds buf to a new reader in random pieces; returns its verdict (and *out
+ * on success). Checks the sticky-error contract on the way. */
+static int rd_split(const uint8_t *buf, size_t len, struct keel_rand *rnd,
+		    uint64_t max_bytes, struct kv **out)
+{
+	struct kv_snap_reader *r =
+		kv_snap_reader_create(&keel_alloc_libc, max_bytes);
+	if (!r)
+		return KEEL_ERR_NOMEM;
+	static const size_t maxes[] = {1, 3, 40, 200, 4096, SIZE_MAX};
+	size_t most = maxes[keel_rand_below(rnd, KEEL_ARRAY_LEN(maxes))];
+	size_t off = 0;
+	int rc = 0;
+	while (off < len) {
+		size_t n = 1 + (size_t)keel_rand_below(
+				       rnd, most < len - off ? most : len - off);
+		if (keel_rand_chance(rnd, 1, 10))
+			kv_snap_reader_feed(r, buf + off, 0); /* empty feeds */
+		rc = kv_snap_reader_feed(r, buf + off, n);
+		off += n;
+		if (rc)
+			break;
+	}
+	if (rc) {
+		/* Sticky: every later call says the same. */
+		if (off < len && kv_snap_reader_feed(r, buf + off, len - off) != rc)
+			rc = -1000;
+		struct kv *dummy = NULL;
+		if (kv_snap_reader_finish(r, &dummy) != rc || dummy)
+			rc = -1001;
+	} else {
+		rc = kv_snap_reader_finish(r, out);
+	}
+	kv_snap_reader_destroy(r);
+	return rc;
+}
+
+/* The reader's verdict on bytes equals kv_snapshot_decode's; on success both
+ * kvs encode to the same bytes. */
+static bool rd_agrees(const uint8_t *buf, size_t len, struct keel_rand *rnd)
+{
+	struct kv *d = NULL, *s = NULL;
+	int want = kv_snapshot_decode(&keel_alloc_libc, buf, len, &d);
+	int got = rd_split(buf, len, rnd, 0, &s);
+	bool ok = want == got;
+	if (ok && want == 0) {
+		ok = snapshots_equal(d, s) && kv_invariants(s);
+		EXPECT_EQ_U64(kv_digest(d), kv_digest(s));
+	}
+	if (!ok)
+		fprintf(stderr, "  decode says %d, reader says %d (len %zu)\n",
+			want, got, len);
+	kv_destroy(d);
+	kv_destroy(s);
+	return ok;
+}
+
+TEST(kv_snap_reader_decodes_any_split)
+{
+	uint64_t seed = test_seed(31);
+	struct keel_rand rnd;
+	keel_rand_seed(&rnd, seed);
+	static struct h a, b;
+	for (int round = 0; round < 40; round++) {
+		h_init(&a, MODE_RAW);
+		h_init(&b, MODE_RAW);
+		uint64_t now = 1000;
+		ASSERT(fz_fill(&a, &b, &rnd, (int)keel_rand_below(&rnd, 1500),
+			       1 + (int)keel_rand_below(&rnd, 400), &now));
+		uint8_t *snap;
+		size_t len;
+		ASSERT(kv_snapshot_encode(a.kv, &keel_alloc_libc, &snap, &len) == 0);
+		for (int split = 0; split < 4; split++) {
+			struct kv *out = NULL;
+			ASSERT(rd_split(snap, len, &rnd, len, &out) == 0);
+			uint8_t *again;
+			size_t alen;
+			ASSERT(kv_snapshot_encode(out, &keel_alloc_libc, &again,
+						  &alen) == 0);
+			EXPECT(alen == len && memcmp(again, snap, len) == 0);
+			EXPECT(kv_invariants(out));
+			free(again);
+			kv_destroy(out);
+		}
+		/* The reader's own cap. */
+		struct kv *out = NULL;
+		EXPECT(rd_split(snap, len, &rnd, len - 1, &out) ==
+		       KEEL_ERR_TOO_BIG);
+		free(snap);
+		h_fini(&a);
+		h_fini(&b);
+	}
+}
+
+TEST(kv_snap_reader_gives_the_decoders_verdict)
+{
+	uint64_t seed = test_seed(13);
+	struct keel_rand rnd;
+	keel_rand_seed(&rnd, seed);
+	static struct h a;
+	h_init(&a, MODE_RAW);
+	fill_random(&a, &rnd, 300);
+	uint8_t *snap;
+	size_t len;
+	ASSERT(kv_snapshot_encode(a.kv, &keel_alloc_libc, &snap, &len) == 0);
+	ASSERT(len > KV_SNAP_HEADER_BYTES + 4);
+	uint8_t *buf = malloc(len + 64);
+	ASSERT(buf != NULL);
+	int bad = 0;
+	/* Every single-byte change, as is (the CRC catches it) and re-sealed
+	 * (new CRC: the field checks must agree too). */
+	for (size_t i = 0; i < len && bad < 5; i++) {
+		for (int t = 0; t < 3; t++) {
+			memcpy(buf, snap, len);
+			buf[i] ^= t == 0 ? 0x01
+					 : (uint8_t)(1 + keel_rand_below(&rnd, 255));
+			if (t == 2)
+				keel_put_u32(buf + len - 4,
+					     keel_crc32c(0, buf, len - 4));
+			bad += !rd_agrees(buf, len, &rnd);
+		}
+	}
+	/* Every truncation. */
+	for (size_t cut = 0; cut < len && bad < 10; cut++)
+		bad += !rd_agrees(snap, cut, &rnd);
+	/* Oversized: bytes past the total, as is and with the total and the
+	 * CRC re-sealed over the extra bytes (then they are left-over bytes
+	 * after the last record). */
+	for (size_t extra = 1; extra < 64 && bad < 15; extra++) {
+		memcpy(buf, snap, len);
+		for (size_t k = 0; k < extra; k++)
+			buf[len + k] = (uint8_t)keel_rand_below(&rnd, 256);
+		bad += !rd_agrees(buf, len + extra, &rnd);
+		keel_put_u64(buf + 16, len + extra);
+		memmove(buf + len + extra - 4, buf + len - 4, 4);
+		keel_put_u32(buf + len + extra - 4,
+			     keel_crc32c(0, buf, len + extra - 4));
+		bad += !rd_agrees(buf, len + extra, &rnd);
+	}
+	/* Re-sealed field edits of the header. */
+	static const size_t fields[] = {12, 32, 40, 48};
+	for (size_t fi = 0; fi < KEEL_ARRAY_LEN(fields); fi++) {
+		for (int t = 0; t < 8; t++) {
+			memcpy(buf, snap, len);
+			keel_put_u64(buf + fields[fi], keel_rand_next(&rnd) >>
+							       (keel_rand_below(&rnd, 64)));
+			keel_put_u64(buf + 16, len); /* the flags edit spills here */
+			keel_put_u32(buf + len - 4, keel_crc32c(0, buf, len - 4));
+			bad += !rd_agrees(buf, len, &rnd);
+		}
+	}
+	EXPECT(bad == 0);
+	free(buf);
+	free(snap);
+	h_fini(&a);
+}
+
+/* Certain errors come at once, not at finish. */
+TEST(kv_snap_reader_reports_certain_errors_early)
+{
+	struct h a;
+	h_init(&a, MODE_RAW);
+	h_run(&a, 1000, "SET a 1");
+	uint8_t *snap;
+	size_t len;
+	ASSERT(kv_snapshot_encode(a.kv, &keel_alloc_libc, &snap, &len) == 0);
+	uint8_t *buf = malloc(len + 1);
+	ASSERT(buf != NULL);
+	struct { size_t at; uint8_t val; size_t first_bad; int rc; } cases[] = {
+		{0, 'X', 8, KEEL_ERR_MAGIC},
+		{8, 2, KV_SNAP_HEADER_BYTES + 4, KEEL_ERR_VERSION},
+	};
+	for (size_t c = 0; c < KEEL_ARRAY_LEN(cases); c++) {
+		memcpy(buf, snap, len);
+		buf[cases[c].at] = cases[c].val;
+		struct kv_snap_reader *r =
+			kv_snap_reader_create(&keel_alloc_libc, 0);
+		ASSERT(r != NULL);
+		for (size_t i = 0; i < len; i++) {
+			int rc = kv_snap_reader_feed(r, buf + i, 1);
+			if (i + 1 < cases[c].first_bad)
+				EXPECT(rc == 0);
+			else
+				EXPECT(rc == cases[c].rc);
+		}
+		kv_snap_reader_destroy(r);
+	}
+	/* One byte more than the total: refused by that very feed. */
+	memcpy(buf, snap, len);
+	buf[len] = 0;
+	struct kv_snap_reader *r = kv_snap_reader_create(&keel_alloc_libc, 0);
+	ASSERT(r != NULL);
+	EXPECT(kv_snap_reader_feed(r, buf, len) == 0);
+	EXPECT(kv_snap_reader_feed(r, buf + len, 1) == KEEL_ERR_MALFORMED);
+	struct kv *out = NULL;
+	EXPECT(kv_snap_reader_finish(r, &out) == KEEL_ERR_MALFORMED);
+	EXPECT(out == NULL);
+	kv_snap_reader_destroy(r);
+	/* Finish hands the kv over once. */
+	r = kv_snap_reader_create(&keel_alloc_libc, 0);
+	ASSERT(r != NULL);
+	EXPECT(kv_snap_reader_feed(r, buf, len) == 0);
+	EXPECT(kv_snap_reader_finish(r, &out) == 0 && out != NULL);
+	EXPECT_EQ_U64(kv_digest(out), kv_digest(a.kv));
+	EXPECT(kv_snap_reader_finish(r, &out) == KEEL_ERR_INVAL);
+	EXPECT(kv_snap_reader_feed(r, buf, 1) == KEEL_ERR_INVAL);
+	kv_snap_reader_destroy(r);
+	kv_destroy(out);
+	/* An unfinished reader frees its partial kv (LeakSanitizer). */
+	r = kv_snap_reader_create(&keel_alloc_libc, 0);
+	ASSERT(r != NULL);
+	EXPECT(kv_snap_reader_feed(r, buf, len - 1) == 0);
+	EXPECT(kv_snap_reader_finish(r, &out) == KEEL_ERR_TRUNCATED);
+	kv_snap_reader_destroy(r);
+	free(buf);
+	free(snap);
+	h_fini(&a);
+}
+
 /* ---- the entry codec and the rewrite ---------------------------------------------- */
 
 struct rw_case {
@@ -1760,6 +2322,78 @@ TEST(kv_nomem_leaves_single_key_state_unchanged)
 			}
 			EXPECT(kv_invariants(kv));
 			kv_destroy(kv);
+			EXPECT(fa.live == 0);
+		}
+	}
+}
+
+/* With a frozen version live, a failed pre-image allocation is still
+ * "nothing changed": the state, the retry, and the frozen bytes (equal to
+ * the encode at the freeze) all come out as without the failure. */
+TEST(kv_nomem_with_a_frozen_version)
+{
+	static const char *const cmds[] = {
+		"SET a hello", "SET b x EX 100", "APPEND a world", "APPEND n z",
+		"INCR c", "SETNX d 1", "GETSET a v", "SET a-much-longer-key v",
+		"EXPIRE b 500", "PERSIST b", "GETEX b PX 900", "DEL a",
+		"FLUSHALL",
+	};
+	struct fail_alloc fa = {-1, 0};
+	const struct keel_alloc alloc = {&fa, fa_malloc, fa_realloc, fa_free};
+	for (size_t ci = 0; ci < KEEL_ARRAY_LEN(cmds); ci++) {
+		for (long fail_at = 0; fail_at < 6; fail_at++) {
+			fa.countdown = -1;
+			struct kv *kv = kv_create(&alloc);
+			ASSERT(kv != NULL);
+			static struct h h;
+			memset(&h, 0, sizeof(h));
+			h.kv = kv;
+			h_run(&h, 1000, "SET a 1");
+			h_run(&h, 1000, "SET b 2 EX 100");
+			h_run(&h, 1000, "SET c 3");
+			uint64_t before = kv_digest(kv);
+			uint8_t *want;
+			size_t wlen;
+			ASSERT(kv_snapshot_encode(kv, &keel_alloc_libc, &want, &wlen) == 0);
+			struct kv_frozen *f = kv_freeze(kv, &keel_alloc_libc);
+			ASSERT(f != NULL);
+			/* Part-way: the cursor sits after "a". */
+			uint8_t out[4096];
+			size_t n, off = 0;
+			kv_frozen_next(f, out, KV_SNAP_HEADER_BYTES +
+					       KV_SNAP_RECORD_BYTES + 2, &n);
+			off = n;
+			const uint8_t *argv[MAX_ARGS];
+			size_t lens[MAX_ARGS];
+			char store[256];
+			int argc = tokenize(cmds[ci], argv, lens, store);
+			uint8_t buf[256];
+			size_t len;
+			ASSERT(kv_cmd_encode(1000, argc, argv, lens, buf,
+					     sizeof(buf), &len) == 0);
+			fa.countdown = fail_at;
+			rec_reset(&h.rec);
+			int rc = kv_apply(kv, 4, buf, len, &rec_ops, &h.rec);
+			fa.countdown = -1;
+			if (rc == KEEL_ERR_NOMEM) {
+				EXPECT_EQ_U64(kv_digest(kv), before);
+				EXPECT(kv_invariants(kv));
+				EXPECT(kv_apply(kv, 4, buf, len, &rec_ops,
+						&h.rec) == 0);
+			} else {
+				EXPECT(rc == 0);
+			}
+			bool more = true;
+			while (more && off < sizeof(out)) {
+				more = kv_frozen_next(f, out + off, 7, &n);
+				off += n;
+			}
+			EXPECT(off == wlen && memcmp(out, want, wlen) == 0);
+			EXPECT_EQ_U64(kv_frozen_preimage_bytes(f), 0);
+			kv_frozen_destroy(f);
+			EXPECT(kv_invariants(kv));
+			kv_destroy(kv);
+			free(want);
 			EXPECT(fa.live == 0);
 		}
 	}
