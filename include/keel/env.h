@@ -127,7 +127,13 @@ struct env_store_write {
 struct env_store_state {
 	struct raft_hard_state hard_state;
 	uint32_t n_entries;
-	const struct raft_entry *entries; /* indexes 1..n_entries */
+	const struct raft_entry *entries; /* snap_index+1 .. snap_index+n */
+	/* The newest durable snapshot whose CRCs verified (docs/snapshots.md
+	 * §2.1); 0, 0 when there is none. Entries then start at
+	 * snap_index + 1. Its payload is read with snap_read. */
+	uint64_t snap_index, snap_term;
+	uint64_t snap_len; /* payload length */
+	uint32_t snap_crc; /* CRC32C of the payload */
 };
 
 /* Completion of a write: status 0 once durable, or an error (the store is
@@ -135,9 +141,29 @@ struct env_store_state {
  * order the writes were issued. */
 typedef void (*env_store_cb)(void *arg, int status);
 
+/* ---- streamed snapshots (docs/snapshots.md §2) ---- */
+
+/* A LOCAL snapshot is one this node took of its own applied state; a
+ * RECEIVED one came from the leader (InstallSnapshot) and rebases the
+ * log on it. */
+enum env_snap_kind { ENV_SNAP_LOCAL = 1, ENV_SNAP_RECEIVED = 2 };
+
+struct env_store_snap {     /* one snapshot being written */
+	uint64_t index, term; /* snapshot id */
+	uint64_t total_len;   /* payload bytes, <= snapshot_max_bytes */
+	int kind;             /* enum env_snap_kind */
+};
+
+/* Completion of a snap_read: status 0 and the bytes (borrowed for the
+ * call: the store frees them after it returns), or an error with data
+ * NULL and len 0 (KEEL_ERR_NOT_FOUND: that snapshot no longer exists). */
+typedef void (*env_store_read_cb)(void *arg, int status, const uint8_t *data,
+				  size_t len);
+
 struct env_store_ops {
-	/* Loads the durable state. Everything in *out is owned by the store
-	 * and valid until the next call on it. Returns 0 or KEEL_ERR_IO /
+	/* Loads the durable state (entries and the newest snapshot's id,
+	 * length and CRC). Everything in *out is owned by the store and
+	 * valid until the next call on it. Returns 0 or KEEL_ERR_IO /
 	 * KEEL_ERR_CORRUPT. */
 	int (*load)(void *ctx, struct env_store_state *out);
 	/* Issues one write; w and the entry data are copied before the call
@@ -145,7 +171,54 @@ struct env_store_ops {
 	 * or an error when it could not be queued (cb will not run). */
 	int (*append)(void *ctx, const struct env_store_write *w,
 		      env_store_cb cb, void *arg);
+
+	/* Streamed snapshots. Every operation with a callback completes in
+	 * issue order with the appends (one queue); the ones without run in
+	 * that order too. A write error poisons the store like an append's.
+	 * Those that take a callback return 0, or an error when the
+	 * operation could not be queued (cb will not run): KEEL_ERR_NOMEM,
+	 * KEEL_ERR_INVAL (unknown handle, len too big), KEEL_ERR_BUSY (more
+	 * than ENV_SNAP_QUEUE_MAX bytes queued). A store may check begin's
+	 * arguments against the WAL only later: such an error is then the
+	 * status of that snapshot's writes and finish.
+	 *
+	 * Opens snap/<index>-<term>.snap.tmp (truncating a leftover). One
+	 * snapshot of each kind at a time. *handle > 0. 0, KEEL_ERR_BUSY,
+	 * KEEL_ERR_TOO_BIG, KEEL_ERR_IO, the poison error. */
+	int (*snap_begin)(void *ctx, const struct env_store_snap *s,
+			  uint64_t *handle);
+	/* Writes data[0..len) at offset (offsets must be consecutive);
+	 * copied before the call returns; not synced. cb(arg, status). */
+	int (*snap_write)(void *ctx, uint64_t handle, uint64_t offset,
+			  const uint8_t *data, size_t len, env_store_cb cb,
+			  void *arg);
+	/* All total_len bytes written and their CRC32C is crc: writes the
+	 * WAL header, fdatasync, rename, fsync snap/. Then LOCAL: removes
+	 * segments wholly <= the previous snapshot's index and every older
+	 * snapshot. RECEIVED: opens a fresh segment whose first record is
+	 * a reset (index, term), syncs it, removes every older segment and
+	 * snapshot (disk-format.md, "Reset records"). A length or CRC that
+	 * does not match the bytes written is KEEL_ERR_CORRUPT (the store
+	 * re-computes it as it writes: a second, independent check). */
+	int (*snap_finish)(void *ctx, uint64_t handle, uint32_t crc,
+			   env_store_cb cb, void *arg);
+	/* Drops an unfinished snapshot and its temp file; no callback. */
+	void (*snap_abort)(void *ctx, uint64_t handle);
+	/* Reads len <= 1 MiB payload bytes at offset of durable snapshot
+	 * (index, term). cb gets the bytes, borrowed for the call; status
+	 * KEEL_ERR_NOT_FOUND when that snapshot no longer exists. */
+	int (*snap_read)(void *ctx, uint64_t index, uint64_t term,
+			 uint64_t offset, size_t len, env_store_read_cb cb,
+			 void *arg);
 };
+
+/* Largest snap_read. */
+#define ENV_SNAP_READ_MAX (1u << 20)
+/* Snapshot bytes a store queues per direction (snap_write chunks not yet
+ * completed; snap_read bytes not yet delivered). Past it snap_write and
+ * snap_read return KEEL_ERR_BUSY (cb will not run): wait for completions
+ * (docs/snapshots.md §5). Both stores (disk thread, simulator) apply it. */
+#define ENV_SNAP_QUEUE_MAX (1u << 20)
 
 struct env_store {
 	void *ctx;

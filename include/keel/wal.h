@@ -36,14 +36,17 @@ struct wal_config {
 #endif
 };
 
-/* What recovery found. Entries and the snapshot payload are owned by the
- * WAL until wal_recovered_free (copy what you keep: raft_restore does). */
+/* What recovery found. Entries are owned by the WAL until
+ * wal_recovered_free (copy what you keep: raft_restore does). The newest
+ * valid snapshot is named, not loaded: its payload never sits in RAM
+ * whole (recovery verified its CRC by streaming over it); read it with
+ * wal_snapshot_read. */
 struct wal_recovered {
 	struct raft_hard_state hs;
 	uint64_t snap_index; /* 0 = no snapshot */
 	uint64_t snap_term;
-	const uint8_t *snap_data;
-	size_t snap_len;
+	uint64_t snap_len;  /* payload bytes */
+	uint32_t snap_crc;  /* CRC32C of the payload */
 	const struct raft_entry *entries; /* snap_index+1 .. */
 	uint32_t n_entries;
 	/* A torn tail was cut (a warning, not an error). */
@@ -89,14 +92,65 @@ int wal_sync(struct wal *w);
  * durability. 0 or the poison error. */
 int wal_flush(struct wal *w);
 
-/* Writes a snapshot durably (temp file, sync, rename, sync dir), then
- * drops segments wholly covered by it and older snapshots. index must be
- * durable in the log or covered by an earlier snapshot. */
+/* ---- snapshots (docs/disk-format.md "Snapshots", docs/snapshots.md §2) --
+ *
+ * Streamed: begin opens snap/<index>-<term>.snap.tmp; writes put payload
+ * bytes at consecutive offsets (unsynced; the WAL keeps its own CRC32C of
+ * them); finish checks length and CRC, writes the 64-byte header,
+ * fdatasyncs, renames, fsyncs snap/ and then compacts:
+ *   LOCAL     (this node's own state at index, which must be in the log):
+ *             removes segments wholly <= the PREVIOUS snapshot's index and
+ *             every snapshot older than that previous one (two are kept,
+ *             docs/snapshots.md §1.4);
+ *   RECEIVED  (InstallSnapshot): a reset record (index, term) in a fresh
+ *             segment, synced, then every older segment and snapshot goes.
+ * At most one snapshot of each kind is open at a time. A segment is only
+ * ever removed when every record in it is <= the index of a snapshot whose
+ * rename and directory fsync completed (asserted). */
+#define WAL_SNAP_LOCAL 1
+#define WAL_SNAP_RECEIVED 2
+#define WAL_SNAP_MAX_BYTES ((uint64_t)1 << 40) /* largest payload */
+#define WAL_SNAP_READ_MAX (1u << 20)           /* largest wal_snapshot_read */
+
+/* *handle > 0 names the open snapshot. index > the newest snapshot's, and
+ * for LOCAL <= the last logged index. Returns 0, KEEL_ERR_BUSY (one of
+ * that kind is open), KEEL_ERR_TOO_BIG (total_len > WAL_SNAP_MAX_BYTES),
+ * KEEL_ERR_INVAL, the poison error (an I/O error poisons). */
+int wal_snapshot_begin(struct wal *w, uint64_t index, uint64_t term,
+		       uint64_t total_len, int kind, uint64_t *handle);
+
+/* Writes data[0..len) (borrowed for the call) at payload offset `offset`,
+ * which must be the number of bytes written so far; the end must stay <=
+ * total_len. Not synced. 0, KEEL_ERR_INVAL (unknown handle, offset out of
+ * order or past the end), the poison error. */
+int wal_snapshot_write(struct wal *w, uint64_t handle, uint64_t offset,
+		       const uint8_t *data, size_t len);
+
+/* Makes the snapshot durable and compacts (above). crc is the caller's
+ * CRC32C of the whole payload. KEEL_ERR_CORRUPT when fewer than total_len
+ * bytes were written or crc differs from the WAL's own (the snapshot is
+ * dropped, its temp file removed; the WAL is not poisoned: the log is
+ * intact). KEEL_ERR_INVAL for an unknown handle, or for a LOCAL snapshot
+ * overtaken meanwhile (a newer snapshot was installed, or its index left
+ * the log): dropped likewise. Any I/O error poisons. The handle is closed
+ * in every case. */
+int wal_snapshot_finish(struct wal *w, uint64_t handle, uint32_t crc);
+
+/* Drops an open snapshot and its temp file (an unknown handle is a
+ * no-op). Errors while removing are ignored: start-up removes *.tmp. */
+void wal_snapshot_abort(struct wal *w, uint64_t handle);
+
+/* Reads exactly len <= WAL_SNAP_READ_MAX payload bytes at offset of the
+ * durable snapshot (index, term) into buf. 0; KEEL_ERR_NOT_FOUND when that
+ * snapshot is not one the WAL keeps (removed, never finished, damaged);
+ * KEEL_ERR_INVAL past the payload's end or len too big; KEEL_ERR_IO.
+ * Reads never poison. */
+int wal_snapshot_read(struct wal *w, uint64_t index, uint64_t term,
+		      uint64_t offset, void *buf, size_t len);
+
+/* One-buffer wrappers (bench, tests): begin + one write + finish. */
 int wal_snapshot_save(struct wal *w, uint64_t index, uint64_t term,
 		      const uint8_t *data, size_t len);
-
-/* Rebases an empty log on a snapshot received from the leader
- * (InstallSnapshot): saves it and forgets every logged entry. */
 int wal_snapshot_install(struct wal *w, uint64_t index, uint64_t term,
 			 const uint8_t *data, size_t len);
 
@@ -111,6 +165,7 @@ struct wal_stats {
 	uint64_t syncs;
 	uint64_t appended_bytes;
 	uint64_t snap_index;
+	uint64_t snaps_kept; /* durable snapshots the WAL keeps (<= 2) */
 };
 void wal_stats(const struct wal *w, struct wal_stats *st);
 

@@ -1482,9 +1482,106 @@ static int store_append(void *ctx, const struct env_store_write *w,
 	return 0;
 }
 
+/* Snapshot operations pass through with the same in-flight count (the
+ * node's snapshot code is the caller: docs/snapshots.md §2). */
+static int store_snap_begin(void *ctx, const struct env_store_snap *sn,
+			    uint64_t *handle)
+{
+	struct server *s = ctx;
+	return s->inner_store.ops->snap_begin(s->inner_store.ctx, sn, handle);
+}
+
+static int store_snap_write(void *ctx, uint64_t handle, uint64_t offset,
+			    const uint8_t *data, size_t len, env_store_cb cb,
+			    void *arg)
+{
+	struct server *s = ctx;
+	struct store_wait *sw = malloc(sizeof(*sw));
+	if (!sw)
+		return KEEL_ERR_NOMEM;
+	*sw = (struct store_wait){.cb = cb, .arg = arg, .s = s};
+	int rv = s->inner_store.ops->snap_write(s->inner_store.ctx, handle,
+						offset, data, len,
+						store_done_cb, sw);
+	if (rv) {
+		free(sw);
+		return rv;
+	}
+	s->store_issued++;
+	return 0;
+}
+
+static int store_snap_finish(void *ctx, uint64_t handle, uint32_t crc,
+			     env_store_cb cb, void *arg)
+{
+	struct server *s = ctx;
+	struct store_wait *sw = malloc(sizeof(*sw));
+	if (!sw)
+		return KEEL_ERR_NOMEM;
+	*sw = (struct store_wait){.cb = cb, .arg = arg, .s = s};
+	int rv = s->inner_store.ops->snap_finish(s->inner_store.ctx, handle,
+						 crc, store_done_cb, sw);
+	if (rv) {
+		free(sw);
+		return rv;
+	}
+	s->store_issued++;
+	return 0;
+}
+
+static void store_snap_abort(void *ctx, uint64_t handle)
+{
+	struct server *s = ctx;
+	s->inner_store.ops->snap_abort(s->inner_store.ctx, handle);
+}
+
+struct store_read_wait {
+	env_store_read_cb cb;
+	void *arg;
+	struct server *s;
+};
+
+static void store_read_done_cb(void *arg, int status, const uint8_t *data,
+			       size_t len)
+{
+	struct store_read_wait *w = arg;
+	struct server *s = w->s;
+	env_store_read_cb cb = w->cb;
+	void *cb_arg = w->arg;
+	free(w);
+	s->store_done++;
+	if (s->node)
+		cb(cb_arg, status, data, len);
+}
+
+static int store_snap_read(void *ctx, uint64_t index, uint64_t term,
+			   uint64_t offset, size_t len, env_store_read_cb cb,
+			   void *arg)
+{
+	struct server *s = ctx;
+	struct store_read_wait *rw = malloc(sizeof(*rw));
+	if (!rw)
+		return KEEL_ERR_NOMEM;
+	*rw = (struct store_read_wait){.cb = cb, .arg = arg, .s = s};
+	int rv = s->inner_store.ops->snap_read(s->inner_store.ctx, index, term,
+					       offset, len, store_read_done_cb,
+					       rw);
+	if (rv) {
+		free(rw);
+		return rv;
+	}
+	s->store_issued++;
+	return 0;
+}
+
 static const struct env_store_ops server_store_ops = {
 	.load = store_load,
 	.append = store_append,
+	.snap_begin = store_snap_begin,
+	.snap_write = store_snap_write,
+	.snap_finish = store_snap_finish,
+	.snap_abort = store_snap_abort,
+	.snap_read = store_snap_read,
 };
 
 static void wal_wake(void *arg)
@@ -1737,6 +1834,10 @@ static int open_storage(struct server *s)
 	s->loaded.hard_state = s->rec.hs;
 	s->loaded.entries = s->rec.entries;
 	s->loaded.n_entries = s->rec.n_entries;
+	s->loaded.snap_index = s->rec.snap_index;
+	s->loaded.snap_term = s->rec.snap_term;
+	s->loaded.snap_len = s->rec.snap_len;
+	s->loaded.snap_crc = s->rec.snap_crc;
 	uv_async_init(&s->loop, &s->wal_async, wal_async_cb);
 	s->wal_async.data = s;
 	rv = wal_worker_start(s->wal, wal_wake, &s->wal_async, &s->ww);

@@ -515,8 +515,8 @@ static const struct env_clock_ops clock_ops = {env_now, env_timer_start,
 static const struct env_net_ops net_ops = {env_send};
 static const struct env_rand_ops rand_ops = {env_rand_next};
 static const struct env_log_ops log_ops = {env_log_line};
-static const struct env_store_ops store_ops = {env_store_load,
-					       env_store_append};
+static const struct env_store_ops store_ops = {.load = env_store_load,
+					       .append = env_store_append};
 
 /* ---- checks around each step -------------------------------------------------- */
 

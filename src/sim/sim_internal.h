@@ -17,7 +17,24 @@
 #include "keel/memdisk.h"
 #include "keel/wal.h"
 
+/* What a queued store operation is (docs/snapshots.md §2.2: one queue). */
+enum sim_store_op {
+	SIM_STORE_APPEND = 0,
+	SIM_STORE_SNAP_WRITE,
+	SIM_STORE_SNAP_FINISH,
+	SIM_STORE_SNAP_READ,
+};
+
 struct sim_write {
+	int op; /* enum sim_store_op */
+	/* A snapshot operation runs on the WAL when issued (so the queue's
+	 * order is the disk's order) and needs no sync of its own at
+	 * completion (durable = true); this is its result. */
+	int status;
+	uint8_t *rbuf;  /* SIM_STORE_SNAP_READ: the bytes read, owned */
+	size_t rlen;
+	size_t queued;  /* snapshot bytes counted against the cap */
+	env_store_read_cb rcb;
 	uint64_t truncate_from;
 	uint32_t n_entries;
 	struct raft_entry *entries; /* owned copies until durable */
@@ -42,6 +59,11 @@ struct sim_store_config {
 	int wal_mutant; /* enum wal_mutant or 0 (KEEL_MUTANTS builds) */
 };
 
+struct sim_snap_open { /* a snapshot begun on the WAL; handle 0 = free */
+	uint64_t handle, index, term;
+	int kind;
+};
+
 struct sim_store {
 	const struct keel_alloc *alloc;
 	struct memdisk *disk; /* sim.c arms its faults directly */
@@ -54,10 +76,21 @@ struct sim_store {
 	int error;      /* first flush/sync error since the last recovery */
 	bool refused;   /* recovery found corruption: never starts again */
 	char msg[256];  /* the error or refusal, naming file and offset */
-	/* Shadow of the durable state. Invariant: log[i].index == i + 1. */
+	/* Shadow of the durable state. Invariant: log[i].index ==
+	 * base_index + 1 + i. base is a durable snapshot the log was reset to
+	 * (an install, or a recovery from a snapshot whose entry the shadow
+	 * did not hold); the entries below it are known only as "covered".
+	 * snap_index/term: the newest snapshot made durable (>= base). */
 	struct raft_hard_state hs;
 	struct raft_entry *log; /* data owned */
 	uint64_t n_log, cap_log;
+	uint64_t base_index, base_term;
+	uint64_t snap_index, snap_term;
+	bool snap_flipped; /* a bit flip hit a snapshot: an older may win */
+	struct sim_snap_open snap_open[2];
+	/* Snapshot bytes issued and not yet reported, per direction; capped
+	 * at ENV_SNAP_QUEUE_MAX like the disk thread's. */
+	uint64_t queued_write_bytes, queued_read_bytes;
 	/* Issued writes, FIFO ring: the first n_completed were reported but
 	 * are kept until durable (only the ack-before-fsync mutant reports
 	 * before the sync). */
@@ -114,6 +147,40 @@ const struct raft_entry *sim_store_durable_entry(const struct sim_store *s,
 /* Borrowed view of what the last recovery returned (env_store.load);
  * KEEL_ERR_IO when the store is not recovered. */
 int sim_store_load(const struct sim_store *s, struct env_store_state *out);
+
+/* Streamed snapshots: the env_store snap_* operations (env.h) over the
+ * WAL. Each runs on the WAL when issued; snap_write, snap_finish and
+ * snap_read are queued with the appends and completed, in issue order, by
+ * sim_store_complete like a write (the caller schedules their completion
+ * as it does an append's). A snap_read completes through a callback the
+ * store supplies (*cb of sim_store_complete), which calls the read
+ * callback with the bytes and frees them; the status sim_store_complete
+ * reports for it is 0 unless the store failed. Errors that poison the WAL
+ * poison the store. snap_write / snap_read return KEEL_ERR_BUSY past
+ * ENV_SNAP_QUEUE_MAX bytes issued and not yet reported (nothing queued). */
+int sim_store_snap_begin(struct sim_store *s, const struct env_store_snap *sn,
+			 uint64_t *handle);
+int sim_store_snap_write(struct sim_store *s, uint64_t handle, uint64_t offset,
+			 const uint8_t *data, size_t len, env_store_cb cb,
+			 void *arg);
+int sim_store_snap_finish(struct sim_store *s, uint64_t handle, uint32_t crc,
+			  env_store_cb cb, void *arg);
+void sim_store_snap_abort(struct sim_store *s, uint64_t handle);
+int sim_store_snap_read(struct sim_store *s, uint64_t index, uint64_t term,
+			uint64_t offset, size_t len, env_store_read_cb cb,
+			void *arg);
+/* The newest snapshot made durable (0 = none): every entry at or below it
+ * is covered by it, so it counts as a durable copy of the committed
+ * entries up to it (sim_store_durable_term only knows those the shadow
+ * log still holds). */
+uint64_t sim_store_durable_snap(const struct sim_store *s);
+/* Rot at rest in a snapshot file (call between crash and recovery): flips
+ * one bit of the header or payload of the newest snapshot, but only when
+ * at least two snapshots verify and the newest one has an older one to
+ * fall back to, so the node restarts from the older one (disk-format.md).
+ * 0 with a description, or KEEL_ERR_NOT_FOUND. */
+int sim_store_flip_snapshot(struct sim_store *s, struct keel_rand *rand,
+			    char *what, size_t what_len);
 
 /* ---- safety checkers (checker.c) ------------------------------------------ */
 

@@ -10,7 +10,12 @@
  *                       8-aligned records {crc, len, type, entry type,
  *                       term, index, payload}; the tail is zeros.
  *   snap/<i>-<t>.snap   {"KEELSNP", version, cluster, index, term, len,
- *                       payload crc, header crc} + payload.
+ *                       payload crc, header crc} + payload. Streamed into
+ *                       <name>.tmp (the WAL keeps its own CRC), header
+ *                       last, fdatasync, rename, fsync snap/. Two kept:
+ *                       a LOCAL finish removes segments only up to the
+ *                       previous snapshot; a RECEIVED one writes a reset
+ *                       record and removes everything older.
  * Overwriting a conflicting suffix is an append of a lower index: replay
  * truncates like the Raft log does, so synced bytes are never rewritten.
  * A reset record (after InstallSnapshot) empties the log above a snapshot.
@@ -18,6 +23,8 @@
  * torn tail (cut, warn); a bad record followed by anything else (or with
  * a valid record anywhere behind it: a flipped length), a gap,
  * or a term going backwards is corruption (refuse, naming file and byte).
+ * The newest snapshot that verifies (CRC streamed in <= 1 MiB chunks)
+ * wins; a damaged newer one is skipped only if the log covers it.
  * Any write or sync error poisons the WAL; a sync is never retried.
  */
 #include <assert.h>
@@ -40,8 +47,31 @@ static_assert(WAL_RECORD_HEADER == 32, "record header is 32 bytes");
 
 struct segment {
 	uint64_t seq;
-	uint64_t max_index; /* highest entry index recorded in it */
+	uint64_t max_index; /* highest index recorded in it (entry or reset) */
 	bool has_records;
+};
+
+/* A durable snapshot the WAL keeps: its rename and directory fsync
+ * completed, or recovery verified it. index 0 = none. */
+struct snap_kept {
+	uint64_t index, term, len;
+	uint32_t crc;
+};
+
+/* A snapshot being streamed into its temp file. handle 0 = free slot. */
+struct snap_open {
+	uint64_t handle;
+	uint64_t index, term;
+	uint64_t total, written; /* Invariant: written <= total */
+	uint32_t crc;            /* CRC32C of the bytes written so far */
+	int kind;
+	struct keel_file *f;
+};
+
+/* The first damaged snapshot recovery skipped (for the refusal message). */
+struct snap_damage {
+	uint64_t index; /* 0 = none */
+	char what[200];
 };
 
 struct wal {
@@ -63,7 +93,13 @@ struct wal {
 	bool seg_dirty;   /* bytes written to the active segment, unsynced */
 
 	uint64_t last_index, last_term;
+	/* Invariant: snap_index == kept[0].index (the newest snapshot). */
 	uint64_t snap_index, snap_term;
+	/* [0] the newest durable snapshot, [1] the one before it (two kept,
+	 * docs/snapshots.md §1.4); after a restart only [0] is known. */
+	struct snap_kept kept[2];
+	struct snap_open open[2]; /* by kind - 1 */
+	uint64_t next_handle;
 
 	struct keel_file *hs_file;
 	struct raft_hard_state hs_staged, hs_written, hs_synced;
@@ -76,7 +112,6 @@ struct wal {
 	/* Recovery output, freed by wal_recovered_free. */
 	struct raft_entry *rec_entries;
 	uint64_t rec_n, rec_cap;
-	uint8_t *rec_snap;
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -471,39 +506,6 @@ int wal_flush(struct wal *w)
 
 /* ---- snapshots ------------------------------------------------------------ */
 
-static int snap_write(struct wal *w, uint64_t index, uint64_t term,
-		      const uint8_t *data, size_t len)
-{
-	char tmp[96], final[96];
-	snap_path(tmp, sizeof(tmp), index, term, true);
-	snap_path(final, sizeof(final), index, term, false);
-	uint8_t h[SNAP_HEADER] = {0};
-	memcpy(h, SNAP_MAGIC, 8);
-	keel_put_u32(h + 8, WAL_VERSION);
-	keel_put_u64(h + 16, w->cfg.cluster_id);
-	keel_put_u64(h + 24, index);
-	keel_put_u64(h + 32, term);
-	keel_put_u64(h + 40, len);
-	keel_put_u32(h + 48, keel_crc32c(0, data, len));
-	keel_put_u32(h + 60, keel_crc32c(0, h, 60));
-	struct keel_file *f;
-	int rv = w->disk.ops->open(w->disk.ctx, tmp, KEEL_DISK_CREATE, &f);
-	if (rv)
-		return fail(w, rv, "create", tmp);
-	if (!(rv = w->disk.ops->truncate(w->disk.ctx, f, 0)) &&
-	    !(rv = w->disk.ops->pwrite(w->disk.ctx, f, h, sizeof(h), 0)) &&
-	    !(rv = w->disk.ops->pwrite(w->disk.ctx, f, data, len, SNAP_HEADER)))
-		rv = w->disk.ops->sync(w->disk.ctx, f);
-	w->disk.ops->close(w->disk.ctx, f);
-	if (rv)
-		return fail(w, rv, "write", tmp);
-	if ((rv = w->disk.ops->rename(w->disk.ctx, tmp, final)))
-		return fail(w, rv, "rename", tmp);
-	if ((rv = w->disk.ops->sync_dir(w->disk.ctx, "snap")))
-		return fail(w, rv, "sync dir", "snap");
-	return 0;
-}
-
 struct name_list {
 	const struct keel_alloc *a;
 	char (*v)[64];
@@ -553,32 +555,48 @@ static bool parse_snap_name(const char *name, uint64_t *index, uint64_t *term)
 	       parse_hex(name + 17, 16, term);
 }
 
-/* Removes older snapshots and segments wholly below the snapshot, oldest
- * first, stopping at the first segment that still matters (a later
- * segment may overwrite part of an earlier one, so only a prefix of
- * segments can go). */
-static int compact(struct wal *w)
+/* Is (index) one of the durable snapshots the WAL keeps? Their rename and
+ * directory fsync completed (or recovery verified them). */
+static const struct snap_kept *kept_find(const struct wal *w, uint64_t index,
+					 uint64_t term)
 {
-	struct name_list l = {.a = w->a};
-	int rv = w->disk.ops->list(w->disk.ctx, "snap", collect_name, &l);
-	for (uint32_t i = 0; !rv && i < l.n; i++) {
-		uint64_t idx, term;
-		if (parse_snap_name(l.v[i], &idx, &term) && idx < w->snap_index) {
-			char path[96];
-			snprintf(path, sizeof(path), "snap/%s", l.v[i]);
-			rv = w->disk.ops->remove(w->disk.ctx, path);
-		}
-	}
-	w->a->free(w->a->ctx, l.v);
-	if (rv)
-		return fail(w, rv, "remove old snapshots in", "snap");
+	for (int i = 0; i < 2; i++)
+		if (w->kept[i].index && w->kept[i].index == index &&
+		    w->kept[i].term == term)
+			return &w->kept[i];
+	return NULL;
+}
+
+static bool kept_index(const struct wal *w, uint64_t index)
+{
+	return index && (w->kept[0].index == index || w->kept[1].index == index);
+}
+
+/* Removes the oldest segments, keeping the active one, while every record
+ * in them is <= upto (the index of a kept durable snapshot) or superseded
+ * by a durable reset record in segment reset_seq (0 = none). Only a prefix
+ * can go: a later segment may overwrite part of an earlier one. */
+static int remove_segments(struct wal *w, uint64_t upto, uint64_t reset_seq)
+{
 	uint32_t drop = 0;
-	while (drop + 1 < w->n_segs && w->segs[drop].max_index <= w->snap_index)
+	while (drop + 1 < w->n_segs) {
+		const struct segment *s = &w->segs[drop];
+		bool covered = !s->has_records ||
+			       (upto && s->max_index <= upto);
+		bool superseded = reset_seq && s->seq < reset_seq;
+		if (!covered && !superseded)
+			break;
+		/* The disk rule (docs/snapshots.md §2.2): never remove a
+		 * record that no durable snapshot or reset covers. */
+		if (!superseded && s->has_records)
+			KEEL_ASSERT(kept_index(w, upto));
 		drop++;
+	}
 	for (uint32_t i = 0; i < drop; i++) {
 		char path[64];
 		seg_path(path, sizeof(path), w->segs[i].seq);
-		if ((rv = w->disk.ops->remove(w->disk.ctx, path)))
+		int rv = w->disk.ops->remove(w->disk.ctx, path);
+		if (rv)
 			return fail(w, rv, "remove", path);
 	}
 	if (drop) {
@@ -586,54 +604,282 @@ static int compact(struct wal *w)
 			(w->n_segs - drop) * sizeof(*w->segs));
 		w->n_segs -= drop;
 		w->stats.segments = w->n_segs;
-		if ((rv = w->disk.ops->sync_dir(w->disk.ctx, "wal")))
+		int rv = w->disk.ops->sync_dir(w->disk.ctx, "wal");
+		if (rv)
 			return fail(w, rv, "sync dir", "wal");
 	}
+	KEEL_ASSERT(w->n_segs >= 1);
 	return 0;
+}
+
+/* Removes every snapshot file that is neither of the kept ones and is
+ * older than the newest (a damaged or superseded leftover). Temp files
+ * are not touched: another snapshot may be streaming into one. Not
+ * followed by a directory sync: an old snapshot that comes back after a
+ * power loss is harmless (recovery takes the newest that verifies). */
+static int remove_snapshots(struct wal *w)
+{
+	struct name_list l = {.a = w->a};
+	int rv = w->disk.ops->list(w->disk.ctx, "snap", collect_name, &l);
+	for (uint32_t i = 0; !rv && i < l.n; i++) {
+		uint64_t idx, term;
+		if (!parse_snap_name(l.v[i], &idx, &term) ||
+		    idx >= w->kept[0].index || kept_find(w, idx, term))
+			continue;
+		char path[96];
+		snprintf(path, sizeof(path), "snap/%s", l.v[i]);
+		rv = w->disk.ops->remove(w->disk.ctx, path);
+	}
+	w->a->free(w->a->ctx, l.v);
+	if (rv)
+		return fail(w, rv, "remove old snapshots in", "snap");
+	return 0;
+}
+
+static struct snap_open *snap_find(struct wal *w, uint64_t handle)
+{
+	for (int i = 0; i < 2; i++)
+		if (handle && w->open[i].handle == handle)
+			return &w->open[i];
+	return NULL;
+}
+
+/* Closes an open snapshot's file and frees its slot; remove_tmp drops
+ * the temp file too (best effort: start-up removes leftovers). */
+static void snap_close(struct wal *w, struct snap_open *o, bool remove_tmp)
+{
+	if (o->f)
+		w->disk.ops->close(w->disk.ctx, o->f);
+	if (remove_tmp) {
+		char tmp[96];
+		snap_path(tmp, sizeof(tmp), o->index, o->term, true);
+		(void)w->disk.ops->remove(w->disk.ctx, tmp);
+	}
+	memset(o, 0, sizeof(*o));
+}
+
+int wal_snapshot_begin(struct wal *w, uint64_t index, uint64_t term,
+		       uint64_t total_len, int kind, uint64_t *handle)
+{
+	KEEL_ASSERT(handle != NULL);
+	*handle = 0;
+	if (w->poison)
+		return w->poison;
+	if ((kind != WAL_SNAP_LOCAL && kind != WAL_SNAP_RECEIVED) ||
+	    index == 0 || term == 0)
+		return KEEL_ERR_INVAL;
+	if (total_len > WAL_SNAP_MAX_BYTES)
+		return KEEL_ERR_TOO_BIG;
+	if (index <= w->snap_index)
+		return KEEL_ERR_INVAL;
+	/* A LOCAL snapshot is of applied, hence logged, entries. */
+	if (kind == WAL_SNAP_LOCAL && index > w->last_index)
+		return KEEL_ERR_INVAL;
+	struct snap_open *o = &w->open[kind - 1];
+	const struct snap_open *other = &w->open[2 - kind];
+	if (o->handle)
+		return KEEL_ERR_BUSY;
+	if (other->handle && other->index == index && other->term == term)
+		return KEEL_ERR_BUSY; /* the same temp file name */
+	char tmp[96];
+	snap_path(tmp, sizeof(tmp), index, term, true);
+	struct keel_file *f;
+	int rv = w->disk.ops->open(w->disk.ctx, tmp, KEEL_DISK_CREATE, &f);
+	if (rv)
+		return fail(w, rv, "create", tmp);
+	if ((rv = w->disk.ops->truncate(w->disk.ctx, f, 0))) {
+		w->disk.ops->close(w->disk.ctx, f);
+		return fail(w, rv, "truncate", tmp);
+	}
+	*o = (struct snap_open){.handle = ++w->next_handle,
+				.index = index,
+				.term = term,
+				.total = total_len,
+				.kind = kind,
+				.f = f};
+	*handle = o->handle;
+	KEEL_ASSERT(*handle > 0);
+	return 0;
+}
+
+int wal_snapshot_write(struct wal *w, uint64_t handle, uint64_t offset,
+		       const uint8_t *data, size_t len)
+{
+	if (w->poison)
+		return w->poison;
+	struct snap_open *o = snap_find(w, handle);
+	if (!o || offset != o->written || len > o->total - o->written ||
+	    (len && !data))
+		return KEEL_ERR_INVAL;
+	if (len == 0)
+		return 0;
+	int rv = w->disk.ops->pwrite(w->disk.ctx, o->f, data, len,
+				     SNAP_HEADER + offset);
+	if (rv) {
+		char tmp[96];
+		snap_path(tmp, sizeof(tmp), o->index, o->term, true);
+		return fail(w, rv, "write", tmp);
+	}
+	o->crc = keel_crc32c(o->crc, data, len);
+	o->written += len;
+	KEEL_ASSERT(o->written <= o->total);
+	return 0;
+}
+
+/* Header, fdatasync, rename, directory fsync: after it returns 0 the
+ * snapshot survives any crash. Closes o's file (the slot stays). */
+static int snap_make_durable(struct wal *w, struct snap_open *o)
+{
+	char tmp[96], final[96];
+	snap_path(tmp, sizeof(tmp), o->index, o->term, true);
+	snap_path(final, sizeof(final), o->index, o->term, false);
+	uint8_t h[SNAP_HEADER] = {0};
+	memcpy(h, SNAP_MAGIC, 8);
+	keel_put_u32(h + 8, WAL_VERSION);
+	keel_put_u64(h + 16, w->cfg.cluster_id);
+	keel_put_u64(h + 24, o->index);
+	keel_put_u64(h + 32, o->term);
+	keel_put_u64(h + 40, o->total);
+	keel_put_u32(h + 48, o->crc);
+	keel_put_u32(h + 60, keel_crc32c(0, h, 60));
+	int rv = w->disk.ops->pwrite(w->disk.ctx, o->f, h, sizeof(h), 0);
+	if (!rv)
+		rv = w->disk.ops->sync(w->disk.ctx, o->f);
+	w->disk.ops->close(w->disk.ctx, o->f);
+	o->f = NULL;
+	if (rv)
+		return fail(w, rv, "write", tmp);
+	w->stats.syncs++;
+	if ((rv = w->disk.ops->rename(w->disk.ctx, tmp, final)))
+		return fail(w, rv, "rename", tmp);
+	if ((rv = w->disk.ops->sync_dir(w->disk.ctx, "snap")))
+		return fail(w, rv, "sync dir", "snap");
+	return 0;
+}
+
+int wal_snapshot_finish(struct wal *w, uint64_t handle, uint32_t crc)
+{
+	struct snap_open *o = snap_find(w, handle);
+	if (!o)
+		return w->poison ? w->poison : KEEL_ERR_INVAL;
+	if (w->poison) {
+		snap_close(w, o, false);
+		return w->poison;
+	}
+	/* The caller's CRC and length against the WAL's own: a second,
+	 * independent check of what was streamed. */
+	if (o->written != o->total || o->crc != crc) {
+		snap_close(w, o, true);
+		return KEEL_ERR_CORRUPT;
+	}
+	/* Overtaken while streaming (an install moved the base past it). */
+	if (o->index <= w->snap_index ||
+	    (o->kind == WAL_SNAP_LOCAL && o->index > w->last_index)) {
+		snap_close(w, o, true);
+		return KEEL_ERR_INVAL;
+	}
+	struct snap_kept made = {.index = o->index,
+				 .term = o->term,
+				 .len = o->total,
+				 .crc = o->crc};
+	int kind = o->kind;
+	int rv = snap_make_durable(w, o);
+	memset(o, 0, sizeof(*o));
+	if (rv)
+		return rv;
+	if (kind == WAL_SNAP_LOCAL) {
+		/* Two kept (docs/snapshots.md §1.4): the log keeps everything
+		 * after the PREVIOUS snapshot, so segments go only up to it. */
+		uint64_t prev = w->kept[0].index;
+		w->kept[1] = w->kept[0];
+		w->kept[0] = made;
+		w->snap_index = made.index;
+		w->snap_term = made.term;
+		w->stats.snap_index = made.index;
+		if ((rv = remove_segments(w, prev, 0)))
+			return rv;
+		return remove_snapshots(w);
+	}
+	/* RECEIVED: a reset record in a fresh segment empties the log above
+	 * the snapshot; once it is durable every older segment is obsolete. */
+	w->last_index = made.index;
+	w->last_term = made.term;
+	if ((rv = new_segment(w, w->segs[w->n_segs - 1].seq + 1)))
+		return rv;
+	if ((rv = stage_record(w, REC_RESET, 0, made.term, made.index, NULL,
+			       0)))
+		return fail(w, rv, "stage reset record in", "wal");
+	if ((rv = wal_sync(w)))
+		return rv;
+	w->kept[0] = made;
+	w->kept[1] = (struct snap_kept){0};
+	w->snap_index = made.index;
+	w->snap_term = made.term;
+	w->stats.snap_index = made.index;
+	if ((rv = remove_segments(w, made.index, w->segs[w->n_segs - 1].seq)))
+		return rv;
+	return remove_snapshots(w);
+}
+
+void wal_snapshot_abort(struct wal *w, uint64_t handle)
+{
+	struct snap_open *o = snap_find(w, handle);
+	if (o)
+		snap_close(w, o, true);
+}
+
+int wal_snapshot_read(struct wal *w, uint64_t index, uint64_t term,
+		      uint64_t offset, void *buf, size_t len)
+{
+	if (len > WAL_SNAP_READ_MAX || (len && !buf))
+		return KEEL_ERR_INVAL;
+	const struct snap_kept *k = kept_find(w, index, term);
+	if (!k)
+		return KEEL_ERR_NOT_FOUND;
+	if (offset > k->len || len > k->len - offset)
+		return KEEL_ERR_INVAL;
+	if (len == 0)
+		return 0;
+	char path[96];
+	snap_path(path, sizeof(path), index, term, false);
+	struct keel_file *f;
+	int rv = w->disk.ops->open(w->disk.ctx, path, 0, &f);
+	if (rv)
+		return rv;
+	size_t got = 0;
+	rv = w->disk.ops->pread(w->disk.ctx, f, buf, len, SNAP_HEADER + offset,
+				&got);
+	w->disk.ops->close(w->disk.ctx, f);
+	if (!rv && got != len)
+		rv = KEEL_ERR_IO; /* shorter than its verified header says */
+	return rv;
+}
+
+static int snapshot_one_buffer(struct wal *w, uint64_t index, uint64_t term,
+			       const uint8_t *data, size_t len, int kind)
+{
+	uint64_t h;
+	int rv = wal_snapshot_begin(w, index, term, len, kind, &h);
+	if (rv)
+		return rv;
+	if ((rv = wal_snapshot_write(w, h, 0, data, len))) {
+		wal_snapshot_abort(w, h);
+		return rv;
+	}
+	return wal_snapshot_finish(w, h, keel_crc32c(0, data, len));
 }
 
 int wal_snapshot_save(struct wal *w, uint64_t index, uint64_t term,
 		      const uint8_t *data, size_t len)
 {
-	if (w->poison)
-		return w->poison;
-	if (index <= w->snap_index || index > w->last_index)
-		return KEEL_ERR_INVAL;
-	int rv = snap_write(w, index, term, data, len);
-	if (rv)
-		return rv;
-	w->snap_index = index;
-	w->snap_term = term;
-	w->stats.snap_index = index;
-	return compact(w);
+	return snapshot_one_buffer(w, index, term, data, len, WAL_SNAP_LOCAL);
 }
 
 int wal_snapshot_install(struct wal *w, uint64_t index, uint64_t term,
 			 const uint8_t *data, size_t len)
 {
-	if (w->poison)
-		return w->poison;
-	if (index <= w->snap_index)
-		return KEEL_ERR_INVAL;
-	int rv = snap_write(w, index, term, data, len);
-	if (rv)
-		return rv;
-	/* A reset record in a fresh segment empties the log above the
-	 * snapshot; once durable, every older segment is obsolete. */
-	w->last_index = index;
-	w->last_term = term;
-	if ((rv = new_segment(w, w->segs[w->n_segs - 1].seq + 1)))
-		return rv;
-	if ((rv = stage_record(w, REC_RESET, 0, term, index, NULL, 0)))
-		return rv;
-	if ((rv = wal_sync(w)))
-		return rv;
-	w->snap_index = index;
-	w->snap_term = term;
-	w->stats.snap_index = index;
-	for (uint32_t i = 0; i + 1 < w->n_segs; i++)
-		w->segs[i].max_index = 0; /* all obsolete */
-	return compact(w);
+	return snapshot_one_buffer(w, index, term, data, len,
+				   WAL_SNAP_RECEIVED);
 }
 
 /* ---- recovery -------------------------------------------------------------- */
@@ -851,6 +1097,15 @@ static int replay_segment(struct replay *r, struct segment *s, bool last_seg,
 		}
 		uint64_t term = keel_get_u64(buf + off + 16);
 		uint64_t index = keel_get_u64(buf + off + 24);
+		if (index == 0) {
+			/* Entries start at 1 and a reset names a snapshot:
+			 * a valid record at 0 was never written by us. */
+			snprintf(r->err, r->err_len,
+				 "corrupt WAL record in %s at byte %llu: index 0",
+				 path, (unsigned long long)off);
+			rv = KEEL_ERR_CORRUPT;
+			break;
+		}
 		if (rtype == REC_RESET) {
 			replay_truncate(w, 0);
 			r->base = index + 1;
@@ -858,6 +1113,8 @@ static int replay_segment(struct replay *r, struct segment *s, bool last_seg,
 			 * by the caller against the loaded snapshot. */
 			w->last_index = index;
 			w->last_term = term;
+			if (index > s->max_index)
+				s->max_index = index;
 		} else {
 			rv = replay_entry(r, path, off, buf[off + 9], term,
 					  index, buf + off + WAL_RECORD_HEADER,
@@ -875,10 +1132,97 @@ static int replay_segment(struct replay *r, struct segment *s, bool last_seg,
 	return rv;
 }
 
-/* Loads the newest snapshot that verifies; a damaged newer one is
- * skipped with a warning (the log check then decides). */
-static int load_snapshot(struct wal *w, struct wal_recovered *rec, char *err,
-			 size_t err_len)
+/* Verifies a snapshot file by streaming over it (the payload never sits in
+ * RAM whole): header magic, version, CRC, cluster, the (index, term) of
+ * its name, the length against the file size, then the payload CRC in
+ * chunks of at most WAL_SNAP_READ_MAX bytes. 0 and *k filled; 1 when it
+ * is damaged (*bad_off and *why say where and what); or an I/O error. */
+static int verify_snapshot(struct wal *w, const char *path, uint64_t index,
+			   uint64_t term, struct snap_kept *k,
+			   uint64_t *bad_off, const char **why)
+{
+	struct keel_file *f;
+	int rv = w->disk.ops->open(w->disk.ctx, path, 0, &f);
+	if (rv)
+		return rv;
+	uint64_t size = 0;
+	uint8_t h[SNAP_HEADER];
+	size_t got = 0;
+	uint8_t *chunk = NULL;
+	*bad_off = 0;
+	*why = NULL;
+	if ((rv = w->disk.ops->size(w->disk.ctx, f, &size)))
+		goto out;
+	if (size < SNAP_HEADER) {
+		*why = "shorter than its 64-byte header";
+		goto out;
+	}
+	if ((rv = w->disk.ops->pread(w->disk.ctx, f, h, sizeof(h), 0, &got)))
+		goto out;
+	if (got != sizeof(h)) {
+		rv = KEEL_ERR_IO;
+		goto out;
+	}
+	if (memcmp(h, SNAP_MAGIC, 8)) {
+		*why = "bad magic";
+	} else if (keel_get_u32(h + 60) != keel_crc32c(0, h, 60)) {
+		*bad_off = 60;
+		*why = "header checksum mismatch";
+	} else if (keel_get_u32(h + 8) != WAL_VERSION) {
+		*bad_off = 8;
+		*why = "unsupported version";
+	} else if (keel_get_u64(h + 16) != w->cfg.cluster_id) {
+		*bad_off = 16;
+		*why = "belongs to another cluster";
+	} else if (keel_get_u64(h + 24) != index || keel_get_u64(h + 32) != term) {
+		*bad_off = 24;
+		*why = "index or term differs from its name";
+	} else if (keel_get_u64(h + 40) != size - SNAP_HEADER) {
+		*bad_off = 40;
+		*why = "payload length differs from the file size";
+	}
+	if (*why)
+		goto out;
+	uint64_t len = size - SNAP_HEADER;
+	size_t cap = (size_t)KEEL_MIN(len, (uint64_t)WAL_SNAP_READ_MAX);
+	chunk = w->a->malloc(w->a->ctx, cap ? cap : 1);
+	if (!chunk) {
+		rv = KEEL_ERR_NOMEM;
+		goto out;
+	}
+	uint32_t crc = 0;
+	for (uint64_t off = 0; off < len;) {
+		size_t n = (size_t)KEEL_MIN(len - off, (uint64_t)cap);
+		rv = w->disk.ops->pread(w->disk.ctx, f, chunk, n,
+					SNAP_HEADER + off, &got);
+		if (!rv && got != n)
+			rv = KEEL_ERR_IO;
+		if (rv)
+			goto out;
+		crc = keel_crc32c(crc, chunk, n);
+		off += n;
+	}
+	if (crc != keel_get_u32(h + 48)) {
+		*bad_off = SNAP_HEADER;
+		*why = "payload checksum mismatch";
+		goto out;
+	}
+	*k = (struct snap_kept){.index = index, .term = term, .len = len,
+				.crc = crc};
+out:
+	w->a->free(w->a->ctx, chunk);
+	w->disk.ops->close(w->disk.ctx, f);
+	if (rv)
+		return rv;
+	return *why ? 1 : 0;
+}
+
+/* Picks the newest snapshot that verifies; a damaged newer one is skipped
+ * with a warning and remembered (the log check then decides whether the
+ * older one can stand in: disk-format.md, "Snapshots"). Removes leftover
+ * temp files (snapshots that never finished). */
+static int load_snapshot(struct wal *w, struct wal_recovered *rec,
+			 struct snap_damage *dmg, char *err, size_t err_len)
 {
 	struct name_list l = {.a = w->a};
 	int rv = w->disk.ops->list(w->disk.ctx, "snap", collect_name, &l);
@@ -887,13 +1231,26 @@ static int load_snapshot(struct wal *w, struct wal_recovered *rec, char *err,
 		snprintf(err, err_len, "listing snap: %s", keel_strerror(rv));
 		return rv;
 	}
-	for (;;) {
+	/* Temp names first: they are never candidates. */
+	for (uint32_t i = 0; !rv && i < l.n; i++) {
+		size_t n = strlen(l.v[i]);
+		if (n > 4 && !strcmp(l.v[i] + n - 4, ".tmp")) {
+			char path[96];
+			snprintf(path, sizeof(path), "snap/%s", l.v[i]);
+			rv = w->disk.ops->remove(w->disk.ctx, path);
+			if (rv)
+				snprintf(err, err_len, "removing %s: %s", path,
+					 keel_strerror(rv));
+			l.v[i][0] = 0;
+		}
+	}
+	while (!rv) {
 		int best = -1;
 		uint64_t bi = 0, bt = 0;
 		for (uint32_t i = 0; i < l.n; i++) {
 			uint64_t idx, term;
 			if (l.v[i][0] && parse_snap_name(l.v[i], &idx, &term) &&
-			    (best < 0 || idx > bi)) {
+			    (best < 0 || idx > bi || (idx == bi && term > bt))) {
 				best = (int)i;
 				bi = idx;
 				bt = term;
@@ -904,45 +1261,35 @@ static int load_snapshot(struct wal *w, struct wal_recovered *rec, char *err,
 		char path[96];
 		snprintf(path, sizeof(path), "snap/%s", l.v[best]);
 		l.v[best][0] = 0;
-		uint8_t *buf;
-		uint64_t size;
-		rv = read_file(w, path, &buf, &size, (uint64_t)1 << 40);
+		struct snap_kept k = {0};
+		uint64_t bad_off = 0;
+		const char *why = "";
+		rv = verify_snapshot(w, path, bi, bt, &k, &bad_off, &why);
+		if (rv == 1) {
+			rv = 0;
+			if (rec->n_warnings < 4)
+				snprintf(rec->warning[rec->n_warnings++], 256,
+					 "damaged snapshot %s ignored: %s at byte %llu",
+					 path, why, (unsigned long long)bad_off);
+			if (!dmg->index) {
+				dmg->index = bi;
+				snprintf(dmg->what, sizeof(dmg->what),
+					 "corrupt snapshot %s at byte %llu: %s",
+					 path, (unsigned long long)bad_off, why);
+			}
+			continue;
+		}
 		if (rv) {
 			snprintf(err, err_len, "reading %s: %s", path,
 				 keel_strerror(rv));
 			break;
 		}
-		bool ok = size >= SNAP_HEADER && !memcmp(buf, SNAP_MAGIC, 8) &&
-			  keel_get_u32(buf + 60) == keel_crc32c(0, buf, 60) &&
-			  keel_get_u64(buf + 16) == w->cfg.cluster_id &&
-			  keel_get_u64(buf + 24) == bi &&
-			  keel_get_u64(buf + 32) == bt &&
-			  keel_get_u64(buf + 40) == size - SNAP_HEADER &&
-			  keel_get_u32(buf + 48) ==
-				  keel_crc32c(0, buf + SNAP_HEADER,
-					      size - SNAP_HEADER);
-		if (!ok) {
-			if (rec->n_warnings < 4)
-				snprintf(rec->warning[rec->n_warnings++], 256,
-					 "damaged snapshot %s ignored", path);
-			w->a->free(w->a->ctx, buf);
-			continue;
-		}
-		w->rec_snap = buf;
-		rec->snap_index = bi;
-		rec->snap_term = bt;
-		rec->snap_data = buf + SNAP_HEADER;
-		rec->snap_len = (size_t)(size - SNAP_HEADER);
+		w->kept[0] = k;
+		rec->snap_index = k.index;
+		rec->snap_term = k.term;
+		rec->snap_len = k.len;
+		rec->snap_crc = k.crc;
 		break;
-	}
-	/* Leftover temp files are snapshots that never finished. */
-	for (uint32_t i = 0; !rv && i < l.n; i++) {
-		size_t n = strlen(l.v[i]);
-		if (n > 4 && !strcmp(l.v[i] + n - 4, ".tmp")) {
-			char path[96];
-			snprintf(path, sizeof(path), "snap/%s", l.v[i]);
-			w->disk.ops->remove(w->disk.ctx, path);
-		}
 	}
 	w->a->free(w->a->ctx, l.v);
 	return rv;
@@ -1001,7 +1348,8 @@ static int recover(struct wal *w, struct wal_recovered *rec, char *err,
 	if (rv)
 		return rv;
 	w->hs_staged = w->hs_written = w->hs_synced = rec->hs;
-	if ((rv = load_snapshot(w, rec, err, err_len)))
+	struct snap_damage dmg = {0};
+	if ((rv = load_snapshot(w, rec, &dmg, err, err_len)))
 		return rv;
 
 	struct name_list l = {.a = w->a};
@@ -1058,39 +1406,54 @@ static int recover(struct wal *w, struct wal_recovered *rec, char *err,
 	 * keeps a suffix only if it follows the snapshot's entry). */
 	uint64_t si = rec->snap_index, st = rec->snap_term;
 	uint64_t first = r.base, last = r.base + w->rec_n - 1;
+	char gap[200];
+	gap[0] = 0;
+	bool dropped = false;
 	if (w->rec_n == 0) {
 		/* Nothing logged (or a reset record): the log starts after
 		 * the snapshot. A reset must point at the loaded snapshot. */
-		if (r.base > 1 && r.base != si + 1) {
-			snprintf(err, err_len,
-				 "corrupt WAL: log restarts at %llu but the snapshot is at %llu",
+		if (r.base > 1 && r.base != si + 1)
+			snprintf(gap, sizeof(gap),
+				 "log restarts at %llu but the snapshot is at %llu",
 				 (unsigned long long)r.base,
 				 (unsigned long long)si);
-			return KEEL_ERR_CORRUPT;
-		}
 	} else if (si == 0) {
-		if (first != 1) {
-			snprintf(err, err_len,
-				 "corrupt WAL: log starts at index %llu with no snapshot before it",
+		if (first != 1)
+			snprintf(gap, sizeof(gap),
+				 "log starts at index %llu with no snapshot before it",
 				 (unsigned long long)first);
-			return KEEL_ERR_CORRUPT;
-		}
 	} else if (first > si + 1) {
-		snprintf(err, err_len,
-			 "corrupt WAL: gap between snapshot %llu and log start %llu",
+		snprintf(gap, sizeof(gap),
+			 "gap between snapshot %llu and log start %llu",
 			 (unsigned long long)si, (unsigned long long)first);
-		return KEEL_ERR_CORRUPT;
 	} else if (last < si || (si >= first &&
 				 w->rec_entries[si - first].term != st)) {
 		/* The log is behind or diverges from the snapshot: it holds
 		 * nothing the snapshot does not supersede. */
 		replay_truncate(w, 0);
 		r.base = si + 1;
+		dropped = true;
+	}
+	/* A damaged newer snapshot: the older one stands in only if the log
+	 * covers everything up to the damaged one's index (it was durable,
+	 * so acknowledged entries up to it may exist nowhere else). */
+	uint64_t top = w->rec_n ? r.base + w->rec_n - 1 : si;
+	if (!gap[0] && dmg.index && top < dmg.index)
+		snprintf(gap, sizeof(gap), "log ends at %llu",
+			 (unsigned long long)top);
+	if (gap[0]) {
+		if (dmg.index)
+			snprintf(err, err_len,
+				 "%s, and the log does not reach back past it (%s)",
+				 dmg.what, gap);
+		else
+			snprintf(err, err_len, "corrupt WAL: %s", gap);
+		return KEEL_ERR_CORRUPT;
 	}
 	uint64_t skip = 0;
 	if (w->rec_n && si >= r.base)
 		skip = si - r.base + 1;
-	rec->entries = w->rec_entries + skip;
+	rec->entries = w->rec_entries ? w->rec_entries + skip : NULL;
 	rec->n_entries = (uint32_t)(w->rec_n - skip);
 	w->snap_index = si;
 	w->snap_term = st;
@@ -1130,6 +1493,23 @@ static int recover(struct wal *w, struct wal_recovered *rec, char *err,
 		 * acknowledge on it at once), so make it so first. */
 		w->seg_dirty = true;
 		w->dir_dirty = true;
+	}
+	if (!rv && dropped) {
+		/* The fit rule dropped records that are still in the
+		 * segments (an install whose reset record was lost). Write
+		 * the reset now: appends after the snapshot must not land
+		 * behind them, or the next replay would see a gap (or keep
+		 * the stale entry at the snapshot's index and drop the new
+		 * ones). */
+		rv = stage_record(w, REC_RESET, 0, st, si, NULL, 0);
+		if (rv)
+			rv = fail(w, rv, "stage reset record in", "wal");
+		else
+			rv = wal_sync(w);
+		if (!rv && rec->n_warnings < 4)
+			snprintf(rec->warning[rec->n_warnings++], 256,
+				 "log dropped: snapshot %llu (term %llu) supersedes it; reset record written",
+				 (unsigned long long)si, (unsigned long long)st);
 	}
 	if (!rv)
 		rv = make_recovered_durable(w);
@@ -1202,11 +1582,8 @@ void wal_recovered_free(struct wal *w, struct wal_recovered *rec)
 	w->a->free(w->a->ctx, w->rec_entries);
 	w->rec_entries = NULL;
 	w->rec_cap = 0;
-	w->a->free(w->a->ctx, w->rec_snap);
-	w->rec_snap = NULL;
 	rec->entries = NULL;
 	rec->n_entries = 0;
-	rec->snap_data = NULL;
 }
 
 void wal_close(struct wal *w)
@@ -1215,7 +1592,11 @@ void wal_close(struct wal *w)
 		return;
 	replay_truncate(w, 0);
 	w->a->free(w->a->ctx, w->rec_entries);
-	w->a->free(w->a->ctx, w->rec_snap);
+	/* Open snapshots are left as a crash leaves them: start-up removes
+	 * their temp files. */
+	for (int i = 0; i < 2; i++)
+		if (w->open[i].f)
+			w->disk.ops->close(w->disk.ctx, w->open[i].f);
 	if (w->active)
 		w->disk.ops->close(w->disk.ctx, w->active);
 	if (w->hs_file)
@@ -1239,6 +1620,7 @@ void wal_stats(const struct wal *w, struct wal_stats *st)
 {
 	*st = w->stats;
 	st->first_index = w->snap_index + 1;
+	st->snaps_kept = (w->kept[0].index != 0) + (w->kept[1].index != 0);
 	st->last_index = w->last_index;
 }
 

@@ -201,7 +201,7 @@ static const struct env_clock_ops f_clock = {f_now, f_timer_start,
 					     f_timer_stop, f_wall};
 static const struct env_net_ops f_net = {f_send};
 static const struct env_rand_ops f_rnd = {f_rand};
-static const struct env_store_ops f_store = {f_load, f_append};
+static const struct env_store_ops f_store = {.load = f_load, .append = f_append};
 
 static struct fake_env fake_; /* large: not on the stack */
 
@@ -354,7 +354,8 @@ static int f_load_torn(void *ctx, struct env_store_state *out)
 
 TEST(node_recovers_from_a_torn_tail)
 {
-	static const struct env_store_ops torn_store = {f_load_torn, f_append};
+	static const struct env_store_ops torn_store = {.load = f_load_torn,
+							 .append = f_append};
 	memset(&fake_, 0, sizeof(fake_));
 	struct fake_env *f = &fake_;
 	f->env = (struct env){.clock = {f, &f_clock},
@@ -497,7 +498,7 @@ static const struct env_clock_ops c_clock = {c_now, c_timer_start,
 					     c_timer_stop, c_wall};
 static const struct env_net_ops c_net = {c_send};
 static const struct env_rand_ops c_rnd = {c_rand};
-static const struct env_store_ops c_store = {f_load, c_append};
+static const struct env_store_ops c_store = {.load = f_load, .append = c_append};
 
 static struct node *cn(int id)
 {

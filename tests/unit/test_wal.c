@@ -14,6 +14,7 @@
 
 #include "keel/memdisk.h"
 #include "keel/wal.h"
+#include "sim/sim_internal.h"
 
 #define SEG_BYTES 4096
 
@@ -547,9 +548,12 @@ TEST(appends_after_removing_a_headerless_last_segment_go_to_the_previous_end)
 	}
 	ASSERT(st.segments == 3 && seg1_last > 0);
 	uint64_t synced = index - 1;
-	/* Covers segment 1 only: it is removed and wal/ synced. */
+	/* Two snapshots (two are kept): the second one's compaction goes up
+	 * to the first, which covers segment 1 only: it is removed and wal/
+	 * synced. */
 	const uint8_t snap[] = "state at the end of segment 1";
 	ASSERT(wal_snapshot_save(w, seg1_last, 1, snap, sizeof(snap)) == 0);
+	ASSERT(wal_snapshot_save(w, seg1_last + 1, 1, snap, sizeof(snap)) == 0);
 	wal_close(w);
 	memdisk_crash(d, MEMDISK_LOSE_UNSYNCED);
 	EXPECT(memdisk_file_size(d, "wal/0000000000000003.wal") == 0);
@@ -560,7 +564,7 @@ TEST(appends_after_removing_a_headerless_last_segment_go_to_the_previous_end)
 	for (uint32_t i = 0; i < rec.n_warnings; i++)
 		removed |= strstr(rec.warning[i], "0003.wal: torn before") != NULL;
 	EXPECT(removed);
-	EXPECT(numbered_log(&rec, seg1_last + 1, synced));
+	EXPECT(numbered_log(&rec, seg1_last + 2, synced));
 	wal_recovered_free(w, &rec);
 	/* Synced appends after the removal, crossing a rollover again. */
 	uint64_t more = index - 1 + 40;
@@ -575,8 +579,8 @@ TEST(appends_after_removing_a_headerless_last_segment_go_to_the_previous_end)
 	if (!w)
 		fprintf(stderr, "  refused: %s\n", err);
 	ASSERT(w);
-	EXPECT_EQ_U64(rec.snap_index, seg1_last);
-	EXPECT(numbered_log(&rec, seg1_last + 1, more));
+	EXPECT_EQ_U64(rec.snap_index, seg1_last + 1);
+	EXPECT(numbered_log(&rec, seg1_last + 2, more));
 	wal_recovered_free(w, &rec);
 	wal_close(w);
 	memdisk_destroy(d);
@@ -694,11 +698,17 @@ TEST(snapshot_compacts_and_recovery_refuses_a_gap)
 	wal_stats(w, &st);
 	uint64_t before = st.segments;
 	EXPECT(before > 3);
-	uint64_t si = st.last_index - 5;
+	/* Two kept: the first snapshot removes nothing, the second removes
+	 * the segments wholly at or below the first. */
+	uint64_t s1 = st.last_index / 2, si = st.last_index - 5;
 	const uint8_t payload[] = "state machine at si";
+	EXPECT(wal_snapshot_save(w, s1, m.term[s1], payload, 7) == 0);
+	wal_stats(w, &st);
+	EXPECT_EQ_U64(st.segments, before);
 	EXPECT(wal_snapshot_save(w, si, m.term[si], payload, sizeof(payload)) == 0);
 	wal_stats(w, &st);
 	EXPECT(st.segments < before);
+	EXPECT_EQ_U64(st.snaps_kept, 2);
 	wal_close(w);
 	struct wal_recovered rec;
 	char err[256];
@@ -707,19 +717,28 @@ TEST(snapshot_compacts_and_recovery_refuses_a_gap)
 	ASSERT(w);
 	EXPECT_EQ_U64(rec.snap_index, si);
 	EXPECT(rec.snap_len == sizeof(payload));
-	EXPECT(!memcmp(rec.snap_data, payload, sizeof(payload)));
+	EXPECT(rec.snap_crc == keel_crc32c(0, payload, sizeof(payload)));
+	uint8_t back[sizeof(payload)];
+	EXPECT(wal_snapshot_read(w, si, m.term[si], 0, back, sizeof(back)) == 0);
+	EXPECT(!memcmp(back, payload, sizeof(payload)));
 	EXPECT(same_log(&rec, &m, m.n));
 	wal_recovered_free(w, &rec);
 	wal_close(w);
-	/* Rot the snapshot: it is ignored, and the log no longer reaches
-	 * back to index 1, so start-up refuses rather than serve a gap. */
+	/* Rot both snapshots: they are ignored, and the log no longer
+	 * reaches back to index 1, so start-up refuses rather than serve a
+	 * gap, naming the damaged newest snapshot and the byte. */
 	char name[96];
 	snprintf(name, sizeof(name), "snap/%016llx-%016llx.snap",
 		 (unsigned long long)si, (unsigned long long)m.term[si]);
 	ASSERT(memdisk_flip_bit(d, name, 70 * 8) == 0);
+	snprintf(name, sizeof(name), "snap/%016llx-%016llx.snap",
+		 (unsigned long long)s1, (unsigned long long)m.term[s1]);
+	ASSERT(memdisk_flip_bit(d, name, 66 * 8) == 0);
 	w = open_wal(d, &rec, &rv, err, sizeof(err));
 	EXPECT(w == NULL);
 	EXPECT(rv == KEEL_ERR_CORRUPT);
+	EXPECT(strstr(err, "corrupt snapshot snap/") != NULL);
+	EXPECT(strstr(err, "at byte 64") != NULL);
 	fprintf(stderr, "  refused: %s\n", err);
 	memdisk_destroy(d);
 }
@@ -760,5 +779,752 @@ TEST(segment_of_another_cluster_is_refused)
 	char err[256];
 	EXPECT(wal_open(&cfg, &w, &rec, err, sizeof(err)) == KEEL_ERR_CLUSTER);
 	EXPECT(strstr(err, "cluster 77") != NULL);
+	memdisk_destroy(d);
+}
+
+/* ---- streamed snapshots (docs/snapshots.md §2, disk-format.md) ----------- */
+
+/* A fresh WAL holding entries 1..n (append_numbered), synced in batches. */
+static struct wal *numbered_wal(struct memdisk *d, uint64_t n)
+{
+	struct wal_recovered rec;
+	char err[256];
+	struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
+	KEEL_ASSERT(w);
+	wal_recovered_free(w, &rec);
+	for (uint64_t i = 1; i <= n; i++) {
+		KEEL_ASSERT(append_numbered(w, i) == 0);
+		if (i % 5 == 0 || i == n)
+			KEEL_ASSERT(wal_sync(w) == 0);
+	}
+	return w;
+}
+
+static void fill(uint8_t *p, size_t n, uint64_t seed)
+{
+	struct keel_rand r;
+	keel_rand_seed(&r, seed);
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)keel_rand_next(&r);
+}
+
+static void snap_name(char *out, size_t n, uint64_t index, uint64_t term,
+		      bool tmp)
+{
+	snprintf(out, n, "snap/%016llx-%016llx.snap%s",
+		 (unsigned long long)index, (unsigned long long)term,
+		 tmp ? ".tmp" : "");
+}
+
+/* Begins a snapshot and streams the first `upto` bytes of p in random
+ * chunk sizes (1..max_chunk). Returns the handle, 0 on failure. */
+static uint64_t stream(struct wal *w, uint64_t index, uint64_t term, int kind,
+		       const uint8_t *p, size_t n, size_t upto,
+		       struct keel_rand *r, size_t max_chunk)
+{
+	uint64_t h = 0;
+	if (wal_snapshot_begin(w, index, term, n, kind, &h))
+		return 0;
+	for (size_t off = 0; off < upto;) {
+		size_t c = 1 + (size_t)keel_rand_below(r, max_chunk);
+		if (c > upto - off)
+			c = upto - off;
+		if (wal_snapshot_write(w, h, off, p + off, c))
+			return 0;
+		off += c;
+	}
+	return h;
+}
+
+/* Reads the payload back in 40 random ranges and once whole (n <= 1 MiB). */
+static bool reads_back(struct wal *w, uint64_t index, uint64_t term,
+		       const uint8_t *p, size_t n, struct keel_rand *r)
+{
+	static uint8_t buf[WAL_SNAP_READ_MAX];
+	for (int i = 0; i <= 40; i++) {
+		uint64_t off = i == 40 ? 0 : keel_rand_below(r, n);
+		size_t len = i == 40 ? n : 1 + (size_t)keel_rand_below(r, n - off);
+		if (wal_snapshot_read(w, index, term, off, buf, len) != 0 ||
+		    memcmp(buf, p + off, len) != 0) {
+			fprintf(stderr, "  range [%llu, +%zu) differs\n",
+				(unsigned long long)off, len);
+			return false;
+		}
+	}
+	return true;
+}
+
+TEST(snapshot_streams_in_random_chunks_and_reads_back_by_ranges)
+{
+	uint64_t seed = test_seed(5);
+	struct keel_rand r;
+	keel_rand_seed(&r, seed);
+	struct memdisk *d = memdisk_create(NULL, seed);
+	struct wal *w = numbered_wal(d, 60);
+	static uint8_t p[300000];
+	fill(p, sizeof(p), seed);
+	uint64_t h = 0, h2 = 0;
+	ASSERT(wal_snapshot_begin(w, 50, 1, sizeof(p), WAL_SNAP_LOCAL, &h) == 0);
+	EXPECT(h > 0);
+	/* One of each kind; lengths capped; a LOCAL one is of logged state. */
+	EXPECT(wal_snapshot_begin(w, 55, 1, 10, WAL_SNAP_LOCAL, &h2) ==
+	       KEEL_ERR_BUSY);
+	EXPECT(wal_snapshot_begin(w, 90, 1, WAL_SNAP_MAX_BYTES + 1,
+				  WAL_SNAP_RECEIVED, &h2) == KEEL_ERR_TOO_BIG);
+	wal_snapshot_abort(w, 12345); /* unknown handle: a no-op */
+	EXPECT(wal_snapshot_write(w, h, 1, p, 1) == KEEL_ERR_INVAL);
+	size_t off = 0;
+	int chunks = 0;
+	while (off < sizeof(p)) {
+		size_t c = 1 + (size_t)keel_rand_below(&r, 70000);
+		if (c > sizeof(p) - off)
+			c = sizeof(p) - off;
+		ASSERT(wal_snapshot_write(w, h, off, p + off, c) == 0);
+		off += c;
+		chunks++;
+	}
+	fprintf(stderr, "  %d chunks\n", chunks);
+	EXPECT(wal_snapshot_write(w, h, off, p, 1) == KEEL_ERR_INVAL);
+	uint8_t small[16];
+	EXPECT(wal_snapshot_read(w, 50, 1, 0, small, 10) == KEEL_ERR_NOT_FOUND);
+	ASSERT(wal_snapshot_finish(w, h, keel_crc32c(0, p, sizeof(p))) == 0);
+	EXPECT(wal_snapshot_write(w, h, off, p, 0) == KEEL_ERR_INVAL);
+	EXPECT(reads_back(w, 50, 1, p, sizeof(p), &r));
+	EXPECT(wal_snapshot_read(w, 50, 1, sizeof(p) - 5, small, 6) ==
+	       KEEL_ERR_INVAL);
+	EXPECT(wal_snapshot_read(w, 50, 2, 0, small, 6) == KEEL_ERR_NOT_FOUND);
+	static uint8_t big[WAL_SNAP_READ_MAX + 1];
+	EXPECT(wal_snapshot_read(w, 50, 1, 0, big, sizeof(big)) ==
+	       KEEL_ERR_INVAL);
+	wal_close(w);
+	struct wal_recovered rec;
+	char err[256];
+	w = open_wal(d, &rec, NULL, err, sizeof(err));
+	ASSERT(w);
+	EXPECT_EQ_U64(rec.snap_index, 50);
+	EXPECT_EQ_U64(rec.snap_term, 1);
+	EXPECT_EQ_U64(rec.snap_len, sizeof(p));
+	EXPECT(rec.snap_crc == keel_crc32c(0, p, sizeof(p)));
+	EXPECT(numbered_log(&rec, 51, 60));
+	EXPECT(reads_back(w, 50, 1, p, sizeof(p), &r));
+	wal_recovered_free(w, &rec);
+	wal_close(w);
+	memdisk_destroy(d);
+}
+
+TEST(finish_with_a_wrong_crc_or_length_is_corrupt_and_drops_the_snapshot)
+{
+	for (int c = 0; c < 2; c++) {
+		struct memdisk *d = memdisk_create(NULL, 3);
+		struct wal *w = numbered_wal(d, 60);
+		struct keel_rand r;
+		keel_rand_seed(&r, 3);
+		uint8_t p[5000];
+		fill(p, sizeof(p), 4);
+		/* c = 0: every byte, a wrong CRC; c = 1: 100 bytes short,
+		 * the right CRC of what was written. */
+		size_t upto = c ? sizeof(p) - 100 : sizeof(p);
+		uint64_t h = stream(w, 50, 1, WAL_SNAP_LOCAL, p, sizeof(p),
+				    upto, &r, 700);
+		ASSERT(h);
+		uint32_t crc = keel_crc32c(0, p, upto) ^ (c ? 0u : 1u);
+		EXPECT(wal_snapshot_finish(w, h, crc) == KEEL_ERR_CORRUPT);
+		char tmp[96];
+		snap_name(tmp, sizeof(tmp), 50, 1, true);
+		EXPECT(memdisk_file_size(d, tmp) == -1);
+		uint8_t b[4];
+		EXPECT(wal_snapshot_read(w, 50, 1, 0, b, 4) == KEEL_ERR_NOT_FOUND);
+		/* The log is intact: not poisoned, and the slot is free. */
+		EXPECT(wal_poisoned(w) == 0);
+		EXPECT(append_numbered(w, 61) == 0);
+		EXPECT(wal_sync(w) == 0);
+		EXPECT(wal_snapshot_write(w, h, upto, p, 1) == KEEL_ERR_INVAL);
+		h = stream(w, 50, 1, WAL_SNAP_LOCAL, p, sizeof(p), sizeof(p),
+			   &r, 700);
+		ASSERT(h);
+		EXPECT(wal_snapshot_finish(w, h, keel_crc32c(0, p, sizeof(p))) ==
+		       0);
+		wal_close(w);
+		memdisk_destroy(d);
+	}
+}
+
+/* The LOCAL crash table rows (docs/snapshots.md §2.3): the disk fails for
+ * good at the k-th write/sync/rename/remove of the finish (nothing after
+ * it reaches the disk, as if power went there), then power is lost in
+ * `mode`. Recovery must never refuse; it finds the previous snapshot (40)
+ * or the new one (100), the log from there to 125, no temp file; and with
+ * the new one, the log still reaches back past the previous one (the new
+ * one is damaged on purpose: recovery falls back to 40). Returns the
+ * finish's result; *got the snapshot recovered. */
+static int local_crash_case(int k, int mode, uint64_t *got, bool *ok)
+{
+	struct memdisk *d = memdisk_create(NULL, 100 + (uint64_t)k * 3 + (uint64_t)mode);
+	struct wal *w = numbered_wal(d, 120);
+	uint8_t prev[700], p[5000];
+	fill(prev, sizeof(prev), 1);
+	fill(p, sizeof(p), 2);
+	KEEL_ASSERT(wal_snapshot_save(w, 40, 1, prev, sizeof(prev)) == 0);
+	for (uint64_t i = 121; i <= 125; i++)
+		KEEL_ASSERT(append_numbered(w, i) == 0);
+	KEEL_ASSERT(wal_sync(w) == 0);
+	struct keel_rand r;
+	keel_rand_seed(&r, (uint64_t)k);
+	uint64_t h = stream(w, 100, 1, WAL_SNAP_LOCAL, p, sizeof(p), sizeof(p),
+			    &r, 2000);
+	KEEL_ASSERT(h);
+	memdisk_fail(d, MEMDISK_OP_WRITE | MEMDISK_OP_SYNC | MEMDISK_OP_META,
+		     (uint64_t)k, KEEL_ERR_IO, true);
+	int rv = wal_snapshot_finish(w, h, keel_crc32c(0, p, sizeof(p)));
+	memdisk_fail_clear(d);
+	wal_close(w);
+	memdisk_crash(d, mode);
+	struct wal_recovered rec;
+	char err[256];
+	w = open_wal(d, &rec, NULL, err, sizeof(err));
+	*ok = w != NULL;
+	if (!w) {
+		fprintf(stderr, "  k=%d mode=%d: refused: %s\n", k, mode, err);
+		memdisk_destroy(d);
+		return rv;
+	}
+	*got = rec.snap_index;
+	char tmp[96], name[96];
+	snap_name(tmp, sizeof(tmp), 100, 1, true);
+	snap_name(name, sizeof(name), 100, 1, false);
+	bool good = (rec.snap_index == 40 || rec.snap_index == 100) &&
+		    (rv != 0 || rec.snap_index == 100) &&
+		    numbered_log(&rec, rec.snap_index + 1, 125) &&
+		    memdisk_file_size(d, tmp) == -1;
+	if (good && rec.snap_index == 100)
+		good = reads_back(w, 100, 1, p, sizeof(p), &r);
+	if (good && rec.snap_index == 40)
+		good = reads_back(w, 40, 1, prev, sizeof(prev), &r);
+	wal_recovered_free(w, &rec);
+	wal_close(w);
+	if (good && *got == 100) {
+		KEEL_ASSERT(memdisk_flip_bit(d, name, 64 * 8 + 9) == 0);
+		w = open_wal(d, &rec, NULL, err, sizeof(err));
+		good = w && rec.snap_index == 40 &&
+		       numbered_log(&rec, 41, 125);
+		if (!w)
+			fprintf(stderr, "  k=%d mode=%d: fallback refused: %s\n",
+				k, mode, err);
+		if (w) {
+			wal_recovered_free(w, &rec);
+			wal_close(w);
+		}
+	}
+	if (!good)
+		fprintf(stderr, "  k=%d mode=%d rv=%d: recovered snapshot %llu\n",
+			k, mode, rv, (unsigned long long)*got);
+	*ok = good;
+	memdisk_destroy(d);
+	return rv;
+}
+
+TEST(crash_at_every_boundary_of_a_local_snapshot_follows_the_crash_table)
+{
+	int points = 0, seen_old = 0, seen_new = 0, bad = 0;
+	for (int mode = 0; mode < 3; mode++) {
+		for (int k = 0; k < 64; k++) {
+			uint64_t got = 0;
+			bool ok = false;
+			int rv = local_crash_case(k, mode, &got, &ok);
+			bad += !ok;
+			seen_old += got == 40;
+			seen_new += got == 100;
+			points++;
+			if (rv == 0)
+				break; /* the fault came after the last step */
+		}
+	}
+	fprintf(stderr, "  %d crash points: %d old snapshot, %d new\n", points,
+		seen_old, seen_new);
+	EXPECT(bad == 0);
+	EXPECT(points >= 3 * 6);
+	EXPECT(seen_old > 0 && seen_new > 0);
+}
+
+/* The RECEIVED rows: as above for an install at (s_index, 2) over a log
+ * 1..120 with a snapshot at 40. Recovery never refuses; it finds either
+ * the state before (40, the log to 120) or the installed snapshot with an
+ * empty log (the reset, or the fit rule when the reset record was lost),
+ * and then the log continues after it. */
+static int received_crash_case(uint64_t s_index, int k, int mode,
+			       uint64_t *got, bool *ok)
+{
+	struct memdisk *d = memdisk_create(NULL, 300 + (uint64_t)k * 3 + (uint64_t)mode);
+	struct wal *w = numbered_wal(d, 120);
+	uint8_t prev[700], p[5000];
+	fill(prev, sizeof(prev), 1);
+	fill(p, sizeof(p), 2);
+	KEEL_ASSERT(wal_snapshot_save(w, 40, 1, prev, sizeof(prev)) == 0);
+	struct keel_rand r;
+	keel_rand_seed(&r, (uint64_t)k);
+	uint64_t h = stream(w, s_index, 2, WAL_SNAP_RECEIVED, p, sizeof(p),
+			    sizeof(p), &r, 2000);
+	KEEL_ASSERT(h);
+	memdisk_fail(d, MEMDISK_OP_WRITE | MEMDISK_OP_SYNC | MEMDISK_OP_META,
+		     (uint64_t)k, KEEL_ERR_IO, true);
+	int rv = wal_snapshot_finish(w, h, keel_crc32c(0, p, sizeof(p)));
+	memdisk_fail_clear(d);
+	wal_close(w);
+	memdisk_crash(d, mode);
+	struct wal_recovered rec;
+	char err[256];
+	w = open_wal(d, &rec, NULL, err, sizeof(err));
+	*ok = false;
+	if (!w) {
+		fprintf(stderr, "  s=%llu k=%d mode=%d: refused: %s\n",
+			(unsigned long long)s_index, k, mode, err);
+		memdisk_destroy(d);
+		return rv;
+	}
+	*got = rec.snap_index;
+	char tmp[96];
+	snap_name(tmp, sizeof(tmp), s_index, 2, true);
+	bool good = memdisk_file_size(d, tmp) == -1;
+	if (rec.snap_index == s_index)
+		good = good && rec.snap_term == 2 && rec.n_entries == 0 &&
+		       reads_back(w, s_index, 2, p, sizeof(p), &r);
+	else
+		good = good && rv != 0 && rec.snap_index == 40 &&
+		       numbered_log(&rec, 41, 120);
+	wal_recovered_free(w, &rec);
+	if (good && *got == s_index) {
+		/* The log goes on after the installed snapshot. */
+		uint8_t x = 5;
+		struct raft_entry e = {.term = 2, .index = s_index + 1,
+				       .len = 1, .data = &x};
+		good = wal_append(w, &e, 1) == 0 && wal_sync(w) == 0;
+		wal_close(w);
+		memdisk_crash(d, MEMDISK_LOSE_UNSYNCED);
+		w = open_wal(d, &rec, NULL, err, sizeof(err));
+		good = good && w && rec.snap_index == s_index &&
+		       rec.n_entries == 1 && rec.entries[0].index == s_index + 1;
+		if (w)
+			wal_recovered_free(w, &rec);
+	}
+	if (w)
+		wal_close(w);
+	if (!good)
+		fprintf(stderr, "  s=%llu k=%d mode=%d rv=%d: recovered snapshot %llu\n",
+			(unsigned long long)s_index, k, mode, rv,
+			(unsigned long long)*got);
+	*ok = good;
+	memdisk_destroy(d);
+	return rv;
+}
+
+TEST(crash_at_every_boundary_of_an_install_follows_the_crash_table)
+{
+	/* 300: the leader's snapshot is past our log; 110: our log holds
+	 * 110 with another term (the fit rule must drop it). */
+	static const uint64_t at[] = {300, 110};
+	for (int c = 0; c < 2; c++) {
+		int points = 0, seen_old = 0, seen_new = 0, bad = 0;
+		for (int mode = 0; mode < 3; mode++) {
+			for (int k = 0; k < 64; k++) {
+				uint64_t got = 0;
+				bool ok = false;
+				int rv = received_crash_case(at[c], k, mode,
+							     &got, &ok);
+				bad += !ok;
+				seen_old += got == 40;
+				seen_new += got == at[c];
+				points++;
+				if (rv == 0)
+					break;
+			}
+		}
+		fprintf(stderr, "  install at %llu: %d crash points: %d before, %d installed\n",
+			(unsigned long long)at[c], points, seen_old, seen_new);
+		EXPECT(bad == 0);
+		EXPECT(points >= 3 * 8);
+		EXPECT(seen_old > 0 && seen_new > 0);
+	}
+}
+
+TEST(crash_while_streaming_leaves_the_old_state_and_no_temp_file)
+{
+	for (int kind = WAL_SNAP_LOCAL; kind <= WAL_SNAP_RECEIVED; kind++) {
+		for (int mode = 0; mode < 3; mode++) {
+			struct memdisk *d = memdisk_create(NULL, (uint64_t)mode);
+			struct wal *w = numbered_wal(d, 120);
+			uint8_t p[5000];
+			fill(p, sizeof(p), 9);
+			ASSERT(wal_snapshot_save(w, 40, 1, p, 100) == 0);
+			struct keel_rand r;
+			keel_rand_seed(&r, 1);
+			uint64_t idx = kind == WAL_SNAP_LOCAL ? 100 : 300;
+			ASSERT(stream(w, idx, 1, kind, p, sizeof(p), 3000, &r,
+				      900));
+			wal_close(w);
+			memdisk_crash(d, mode);
+			char tmp[96];
+			snap_name(tmp, sizeof(tmp), idx, 1, true);
+			struct wal_recovered rec;
+			char err[256];
+			w = open_wal(d, &rec, NULL, err, sizeof(err));
+			ASSERT(w);
+			EXPECT_EQ_U64(rec.snap_index, 40);
+			EXPECT(numbered_log(&rec, 41, 120));
+			EXPECT(memdisk_file_size(d, tmp) == -1);
+			wal_recovered_free(w, &rec);
+			wal_close(w);
+			memdisk_destroy(d);
+		}
+	}
+}
+
+TEST(two_snapshots_are_kept_and_segments_go_up_to_the_previous_one)
+{
+	struct memdisk *d = memdisk_create(NULL, 1);
+	struct wal *w = numbered_wal(d, 200);
+	struct wal_stats st;
+	wal_stats(w, &st);
+	uint64_t segs = st.segments;
+	uint8_t p[3][600];
+	for (int i = 0; i < 3; i++)
+		fill(p[i], sizeof(p[i]), (uint64_t)i + 20);
+	struct keel_rand r;
+	keel_rand_seed(&r, 2);
+	char n30[96], n90[96], n150[96];
+	snap_name(n30, sizeof(n30), 30, 1, false);
+	snap_name(n90, sizeof(n90), 90, 1, false);
+	snap_name(n150, sizeof(n150), 150, 1, false);
+	ASSERT(wal_snapshot_save(w, 30, 1, p[0], sizeof(p[0])) == 0);
+	wal_stats(w, &st);
+	EXPECT_EQ_U64(st.segments, segs); /* the first removes nothing */
+	ASSERT(wal_snapshot_save(w, 90, 1, p[1], sizeof(p[1])) == 0);
+	wal_stats(w, &st);
+	/* 30 records fit a 4 KiB segment: segment 1 holds 1..30, all <= 30. */
+	EXPECT_EQ_U64(st.segments, segs - 1);
+	EXPECT(memdisk_file_size(d, n30) > 0);
+	EXPECT(reads_back(w, 30, 1, p[0], sizeof(p[0]), &r));
+	ASSERT(wal_snapshot_save(w, 150, 1, p[2], sizeof(p[2])) == 0);
+	wal_stats(w, &st);
+	EXPECT_EQ_U64(st.segments, segs - 3); /* 31..60 and 61..90 went */
+	EXPECT_EQ_U64(st.snaps_kept, 2);
+	/* The snapshot before the previous one is gone, and says so. */
+	EXPECT(memdisk_file_size(d, n30) == -1);
+	uint8_t b[8];
+	EXPECT(wal_snapshot_read(w, 30, 1, 0, b, 8) == KEEL_ERR_NOT_FOUND);
+	EXPECT(reads_back(w, 90, 1, p[1], sizeof(p[1]), &r));
+	EXPECT(reads_back(w, 150, 1, p[2], sizeof(p[2]), &r));
+	wal_close(w);
+	struct wal_recovered rec;
+	char err[256];
+	w = open_wal(d, &rec, NULL, err, sizeof(err));
+	ASSERT(w);
+	EXPECT_EQ_U64(rec.snap_index, 150);
+	EXPECT(numbered_log(&rec, 151, 200));
+	wal_recovered_free(w, &rec);
+	wal_close(w);
+	/* Damaged newest: the log reaches back past it (it starts at 91),
+	 * so the previous one stands in, with a warning. */
+	ASSERT(memdisk_flip_bit(d, n150, 64 * 8 + 100) == 0);
+	w = open_wal(d, &rec, NULL, err, sizeof(err));
+	ASSERT(w);
+	EXPECT_EQ_U64(rec.snap_index, 90);
+	EXPECT(numbered_log(&rec, 91, 200));
+	bool warned = false;
+	for (uint32_t i = 0; i < rec.n_warnings; i++)
+		warned |= strstr(rec.warning[i], n150) != NULL;
+	EXPECT(warned);
+	EXPECT(wal_snapshot_read(w, 150, 1, 0, b, 8) == KEEL_ERR_NOT_FOUND);
+	EXPECT(reads_back(w, 90, 1, p[1], sizeof(p[1]), &r));
+	wal_recovered_free(w, &rec);
+	wal_close(w);
+	memdisk_destroy(d);
+}
+
+TEST(damaged_installed_snapshot_without_the_log_behind_it_is_refused)
+{
+	struct memdisk *d = memdisk_create(NULL, 1);
+	struct wal *w = numbered_wal(d, 50);
+	uint8_t p[900];
+	fill(p, sizeof(p), 5);
+	ASSERT(wal_snapshot_save(w, 20, 1, p, 100) == 0);
+	ASSERT(wal_snapshot_install(w, 100, 3, p, sizeof(p)) == 0);
+	uint8_t b[8];
+	EXPECT(wal_snapshot_read(w, 20, 1, 0, b, 8) == KEEL_ERR_NOT_FOUND);
+	for (uint64_t i = 101; i <= 110; i++) {
+		uint8_t x = (uint8_t)i;
+		struct raft_entry e = {.term = 3, .index = i, .len = 1,
+				       .data = &x};
+		ASSERT(wal_append(w, &e, 1) == 0);
+	}
+	ASSERT(wal_sync(w) == 0);
+	wal_close(w);
+	char name[96];
+	snap_name(name, sizeof(name), 100, 3, false);
+	ASSERT(memdisk_flip_bit(d, name, 30 * 8) == 0);
+	struct wal_recovered rec;
+	char err[256];
+	int rv = 0;
+	w = open_wal(d, &rec, &rv, err, sizeof(err));
+	EXPECT(w == NULL);
+	EXPECT(rv == KEEL_ERR_CORRUPT);
+	EXPECT(strstr(err, name) != NULL);
+	EXPECT(strstr(err, "at byte 60") != NULL);
+	fprintf(stderr, "  refused: %s\n", err);
+	memdisk_destroy(d);
+}
+
+TEST(io_errors_during_snapshot_writes_poison)
+{
+	for (int c = 0; c < 3; c++) {
+		/* c = 0, 1: EIO / ENOSPC on a chunk write; 2: EIO on the
+		 * finish's fdatasync. */
+		int e = c == 1 ? KEEL_ERR_NOSPACE : KEEL_ERR_IO;
+		struct memdisk *d = memdisk_create(NULL, 1);
+		struct wal *w = numbered_wal(d, 20);
+		uint8_t p[3000];
+		fill(p, sizeof(p), 6);
+		uint64_t h = 0;
+		ASSERT(wal_snapshot_begin(w, 10, 1, sizeof(p), WAL_SNAP_LOCAL,
+					  &h) == 0);
+		if (c < 2) {
+			memdisk_fail(d, MEMDISK_OP_WRITE, 1, e, false);
+			EXPECT(wal_snapshot_write(w, h, 0, p, 1000) == 0);
+			EXPECT(wal_snapshot_write(w, h, 1000, p + 1000, 1000) == e);
+			/* One-shot fault: a retry would succeed and lie. */
+			EXPECT(wal_snapshot_write(w, h, 2000, p + 2000, 1000) == e);
+			EXPECT(wal_snapshot_finish(w, h, keel_crc32c(0, p, sizeof(p))) == e);
+		} else {
+			EXPECT(wal_snapshot_write(w, h, 0, p, sizeof(p)) == 0);
+			memdisk_fail(d, MEMDISK_OP_SYNC, 0, e, false);
+			EXPECT(wal_snapshot_finish(w, h, keel_crc32c(0, p, sizeof(p))) == e);
+		}
+		/* Nothing is acknowledged after it. */
+		EXPECT(wal_poisoned(w) == e);
+		EXPECT(strstr(wal_errmsg(w), "snap/") != NULL);
+		EXPECT(append_numbered(w, 21) == e);
+		EXPECT(wal_sync(w) == e);
+		EXPECT(wal_snapshot_begin(w, 15, 1, 10, WAL_SNAP_LOCAL, &h) == e);
+		wal_close(w);
+		memdisk_crash(d, MEMDISK_TORN);
+		struct wal_recovered rec;
+		char err[256];
+		w = open_wal(d, &rec, NULL, err, sizeof(err));
+		ASSERT(w);
+		EXPECT_EQ_U64(rec.snap_index, 0);
+		EXPECT(numbered_log(&rec, 1, 20));
+		wal_recovered_free(w, &rec);
+		wal_close(w);
+		memdisk_destroy(d);
+	}
+}
+
+/* ---- the simulator's store: snapshot operations in the one queue ---------- */
+
+struct order {
+	int seq[64];
+	int status[64];
+	int n;
+	uint8_t read[600];
+	size_t read_len;
+};
+
+struct tag {
+	struct order *o;
+	int id;
+};
+
+static void order_cb(void *arg, int status)
+{
+	struct tag *t = arg;
+	t->o->status[t->o->n] = status;
+	t->o->seq[t->o->n++] = t->id;
+}
+
+static void order_read_cb(void *arg, int status, const uint8_t *data,
+			  size_t len)
+{
+	struct tag *t = arg;
+	if (!status && len <= sizeof(t->o->read)) {
+		memcpy(t->o->read, data, len);
+		t->o->read_len = len;
+	}
+	t->o->status[t->o->n] = status;
+	t->o->seq[t->o->n++] = t->id;
+}
+
+static int sim_append(struct sim_store *s, uint64_t index, uint64_t term,
+		      struct tag *t)
+{
+	uint8_t x = (uint8_t)index;
+	struct raft_entry e = {.term = term, .index = index, .len = 1,
+			       .data = &x};
+	struct env_store_write w = {.truncate_from = index, .n_entries = 1,
+				    .entries = &e};
+	return sim_store_submit(s, &w, order_cb, t);
+}
+
+static void sim_complete_all(struct sim_store *s)
+{
+	env_store_cb cb;
+	void *arg;
+	int st;
+	for (int i = 0; i < 1000 && sim_store_complete(s, &cb, &arg, &st); i++)
+		cb(arg, st);
+}
+
+TEST(sim_store_completes_snapshot_operations_in_issue_order)
+{
+	struct sim_store s;
+	struct sim_store_config cfg = {.seed = 4, .cluster_id = 9,
+				       .segment_bytes = 4096};
+	ASSERT(sim_store_init(&s, &cfg) == 0);
+	struct order o = {.n = 0};
+	struct tag t[20];
+	for (int i = 0; i < 20; i++)
+		t[i] = (struct tag){.o = &o, .id = i};
+	uint8_t p[600];
+	fill(p, sizeof(p), 8);
+	/* append 1..3, a LOCAL snapshot at 2 in two chunks with an append
+	 * between them, finish, a read, then a RECEIVED one at 50 whose
+	 * finish is issued before the append of 51. */
+	ASSERT(sim_append(&s, 1, 1, &t[0]) == 0);
+	ASSERT(sim_append(&s, 2, 1, &t[1]) == 0);
+	struct env_store_snap sn = {.index = 2, .term = 1, .total_len = 600,
+				    .kind = ENV_SNAP_LOCAL};
+	uint64_t h = 0;
+	ASSERT(sim_store_snap_begin(&s, &sn, &h) == 0 && h > 0);
+	ASSERT(sim_store_snap_write(&s, h, 0, p, 300, order_cb, &t[2]) == 0);
+	ASSERT(sim_append(&s, 3, 1, &t[3]) == 0);
+	ASSERT(sim_store_snap_write(&s, h, 300, p + 300, 300, order_cb, &t[4]) == 0);
+	ASSERT(sim_store_snap_finish(&s, h, keel_crc32c(0, p, 600), order_cb,
+				     &t[5]) == 0);
+	ASSERT(sim_store_snap_read(&s, 2, 1, 100, 250, order_read_cb, &t[6]) == 0);
+	/* The first append still waits for its sync: nothing behind it can
+	 * be reported before it. */
+	EXPECT(!sim_store_next_ready(&s));
+	sim_complete_all(&s);
+	EXPECT_EQ_U64(o.n, 7);
+	for (int i = 0; i < o.n; i++) {
+		EXPECT_EQ_U64(o.seq[i], i);
+		EXPECT_EQ_U64(o.status[i], 0);
+	}
+	EXPECT(o.read_len == 250 && !memcmp(o.read, p + 100, 250));
+	EXPECT_EQ_U64(sim_store_durable_snap(&s), 2);
+	EXPECT_EQ_U64(sim_store_durable_term(&s, 3), 1);
+	sn = (struct env_store_snap){.index = 50, .term = 2, .total_len = 600,
+				     .kind = ENV_SNAP_RECEIVED};
+	ASSERT(sim_store_snap_begin(&s, &sn, &h) == 0);
+	ASSERT(sim_store_snap_write(&s, h, 0, p, 600, order_cb, &t[7]) == 0);
+	ASSERT(sim_store_snap_finish(&s, h, keel_crc32c(0, p, 600), order_cb,
+				     &t[8]) == 0);
+	ASSERT(sim_append(&s, 51, 2, &t[9]) == 0);
+	/* A read of a snapshot the install removed. */
+	ASSERT(sim_store_snap_read(&s, 2, 1, 0, 10, order_read_cb, &t[10]) == 0);
+	sim_complete_all(&s);
+	EXPECT_EQ_U64(o.n, 11);
+	for (int i = 7; i < o.n; i++)
+		EXPECT_EQ_U64(o.seq[i], i);
+	EXPECT_EQ_U64(o.status[9], 0);
+	EXPECT_EQ_U64(o.status[10], KEEL_ERR_NOT_FOUND);
+	/* The shadow restarted at the installed snapshot. */
+	EXPECT_EQ_U64(sim_store_durable_term(&s, 50), 2);
+	EXPECT_EQ_U64(sim_store_durable_term(&s, 51), 2);
+	EXPECT_EQ_U64(sim_store_durable_term(&s, 3), 0);
+	/* Crash and recover: load names the snapshot, entries follow it. */
+	sim_store_crash(&s, MEMDISK_TORN);
+	ASSERT(sim_store_recover(&s) == 0);
+	EXPECT(!s.synced_lost);
+	struct env_store_state st;
+	ASSERT(sim_store_load(&s, &st) == 0);
+	EXPECT_EQ_U64(st.snap_index, 50);
+	EXPECT_EQ_U64(st.snap_term, 2);
+	EXPECT_EQ_U64(st.snap_len, 600);
+	EXPECT(st.snap_crc == keel_crc32c(0, p, 600));
+	EXPECT_EQ_U64(st.n_entries, 1);
+	if (st.n_entries)
+		EXPECT_EQ_U64(st.entries[0].index, 51);
+	sim_store_close(&s);
+}
+
+TEST(sim_store_snapshot_write_errors_poison_and_crash_loses_the_temp_file)
+{
+	struct sim_store s;
+	struct sim_store_config cfg = {.seed = 5, .cluster_id = 9,
+				       .segment_bytes = 4096};
+	ASSERT(sim_store_init(&s, &cfg) == 0);
+	struct order o = {.n = 0};
+	struct tag t[8];
+	for (int i = 0; i < 8; i++)
+		t[i] = (struct tag){.o = &o, .id = i};
+	uint8_t p[600];
+	fill(p, sizeof(p), 8);
+	ASSERT(sim_append(&s, 1, 1, &t[0]) == 0);
+	sim_complete_all(&s);
+	struct env_store_snap sn = {.index = 1, .term = 1, .total_len = 600,
+				    .kind = ENV_SNAP_LOCAL};
+	uint64_t h = 0;
+	ASSERT(sim_store_snap_begin(&s, &sn, &h) == 0);
+	ASSERT(sim_store_snap_write(&s, h, 0, p, 300, order_cb, &t[1]) == 0);
+	memdisk_fail(s.disk, MEMDISK_OP_WRITE, 0, KEEL_ERR_NOSPACE, false);
+	ASSERT(sim_store_snap_write(&s, h, 300, p + 300, 300, order_cb, &t[2]) == 0);
+	ASSERT(sim_append(&s, 2, 1, &t[3]) == 0);
+	ASSERT(sim_store_snap_finish(&s, h, keel_crc32c(0, p, 600), order_cb,
+				     &t[4]) == 0);
+	sim_complete_all(&s);
+	EXPECT_EQ_U64(o.n, 5);
+	/* Every completion from the failure on carries it (and the one
+	 * before it too, as for appends: nothing is reported after). */
+	for (int i = 2; i < o.n; i++)
+		EXPECT_EQ_U64(o.status[i], KEEL_ERR_NOSPACE);
+	EXPECT(s.error == KEEL_ERR_NOSPACE);
+	sim_store_crash(&s, MEMDISK_KEEP_UNSYNCED);
+	ASSERT(sim_store_recover(&s) == 0);
+	EXPECT(memdisk_file_size(s.disk,
+				 "snap/0000000000000001-0000000000000001.snap.tmp") == -1);
+	struct env_store_state st;
+	ASSERT(sim_store_load(&s, &st) == 0);
+	EXPECT_EQ_U64(st.snap_index, 0);
+	EXPECT_EQ_U64(st.n_entries, 1);
+	sim_store_close(&s);
+}
+
+TEST(damaged_newest_snapshot_with_a_log_that_stops_short_of_it_is_refused)
+{
+	/* The older snapshot may stand in only if the log covers every
+	 * entry up to the damaged one: those were durable here (the node
+	 * may have acknowledged them), so recovering at the older one with
+	 * a shorter log would lose them silently. */
+	struct memdisk *d = memdisk_create(NULL, 1);
+	struct wal *w = numbered_wal(d, 125);
+	uint8_t p[400];
+	fill(p, sizeof(p), 7);
+	ASSERT(wal_snapshot_save(w, 40, 1, p, sizeof(p)) == 0);
+	ASSERT(wal_snapshot_save(w, 100, 1, p, sizeof(p)) == 0);
+	wal_close(w);
+	/* Lose the segments after the second (entries from about 60 on): rot that
+	 * took whole files, as far as the WAL can tell. */
+	struct keel_disk kd = memdisk_disk(d);
+	for (int seq = 3; seq <= 5; seq++) {
+		char path[64];
+		snprintf(path, sizeof(path), "wal/%016x.wal", seq);
+		ASSERT(kd.ops->remove(kd.ctx, path) == 0);
+	}
+	ASSERT(kd.ops->sync_dir(kd.ctx, "wal") == 0);
+	char name[96];
+	snap_name(name, sizeof(name), 100, 1, false);
+	ASSERT(memdisk_flip_bit(d, name, 64 * 8 + 3) == 0);
+	struct wal_recovered rec;
+	char err[256];
+	int rv = 0;
+	w = open_wal(d, &rec, &rv, err, sizeof(err));
+	EXPECT(w == NULL);
+	EXPECT(rv == KEEL_ERR_CORRUPT);
+	EXPECT(strstr(err, name) != NULL);
+	EXPECT(strstr(err, "log ends at ") != NULL);
+	fprintf(stderr, "  refused: %s\n", err);
+	if (w) {
+		wal_recovered_free(w, &rec);
+		wal_close(w);
+	}
 	memdisk_destroy(d);
 }
