@@ -112,6 +112,7 @@ bool node_snap_writer_next(struct node_snap_writer *w, uint8_t *buf,
 						       NODE_SNAP_HEAD - w->pos);
 			memcpy(buf + k, w->head + w->pos, take);
 			w->crc = keel_crc32c(w->crc, buf + k, take);
+			w->crc_all = keel_crc32c(w->crc_all, buf + k, take);
 			w->pos += take;
 			k += take;
 		} else if (w->pos < kv_end) {
@@ -127,6 +128,7 @@ bool node_snap_writer_next(struct node_snap_writer *w, uint8_t *buf,
 			else
 				KEEL_ASSERT(w->pos + got == kv_end);
 			w->crc = keel_crc32c(w->crc, buf + k, got);
+			w->crc_all = keel_crc32c(w->crc_all, buf + k, got);
 			w->pos += got;
 			k += got;
 			if (got == 0 && w->kv_more)
@@ -137,6 +139,7 @@ bool node_snap_writer_next(struct node_snap_writer *w, uint8_t *buf,
 			size_t take = (size_t)KEEL_MIN((uint64_t)(cap - k),
 						       w->total - w->pos);
 			memcpy(buf + k, w->trailer + (w->pos - kv_end), take);
+			w->crc_all = keel_crc32c(w->crc_all, buf + k, take);
 			w->pos += take;
 			k += take;
 		}
@@ -148,7 +151,7 @@ bool node_snap_writer_next(struct node_snap_writer *w, uint8_t *buf,
 uint32_t node_snap_writer_crc(const struct node_snap_writer *w)
 {
 	KEEL_ASSERT(w->pos == w->total);
-	return keel_get_u32(w->trailer);
+	return w->crc_all;
 }
 
 /* ---- reader ----------------------------------------------------------------- */

@@ -74,7 +74,8 @@ struct node_snap_writer {
 	uint8_t trailer[4];
 	uint64_t total;    /* P */
 	uint64_t pos;      /* Invariant: bytes emitted, <= total */
-	uint32_t crc;      /* Invariant: CRC32C of [0, pos) */
+	uint32_t crc;      /* Invariant: CRC32C of [0, min(pos, P - 4)) */
+	uint32_t crc_all;  /* Invariant: CRC32C of [0, pos) */
 	bool kv_more;      /* the source has more bytes */
 	node_snap_source_fn src;
 	void *src_ctx;
@@ -90,7 +91,8 @@ void node_snap_writer_init(struct node_snap_writer *w,
  * true while more follow, false once the trailer's last byte was given. */
 bool node_snap_writer_next(struct node_snap_writer *w, uint8_t *buf,
 			   size_t cap, size_t *n);
-/* CRC32C of the whole payload once next returned false. */
+/* CRC32C of the whole payload, trailer included, once next returned
+ * false: the snap_crc of a transfer and the WAL header's payload CRC. */
 uint32_t node_snap_writer_crc(const struct node_snap_writer *w);
 
 /* ---- reader ----------------------------------------------------------------- */
