@@ -186,6 +186,7 @@ struct snap_out {
 struct snap_recv {
 	struct snapxfer_rx rx;  /* id 0: nothing staged */
 	raft_id leader;
+	uint64_t leader_term;   /* of the chunk that started the staging */
 	uint64_t gen;
 	uint64_t handle;
 	uint64_t last_ns;
@@ -2147,6 +2148,13 @@ static void snap_read_cb(void *arg, int status, const uint8_t *data,
 	KEEL_ASSERT(op.kind == SOP_READ);
 	if (n->poisoned)
 		return;
+	if (status && status != KEEL_ERR_NOT_FOUND) {
+		/* The store failed (it is poisoned now): stop, as for a
+		 * failed write; only a vanished snapshot is the transfer's
+		 * business. */
+		poison(n, "snapshot read failed: stopping");
+		return;
+	}
 	struct snap_send *s = &ss->sends[op.slot];
 	if (!s->peer || s->xid != op.xid)
 		return; /* that transfer ended */
@@ -2354,6 +2362,7 @@ static int recv_start(struct node *n, raft_id from,
 	node_snap_reader_init(&r->reader, &want, kv_sink, r->kvr);
 	snapxfer_rx_start(&r->rx, c);
 	r->leader = from;
+	r->leader_term = c->leader_term;
 	r->gen = ++n->snap->next_gen;
 	return 0;
 }
@@ -2400,8 +2409,8 @@ static void on_snap_chunk(struct node *n, raft_id from, const uint8_t *body,
 	struct snap_recv *r = &ss->recv;
 	struct raft_status st;
 	raft_status(n->raft, &st);
-	int v = snap_recv_admit(&r->rx, &c, st.term, n->applied,
-				n->cfg.snapshot_max_bytes, false);
+	int v = snap_recv_admit(&r->rx, r->leader_term, &c, st.term,
+				n->applied, n->cfg.snapshot_max_bytes, false);
 	switch (v) {
 	case SNAP_RECV_STALE:
 		send_ack(n, from, c.id, c.total_len, 0, SNAPXFER_STALE, false);

@@ -114,7 +114,7 @@ bool snapxfer_id_newer(struct snapxfer_id a, struct snapxfer_id b)
 	return a.index > b.index || (a.index == b.index && a.term > b.term);
 }
 
-int snap_recv_admit(const struct snapxfer_rx *rx,
+int snap_recv_admit(const struct snapxfer_rx *rx, uint64_t staged_term,
 		    const struct snapxfer_chunk *c, uint64_t our_term,
 		    uint64_t applied, uint64_t max_bytes, bool locked)
 {
@@ -132,7 +132,8 @@ int snap_recv_admit(const struct snapxfer_rx *rx,
 	default:
 		break;
 	}
-	if (rx->id.index != 0 && !snapxfer_id_newer(c->id, rx->id))
+	if (rx->id.index != 0 && !snapxfer_id_newer(c->id, rx->id) &&
+	    c->leader_term <= staged_term)
 		return SNAP_RECV_STALE;
 	if (locked)
 		return SNAP_RECV_BUSY;

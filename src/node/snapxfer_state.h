@@ -78,9 +78,13 @@ enum snap_recv_verdict {
 	SNAP_RECV_MISMATCH, /* same id, other length or CRC: drop, count */
 };
 
-/* §3.4 admission. rx is the staging (id 0 = none); locked = the staged
- * snapshot is being installed (nothing may replace it). */
-int snap_recv_admit(const struct snapxfer_rx *rx,
+/* §3.4 admission. rx is the staging (id 0 = none), staged_term the
+ * leader term its chunks came in; locked = the staged snapshot is being
+ * installed (nothing may replace it). A chunk of a newer leader term
+ * replaces a staging even of a newer snapshot: its leader was deposed and
+ * will not finish it (waiting for the idle timeout would fail every
+ * transfer of the new leader until then). */
+int snap_recv_admit(const struct snapxfer_rx *rx, uint64_t staged_term,
 		    const struct snapxfer_chunk *c, uint64_t our_term,
 		    uint64_t applied, uint64_t max_bytes, bool locked);
 

@@ -184,7 +184,7 @@ struct sim {
 	uint32_t eio_pm, enospc_pm; /* per fault period */
 	uint32_t read_err_pm;       /* per restart */
 	uint32_t bitflip_pm;        /* per crash of a damageable node */
-	uint32_t rot_pm;            /* per transfer chunk snap_read */
+	uint32_t rot_pm;            /* per 10,000 transfer chunk reads */
 	uint64_t segment_bytes;
 	struct keel_rand dfault_rand; /* disk faults' own stream */
 	uint32_t n_clients, n_keys;
@@ -380,6 +380,25 @@ static void describe_frame(struct sim *s, const uint8_t *frame, size_t len,
 						  "FWD_READ_OK"};
 		size_t bl;
 		const uint8_t *body = peer_frame_body(frame, &bl);
+		if (type == PEER_TYPE_SNAP_CHUNK && bl >= 48) {
+			snprintf(out, cap, "SNAP_CHUNK %llu-%llu off=%llu len=%u",
+				 (unsigned long long)keel_get_u64(body + 8),
+				 (unsigned long long)keel_get_u64(body + 16),
+				 (unsigned long long)keel_get_u64(body + 32),
+				 keel_get_u32(body + 44));
+			return;
+		}
+		if (type == PEER_TYPE_SNAP_ACK && bl >= 41) {
+			static const char *const st[] = {"?", "CONTINUE",
+							 "COMPLETE", "DONE",
+							 "BAD", "STALE", "BUSY"};
+			snprintf(out, cap, "SNAP_ACK %llu-%llu next=%llu %s",
+				 (unsigned long long)keel_get_u64(body + 8),
+				 (unsigned long long)keel_get_u64(body + 16),
+				 (unsigned long long)keel_get_u64(body + 32),
+				 body[40] <= 6 ? st[body[40]] : "?");
+			return;
+		}
 		bool known = type >= PEER_TYPE_FWD_WRITE &&
 			     type <= PEER_TYPE_FWD_READ_OK;
 		snprintf(out, cap, "%s seq%llu",
@@ -595,7 +614,7 @@ static void rot_read_cb(void *arg, int status, const uint8_t *data,
 	n->rd_n--;
 	if (!status && len && len <= s->ncfg.snapshot_step_bytes &&
 	    !s->liveness && s->rot_pm &&
-	    keel_rand_below(&s->dfault_rand, 1000) < s->rot_pm) {
+	    keel_rand_below(&s->dfault_rand, 10000) < s->rot_pm) {
 		/* Mostly the first dedup slots (the ones in use), which
 		 * nothing but the two whole-payload CRCs protect. */
 		uint64_t lo = 184, hi = 184 + 8 * 160;
@@ -2045,7 +2064,9 @@ static void draw_params(struct sim *s, struct keel_rand *m)
 	 * Drawn last, from the disk stream, so nothing above shifts. */
 	s->ncfg.snapshot_entries = (uint32_t)rnd_range(d, 20, 200);
 	s->ncfg.snapshot_step_bytes = (uint32_t)rnd_range(d, 64, 4096);
-	s->rot_pm = (uint32_t)rnd_range(d, 5, 50);
+	/* Per 10,000 chunk reads: a transfer is tens to hundreds of chunks
+	 * here, and most must still get through. */
+	s->rot_pm = (uint32_t)rnd_range(d, 2, 30);
 	if (!(f & SIM_FAULT_BITFLIP))
 		s->rot_pm = 0;
 	char *p = s->res->params;
@@ -2080,7 +2101,7 @@ static void draw_params(struct sim *s, struct keel_rand *m)
 		snprintf(p + k, cap - (size_t)k,
 			 " disk_faults=eio:%u,enospc:%u,read:%u,bitflip:%u/1000"
 			 " seg=%llu snap_entries=%u snap_step=%u"
-			 " snap_rot=%u/1000",
+			 " snap_rot=%u/10000",
 			 s->eio_pm, s->enospc_pm, s->read_err_pm, s->bitflip_pm,
 			 (unsigned long long)s->segment_bytes,
 			 s->ncfg.snapshot_entries, s->ncfg.snapshot_step_bytes,

@@ -505,44 +505,48 @@ TEST(receiver_admission_rules)
 	struct snapxfer_rx idle;
 	memset(&idle, 0, sizeof(idle));
 	struct snapxfer_chunk c = chunk(50, 5, 0);
-	EXPECT_EQ_U64(snap_recv_admit(&idle, &c, 6, 10, 0, false),
+	EXPECT_EQ_U64(snap_recv_admit(&idle, 0, &c, 6, 10, 0, false),
 		      SNAP_RECV_START);
 	/* an older leader term, or a point we applied */
-	EXPECT_EQ_U64(snap_recv_admit(&idle, &c, 7, 10, 0, false),
+	EXPECT_EQ_U64(snap_recv_admit(&idle, 0, &c, 7, 10, 0, false),
 		      SNAP_RECV_STALE);
-	EXPECT_EQ_U64(snap_recv_admit(&idle, &c, 6, 50, 0, false),
+	EXPECT_EQ_U64(snap_recv_admit(&idle, 0, &c, 6, 50, 0, false),
 		      SNAP_RECV_STALE);
 	/* over snapshot_max_bytes */
-	EXPECT_EQ_U64(snap_recv_admit(&idle, &c, 6, 10, 999, false),
+	EXPECT_EQ_U64(snap_recv_admit(&idle, 0, &c, 6, 10, 999, false),
 		      SNAP_RECV_BUSY);
 	/* not at offset 0 with nothing staged: start over */
 	struct snapxfer_chunk mid = chunk(50, 5, 300);
-	EXPECT_EQ_U64(snap_recv_admit(&idle, &mid, 6, 10, 0, false),
+	EXPECT_EQ_U64(snap_recv_admit(&idle, 0, &mid, 6, 10, 0, false),
 		      SNAP_RECV_RESTART);
 	struct snapxfer_rx rx;
 	snapxfer_rx_start(&rx, &c);
 	snapxfer_rx_advance(&rx, &c);
 	struct snapxfer_chunk next = chunk(50, 5, 100);
-	EXPECT_EQ_U64(snap_recv_admit(&rx, &next, 6, 10, 0, false),
+	EXPECT_EQ_U64(snap_recv_admit(&rx, 6, &next, 6, 10, 0, false),
 		      SNAP_RECV_TAKE);
-	EXPECT_EQ_U64(snap_recv_admit(&rx, &c, 6, 10, 0, false),
+	EXPECT_EQ_U64(snap_recv_admit(&rx, 6, &c, 6, 10, 0, false),
 		      SNAP_RECV_SKIP);
-	EXPECT_EQ_U64(snap_recv_admit(&rx, &mid, 6, 10, 0, false),
+	EXPECT_EQ_U64(snap_recv_admit(&rx, 6, &mid, 6, 10, 0, false),
 		      SNAP_RECV_SKIP);
 	struct snapxfer_chunk bad = next;
 	bad.snap_crc = 2;
-	EXPECT_EQ_U64(snap_recv_admit(&rx, &bad, 6, 10, 0, false),
+	EXPECT_EQ_U64(snap_recv_admit(&rx, 6, &bad, 6, 10, 0, false),
 		      SNAP_RECV_MISMATCH);
 	/* newer replaces (at 0), older is stale, a locked staging stays */
 	struct snapxfer_chunk newer = chunk(60, 5, 0);
-	EXPECT_EQ_U64(snap_recv_admit(&rx, &newer, 6, 10, 0, false),
+	EXPECT_EQ_U64(snap_recv_admit(&rx, 6, &newer, 6, 10, 0, false),
 		      SNAP_RECV_START);
-	EXPECT_EQ_U64(snap_recv_admit(&rx, &newer, 6, 10, 0, true),
+	EXPECT_EQ_U64(snap_recv_admit(&rx, 6, &newer, 6, 10, 0, true),
 		      SNAP_RECV_BUSY);
 	struct snapxfer_chunk same_higher_term = chunk(50, 6, 0);
-	EXPECT_EQ_U64(snap_recv_admit(&rx, &same_higher_term, 6, 10, 0, false),
+	EXPECT_EQ_U64(snap_recv_admit(&rx, 6, &same_higher_term, 6, 10, 0, false),
 		      SNAP_RECV_START);
 	struct snapxfer_chunk older = chunk(40, 5, 0);
-	EXPECT_EQ_U64(snap_recv_admit(&rx, &older, 6, 10, 0, false),
+	EXPECT_EQ_U64(snap_recv_admit(&rx, 6, &older, 6, 10, 0, false),
 		      SNAP_RECV_STALE);
+	/* ... unless a newer leader sends it: the staging's leader is gone */
+	older.leader_term = 7;
+	EXPECT_EQ_U64(snap_recv_admit(&rx, 6, &older, 6, 10, 0, false),
+		      SNAP_RECV_START);
 }
