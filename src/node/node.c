@@ -2520,21 +2520,24 @@ static void install_snapshot(struct node *n, const struct raft_snapshot_meta *sm
 	KEEL_ASSERT(r->rx.id.index == sm->index && r->rx.id.term == sm->term);
 	snap_out_drop(n); /* its frozen kv is about to go */
 	bool early = MUTANT(n, NODE_MUTANT_SNAP_ACK_EARLY);
+	/* The sender's snap_crc: the store compares it with the bytes it
+	 * staged (a second check). The skip-crc mutant hands it its own. */
+	uint32_t crc = MUTANT(n, NODE_MUTANT_SNAP_SKIP_CRC) ? r->rx.crc
+							    : r->rx.snap_crc;
 	int rv = 0;
 	if (early) {
 		rv = push_op(n, (struct snap_op){.kind = SOP_RECV_FINISH});
 		if (!rv)
 			rv = n->env->store.ops->snap_finish(
-				n->env->store.ctx, r->handle, r->rx.snap_crc,
-				snap_op_cb, n);
+				n->env->store.ctx, r->handle, crc, snap_op_cb,
+				n);
 	} else {
 		/* Counted as a log write: msgs_after_persist of this update
 		 * and the DONE ack wait for its completion. */
 		rv = push_write_rec(n, (struct write_rec){.issued_ns = now_ns(n)});
 		if (!rv)
 			rv = n->env->store.ops->snap_finish(
-				n->env->store.ctx, r->handle, r->rx.snap_crc,
-				store_cb, n);
+				n->env->store.ctx, r->handle, crc, store_cb, n);
 		if (!rv) {
 			n->writes_issued++;
 			n->stats.writes_issued++;
@@ -2557,10 +2560,21 @@ static void install_snapshot(struct node *n, const struct raft_snapshot_meta *sm
 	ss->snap_from = sm->index;
 	ss->bytes_since = 0;
 	/* Writes of ours proposed at an index the snapshot covers may or
-	 * may not be in it: only UNKNOWN is true. */
+	 * may not be in it, and one the installed dedup window marks as
+	 * applied ran inside it, unseen here: its reply is lost, so only
+	 * UNKNOWN is true (answering DROPPED when a later copy is refused as
+	 * a duplicate would deny a write that happened). */
+	const struct node_dedup_rec *mine = NULL;
+	for (uint32_t i = 0; i < DEDUP_RECS; i++)
+		if (n->dedup[i].origin == n->cfg.id &&
+		    n->dedup[i].boot == n->boot)
+			mine = &n->dedup[i];
 	for (uint32_t i = 0; i < n->n_pw;) {
 		struct pending_write *p = &n->pw[i];
-		if (p->mode == W_LOCAL && p->index <= sm->index) {
+		bool ran = mine && p->seq <= mine->high &&
+			   (mine->high - p->seq >= DEDUP_WINDOW ||
+			    dedup_bit(mine, p->seq));
+		if ((p->mode == W_LOCAL && p->index <= sm->index) || ran) {
 			uint64_t cookie = p->cookie;
 			free_pw(n, i);
 			answer(n, cookie, NODE_UNKNOWN, 0, NULL, 0);
