@@ -1822,15 +1822,8 @@ static int open_storage(struct server *s)
 	s->have_rec = true;
 	for (uint32_t i = 0; i < s->rec.n_warnings && i < 4; i++)
 		fprintf(stderr, "keel server: WAL recovery: %s\n", s->rec.warning[i]);
-	if (s->rec.snap_index) {
-		/* The node restores from log entries only (no snapshot install
-		 * yet in node_create). */
-		fprintf(stderr,
-			"keel server: %s holds a snapshot at index %" PRIu64
-			", which this build cannot load\n",
-			s->cfg.data_dir, s->rec.snap_index);
-		return KEEL_ERR_VERSION;
-	}
+	/* A snapshot (s->rec.snap_index) is the node's to restore:
+	 * node_create streams it in through snap_read (docs/snapshots.md §7). */
 	s->loaded.hard_state = s->rec.hs;
 	s->loaded.entries = s->rec.entries;
 	s->loaded.n_entries = s->rec.n_entries;
