@@ -85,7 +85,15 @@ int snap_send_on_ack(struct snap_send *s, const struct snapxfer_ack *a,
 		return SNAP_SEND_MSG;
 	case SNAPXFER_DONE:
 		return SNAP_SEND_OK;
-	default: /* BAD, STALE, BUSY */
+	case SNAPXFER_STALE:
+		/* Not needed: the receiver holds that point already (say, it
+		 * restarted from it after a lost DONE), or will hold a newer
+		 * one. Reporting a failure would make the core name the same
+		 * base again and again, forever refused; ok only moves the
+		 * core's next past the snapshot, and its probe there finds
+		 * out where the receiver really is. */
+		return SNAP_SEND_OK;
+	default: /* BAD, BUSY */
 		return SNAP_SEND_FAIL;
 	}
 }

@@ -43,7 +43,7 @@ enum snap_send_action {
 	SNAP_SEND_NONE = 0,
 	SNAP_SEND_PUMP,   /* issue reads (snap_send_next_read) */
 	SNAP_SEND_MSG,    /* send the type-10 frame */
-	SNAP_SEND_OK,     /* report ok = true and free */
+	SNAP_SEND_OK,     /* report ok = true and free (DONE, STALE) */
 	SNAP_SEND_FAIL,   /* report ok = false and free */
 };
 
