@@ -339,15 +339,17 @@ struct kv_snap_reader *kv_snap_reader_create(const struct keel_alloc *a,
  * would give for these bytes as soon as it is certain whatever follows
  * (then every later call returns it): KEEL_ERR_MAGIC after 8 bytes,
  * KEEL_ERR_VERSION / KEEL_ERR_TOO_BIG after 60, KEEL_ERR_MALFORMED as soon
- * as more bytes than the total length arrive, and once the last byte is in
- * KEEL_ERR_CORRUPT or the first field error. KEEL_ERR_NOMEM when an
+ * as more bytes than the total length arrive. KEEL_ERR_NOMEM when an
  * allocation fails (as early as it happens). KEEL_ERR_INVAL after a
- * successful finish. */
+ * successful finish. A bad CRC or field is judged as its bytes arrive but
+ * reported by finish: until then one more byte would still make the
+ * verdict KEEL_ERR_MALFORMED. */
 int kv_snap_reader_feed(struct kv_snap_reader *r, const uint8_t *buf,
 			size_t len);
 /* All bytes fed: checks the length (KEEL_ERR_TRUNCATED if bytes are
- * missing) and that the trailer CRC and every field passed. 0 and *out (a
- * new kv, owned by the caller) or the error (*out untouched). */
+ * missing), then the trailer CRC (KEEL_ERR_CORRUPT), then the first field
+ * error, in kv_snapshot_decode's order. 0 and *out (a new kv, owned by the
+ * caller) or the error (*out untouched). */
 int kv_snap_reader_finish(struct kv_snap_reader *r, struct kv **out);
 /* Frees the reader and an unfinished kv. NULL is a no-op. */
 void kv_snap_reader_destroy(struct kv_snap_reader *r);

@@ -14,7 +14,9 @@
  * `keel bench snapshot`: what a snapshot of a large keyspace costs, to
  * bound how long it would stall the write path (issue 4): the whole
  * encode, the longest single step of the streaming writer, the durable
- * save through the WAL on the real disk, and the decode.
+ * save through the WAL on the real disk, and the decode; then the write
+ * pause with a frozen version (kv_freeze): turns of applies and writer
+ * steps, as the node will run them.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -570,9 +572,239 @@ static int snapb_save(const char *dir, const uint8_t *data, size_t len,
 	return rv ? 1 : 0;
 }
 
+/* ---- write pause with a frozen version ------------------------------------ */
+
+/* The node's snapshot pipeline in miniature (docs/snapshots.md §1.2): a
+ * frozen version of the kv, then turns of "apply a batch of SETs, then run
+ * steps_per_turn writer steps of chunk bytes", until the last byte is out.
+ * The writer steps of one turn are what writes wait for (the pause); the
+ * bytes go to a file in dir with write(2) outside that clock (the node hands
+ * them to the disk thread). The same number of batches then runs without a
+ * frozen version, for the apply throughput beside it. Verified, outside
+ * every clock: the streamed bytes, fed to a kv_snap_reader as they come,
+ * decode to a kv with the digest the kv had at the freeze; with expect
+ * (small runs) they must also equal kv_snapshot_encode at the freeze byte
+ * for byte. */
+struct snapb_wp {
+	uint64_t turns, sets, bytes;
+	double freeze_s, snap_s, turn_med, turn_p99, turn_max;
+	double writer_s, sink_s, verify_s; /* parts of the wall time */
+	double apply_snap_s, apply_base_s;
+	size_t peak_pre, end_pre;
+};
+
+struct snapb_batch {
+	uint32_t n;
+	size_t cap;
+	uint8_t *buf; /* n commands of cap bytes */
+	size_t *lens;
+	const uint8_t *val;
+	uint32_t vbytes;
+};
+
+/* Encodes b->n SETs, half of existing keys, half of new ones (outside the
+ * clock), then applies them: *secs is the apply time alone. */
+static int snapb_apply_batch(struct kv *kv, struct snapb_batch *b,
+			     struct keel_rand *rnd, uint64_t keys,
+			     uint64_t *next_new, uint64_t *index, double *secs)
+{
+	for (uint32_t i = 0; i < b->n; i++) {
+		uint64_t k = keel_rand_chance(rnd, 1, 2)
+				     ? keel_rand_below(rnd, keys)
+				     : keys + (*next_new)++;
+		char key[32];
+		int kl = snprintf(key, sizeof(key), "key:%012" PRIu64, k);
+		const uint8_t *argv[3] = {(const uint8_t *)"SET",
+					  (const uint8_t *)key, b->val};
+		size_t lens[3] = {3, (size_t)kl, b->vbytes};
+		if (kv_cmd_encode(1, 3, argv, lens, b->buf + i * b->cap, b->cap,
+				  &b->lens[i]))
+			return 1;
+	}
+	uint64_t errors = 0;
+	double t0 = now_s();
+	for (uint32_t i = 0; i < b->n; i++) {
+		if (kv_apply(kv, ++*index, b->buf + i * b->cap, b->lens[i],
+			     &snapb_reply, &errors))
+			return 1;
+	}
+	*secs += now_s() - t0;
+	return errors ? 1 : 0;
+}
+
+static int snapb_write_pause(struct kv *kv, uint64_t keys, uint32_t vbytes,
+			     size_t chunk, uint32_t steps_per_turn,
+			     uint32_t batch, const char *dir, bool expect,
+			     struct snapb_wp *out)
+{
+	memset(out, 0, sizeof(*out));
+	struct kv_stats st;
+	kv_stats(kv, &st);
+	uint64_t index = st.applied_index, next_new = 0;
+	uint64_t digest = kv_digest(kv);
+	uint8_t *want = NULL;
+	size_t want_len = 0;
+	if (expect && kv_snapshot_encode(kv, &keel_alloc_libc, &want, &want_len)) {
+		fprintf(stderr, "bench snapshot: encode: out of memory\n");
+		return 1;
+	}
+	struct snapb_batch b = {.n = batch, .vbytes = vbytes};
+	b.cap = KV_CMD_HEADER_BYTES + 4 * 3 + 3 + 32 + vbytes;
+	b.buf = malloc(b.cap * batch);
+	b.lens = malloc(sizeof(size_t) * batch);
+	uint8_t *val = malloc(vbytes ? vbytes : 1);
+	uint8_t *cbuf = malloc(chunk * steps_per_turn);
+	size_t *ns = malloc(sizeof(size_t) * steps_per_turn);
+	uint64_t max_turns = kv_snapshot_size(kv) / ((uint64_t)chunk * steps_per_turn) + 2;
+	double *lat = malloc(max_turns * sizeof(double));
+	struct kv_snap_reader *rd = kv_snap_reader_create(&keel_alloc_libc, 0);
+	char path[1200];
+	snprintf(path, sizeof(path), "%s/frozen.snap", dir);
+	mkdir(dir, 0755);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	struct kv_frozen *f = NULL;
+	struct kv *back = NULL;
+	int ret = 1;
+	if (!b.buf || !b.lens || !val || !cbuf || !ns || !lat || !rd || fd < 0) {
+		fprintf(stderr, "bench snapshot: write pause: %s\n",
+			fd < 0 ? strerror(errno) : "out of memory");
+		goto out;
+	}
+	for (uint32_t i = 0; i < vbytes; i++)
+		val[i] = (uint8_t)('A' + i % 26);
+	b.val = val;
+	struct keel_rand rnd;
+	keel_rand_seed(&rnd, 4);
+	double t0 = now_s();
+	f = kv_freeze(kv, &keel_alloc_libc);
+	double t1 = now_s();
+	out->freeze_s = t1 - t0;
+	if (!f) {
+		fprintf(stderr, "bench snapshot: kv_freeze failed\n");
+		goto out;
+	}
+	bool more = true;
+	double start = t0;
+	while (more) {
+		if (snapb_apply_batch(kv, &b, &rnd, keys, &next_new, &index,
+				      &out->apply_snap_s)) {
+			fprintf(stderr, "bench snapshot: apply during the snapshot failed\n");
+			goto out;
+		}
+		uint32_t s = 0;
+		t0 = now_s();
+		for (; s < steps_per_turn && more; s++)
+			more = kv_frozen_next(f, cbuf + s * chunk, chunk, &ns[s]);
+		t1 = now_s();
+		if (out->turns >= max_turns) {
+			fprintf(stderr, "bench snapshot: more turns than bytes\n");
+			goto out;
+		}
+		lat[out->turns++] = t1 - t0;
+		out->writer_s += t1 - t0;
+		size_t pre = kv_frozen_preimage_bytes(f);
+		if (pre > out->peak_pre)
+			out->peak_pre = pre;
+		for (uint32_t k = 0; k < s; k++) { /* off the pause clock */
+			const uint8_t *p = cbuf + k * chunk;
+			t0 = now_s();
+			if (write(fd, p, ns[k]) != (ssize_t)ns[k]) {
+				fprintf(stderr, "bench snapshot: write: %s\n",
+					strerror(errno));
+				goto out;
+			}
+			t1 = now_s();
+			out->sink_s += t1 - t0;
+			if (want && (ns[k] > want_len - out->bytes ||
+				     memcmp(p, want + out->bytes, ns[k]))) {
+				fprintf(stderr, "bench snapshot: frozen bytes differ from the encode at the freeze near %" PRIu64 "\n",
+					out->bytes);
+				goto out;
+			}
+			int rv = kv_snap_reader_feed(rd, p, ns[k]);
+			if (rv) {
+				fprintf(stderr, "bench snapshot: reader: %s\n",
+					keel_strerror(rv));
+				goto out;
+			}
+			out->verify_s += now_s() - t1;
+			out->bytes += ns[k];
+		}
+	}
+	/* The verification is not part of taking the snapshot. */
+	out->snap_s = now_s() - start - out->verify_s;
+	out->end_pre = kv_frozen_preimage_bytes(f);
+	out->sets = out->turns * batch;
+	kv_frozen_destroy(f);
+	f = NULL;
+	if (want && out->bytes != want_len) {
+		fprintf(stderr, "bench snapshot: frozen stream is %" PRIu64 " bytes, the encode %zu\n",
+			out->bytes, want_len);
+		goto out;
+	}
+	int rv = kv_snap_reader_finish(rd, &back);
+	if (rv || kv_digest(back) != digest) {
+		fprintf(stderr, "bench snapshot: the streamed bytes %s\n",
+			rv ? keel_strerror(rv) : "decode to another state than the one frozen");
+		goto out;
+	}
+	/* The same number of batches without a frozen version. */
+	for (uint64_t t = 0; t < out->turns; t++) {
+		if (snapb_apply_batch(kv, &b, &rnd, keys, &next_new, &index,
+				      &out->apply_base_s)) {
+			fprintf(stderr, "bench snapshot: apply failed\n");
+			goto out;
+		}
+	}
+	qsort(lat, out->turns, sizeof(double), cmp_double);
+	out->turn_med = lat[out->turns / 2];
+	out->turn_p99 = lat[out->turns - 1 - out->turns / 100];
+	out->turn_max = lat[out->turns - 1];
+	ret = 0;
+out:
+	kv_frozen_destroy(f);
+	kv_destroy(back);
+	kv_snap_reader_destroy(rd);
+	if (fd >= 0) {
+		close(fd);
+		unlink(path);
+		rmdir(dir);
+	}
+	free(lat);
+	free(ns);
+	free(cbuf);
+	free(val);
+	free(b.lens);
+	free(b.buf);
+	free(want);
+	return ret;
+}
+
+static void snapb_print_wp(const char *what, const struct snapb_wp *w,
+			   uint32_t batch)
+{
+	printf("%s: %" PRIu64 " turns, %" PRIu64 " bytes (%.1f MiB) in %.1f ms "
+	       "wall (kv_freeze %.3f ms; writer steps %.1f ms, applies %.1f ms, "
+	       "sink writes %.1f ms; the verification decode, %.1f ms, excluded)\n",
+	       what, w->turns, w->bytes, (double)w->bytes / (1 << 20),
+	       w->snap_s * 1e3, w->freeze_s * 1e3, w->writer_s * 1e3,
+	       w->apply_snap_s * 1e3, w->sink_s * 1e3, w->verify_s * 1e3);
+	printf("  writer work per turn (the pause writes see): median %.3f ms, "
+	       "p99 %.3f ms, longest %.3f ms\n",
+	       w->turn_med * 1e3, w->turn_p99 * 1e3, w->turn_max * 1e3);
+	double during = w->sets / w->apply_snap_s, base = w->sets / w->apply_base_s;
+	printf("  apply (%" PRIu32 " SETs per turn, %" PRIu64 " each): %.0f SETs/s "
+	       "(%.2f us/op) during the snapshot, %.0f SETs/s (%.2f us/op) "
+	       "without one, same run\n",
+	       batch, w->sets, during, 1e6 / during, base, 1e6 / base);
+	printf("  pre-images: peak %zu bytes (%.1f MiB), %zu after the last record\n",
+	       w->peak_pre, (double)w->peak_pre / (1 << 20), w->end_pre);
+}
+
 static int bench_snapshot(int argc, char **argv)
 {
 	uint64_t keys = 1000000, vbytes = 100, chunk = 64 << 10, runs = 3;
+	uint64_t batch = 100, steps_per_turn = 4, check_keys = 20000, wp = 1;
 	const char *dir = "build/bench-snap";
 	for (int i = 1; i < argc; i += 2) { /* option, value */
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -585,6 +817,14 @@ static int bench_snapshot(int argc, char **argv)
 			ok = keel_parse_u64(v, 1, SNAPB_MAX_CHUNK, &chunk);
 		else if (!strcmp(argv[i], "--runs"))
 			ok = keel_parse_u64(v, 1, SNAPB_MAX_RUNS, &runs);
+		else if (!strcmp(argv[i], "--batch"))
+			ok = keel_parse_u64(v, 1, 100000, &batch);
+		else if (!strcmp(argv[i], "--steps-per-turn"))
+			ok = keel_parse_u64(v, 1, 1024, &steps_per_turn);
+		else if (!strcmp(argv[i], "--check-keys"))
+			ok = keel_parse_u64(v, 1, SNAPB_MAX_KEYS, &check_keys);
+		else if (!strcmp(argv[i], "--write-pause"))
+			ok = keel_parse_u64(v, 0, 1, &wp);
 		else if (!strcmp(argv[i], "--dir"))
 			ok = v && *v && strlen(v) <= 1000 && !strchr(v, '\'');
 		else
@@ -594,7 +834,9 @@ static int bench_snapshot(int argc, char **argv)
 				"keel bench snapshot: bad or missing value for %s\n"
 				"usage: keel bench snapshot [--keys N (1..%llu)] "
 				"[--value-bytes B (0..%u)] [--dir DIR] "
-				"[--chunk BYTES (1..%u)] [--runs R (1..%d)]\n",
+				"[--chunk BYTES (1..%u)] [--runs R (1..%d)] "
+				"[--write-pause 0|1] [--batch SETS (1..100000)] "
+				"[--steps-per-turn N (1..1024)] [--check-keys N]\n",
 				argv[i], SNAPB_MAX_KEYS, SNAPB_MAX_VALUE,
 				SNAPB_MAX_CHUNK, SNAPB_MAX_RUNS);
 			return 2;
@@ -751,6 +993,39 @@ static int bench_snapshot(int argc, char **argv)
 	       "but applies wait for the whole stream (>= %.1f ms of CPU, paced by "
 	       "the disk writes) unless the kv is copy-on-write\n",
 	       sm * 1e3, stt * 1e3);
+	if (wp) {
+		/* A small run checked byte for byte against the encode at the
+		 * freeze, then the measured one (checked through the reader). */
+		if (check_keys * vbytes > SNAPB_MAX_DATA)
+			check_keys = keys;
+		double bs;
+		struct kv *small = snapb_build(check_keys, (uint32_t)vbytes, &bs);
+		struct snapb_wp w;
+		if (!small || snapb_write_pause(small, check_keys, (uint32_t)vbytes,
+						(size_t)chunk,
+						(uint32_t)steps_per_turn,
+						(uint32_t)batch, dir, true, &w)) {
+			kv_destroy(small);
+			goto out;
+		}
+		kv_destroy(small);
+		printf("write pause, frozen version: check run of %" PRIu64
+		       " keys: %" PRIu64 " streamed bytes = kv_snapshot_encode at "
+		       "the freeze, and the reader's decode = the frozen state\n",
+		       check_keys, w.bytes);
+		if (snapb_write_pause(kv, keys, (uint32_t)vbytes, (size_t)chunk,
+				      (uint32_t)steps_per_turn, (uint32_t)batch,
+				      dir, false, &w))
+			goto out;
+		char what[200];
+		snprintf(what, sizeof(what),
+			 "write pause, frozen version (%" PRIu64 " steps of %" PRIu64
+			 " B per turn, sink: a file in %s)",
+			 steps_per_turn, chunk, dir);
+		snapb_print_wp(what, &w, (uint32_t)batch);
+		printf("  verified: the streamed bytes, fed to kv_snap_reader, decode "
+		       "to the state at the freeze (digest)\n");
+	}
 	ret = 0;
 out:
 	free(lat);

@@ -214,6 +214,10 @@ static size_t kv_frozen_emit(struct kv_frozen *f, uint8_t *dst, size_t room)
 {
 	const struct kv_entry *e = f->cur;
 	size_t out = 0;
+	/* A record resumed part-way must be the one begun (the pre-image
+	 * rule): had it changed, off could lie past its end. */
+	KEEL_ASSERT(f->off <
+		    KV_SNAP_RECORD_BYTES + e->key_len + e->val_len);
 	if (f->off < KV_SNAP_RECORD_BYTES) {
 		uint8_t h[KV_SNAP_RECORD_BYTES];
 		kv_snap_record(e, h);

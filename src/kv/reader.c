@@ -11,9 +11,11 @@
  * the magic at 8 bytes; the version at 60 (before that a short input would
  * be TRUNCATED instead); more bytes than the total length at once. A field
  * error is found as its bytes arrive but is only the verdict if the CRC
- * passes, so it is kept (pending) and reported when the last byte is in --
- * CORRUPT if the CRC fails. Later field errors cannot precede it (the
- * decoder stops at the first in the same order).
+ * passes, so it is kept (pending); the CRC and the pending error are judged
+ * when the last byte of the total is in, but reported only by finish: one
+ * byte more would still make the verdict MALFORMED (the decoder's length
+ * check comes before its CRC check). Later field errors cannot precede the
+ * pending one (the decoder stops at the first in the same order).
  *
  * Lengths are capped before anything is allocated, exactly as the decoder
  * caps them: each key and value against KV_MAX_*_BYTES and against the
@@ -37,7 +39,10 @@ struct kv_snap_reader {
 	uint64_t max_bytes;
 	int err;      /* certain verdict, sticky */
 	int pending;  /* first field error: the verdict if the CRC passes */
-	bool ready;   /* every byte in and every check passed */
+	/* All total bytes in: the verdict, unless more bytes come (then
+	 * MALFORMED). 0 with ready set: every check passed. */
+	int final;
+	bool ready;
 	bool done;    /* finish handed the kv over */
 	uint64_t fed; /* bytes received */
 	uint8_t prefix[KV_RD_PREFIX];
@@ -282,7 +287,7 @@ static int kv_rd_body(struct kv_snap_reader *r, const uint8_t *p, size_t n)
 		r->pos += n;
 	}
 	if (r->pos == r->total)
-		return kv_rd_verdict(r);
+		r->final = kv_rd_verdict(r);
 	return 0;
 }
 
@@ -331,12 +336,14 @@ int kv_snap_reader_finish(struct kv_snap_reader *r, struct kv **out)
 		return r->err;
 	if (r->done)
 		return KEEL_ERR_INVAL;
-	if (!r->ready) {
+	if (r->fed < KV_RD_PREFIX || r->pos < r->total) {
 		/* Bytes are missing: shorter than the header or the total. The
 		 * magic was checked if 8 bytes came. */
-		KEEL_ASSERT(r->fed < KV_RD_PREFIX || r->fed < r->total);
 		return r->err = KEEL_ERR_TRUNCATED;
 	}
+	if (r->final)
+		return r->err = r->final;
+	KEEL_ASSERT(r->ready);
 	*out = r->kv;
 	r->kv = NULL;
 	r->done = true;

@@ -13,6 +13,14 @@
  * and digests must agree after each entry. At the end A is snapshotted and
  * restored, and the copy must have A's digest. Read commands also run
  * through kv_read, which must not change the digest.
+ *
+ * Replica A also carries frozen versions (kv_freeze): one is taken at a
+ * line starting with '#' or every 16th entry when none is live, the
+ * expected bytes being kv_snapshot_encode at that moment; after every
+ * later entry it streams a step of a size taken from the line, and when
+ * it is done (or at the end of the input) the streamed bytes must equal
+ * the expected ones. So the fuzzer drives every mutation path past a
+ * snapshot cursor, and B, without a frozen version, must still agree.
  */
 #include "keel/kv.h"
 
@@ -64,6 +72,41 @@ static void r_array(void *ctx, size_t n)
 static const struct kv_reply_ops ops = {r_status, r_error, r_integer,
 					r_bulk,   r_null,  r_array};
 
+struct fz {
+	struct kv_frozen *f;
+	uint8_t *want, *got;
+	size_t len, off;
+};
+
+static void fz_start(struct fz *z, struct kv *kv)
+{
+	check(kv_snapshot_encode(kv, &keel_alloc_libc, &z->want, &z->len) == 0);
+	z->f = kv_freeze(kv, &keel_alloc_libc);
+	check(z->f != NULL && kv_frozen_size(z->f) == z->len);
+	z->got = malloc(z->len);
+	check(z->got != NULL);
+	z->off = 0;
+}
+
+/* One step of cap bytes; at the end, the bytes must be the expected. */
+static void fz_step(struct fz *z, size_t cap)
+{
+	size_t n;
+	bool more = kv_frozen_next(z->f, z->got + z->off,
+				   cap < z->len - z->off ? cap : z->len - z->off,
+				   &n);
+	z->off += n;
+	check(z->off <= z->len);
+	if (more)
+		return;
+	check(z->off == z->len && memcmp(z->got, z->want, z->len) == 0);
+	check(kv_frozen_preimage_bytes(z->f) == 0);
+	kv_frozen_destroy(z->f);
+	free(z->want);
+	free(z->got);
+	memset(z, 0, sizeof(*z));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct kv *a = kv_create(&keel_alloc_libc);
@@ -71,6 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check(a && b);
 	uint64_t index = 0, now = 1000;
 	size_t pos = 0;
+	struct fz z = {0};
 	while (pos < size) {
 		size_t end = pos;
 		while (end < size && data[end] != '\n')
@@ -82,6 +126,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			continue;
 		uint64_t ha = 0, hb = 0;
 		index++;
+		if (!z.f && (line[0] == '#' || index % 16 == 8))
+			fz_start(&z, a);
 		if (line[0] == '!') {
 			/* Raw bytes, copied so ASan sees their exact end. */
 			uint8_t *raw = malloc(len);
@@ -133,7 +179,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		check(ha == hb);
 		check(kv_digest(a) == kv_digest(b));
+		if (z.f)
+			fz_step(&z, 1 + line[len - 1] % 97);
 	}
+	while (z.f)
+		fz_step(&z, 4096);
 	uint8_t *snap;
 	size_t slen;
 	check(kv_snapshot_encode(a, &keel_alloc_libc, &snap, &slen) == 0);

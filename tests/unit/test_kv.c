@@ -1871,10 +1871,12 @@ TEST(kv_frozen_preimages_go_as_the_cursor_passes)
 	h_fini(&a);
 }
 
-/* Feeds buf to a new reader in random pieces; returns its verdict (and *out
- * on success). Checks the sticky-error contract on the way. */
+/* Feeds buf to a new reader in random pieces, one of them ending at cut
+ * (if 0 < cut < len: e.g. the total-length field, where the verdict is
+ * judged but not yet certain); returns its verdict (and *out on success).
+ * Checks the sticky-error contract on the way. */
 static int rd_split(const uint8_t *buf, size_t len, struct keel_rand *rnd,
-		    uint64_t max_bytes, struct kv **out)
+		    uint64_t max_bytes, uint64_t cut, struct kv **out)
 {
 	struct kv_snap_reader *r =
 		kv_snap_reader_create(&keel_alloc_libc, max_bytes);
@@ -1887,6 +1889,8 @@ static int rd_split(const uint8_t *buf, size_t len, struct keel_rand *rnd,
 	while (off < len) {
 		size_t n = 1 + (size_t)keel_rand_below(
 				       rnd, most < len - off ? most : len - off);
+		if (off < cut && cut - off < n)
+			n = (size_t)(cut - off);
 		if (keel_rand_chance(rnd, 1, 10))
 			kv_snap_reader_feed(r, buf + off, 0); /* empty feeds */
 		rc = kv_snap_reader_feed(r, buf + off, n);
@@ -1914,7 +1918,10 @@ static bool rd_agrees(const uint8_t *buf, size_t len, struct keel_rand *rnd)
 {
 	struct kv *d = NULL, *s = NULL;
 	int want = kv_snapshot_decode(&keel_alloc_libc, buf, len, &d);
-	int got = rd_split(buf, len, rnd, 0, &s);
+	uint64_t cut = len >= 24 && keel_rand_chance(rnd, 1, 2)
+			       ? keel_get_u64(buf + 16)
+			       : 0;
+	int got = rd_split(buf, len, rnd, 0, cut, &s);
 	bool ok = want == got;
 	if (ok && want == 0) {
 		ok = snapshots_equal(d, s) && kv_invariants(s);
@@ -1945,7 +1952,7 @@ TEST(kv_snap_reader_decodes_any_split)
 		ASSERT(kv_snapshot_encode(a.kv, &keel_alloc_libc, &snap, &len) == 0);
 		for (int split = 0; split < 4; split++) {
 			struct kv *out = NULL;
-			ASSERT(rd_split(snap, len, &rnd, len, &out) == 0);
+			ASSERT(rd_split(snap, len, &rnd, len, 0, &out) == 0);
 			uint8_t *again;
 			size_t alen;
 			ASSERT(kv_snapshot_encode(out, &keel_alloc_libc, &again,
@@ -1957,7 +1964,7 @@ TEST(kv_snap_reader_decodes_any_split)
 		}
 		/* The reader's own cap. */
 		struct kv *out = NULL;
-		EXPECT(rd_split(snap, len, &rnd, len - 1, &out) ==
+		EXPECT(rd_split(snap, len, &rnd, len - 1, 0, &out) ==
 		       KEEL_ERR_TOO_BIG);
 		free(snap);
 		h_fini(&a);
@@ -1996,14 +2003,18 @@ TEST(kv_snap_reader_gives_the_decoders_verdict)
 	/* Every truncation. */
 	for (size_t cut = 0; cut < len && bad < 10; cut++)
 		bad += !rd_agrees(snap, cut, &rnd);
-	/* Oversized: bytes past the total, as is and with the total and the
-	 * CRC re-sealed over the extra bytes (then they are left-over bytes
-	 * after the last record). */
+	/* Oversized: bytes past the total, as is (also with a bad CRC: the
+	 * length verdict comes first) and with the total and the CRC re-sealed
+	 * over the extra bytes (then they are left-over bytes after the last
+	 * record). */
 	for (size_t extra = 1; extra < 64 && bad < 15; extra++) {
 		memcpy(buf, snap, len);
 		for (size_t k = 0; k < extra; k++)
 			buf[len + k] = (uint8_t)keel_rand_below(&rnd, 256);
 		bad += !rd_agrees(buf, len + extra, &rnd);
+		buf[len - 1] ^= 0x40;
+		bad += !rd_agrees(buf, len + extra, &rnd);
+		buf[len - 1] ^= 0x40;
 		keel_put_u64(buf + 16, len + extra);
 		memmove(buf + len + extra - 4, buf + len - 4, 4);
 		keel_put_u32(buf + len + extra - 4,
@@ -2058,17 +2069,33 @@ TEST(kv_snap_reader_reports_certain_errors_early)
 		}
 		kv_snap_reader_destroy(r);
 	}
-	/* One byte more than the total: refused by that very feed. */
+	/* One byte more than the total: refused by that very feed -- even
+	 * with a bad CRC, which is not the verdict until finish (the found-by-
+	 * fuzzing case: the decoder checks the length before the CRC). */
+	for (int bad_crc = 0; bad_crc < 2; bad_crc++) {
+		memcpy(buf, snap, len);
+		buf[len] = 0;
+		buf[len - 1] ^= (uint8_t)bad_crc;
+		struct kv_snap_reader *r =
+			kv_snap_reader_create(&keel_alloc_libc, 0);
+		ASSERT(r != NULL);
+		EXPECT(kv_snap_reader_feed(r, buf, len) == 0);
+		EXPECT(kv_snap_reader_feed(r, buf + len, 1) == KEEL_ERR_MALFORMED);
+		struct kv *out = NULL;
+		EXPECT(kv_snap_reader_finish(r, &out) == KEEL_ERR_MALFORMED);
+		EXPECT(out == NULL);
+		kv_snap_reader_destroy(r);
+		r = kv_snap_reader_create(&keel_alloc_libc, 0);
+		ASSERT(r != NULL);
+		EXPECT(kv_snap_reader_feed(r, buf, len) == 0);
+		EXPECT(kv_snap_reader_finish(r, &out) ==
+		       (bad_crc ? KEEL_ERR_CORRUPT : 0));
+		kv_destroy(out);
+		kv_snap_reader_destroy(r);
+	}
 	memcpy(buf, snap, len);
-	buf[len] = 0;
-	struct kv_snap_reader *r = kv_snap_reader_create(&keel_alloc_libc, 0);
-	ASSERT(r != NULL);
-	EXPECT(kv_snap_reader_feed(r, buf, len) == 0);
-	EXPECT(kv_snap_reader_feed(r, buf + len, 1) == KEEL_ERR_MALFORMED);
 	struct kv *out = NULL;
-	EXPECT(kv_snap_reader_finish(r, &out) == KEEL_ERR_MALFORMED);
-	EXPECT(out == NULL);
-	kv_snap_reader_destroy(r);
+	struct kv_snap_reader *r;
 	/* Finish hands the kv over once. */
 	r = kv_snap_reader_create(&keel_alloc_libc, 0);
 	ASSERT(r != NULL);
