@@ -9,6 +9,12 @@
  * server passes uv_async_send -- and the loop calls wal_worker_drain() to
  * run the callbacks on its own thread, in submission order.
  *
+ * The store's snapshot operations (env.h, docs/snapshots.md §2 and §5)
+ * are jobs of the same queue and complete in issue order with the writes;
+ * the appends of a batch are synced before its snapshot jobs run, so they
+ * wait only for snapshot jobs issued ahead of them (at most
+ * ENV_SNAP_QUEUE_MAX bytes queued per direction).
+ *
  * After a failure the WAL is poisoned: that write and every later one
  * completes with the error; nothing after it is ever acknowledged.
  */

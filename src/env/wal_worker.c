@@ -8,12 +8,10 @@
  * acknowledges up to N writes.
  *
  * Snapshot operations (docs/snapshots.md §2, §5) are jobs of the same FIFO
- * queue, so completion order is issue order for free. The worker runs a
- * batch's jobs in order: appends are staged, snapshot jobs run on the WAL
- * as they come (a chunk write is a plain pwrite: never synced by itself),
- * and one sync at the end covers the staged appends. A snap_finish
- * fdatasyncs its snapshot file; the appends staged before it are synced
- * and handed back first, so they do not also wait for that fsync.
+ * queue, so completion order is issue order for free. A chunk write is a
+ * plain pwrite (never synced by itself: one fdatasync per snapshot, at
+ * its finish); run_batch says how appends and snapshot jobs share a
+ * batch without the appends waiting behind snapshot I/O.
  * The loop side caps the snapshot bytes queued in each direction
  * (ENV_SNAP_QUEUE_MAX): past it snap_write / snap_read say KEEL_ERR_BUSY
  * and the node waits for completions.
@@ -178,21 +176,8 @@ static void run_snap_job(struct wal_worker *ww, struct job *j)
 	}
 }
 
-/* Syncs the staged appends of the jobs [from, to) (rv: an append already
- * failed) and sets their status. Returns the status. */
-static int sync_run(struct wal_worker *ww, struct job *from, struct job *to,
-		    int rv, uint64_t *syncs)
-{
-	if (!rv)
-		rv = wal_sync(ww->wal);
-	(*syncs)++;
-	for (struct job *j = from; j != to; j = j->next)
-		if (j->op == JOB_APPEND)
-			j->status = rv;
-	return rv;
-}
-
-/* Hands the jobs [q->head, to) to the loop (to == NULL: all of them). */
+/* Hands the jobs [q->head, to) to the loop (to == NULL: all of them).
+ * They may be freed as soon as the lock is dropped: not touched after. */
 static void deliver(struct wal_worker *ww, struct queue *q, struct job *to,
 		    uint64_t n, uint64_t syncs)
 {
@@ -215,37 +200,62 @@ static void deliver(struct wal_worker *ww, struct queue *q, struct job *to,
 		ww->wake(ww->wake_arg);
 }
 
+/* Runs a batch as segments, each ending at a snap_finish (or the batch's
+ * end). In a segment every append is staged first and one sync covers
+ * them: the other snapshot jobs there (begin, chunk writes, reads,
+ * aborts) touch only snapshot files, so the appends need not wait for
+ * them on disk, and a finish's fdatasync never holds the appends issued
+ * before it. Then the snapshot jobs run in order, each handed back with
+ * everything before it as soon as it is done: completions stay in issue
+ * order, and an append waits for no more than the snapshot jobs queued
+ * ahead of it (at most ENV_SNAP_QUEUE_MAX bytes of page-cache writes). */
 static void run_batch(struct wal_worker *ww, struct queue *batch)
 {
-	int rv = 0;       /* first append error of the current run */
-	bool staged = false;
-	uint64_t n = 0, syncs = 0;
-	for (struct job *j = batch->head; j;) {
-		struct job *next = j->next;
-		if (j->op == JOB_APPEND) {
+	while (batch->head) {
+		struct job *last = batch->head;
+		while (last->next && last->op != JOB_SNAP_FINISH)
+			last = last->next;
+		struct job *stop = last->next;
+		int rv = 0;
+		bool staged = false;
+		uint64_t n = 0, syncs = 0;
+		for (struct job *j = batch->head; j != stop; j = j->next) {
+			if (j->op != JOB_APPEND)
+				continue;
 			if (!rv && j->n)
 				rv = wal_append(ww->wal, j->entries, j->n);
 			if (!rv && j->has_hs)
 				rv = wal_save_hard_state(ww->wal, &j->hs);
 			staged = true;
 			n++;
-		} else {
-			if (j->op == JOB_SNAP_FINISH && staged) {
-				/* The appends before it need not wait for
-				 * the snapshot's fdatasync. */
-				sync_run(ww, batch->head, j, rv, &syncs);
-				deliver(ww, batch, j, n, syncs);
-				rv = 0;
-				staged = false;
-				n = syncs = 0;
+		}
+		if (staged) {
+			if (!rv)
+				rv = wal_sync(ww->wal);
+			syncs = 1;
+			for (struct job *j = batch->head; j != stop; j = j->next)
+				if (j->op == JOB_APPEND)
+					j->status = rv;
+		}
+		/* Staged early, an append issued after a snapshot job that
+		 * poisons the WAL must still fail: nothing after a failure
+		 * in issue order is acknowledged (env.h). */
+		int poison = 0;
+		for (struct job *j = batch->head, *next; j != stop; j = next) {
+			next = j->next;
+			if (j->op == JOB_APPEND) {
+				if (poison)
+					j->status = poison;
+				continue;
 			}
 			run_snap_job(ww, j);
+			if (!poison)
+				poison = wal_poisoned(ww->wal);
+			deliver(ww, batch, next, n, syncs);
+			n = syncs = 0;
 		}
-		j = next;
+		deliver(ww, batch, stop, n, syncs);
 	}
-	if (staged)
-		sync_run(ww, batch->head, NULL, rv, &syncs);
-	deliver(ww, batch, NULL, n, syncs);
 }
 
 static void *worker_main(void *arg)
@@ -499,8 +509,9 @@ static void store_snap_abort(void *ctx, uint64_t handle)
 	if (!close_handle(ww, handle))
 		return;
 	struct job *j = job_new(0);
-	/* Out of memory: the temp file stays until the next start-up, and
-	 * the worker's slot until... never: so allocate or stop. */
+	/* abort has no way to report failure, and without the job the
+	 * worker's slot for this kind would stay taken: out of memory here
+	 * stops the process (as the sim store's allocation failures do). */
 	KEEL_ASSERT(j != NULL);
 	j->op = JOB_SNAP_ABORT;
 	j->handle = handle;

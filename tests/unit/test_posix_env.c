@@ -414,3 +414,79 @@ TEST(wal_worker_runs_snapshot_jobs_in_order_with_appends)
 	wal_close(w);
 	memdisk_destroy(d);
 }
+
+/* Runs append 1, then begin + chunk 1 (+ waits when `isolate`), append 2,
+ * chunk 2, finish, append 3, with a one-shot ENOSPC armed after `after`
+ * more writes. Returns the number of completions; statuses in *l. */
+static int poison_run(int after, bool isolate, struct wlog *l)
+{
+	struct memdisk *d = memdisk_create(NULL, 2);
+	struct wal_config wc = {.disk = memdisk_disk(d), .cluster_id = 9,
+				.segment_bytes = 64 << 10};
+	struct wal *w = NULL;
+	struct wal_recovered rec;
+	char err[256];
+	KEEL_ASSERT(wal_open(&wc, &w, &rec, err, sizeof(err)) == 0);
+	struct wal_worker *ww = NULL;
+	KEEL_ASSERT(wal_worker_start(w, NULL, NULL, &ww) == 0);
+	struct env_store_state loaded = {0};
+	struct env_store st = wal_worker_store(ww, &loaded);
+	static struct wtag t[8];
+	for (int i = 0; i < 8; i++)
+		t[i] = (struct wtag){.l = l, .id = i};
+	static uint8_t p[4096];
+	KEEL_ASSERT(w_append(&st, 1, &t[0]) == 0);
+	w_wait(ww, l, 1);
+	KEEL_ASSERT(l->n == 1 && l->status[0] == 0);
+	/* The worker is idle: arming the fault here races with nothing. */
+	memdisk_fail(d, MEMDISK_OP_WRITE, (uint64_t)after, KEEL_ERR_NOSPACE,
+		     false);
+	struct env_store_snap sn = {.index = 1, .term = 1,
+				    .total_len = sizeof(p),
+				    .kind = ENV_SNAP_LOCAL};
+	uint64_t h = 0;
+	KEEL_ASSERT(st.ops->snap_begin(st.ctx, &sn, &h) == 0);
+	KEEL_ASSERT(st.ops->snap_write(st.ctx, h, 0, p, 2048, w_cb, &t[1]) == 0);
+	if (isolate)
+		w_wait(ww, l, 2);
+	KEEL_ASSERT(w_append(&st, 2, &t[2]) == 0);
+	KEEL_ASSERT(st.ops->snap_write(st.ctx, h, 2048, p + 2048, 2048, w_cb,
+				       &t[3]) == 0);
+	KEEL_ASSERT(st.ops->snap_finish(st.ctx, h,
+					keel_crc32c(0, p, sizeof(p)), w_cb,
+					&t[4]) == 0);
+	KEEL_ASSERT(w_append(&st, 3, &t[5]) == 0);
+	w_wait(ww, l, 6);
+	wal_worker_stop(ww);
+	wal_recovered_free(w, &rec);
+	wal_close(w);
+	memdisk_destroy(d);
+	return l->n;
+}
+
+TEST(wal_worker_snapshot_write_error_poisons_what_follows)
+{
+	/* The first chunk alone in its batch (the begin's truncate is the
+	 * one write allowed): its pwrite fails, and it and everything
+	 * after it complete with the error, the appends included. */
+	struct wlog l = {.n = 0};
+	EXPECT_EQ_U64(poison_run(1, true, &l), 6);
+	for (int i = 1; i < l.n; i++)
+		EXPECT_EQ_U64(l.status[i], KEEL_ERR_NOSPACE);
+	/* Without waiting, the worker may batch the jobs any way and stage
+	 * appends ahead of chunk writes; whichever write fails, no
+	 * completion after the first failed one (in issue order) is 0. */
+	for (int after = 1; after <= 3; after++) {
+		for (int rep = 0; rep < 3; rep++) {
+			struct wlog m = {.n = 0};
+			EXPECT_EQ_U64(poison_run(after, false, &m), 6);
+			int first = 0;
+			for (int i = 1; i < m.n && !first; i++)
+				if (m.status[i])
+					first = i;
+			EXPECT(first > 0);
+			for (int i = first; first && i < m.n; i++)
+				EXPECT_EQ_U64(m.status[i], KEEL_ERR_NOSPACE);
+		}
+	}
+}

@@ -1528,3 +1528,95 @@ TEST(damaged_newest_snapshot_with_a_log_that_stops_short_of_it_is_refused)
 	}
 	memdisk_destroy(d);
 }
+
+/* Streams one LOCAL snapshot of p through the sim store and completes. */
+static void sim_local_snapshot(struct sim_store *s, uint64_t index,
+			       const uint8_t *p, size_t n, struct order *o)
+{
+	static struct tag t = {.id = 99};
+	t.o = o;
+	struct env_store_snap sn = {.index = index, .term = 1,
+				    .total_len = n, .kind = ENV_SNAP_LOCAL};
+	uint64_t h = 0;
+	KEEL_ASSERT(sim_store_snap_begin(s, &sn, &h) == 0);
+	KEEL_ASSERT(sim_store_snap_write(s, h, 0, p, n, order_cb, &t) == 0);
+	KEEL_ASSERT(sim_store_snap_finish(s, h, keel_crc32c(0, p, n), order_cb,
+					  &t) == 0);
+	sim_complete_all(s);
+}
+
+TEST(sim_store_snapshot_rot_falls_back_to_the_older_snapshot)
+{
+	struct sim_store s;
+	struct sim_store_config cfg = {.seed = 6, .cluster_id = 9,
+				       .segment_bytes = 4096};
+	ASSERT(sim_store_init(&s, &cfg) == 0);
+	struct order o = {.n = 0};
+	struct tag t = {.o = &o, .id = 0};
+	uint8_t p[300];
+	fill(p, sizeof(p), 3);
+	for (uint64_t i = 1; i <= 40; i++)
+		ASSERT(sim_append(&s, i, 1, &t) == 0);
+	sim_complete_all(&s);
+	sim_local_snapshot(&s, 10, p, sizeof(p), &o);
+	struct keel_rand r;
+	keel_rand_seed(&r, 1);
+	char what[160];
+	/* One snapshot: nothing to fall back to, so no flip. */
+	sim_store_crash(&s, MEMDISK_KEEP_UNSYNCED);
+	EXPECT(sim_store_flip_snapshot(&s, &r, what, sizeof(what)) ==
+	       KEEL_ERR_NOT_FOUND);
+	ASSERT(sim_store_recover(&s) == 0);
+	sim_local_snapshot(&s, 30, p, sizeof(p), &o);
+	EXPECT_EQ_U64(sim_store_durable_snap(&s), 30);
+	sim_store_crash(&s, MEMDISK_KEEP_UNSYNCED);
+	ASSERT(sim_store_flip_snapshot(&s, &r, what, sizeof(what)) == 0);
+	fprintf(stderr, "  flipped %s\n", what);
+	EXPECT(strstr(what, "snap/000000000000001e-") != NULL); /* the newest */
+	ASSERT(sim_store_recover(&s) == 0);
+	EXPECT(!s.synced_lost);
+	struct env_store_state st;
+	ASSERT(sim_store_load(&s, &st) == 0);
+	EXPECT_EQ_U64(st.snap_index, 10);
+	EXPECT_EQ_U64(st.n_entries, 30);
+	/* The newest file is damaged now: no second flip until a newer
+	 * snapshot replaces it. */
+	sim_store_crash(&s, MEMDISK_KEEP_UNSYNCED);
+	EXPECT(sim_store_flip_snapshot(&s, &r, what, sizeof(what)) ==
+	       KEEL_ERR_NOT_FOUND);
+	ASSERT(sim_store_recover(&s) == 0);
+	sim_store_close(&s);
+}
+
+TEST(sim_store_caps_queued_snapshot_bytes_like_the_disk_thread)
+{
+	struct sim_store s;
+	struct sim_store_config cfg = {.seed = 7, .cluster_id = 9,
+				       .segment_bytes = 4096};
+	ASSERT(sim_store_init(&s, &cfg) == 0);
+	struct order o = {.n = 0};
+	struct tag t = {.o = &o, .id = 0};
+	ASSERT(sim_append(&s, 1, 1, &t) == 0);
+	sim_complete_all(&s);
+	static uint8_t chunk[1 << 16];
+	struct env_store_snap sn = {.index = 1, .term = 1,
+				    .total_len = 40 << 16,
+				    .kind = ENV_SNAP_LOCAL};
+	uint64_t h = 0;
+	ASSERT(sim_store_snap_begin(&s, &sn, &h) == 0);
+	uint64_t off = 0;
+	for (int i = 0; i < 16; i++, off += sizeof(chunk))
+		ASSERT(sim_store_snap_write(&s, h, off, chunk, sizeof(chunk),
+					    order_cb, &t) == 0);
+	/* ENV_SNAP_QUEUE_MAX reached: not queued, no callback. */
+	EXPECT(sim_store_snap_write(&s, h, off, chunk, sizeof(chunk),
+				    order_cb, &t) == KEEL_ERR_BUSY);
+	sim_complete_all(&s);
+	EXPECT_EQ_U64(o.n, 17);
+	EXPECT(sim_store_snap_write(&s, h, off, chunk, sizeof(chunk), order_cb,
+				    &t) == 0);
+	sim_store_snap_abort(&s, h);
+	sim_complete_all(&s);
+	EXPECT_EQ_U64(o.n, 18);
+	sim_store_close(&s);
+}
