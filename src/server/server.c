@@ -1876,6 +1876,7 @@ static int start_node(struct server *s)
 		.heartbeat_ticks = s->cfg.heartbeat_ticks,
 		.max_pending = NODE_MAX_PENDING,
 		.request_timeout_ns = s->cfg.request_timeout_ms * 1000000u,
+		.snapshot_entries = s->cfg.snapshot_entries,
 		.reply = on_node_reply,
 		.reply_ctx = s,
 	};
