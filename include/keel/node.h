@@ -113,6 +113,15 @@ enum node_mutant {
 	NODE_MUTANT_APPLY_UNCOMMITTED = 101,   /* apply entries before commit */
 	NODE_MUTANT_ACCEPT_BAD_CRC = 102,      /* decode frames failing CRC */
 	NODE_MUTANT_NO_DEDUP = 103,            /* apply duplicates of a request */
+	/* Snapshots (docs/snapshots.md §4, "Planted bugs"). */
+	NODE_MUTANT_SNAP_LIVE_WRITER = 104,   /* the writer reads the live kv */
+	NODE_MUTANT_SNAP_SKIP_CRC = 105,      /* install without snap_crc and
+	                                         trailer checks */
+	NODE_MUTANT_SNAP_COMPACT_EARLY = 106, /* compact when snap_finish is
+	                                         issued, not completed */
+	NODE_MUTANT_SNAP_NO_DEDUP = 107,      /* payload's dedup window empty */
+	NODE_MUTANT_SNAP_ACK_EARLY = 108,     /* DONE and the install's acks
+	                                         before snap_finish completes */
 };
 #endif
 
@@ -141,12 +150,33 @@ struct node_config {
 	void *reply_ctx;
 	struct node_observer observer;
 	int mutant;               /* 0; see enum node_mutant (KEEL_MUTANTS) */
+	/* Snapshots and their transfer (docs/snapshots.md §1.1, §3.3); 0 =
+	 * the default in brackets. A store without the snapshot operations
+	 * (ops->snap_begin NULL) never snapshots. */
+	uint32_t snapshot_entries;        /* applied entries between two
+	                                     snapshots [100,000];
+	                                     UINT32_MAX = never */
+	uint64_t snapshot_log_bytes;      /* ... or applied entry bytes [64 MiB] */
+	uint32_t snapshot_step_bytes;     /* one writer step, one chunk
+	                                     [64 KiB]; <= 1 MiB */
+	uint32_t snapshot_steps_per_turn; /* writer steps per loop turn [4] */
+	uint64_t snapshot_preimage_bytes; /* pre-image cap of a live writer
+	                                     [64 MiB] */
+	uint64_t snapshot_max_bytes;      /* largest payload written or
+	                                     accepted [4 GiB] */
+	uint32_t snap_window;             /* chunks in flight per transfer [4] */
+	uint32_t snap_max_sends;          /* transfers at once [2] */
+	uint64_t snap_retry_ns;           /* resend without progress [retry_ns] */
+	uint64_t snap_timeout_ns;         /* give up without progress
+	                                     [10 election timeouts] */
 };
 
 struct node;
 
 /* Starts a replica: loads the store, restores the core through
- * raft_restore, arms the tick timer. *out is set on success. Returns 0,
+ * raft_restore (raft_restore_snapshot when the store holds a snapshot:
+ * then the kv state streams in through snap_read and the node serves
+ * nothing until it is in), arms the tick timer. *out is set on success. Returns 0,
  * KEEL_ERR_NOMEM, KEEL_ERR_INVAL or the store's load error. env is
  * borrowed for the node's life. */
 int node_create(const struct node_config *cfg, const struct env *env,
@@ -188,6 +218,21 @@ struct node_stats {
 	uint64_t dedup_skipped;    /* applied entries skipped as duplicates */
 	uint64_t expire_proposed;  /* KEEL.EXPIRE-DELETE entries proposed */
 	uint64_t stall_transfers;  /* leadership handed on: own disk stalled */
+	/* Snapshots (docs/snapshots.md). */
+	uint64_t snap_index;          /* newest durable snapshot (0: none) */
+	uint64_t snap_taken;          /* local snapshots started */
+	uint64_t snap_finished;       /* ... durable */
+	uint64_t snap_aborted;        /* ... dropped (an install replaced the
+	                                 state) */
+	uint64_t snap_compactions;    /* raft_compact calls that dropped entries */
+	uint64_t snap_catchup_steps;  /* writer steps over the per-turn limit */
+	uint64_t snap_sends_started;  /* transfers this leader began */
+	uint64_t snap_sent_ok, snap_sent_failed; /* reports to the core */
+	uint64_t snap_chunks_sent, snap_chunks_resent;
+	uint64_t snap_bad;            /* bad chunk/ack bodies, stray frames */
+	uint64_t snap_verify_failed;  /* received snapshots refused (CRC, decode) */
+	uint64_t snap_installs;       /* received snapshots installed */
+	uint64_t snap_restored;       /* 1: this boot started from a snapshot */
 	/* Batching per loop turn: update-loop runs (process) that took
 	 * requests -- client writes and linearizable reads, forwarded writes
 	 * and reads at the leader -- queued since the run before, how many
@@ -204,6 +249,10 @@ const struct raft *node_raft(const struct node *n);
 const struct kv *node_kv(const struct node *n);
 /* Highest log index applied to the state machine. */
 uint64_t node_applied(const struct node *n);
+/* A digest of the whole replicated state: kv (kv_digest) and the dedup
+ * window. Replicas that applied the same log prefix have equal digests
+ * (the simulator's state agreement check). */
+uint64_t node_state_digest(const struct node *n);
 /* True once the node stopped for good (a store write failed, or kv could
  * not apply an entry): it answers NODE_DROPPED and applies nothing more. */
 bool node_poisoned(const struct node *n);

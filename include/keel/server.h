@@ -53,6 +53,7 @@ struct server_config {
 	uint32_t heartbeat_ticks;
 	uint64_t request_timeout_ms; /* 0 = the node's default (5 s) */
 	uint32_t max_clients;
+	uint32_t snapshot_entries; /* 0 = the node's default (100,000) */
 	/* Which keys were given, so a flag can override the config file and
 	 * the check can name what is missing. */
 	bool have_id, have_data_dir, have_cluster;
@@ -72,7 +73,7 @@ void server_config_default(struct server_config *c);
 /* Sets one option by its name without the leading "--" ("id", "data-dir",
  * "client-addr", "peer-addr", "cluster", "cluster-id", "test-faults",
  * "log-level", "tick-ms", "election-ticks", "heartbeat-ticks",
- * "request-timeout-ms", "max-clients", "test-bug"). val may be NULL only for
+ * "request-timeout-ms", "max-clients", "snapshot-entries", "test-bug"). val may be NULL only for
  * "test-faults". Returns 0 or KEEL_ERR_INVAL with a message in err that
  * names the option and the bad value. */
 int server_config_set(struct server_config *c, const char *key,

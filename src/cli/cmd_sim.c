@@ -138,6 +138,8 @@ int cmd_sim(int argc, char **argv)
 	char fbuf[128];
 	sim_faults_format(faults, fbuf, sizeof(fbuf));
 	uint64_t n_ok = 0, n_bad = 0, total_ops = 0;
+	struct sim_result sum;
+	memset(&sum, 0, sizeof(sum));
 	double t0 = wall_s();
 	int exit_code = 0;
 	bool caught = false;
@@ -167,6 +169,19 @@ int cmd_sim(int argc, char **argv)
 			break;
 		}
 		total_ops += r.ops_invoked;
+		sum.snap_taken += r.snap_taken;
+		sum.snap_finished += r.snap_finished;
+		sum.snap_aborted += r.snap_aborted;
+		sum.snap_compactions += r.snap_compactions;
+		sum.snap_sends += r.snap_sends;
+		sum.snap_sends_ok += r.snap_sends_ok;
+		sum.snap_sends_failed += r.snap_sends_failed;
+		sum.snap_chunks += r.snap_chunks;
+		sum.snap_chunks_resent += r.snap_chunks_resent;
+		sum.snap_verify_failed += r.snap_verify_failed;
+		sum.snap_installs += r.snap_installs;
+		sum.snap_restores += r.snap_restores;
+		sum.digest_checks += r.digest_checks;
 		printf("seed=%" PRIu64 " nodes=%u ops=%" PRIu64
 		       " faults=%s %s steps=%" PRIu64 " sim_ms=%" PRIu64
 		       " ok/fail/info=%" PRIu64 "/%" PRIu64 "/%" PRIu64
@@ -176,13 +191,22 @@ int cmd_sim(int argc, char **argv)
 		       " forwarded=%" PRIu64 " expiries=%" PRIu64
 		       " disk_errors=%" PRIu64 " enospc=%" PRIu64
 		       " bitflips=%" PRIu64 " refused_start=%" PRIu64
-		       " torn_tails=%" PRIu64 " result=%s%s%s\n",
+		       " torn_tails=%" PRIu64 " snaps=%" PRIu64 "/%" PRIu64
+		       "/%" PRIu64 " compactions=%" PRIu64
+		       " transfers=%" PRIu64 "/%" PRIu64 "/%" PRIu64
+		       " chunks=%" PRIu64 "/%" PRIu64 " verify_failed=%" PRIu64
+		       " installs=%" PRIu64 " restores=%" PRIu64
+		       " digests=%" PRIu64 " result=%s%s%s\n",
 		       seed, r.nodes, ops, fbuf, r.params, r.steps,
 		       r.sim_ns / 1000000, r.ops_ok, r.ops_fail, r.ops_info,
 		       r.crashes, r.crashes_lost, r.partitions, r.pauses,
 		       r.frames_corrupted, r.frames_bad, r.forwarded, r.expiries,
 		       r.disk_errors, r.enospc, r.bitflips, r.refused_start,
-		       r.torn_tails,
+		       r.torn_tails, r.snap_taken, r.snap_finished,
+		       r.snap_aborted, r.snap_compactions, r.snap_sends,
+		       r.snap_sends_ok, r.snap_sends_failed, r.snap_chunks,
+		       r.snap_chunks_resent, r.snap_verify_failed,
+		       r.snap_installs, r.snap_restores, r.digest_checks,
 		       r.ok ? "ok" : "VIOLATION", r.ok ? "" : " ",
 		       r.ok ? "" : r.violation);
 		fflush(stdout);
@@ -210,6 +234,20 @@ int cmd_sim(int argc, char **argv)
 	       " wall_s=%.2f client_ops=%" PRIu64 " ops/s=%.0f\n",
 	       n_ok + n_bad, n_ok, n_bad, dt, total_ops,
 	       dt > 0 ? (double)total_ops / dt : 0.0);
+	/* Summed over the seeds: taken/finished/aborted snapshots,
+	 * transfers started/done/failed, chunks sent/resent. */
+	printf("snapshots taken=%" PRIu64 " finished=%" PRIu64
+	       " aborted=%" PRIu64 " compactions=%" PRIu64
+	       " transfers_started=%" PRIu64 " transfers_done=%" PRIu64
+	       " transfers_failed=%" PRIu64 " chunks_sent=%" PRIu64
+	       " chunks_resent=%" PRIu64 " verify_failed=%" PRIu64
+	       " installs=%" PRIu64 " restores=%" PRIu64
+	       " digest_checks=%" PRIu64 "\n",
+	       sum.snap_taken, sum.snap_finished, sum.snap_aborted,
+	       sum.snap_compactions, sum.snap_sends, sum.snap_sends_ok,
+	       sum.snap_sends_failed, sum.snap_chunks, sum.snap_chunks_resent,
+	       sum.snap_verify_failed, sum.snap_installs, sum.snap_restores,
+	       sum.digest_checks);
 	if (mutant) {
 		if (!caught)
 			printf("bug=%s NOT CAUGHT seeds=%" PRIu64 "-%" PRIu64

@@ -200,6 +200,11 @@ int server_config_set(struct server_config *c, const char *key,
 		if (parse_u64(val, 1, 1000000, &v))
 			goto bad;
 		c->max_clients = (uint32_t)v;
+	} else if (!strcmp(key, "snapshot-entries")) {
+		/* UINT32_MAX: never snapshot (docs/snapshots.md §1.1). */
+		if (parse_u64(val, 1, UINT32_MAX, &v))
+			goto bad;
+		c->snapshot_entries = (uint32_t)v;
 	} else if (!strcmp(key, "test-bug")) {
 		if (!strcmp(val, "none"))
 			c->test_bug = SERVER_BUG_NONE;
@@ -434,6 +439,8 @@ void server_config_usage(char *buf, size_t len)
 		 "  --heartbeat-ticks N    heartbeat interval in ticks (3)\n"
 		 "  --request-timeout-ms N how long a request may wait (default 5000)\n"
 		 "  --max-clients N        client connections at once (default 10000)\n"
+		 "  --snapshot-entries N   snapshot every N applied entries (100000;\n"
+		 "                         4294967295 = never)\n"
 		 "  --test-faults          enable KEEL.DEBUG fault injection (tests only)\n"
 		 "  --test-bug NAME        plant a bug (stale-read, early-ack) to show the\n"
 		 "                         Jepsen-style tests catch it; needs --test-faults\n"

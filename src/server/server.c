@@ -1825,15 +1825,8 @@ static int open_storage(struct server *s)
 	s->have_rec = true;
 	for (uint32_t i = 0; i < s->rec.n_warnings && i < 4; i++)
 		fprintf(stderr, "keel server: WAL recovery: %s\n", s->rec.warning[i]);
-	if (s->rec.snap_index) {
-		/* The node restores from log entries only (no snapshot install
-		 * yet in node_create). */
-		fprintf(stderr,
-			"keel server: %s holds a snapshot at index %" PRIu64
-			", which this build cannot load\n",
-			s->cfg.data_dir, s->rec.snap_index);
-		return KEEL_ERR_VERSION;
-	}
+	/* A snapshot (s->rec.snap_index) is the node's to restore:
+	 * node_create streams it in through snap_read (docs/snapshots.md §7). */
 	s->loaded.hard_state = s->rec.hs;
 	s->loaded.entries = s->rec.entries;
 	s->loaded.n_entries = s->rec.n_entries;
@@ -1886,6 +1879,7 @@ static int start_node(struct server *s)
 		.heartbeat_ticks = s->cfg.heartbeat_ticks,
 		.max_pending = NODE_MAX_PENDING,
 		.request_timeout_ns = s->cfg.request_timeout_ms * 1000000u,
+		.snapshot_entries = s->cfg.snapshot_entries,
 		.reply = on_node_reply,
 		.reply_ctx = s,
 	};

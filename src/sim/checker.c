@@ -94,6 +94,7 @@ void sim_checker_close(struct sim_checker *c)
 	keel_alloc_libc.free(NULL, c->logged);
 	keel_alloc_libc.free(NULL, c->committed);
 	keel_alloc_libc.free(NULL, c->applied);
+	keel_alloc_libc.free(NULL, c->digests);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -232,8 +233,8 @@ bool sim_check_leader_log(struct sim_checker *c, raft_id id, uint64_t term,
 		if (e->commit_term >= term)
 			continue;
 		uint64_t t = term_at(ctx, i);
-		if (t == e->term)
-			continue;
+		if (t == e->term || t == SIM_TERM_COMPACTED)
+			continue; /* compacted: held by its snapshot */
 		char d[160];
 		snprintf(d, sizeof(d),
 			 "leader %llu of term %llu lacks index %llu (term "
@@ -289,6 +290,52 @@ void sim_checker_restart(struct sim_checker *c, raft_id id)
 {
 	KEEL_ASSERT(id >= 1 && id <= SIM_MAX_NODES);
 	c->last_applied[id] = 0;
+}
+
+void sim_checker_jump(struct sim_checker *c, raft_id id, uint64_t index)
+{
+	KEEL_ASSERT(id >= 1 && id <= SIM_MAX_NODES);
+	if (index > c->n_applied) {
+		/* A snapshot covers more than any node was seen to apply:
+		 * only possible if it holds entries nobody applied. */
+		char d[160];
+		snprintf(d, sizeof(d),
+			 "node %llu installs a snapshot at %llu, beyond every "
+			 "applied index (%llu)",
+			 (unsigned long long)id, (unsigned long long)index,
+			 (unsigned long long)c->n_applied);
+		fail(c, "state-machine-safety", d);
+		return;
+	}
+	c->last_applied[id] = index;
+}
+
+bool sim_check_digest(struct sim_checker *c, raft_id id, uint64_t index,
+		      uint64_t digest)
+{
+	if (index == 0)
+		return true;
+	if (grow((void **)&c->digests, &c->cap_digests, index,
+		 sizeof(*c->digests)))
+		return true; /* out of memory: cannot check, not a verdict */
+	struct sim_digest *d = &c->digests[index - 1];
+	c->digest_checks++;
+	if (!d->node) {
+		d->node = id;
+		d->digest = digest;
+		return true;
+	}
+	if (d->digest == digest)
+		return true;
+	char m[160];
+	snprintf(m, sizeof(m),
+		 "nodes %llu and %llu hold different states after applying "
+		 "index %llu (digest %016llx vs %016llx)",
+		 (unsigned long long)d->node, (unsigned long long)id,
+		 (unsigned long long)index, (unsigned long long)d->digest,
+		 (unsigned long long)digest);
+	fail(c, "state-agreement", m);
+	return false;
 }
 
 bool sim_check_commit_rule(struct sim_checker *c, raft_id id,

@@ -75,6 +75,15 @@ struct sim_result {
 	uint64_t bitflips;      /* bits flipped at rest */
 	uint64_t refused_start; /* recoveries that refused (KEEL_ERR_CORRUPT) */
 	uint64_t torn_tails;    /* recoveries that cut a torn tail */
+	/* Snapshots (docs/snapshots.md §4), summed over nodes and boots. */
+	uint64_t snap_taken, snap_finished;
+	uint64_t snap_aborted;     /* dropped by an install, or cut by a crash */
+	uint64_t snap_compactions;
+	uint64_t snap_sends, snap_sends_ok, snap_sends_failed;
+	uint64_t snap_chunks, snap_chunks_resent;
+	uint64_t snap_verify_failed, snap_installs, snap_restores;
+	uint64_t digest_checks;    /* state agreement comparisons */
+	uint64_t snap_rot;         /* snap_read bytes rotted on a sender */
 };
 
 /* Runs one seed. Returns 0 (r->ok says whether every check passed) or an

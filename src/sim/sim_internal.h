@@ -219,7 +219,20 @@ struct sim_checker {
 	struct sim_entry_id *applied;
 	uint64_t n_applied, cap_applied;
 	uint64_t last_applied[SIM_MAX_NODES + 1]; /* per node, by id */
+
+	/* State agreement: the replicated state's digest after applying
+	 * index i (at [i - 1]), from the first node that reported it. */
+	struct sim_digest {
+		uint64_t digest;
+		raft_id node; /* 0 = not reported yet */
+	} *digests;
+	uint64_t cap_digests;
+	uint64_t digest_checks;
 };
+
+/* What a term_at callback answers for an index below a node's log base:
+ * the entry is compacted (its effect is in the node's snapshot). */
+#define SIM_TERM_COMPACTED UINT64_MAX
 
 int sim_checker_init(struct sim_checker *c, uint32_t n_nodes);
 void sim_checker_close(struct sim_checker *c);
@@ -254,6 +267,13 @@ bool sim_check_leader_log(struct sim_checker *c, raft_id id, uint64_t term,
 bool sim_check_applied(struct sim_checker *c, raft_id id, uint64_t index,
 		       uint64_t term, uint64_t hash);
 void sim_checker_restart(struct sim_checker *c, raft_id id);
+/* The node's state machine now starts past index (a snapshot restored or
+ * installed): its next applied index is index + 1. */
+void sim_checker_jump(struct sim_checker *c, raft_id id, uint64_t index);
+/* State agreement (docs/snapshots.md §4): every replica that applied
+ * index has the same state digest there (node_state_digest). */
+bool sim_check_digest(struct sim_checker *c, raft_id id, uint64_t index,
+		      uint64_t digest);
 /* §3.6.2 (Figure 3.7): a leader commits by counting replicas only an
  * entry of its own term; older entries are committed indirectly, under
  * one. When a leader of term leader_term moves the known commit point to

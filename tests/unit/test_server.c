@@ -127,6 +127,9 @@ TEST(config_bad_values_are_refused_by_name)
 		{{"--cluster", "1=nohost", NULL}, "bad address 'nohost' for node 1"},
 		{{"--log-level", "loud", NULL}, "--log-level: bad value 'loud'"},
 		{{"--tick-ms", "0", NULL}, "--tick-ms: bad value '0'"},
+		{{"--snapshot-entries", "0", NULL}, "--snapshot-entries: bad value '0'"},
+		{{"--snapshot-entries", "4294967296", NULL},
+		 "--snapshot-entries: bad value '4294967296'"},
 		{{"--test-faults=maybe", NULL}, "--test-faults: bad value 'maybe'"},
 		{{"--id", NULL}, "--id needs a value"},
 		{{"stray", NULL}, "unexpected argument 'stray'"},
@@ -152,6 +155,19 @@ TEST(config_bad_values_are_refused_by_name)
 			test_failed_now_ = 1;
 		}
 	}
+}
+
+TEST(config_snapshot_entries_reaches_the_config)
+{
+	struct server_config c;
+	const char *a[] = {"--id", "1", "--data-dir", "d", "--cluster",
+			   "1=127.0.0.1:1", NULL};
+	ASSERT(parse_argv(&c, a) == 0);
+	EXPECT_EQ_U64(c.snapshot_entries, 0); /* the node's default */
+	const char *b[] = {"--id", "1", "--data-dir", "d", "--cluster",
+			   "1=127.0.0.1:1", "--snapshot-entries", "500", NULL};
+	ASSERT(parse_argv(&c, b) == 0);
+	EXPECT_EQ_U64(c.snapshot_entries, 500);
 }
 
 TEST(config_file_errors_name_file_and_line)

@@ -521,6 +521,48 @@ TEST(small_runs_with_every_fault_are_ok)
 	}
 }
 
+/* docs/snapshots.md §4: the sweeps must exercise snapshots, not just
+ * survive them: across a few seeds every kind of event happens, and every
+ * run stays ok (state agreement included). */
+TEST(runs_take_install_and_restore_snapshots)
+{
+	uint64_t seed = test_seed(1);
+	struct sim_result sum;
+	memset(&sum, 0, sizeof(sum));
+	for (uint64_t k = 0; k < 8; k++) {
+		struct sim_options o = {.seed = seed + k,
+					.ops = 600,
+					.faults = SIM_FAULTS_ALL};
+		struct sim_result r;
+		ASSERT(sim_run(&o, &r) == 0);
+		if (!r.ok)
+			fprintf(stderr, "  seed %llu: %s\n",
+				(unsigned long long)(seed + k), r.violation);
+		EXPECT(r.ok);
+		EXPECT(strstr(r.params, "snap_entries=") != NULL);
+		sum.snap_finished += r.snap_finished;
+		sum.snap_compactions += r.snap_compactions;
+		sum.snap_installs += r.snap_installs;
+		sum.snap_restores += r.snap_restores;
+		sum.snap_chunks += r.snap_chunks;
+		sum.digest_checks += r.digest_checks;
+	}
+	fprintf(stderr, "  finished=%llu compactions=%llu installs=%llu "
+			"restores=%llu chunks=%llu digests=%llu\n",
+		(unsigned long long)sum.snap_finished,
+		(unsigned long long)sum.snap_compactions,
+		(unsigned long long)sum.snap_installs,
+		(unsigned long long)sum.snap_restores,
+		(unsigned long long)sum.snap_chunks,
+		(unsigned long long)sum.digest_checks);
+	EXPECT(sum.snap_finished > 0);
+	EXPECT(sum.snap_compactions > 0);
+	EXPECT(sum.snap_installs > 0);
+	EXPECT(sum.snap_restores > 0);
+	EXPECT(sum.snap_chunks > 0);
+	EXPECT(sum.digest_checks > 0);
+}
+
 TEST(fault_lists_parse_and_format)
 {
 	uint32_t m;

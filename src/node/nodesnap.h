@@ -1,0 +1,148 @@
+/*
+ * nodesnap.h -- the node snapshot payload (docs/snapshots.md §1.3): a
+ * header with the snapshot id and membership, the whole dedup window, the
+ * kv snapshot, a CRC32C trailer. These are the payload bytes of a
+ * snap/<index>-<term>.snap file and exactly the bytes a transfer carries.
+ *
+ * Both directions stream: the writer pulls the kv part from a source
+ * callback (kv_frozen_next, or kv_snapshot_writer_next in tests) and the
+ * reader pushes the kv part into a sink (kv_snap_reader_feed), so neither
+ * ever holds the payload whole. The head part (10432 bytes) is small and
+ * fixed, so it is buffered in the writer/reader struct itself.
+ *
+ * Pure: no allocation, no I/O; caller-owned structs (init, no destroy).
+ * The reader is total: any bytes in any split give 0 or an error, never a
+ * read outside what was fed (fuzzed by tests/fuzz/fuzz_node_snap.c), and
+ * it checks every count before it is used.
+ */
+#ifndef KEEL_NODE_NODESNAP_H
+#define KEEL_NODE_NODESNAP_H
+
+#include "keel/common.h"
+#include "keel/raft.h"
+
+/* ---- the dedup window (docs/architecture.md decision 9) -------------------
+ * Kept here because it is part of the payload; node.c owns the logic. */
+#define NODE_DEDUP_WINDOW 1024u
+#define NODE_DEDUP_WORDS (NODE_DEDUP_WINDOW / 64u)
+#define NODE_DEDUP_BOOTS 4u
+#define NODE_DEDUP_RECS 64u
+#define NODE_DEDUP_REC_BYTES 160u
+
+struct node_dedup_rec {
+	raft_id origin; /* 0 = free slot (then every field is 0) */
+	uint64_t boot;
+	uint64_t high;       /* highest seq applied; >= 1 when used */
+	uint64_t last_index; /* for eviction */
+	uint64_t bits[NODE_DEDUP_WORDS];
+};
+
+/* ---- layout ------------------------------------------------------------- */
+#define NODE_SNAP_MAGIC "KEELNODE"
+#define NODE_SNAP_VERSION 1u
+#define NODE_SNAP_MEMBERS_OFF 48u
+#define NODE_SNAP_DEDUP_OFF 184u
+#define NODE_SNAP_KVLEN_OFF 10424u
+#define NODE_SNAP_HEAD 10432u     /* bytes before the kv snapshot */
+#define NODE_SNAP_OVERHEAD 10436u /* head + trailer: P = OVERHEAD + L */
+#define NODE_SNAP_KV_HEAD 56u     /* kv snapshot header (docs/kv.md) */
+
+/* Everything of the payload except the kv bytes. */
+struct node_snap_head {
+	uint64_t index; /* applied index A */
+	uint64_t term;  /* term of A */
+	uint64_t kv_len; /* L: bytes of the kv snapshot */
+	struct raft_config_members members;
+	struct node_dedup_rec dedup[NODE_DEDUP_RECS]; /* slot order */
+};
+
+/* P for a kv snapshot of kv_len bytes. */
+static inline uint64_t node_snap_total(uint64_t kv_len)
+{
+	return NODE_SNAP_OVERHEAD + kv_len;
+}
+
+/* ---- writer --------------------------------------------------------------- */
+
+/* Pulls up to cap (> 0) kv snapshot bytes into buf, *n of them; true while
+ * more follow (the kv_snapshot_writer_next / kv_frozen_next contract). */
+typedef bool (*node_snap_source_fn)(void *ctx, uint8_t *buf, size_t cap,
+				    size_t *n);
+
+struct node_snap_writer {
+	uint8_t head[NODE_SNAP_HEAD];
+	uint8_t trailer[4];
+	uint64_t total;    /* P */
+	uint64_t pos;      /* Invariant: bytes emitted, <= total */
+	uint32_t crc;      /* Invariant: CRC32C of [0, min(pos, P - 4)) */
+	uint32_t crc_all;  /* Invariant: CRC32C of [0, pos) */
+	bool kv_more;      /* the source has more bytes */
+	node_snap_source_fn src;
+	void *src_ctx;
+};
+
+/* Encodes h's head (members are written sorted, voters then learners, so
+ * every replica's payload at (index, term) is the same bytes). The source
+ * must yield exactly h->kv_len bytes (asserted). h is copied. */
+void node_snap_writer_init(struct node_snap_writer *w,
+			   const struct node_snap_head *h,
+			   node_snap_source_fn src, void *src_ctx);
+/* Fills buf with up to cap (> 0) next payload bytes, *n of them. Returns
+ * true while more follow, false once the trailer's last byte was given. */
+bool node_snap_writer_next(struct node_snap_writer *w, uint8_t *buf,
+			   size_t cap, size_t *n);
+/* CRC32C of the whole payload, trailer included, once next returned
+ * false: the snap_crc of a transfer and the WAL header's payload CRC. */
+uint32_t node_snap_writer_crc(const struct node_snap_writer *w);
+
+/* ---- reader ----------------------------------------------------------------- */
+
+/* Takes kv snapshot bytes in order (kv_snap_reader_feed): 0 or an error,
+ * which becomes the reader's. */
+typedef int (*node_snap_sink_fn)(void *ctx, const uint8_t *buf, size_t len);
+
+struct node_snap_expect {
+	uint64_t index, term;  /* the snapshot id it is installed as; 0 = any */
+	uint64_t max_bytes;    /* P cap (snapshot_max_bytes) */
+	const struct raft_config_members *members; /* configured; NULL = any */
+};
+
+struct node_snap_reader {
+	struct node_snap_expect want;
+	struct raft_config_members members_copy;
+	node_snap_sink_fn sink;
+	void *sink_ctx;
+	uint8_t head_buf[NODE_SNAP_HEAD];
+	uint8_t kv_head[NODE_SNAP_KV_HEAD];
+	uint8_t trailer[4];
+	struct node_snap_head head; /* valid once head_done */
+	bool head_done;
+	uint64_t total; /* P, once head_done */
+	uint64_t pos;   /* Invariant: bytes consumed */
+	uint32_t crc;   /* CRC32C of [0, min(pos, P - 4)) */
+	int err;        /* sticky */
+};
+
+/* want (and the members it points at) is copied. */
+void node_snap_reader_init(struct node_snap_reader *r,
+			   const struct node_snap_expect *want,
+			   node_snap_sink_fn sink, void *sink_ctx);
+/* Any split of the bytes. Returns 0 or the first error, sticky:
+ *   KEEL_ERR_MAGIC, KEEL_ERR_VERSION, KEEL_ERR_TOO_BIG (P above max_bytes),
+ *   KEEL_ERR_MALFORMED (any other §1.3 rule, bytes past P), KEEL_ERR_INVAL
+ *   (index, term or membership other than expected), the sink's error. */
+int node_snap_reader_feed(struct node_snap_reader *r, const uint8_t *buf,
+			  size_t len);
+/* Every byte fed: 0, or KEEL_ERR_TRUNCATED (fewer than P bytes),
+ * KEEL_ERR_CORRUPT (trailer CRC), or the sticky error. The kv sink's own
+ * finish (length, kv CRC) is the caller's. */
+int node_snap_reader_finish(struct node_snap_reader *r);
+/* The decoded head once the first NODE_SNAP_HEAD bytes passed, else NULL. */
+const struct node_snap_head *
+node_snap_reader_head(const struct node_snap_reader *r);
+
+/* Validates a dedup window as the reader does (every slot rule of §1.3):
+ * 0 or KEEL_ERR_MALFORMED. */
+int node_snap_check_dedup(const struct node_dedup_rec *d);
+
+#endif /* KEEL_NODE_NODESNAP_H */
