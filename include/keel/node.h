@@ -240,6 +240,10 @@ struct node_stats {
 	uint64_t batch_runs;
 	uint64_t batched_requests;
 	uint64_t batch_max;
+	/* 1 while a local snapshot is being written or finished (its
+	 * snap_finish not yet complete): Jepsen's kill-snapshotting waits
+	 * for it to kill a node mid-snapshot. */
+	uint64_t snap_writing;
 };
 
 void node_stats(const struct node *n, struct node_stats *st);

@@ -3175,6 +3175,7 @@ void node_destroy(struct node *n)
 void node_stats(const struct node *n, struct node_stats *st)
 {
 	*st = n->stats;
+	st->snap_writing = n->snap && n->snap->out.live;
 }
 
 const struct raft *node_raft(const struct node *n)

@@ -978,6 +978,16 @@ static void info_text(struct server *s, const struct resp_command *cmd,
 		tx(t, "node_batch_runs:%" PRIu64 "\r\n", ns.batch_runs);
 		tx(t, "node_batched_requests:%" PRIu64 "\r\n", ns.batched_requests);
 		tx(t, "node_batch_max:%" PRIu64 "\r\n", ns.batch_max);
+		tx(t, "snapshots_taken:%" PRIu64 "\r\n", ns.snap_taken);
+		tx(t, "snapshots_finished:%" PRIu64 "\r\n", ns.snap_finished);
+		tx(t, "snapshot_compactions:%" PRIu64 "\r\n", ns.snap_compactions);
+		tx(t, "snapshot_sends_started:%" PRIu64 "\r\n", ns.snap_sends_started);
+		tx(t, "snapshot_sends_ok:%" PRIu64 "\r\n", ns.snap_sent_ok);
+		tx(t, "snapshot_sends_failed:%" PRIu64 "\r\n", ns.snap_sent_failed);
+		tx(t, "snapshot_chunks_sent:%" PRIu64 "\r\n", ns.snap_chunks_sent);
+		tx(t, "snapshot_verify_failed:%" PRIu64 "\r\n", ns.snap_verify_failed);
+		tx(t, "snapshot_installs:%" PRIu64 "\r\n", ns.snap_installs);
+		tx(t, "snapshot_restored:%" PRIu64 "\r\n", ns.snap_restored);
 		tx(t, "wal_writes:%" PRIu64 "\r\n", ws.writes);
 		tx(t, "wal_syncs:%" PRIu64 "\r\n", ws.batches);
 		tx(t, "wal_max_batch:%" PRIu64 "\r\n", ws.max_batch);
@@ -1005,6 +1015,13 @@ static void info_text(struct server *s, const struct resp_command *cmd,
 		tx(t, "raft_last_index:%" PRIu64 "\r\n", st.last_index);
 		tx(t, "raft_last_term:%" PRIu64 "\r\n", st.last_term);
 		tx(t, "raft_persisted_index:%" PRIu64 "\r\n", st.persisted);
+		{
+			struct node_stats sn;
+			node_stats(s->node, &sn);
+			tx(t, "raft_snapshot_index:%" PRIu64 "\r\n", sn.snap_index);
+			tx(t, "raft_snapshot_in_progress:%" PRIu64 "\r\n",
+			   sn.snap_writing);
+		}
 		tx(t, "raft_members:%u\r\n", s->cfg.n_members);
 		tx(t, "raft_poisoned:%d\r\n", node_poisoned(s->node) ? 1 : 0);
 		struct posix_env_peer_stats ps[RAFT_MAX_VOTERS];
