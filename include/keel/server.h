@@ -54,6 +54,7 @@ struct server_config {
 	uint64_t request_timeout_ms; /* 0 = the node's default (5 s) */
 	uint32_t max_clients;
 	uint32_t snapshot_entries; /* 0 = the node's default (100,000) */
+	uint64_t snapshot_log_bytes; /* 0 = the node's default (64 MiB) */
 	/* Which keys were given, so a flag can override the config file and
 	 * the check can name what is missing. */
 	bool have_id, have_data_dir, have_cluster;
@@ -73,7 +74,7 @@ void server_config_default(struct server_config *c);
 /* Sets one option by its name without the leading "--" ("id", "data-dir",
  * "client-addr", "peer-addr", "cluster", "cluster-id", "test-faults",
  * "log-level", "tick-ms", "election-ticks", "heartbeat-ticks",
- * "request-timeout-ms", "max-clients", "snapshot-entries", "test-bug"). val may be NULL only for
+ * "request-timeout-ms", "max-clients", "snapshot-entries", "snapshot-log-bytes", "test-bug"). val may be NULL only for
  * "test-faults". Returns 0 or KEEL_ERR_INVAL with a message in err that
  * names the option and the bad value. */
 int server_config_set(struct server_config *c, const char *key,

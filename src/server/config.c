@@ -205,6 +205,11 @@ int server_config_set(struct server_config *c, const char *key,
 		if (parse_u64(val, 1, UINT32_MAX, &v))
 			goto bad;
 		c->snapshot_entries = (uint32_t)v;
+	} else if (!strcmp(key, "snapshot-log-bytes")) {
+		/* 4 KiB .. 1 TiB of applied entry bytes between snapshots. */
+		if (parse_u64(val, 4096, (uint64_t)1 << 40, &v))
+			goto bad;
+		c->snapshot_log_bytes = v;
 	} else if (!strcmp(key, "test-bug")) {
 		if (!strcmp(val, "none"))
 			c->test_bug = SERVER_BUG_NONE;
@@ -441,6 +446,8 @@ void server_config_usage(char *buf, size_t len)
 		 "  --max-clients N        client connections at once (default 10000)\n"
 		 "  --snapshot-entries N   snapshot every N applied entries (100000;\n"
 		 "                         4294967295 = never)\n"
+		 "  --snapshot-log-bytes N ... or after N bytes of applied entries\n"
+		 "                         (default 67108864 = 64 MiB)\n"
 		 "  --test-faults          enable KEEL.DEBUG fault injection (tests only)\n"
 		 "  --test-bug NAME        plant a bug (stale-read, early-ack) to show the\n"
 		 "                         Jepsen-style tests catch it; needs --test-faults\n"

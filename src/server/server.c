@@ -1897,6 +1897,7 @@ static int start_node(struct server *s)
 		.max_pending = NODE_MAX_PENDING,
 		.request_timeout_ns = s->cfg.request_timeout_ms * 1000000u,
 		.snapshot_entries = s->cfg.snapshot_entries,
+		.snapshot_log_bytes = s->cfg.snapshot_log_bytes,
 		.reply = on_node_reply,
 		.reply_ctx = s,
 	};

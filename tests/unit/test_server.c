@@ -168,6 +168,14 @@ TEST(config_snapshot_entries_reaches_the_config)
 			   "1=127.0.0.1:1", "--snapshot-entries", "500", NULL};
 	ASSERT(parse_argv(&c, b) == 0);
 	EXPECT_EQ_U64(c.snapshot_entries, 500);
+	EXPECT_EQ_U64(c.snapshot_log_bytes, 0);
+	const char *d[] = {"--id", "1", "--data-dir", "d", "--cluster",
+			   "1=127.0.0.1:1", "--snapshot-log-bytes", "1048576", NULL};
+	ASSERT(parse_argv(&c, d) == 0);
+	EXPECT_EQ_U64(c.snapshot_log_bytes, 1048576);
+	const char *e[] = {"--id", "1", "--data-dir", "d", "--cluster",
+			   "1=127.0.0.1:1", "--snapshot-log-bytes", "100", NULL};
+	EXPECT(parse_argv(&c, e) != 0); /* below 4 KiB: refused */
 }
 
 TEST(config_file_errors_name_file_and_line)
