@@ -122,23 +122,16 @@ static void kv_frozen_drop(struct kv_frozen *f, struct kv_entry *pre)
 	kv_entry_free(f->owner, pre);
 }
 
-/* Frees every pre-image: the tree is turned into a right spine as it goes
- * (as kv_free_all does), so no recursion and no rebalancing. */
+static void free_pre(void *arg, struct kv_avl *n)
+{
+	struct kv_frozen *f = arg;
+	kv_entry_free(f->owner, KV_CONTAINER(n, by_key));
+}
+
+/* Frees every pre-image. */
 static void kv_frozen_free_pre(struct kv_frozen *f)
 {
-	struct kv_avl *n = f->pre;
-	while (n) {
-		if (n->left) {
-			struct kv_avl *l = n->left;
-			n->left = l->right;
-			l->right = n;
-			n = l;
-		} else {
-			struct kv_avl *next = n->right;
-			kv_entry_free(f->owner, KV_CONTAINER(n, by_key));
-			n = next;
-		}
-	}
+	kv_avl_drain(f->pre, free_pre, f);
 	f->pre = NULL;
 	f->pre_bytes = 0;
 }

@@ -108,31 +108,24 @@ struct kv *kv_create(const struct keel_alloc *a)
 	return kv;
 }
 
-/* Post-order free without recursion on the key tree: repeatedly rotate the
- * left child up so that the tree becomes a right spine. With a frozen
- * version live (FLUSHALL during a snapshot), an entry the writer still
- * needs is moved into its pre-images instead of being freed: no
- * allocation, so a flush cannot fail. */
+/* With a frozen version live (FLUSHALL during a snapshot), an entry the
+ * writer still needs is moved into its pre-images instead of being freed:
+ * no allocation, so a flush cannot fail. */
+static void free_or_keep(void *arg, struct kv_avl *n)
+{
+	struct kv *kv = arg;
+	struct kv_entry *e = KV_CONTAINER(n, by_key);
+	if (kv->frozen && kv_frozen_wants(kv->frozen, e->key, e->key_len))
+		kv_frozen_keep(kv->frozen, e);
+	else
+		kv_entry_free(kv, e);
+}
+
+/* Frees (or keeps, above) every entry: kv_avl_drain takes the key tree
+ * apart without recursion; the other trees hold the same entries. */
 static void kv_free_all(struct kv *kv)
 {
-	struct kv_frozen *f = kv->frozen;
-	struct kv_avl *n = kv->by_key;
-	while (n) {
-		if (n->left) {
-			struct kv_avl *l = n->left;
-			n->left = l->right;
-			l->right = n;
-			n = l;
-		} else {
-			struct kv_avl *next = n->right;
-			struct kv_entry *e = KV_CONTAINER(n, by_key);
-			if (f && kv_frozen_wants(f, e->key, e->key_len))
-				kv_frozen_keep(f, e);
-			else
-				kv_entry_free(kv, e);
-			n = next;
-		}
-	}
+	kv_avl_drain(kv->by_key, free_or_keep, kv);
 	kv->by_key = kv->by_hash = kv->by_exp = NULL;
 	kv->count = kv->expires = 0;
 	kv->key_bytes = kv->val_bytes = kv->val_cap_bytes = 0;

@@ -71,6 +71,11 @@ static inline struct kv_avl *kv_avl_cur(const struct kv_avl_iter *it)
 	return it->depth > 0 ? it->stack[it->depth - 1] : NULL;
 }
 void kv_avl_next(struct kv_avl_iter *it);
+/* Hands every node of the tree to visit(arg, node) in key order, taking
+ * the tree apart as it goes (rotated into a right spine: no recursion, no
+ * rebalancing); visit may free the node. The tree is gone afterwards. */
+void kv_avl_drain(struct kv_avl *root, void (*visit)(void *arg, struct kv_avl *n),
+		  void *arg);
 
 /* ---- entries and struct kv (kv.c) ---------------------------------------- */
 

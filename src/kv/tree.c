@@ -175,3 +175,21 @@ void kv_avl_next(struct kv_avl_iter *it)
 		n = n->left;
 	}
 }
+
+void kv_avl_drain(struct kv_avl *root, void (*visit)(void *arg, struct kv_avl *n),
+		  void *arg)
+{
+	struct kv_avl *n = root;
+	while (n) {
+		if (n->left) {
+			struct kv_avl *l = n->left;
+			n->left = l->right;
+			l->right = n;
+			n = l;
+		} else {
+			struct kv_avl *next = n->right;
+			visit(arg, n);
+			n = next;
+		}
+	}
+}

@@ -412,22 +412,41 @@ static void send_now(struct node *n, const struct raft_msg *m)
 	n->env->net.ops->send(n->env->net.ctx, m->to, n->enc, len);
 }
 
+/* The node's FIFO rings (held frames, write records, snapshot store
+ * operations) grow the same way: double (or start at `first` slots) and
+ * move the `used` slots from `*head` to the front. Returns the new array
+ * (the old one is freed; *cap and *head updated), or NULL with nothing
+ * changed. */
+static void *ring_grow(struct node *n, void *ring, uint32_t *cap,
+		       uint32_t *head, uint32_t used, size_t elem,
+		       uint32_t first)
+{
+	uint32_t ncap = *cap ? *cap * 2 : first;
+	uint8_t *nr = xmalloc(n, (size_t)ncap * elem);
+	if (!nr)
+		return NULL;
+	const uint8_t *old = ring;
+	for (uint32_t i = 0; i < used; i++)
+		memcpy(nr + (size_t)i * elem,
+		       old + (size_t)((*head + i) % *cap) * elem, elem);
+	xfree(n, ring);
+	*cap = ncap;
+	*head = 0;
+	return nr;
+}
+
 /* Holds frame[0..len) (copied) for `to` until every write issued so far
  * is durable. */
 static void hold_frame(struct node *n, raft_id to, const uint8_t *frame,
 		       size_t len)
 {
 	if (n->held_n == n->held_cap) {
-		uint32_t ncap = n->held_cap ? n->held_cap * 2 : 16;
-		struct held_frame *nh = xmalloc(n, ncap * sizeof(*nh));
+		struct held_frame *nh =
+			ring_grow(n, n->held, &n->held_cap, &n->held_head,
+				  n->held_n, sizeof(*nh), 16);
 		if (!nh)
 			return; /* a lost message: Raft retransmits */
-		for (uint32_t i = 0; i < n->held_n; i++)
-			nh[i] = n->held[(n->held_head + i) % n->held_cap];
-		xfree(n, n->held);
 		n->held = nh;
-		n->held_cap = ncap;
-		n->held_head = 0;
 	}
 	uint8_t *copy = xmalloc(n, len);
 	if (!copy)
@@ -500,16 +519,12 @@ static void poison(struct node *n, const char *why);
 static int push_write_rec(struct node *n, struct write_rec rec)
 {
 	if (n->wr_n == n->wr_cap) {
-		uint32_t ncap = n->wr_cap ? n->wr_cap * 2 : 16;
-		struct write_rec *nw = xmalloc(n, ncap * sizeof(*nw));
+		struct write_rec *nw = ring_grow(n, n->wr, &n->wr_cap,
+						 &n->wr_head, n->wr_n,
+						 sizeof(*nw), 16);
 		if (!nw)
 			return KEEL_ERR_NOMEM;
-		for (uint32_t i = 0; i < n->wr_n; i++)
-			nw[i] = n->wr[(n->wr_head + i) % n->wr_cap];
-		xfree(n, n->wr);
 		n->wr = nw;
-		n->wr_cap = ncap;
-		n->wr_head = 0;
 	}
 	n->wr[(n->wr_head + n->wr_n) % n->wr_cap] = rec;
 	n->wr_n++;
@@ -1943,16 +1958,12 @@ static int push_op(struct node *n, struct snap_op op)
 {
 	struct snap_state *ss = n->snap;
 	if (ss->ops_n == ss->ops_cap) {
-		uint32_t ncap = ss->ops_cap ? ss->ops_cap * 2 : 32;
-		struct snap_op *no = xmalloc(n, ncap * sizeof(*no));
+		struct snap_op *no = ring_grow(n, ss->ops, &ss->ops_cap,
+					       &ss->ops_head, ss->ops_n,
+					       sizeof(*no), 32);
 		if (!no)
 			return KEEL_ERR_NOMEM;
-		for (uint32_t i = 0; i < ss->ops_n; i++)
-			no[i] = ss->ops[(ss->ops_head + i) % ss->ops_cap];
-		xfree(n, ss->ops);
 		ss->ops = no;
-		ss->ops_cap = ncap;
-		ss->ops_head = 0;
 	}
 	ss->ops[(ss->ops_head + ss->ops_n) % ss->ops_cap] = op;
 	ss->ops_n++;
