@@ -61,17 +61,30 @@ echo "try:   redis-cli -p $((BASE + 1)) set hello world && redis-cli -p $((BASE 
 echo "       $KEEL status --addr $addrs"
 echo "Ctrl-C stops the cluster."
 parent=$PPID
+reported=(0 0 0)
 while :; do
 	# make may die of SIGTERM without passing it on: follow it.
 	if ! kill -0 "$parent" 2>/dev/null; then
 		echo "dev: parent $parent is gone" >&2
 		stop
 	fi
+	gone=0
 	for i in 0 1 2; do
 		if ! kill -0 "${pids[$i]}" 2>/dev/null; then
-			echo "dev: node $((i + 1)) exited; see $DIR/node$((i + 1)).log" >&2
+			gone=$((gone + 1))
+			# Said once per node, not every second.
+			if [ "${reported[$i]}" = 0 ]; then
+				reported[$i]=1
+				echo "dev: node $((i + 1)) exited; see $DIR/node$((i + 1)).log" >&2
+			fi
 		fi
 	done
+	if [ $gone = 3 ]; then
+		echo "dev: every node has exited; stopping" >&2
+		pids=()
+		trap - INT TERM EXIT
+		exit 1
+	fi
 	sleep 1 &
 	wait $! 2>/dev/null
 done
