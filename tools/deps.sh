@@ -20,6 +20,11 @@ have_cmd redis-cli || need+=(redis-tools)
 # ip(8) for the Jepsen tests' network namespaces (root only; without it they
 # fall back to in-process partitions).
 [ "$(id -u)" -ne 0 ] || have_cmd ip || need+=(iproute2)
+# The full-disk e2e test's loop-mounted ext4 images (root only; skipped
+# without them): mkfs.ext4/resize2fs/e2fsck, mount, unshare.
+[ "$(id -u)" -ne 0 ] || have_cmd mkfs.ext4 || need+=(e2fsprogs)
+[ "$(id -u)" -ne 0 ] || have_cmd mount || need+=(mount)
+[ "$(id -u)" -ne 0 ] || have_cmd unshare || need+=(util-linux)
 
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0
