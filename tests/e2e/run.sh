@@ -10,7 +10,7 @@ export KEEL_BIN=${KEEL_BIN:-$(cd ../.. && pwd)/$BUILD/keel}
 if [ ! -x "$KEEL_BIN" ]; then
 	echo "e2e: $KEEL_BIN missing (make first)"; echo "0 passed, 1 failed"; exit 1
 fi
-out=$(timeout 240 /usr/bin/python3 -m pytest -q -p no:cacheprovider . 2>&1)
+out=$(timeout 420 /usr/bin/python3 -m pytest -q -p no:cacheprovider . 2>&1)
 rc=$?
 echo "$out"
 p=$(echo "$out" | grep -Eo '[0-9]+ passed' | tail -n 1 | awk '{print $1}')
