@@ -1646,6 +1646,12 @@ static void tick_cb(void *arg)
 	}
 	n->timer = n->env->clock.ops->timer_start(n->env->clock.ctx,
 						  n->cfg.tick_ns, tick_cb, n);
+	/* Without its tick the node would never time a request out, elect,
+	 * heartbeat or expire again, and nobody would know: stop loudly
+	 * instead, every waiting client answered. */
+	if (!n->timer)
+		poison(n, "cannot re-arm the tick timer (out of memory): "
+			  "stopping");
 }
 
 /* ---- inputs ------------------------------------------------------------------ */

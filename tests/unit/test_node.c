@@ -467,6 +467,8 @@ struct c_node {
 	void *warg[C_WRITES];
 	int n_replies;
 	struct rep reply[C_REPLIES];
+	int n_errors;        /* ENV_LOG_ERROR lines logged */
+	char last_error[160];
 };
 
 struct cluster {
@@ -564,8 +566,18 @@ static void c_reply(void *ctx, const struct node_reply *r)
 	keep_reply(&n->reply[n->n_replies++], r);
 }
 
+static void c_log(void *ctx, int level, const char *msg)
+{
+	struct c_node *n = ctx;
+	if (level != ENV_LOG_ERROR)
+		return;
+	n->n_errors++;
+	snprintf(n->last_error, sizeof(n->last_error), "%s", msg);
+}
+
 static const struct env_clock_ops c_clock = {c_now, c_timer_start,
 					     c_timer_stop, c_wall};
+static const struct env_log_ops c_logops = {c_log};
 static const struct env_net_ops c_net = {c_send};
 static const struct env_rand_ops c_rnd = {c_rand};
 static const struct env_store_ops c_store = {.load = f_load, .append = c_append};
@@ -655,7 +667,8 @@ static void cluster_start_with(uint32_t election_ticks, uint64_t timeout)
 		n->env = (struct env){.clock = {n, &c_clock},
 				      .net = {n, &c_net},
 				      .rand = {n, &c_rnd},
-				      .store = {n, &c_store}};
+				      .store = {n, &c_store},
+				      .log = {n, &c_logops}};
 		struct node_config cfg = {.id = n->id,
 					  .cluster_id = 9,
 					  .tick_ns = C_TICK,
@@ -1199,6 +1212,44 @@ TEST(without_a_timer_requests_are_processed_at_once)
 	pump();
 	ASSERT(l->n_replies == 1);
 	EXPECT(l->reply[0].status == NODE_OK);
+	l->no_timers = false;
+	cluster_stop();
+}
+
+/* The tick is what times requests out: a node whose tick cannot be
+ * re-armed (timer_start failing, as the posix env's does when it cannot
+ * allocate) must not go on silently with clients waiting forever. It
+ * stops, answers every waiting client, and says why. */
+TEST(a_tick_that_cannot_be_rearmed_poisons_the_node)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	struct c_node *l = &c->n[0];
+	/* The leader is cut off: nothing it waits for can settle by itself. */
+	for (int k = 1; k <= C_NODES; k++)
+		c->drop[1][k] = c->drop[k][1] = true;
+	ASSERT(REQ(cn(1), 1, 0, "SET", "a", "1") == 0);
+	ASSERT(REQ(cn(1), 2, 0, "GET", "a") == 0);
+	pump();
+	EXPECT(l->n_replies == 0);
+	l->no_timers = true;
+	advance((int)(C_TIMEOUT / C_TICK) + 2);
+	EXPECT(node_poisoned(cn(1)));
+	ASSERT(l->n_replies == 2);
+	for (int i = 0; i < 2; i++) {
+		struct rep *r = &l->reply[i];
+		if (r->cookie == 1)
+			EXPECT(r->status == NODE_UNKNOWN); /* proposed */
+		else
+			EXPECT(r->cookie == 2 && r->status == NODE_DROPPED);
+	}
+	EXPECT(l->n_errors == 1);
+	EXPECT(strstr(l->last_error, "tick") != NULL);
+	/* A request after that is answered at once. */
+	ASSERT(REQ(cn(1), 3, 0, "GET", "a") == 0);
+	ASSERT(l->n_replies == 3);
+	EXPECT(l->reply[2].status == NODE_DROPPED);
 	l->no_timers = false;
 	cluster_stop();
 }
