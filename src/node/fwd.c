@@ -73,6 +73,7 @@ void node_fwd_encode(const struct node_fwd *f, uint8_t *buf)
 		return;
 	case PEER_TYPE_FWD_READ_OK:
 		keel_put_u64(buf + 16, f->index);
+		keel_put_u64(buf + 24, f->ms);
 		return;
 	default:
 		KEEL_ASSERT(!"node_fwd_encode: not a forwarding type");
@@ -133,6 +134,7 @@ int node_fwd_decode(int type, const uint8_t *body, size_t len,
 		break;
 	case PEER_TYPE_FWD_READ_OK:
 		f->index = keel_get_u64(body + 16);
+		f->ms = keel_get_u64(body + 24);
 		break;
 	default:
 		break;

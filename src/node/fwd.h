@@ -50,7 +50,7 @@ enum node_fwd_reason {
 #define NODE_FWD_ACK_SIZE 32
 #define NODE_FWD_NACK_SIZE 26
 #define NODE_FWD_READ_SIZE 16
-#define NODE_FWD_READ_OK_SIZE 24
+#define NODE_FWD_READ_OK_SIZE 32 /* boot, seq, index, ms */
 
 struct node_fwd {
 	int type;       /* PEER_TYPE_FWD_* */
@@ -59,6 +59,9 @@ struct node_fwd {
 	uint64_t seq;
 	uint64_t term;  /* ACK: the leader's term */
 	uint64_t index; /* ACK: where it was proposed; READ_OK: read point */
+	uint64_t ms;    /* READ_OK: the leader's wall clock (env.wall_ms)
+	                   when it confirmed the read point: the time the
+	                   read is judged at (expiry), never the follower's */
 	uint8_t kind;   /* NACK: enum node_fwd_kind */
 	uint8_t reason; /* NACK: enum node_fwd_reason */
 	raft_id hint;   /* NACK: leader hint or 0 */

@@ -129,6 +129,8 @@ struct pending_read {
 	uint64_t next_try;
 	uint64_t id;    /* LOCAL: raft read id */
 	uint64_t index; /* READY: read point */
+	uint64_t at_ms; /* READY: the leader's wall clock when it confirmed
+			   the read point; expiry is judged at this time */
 	uint8_t state;
 	bool handed;
 	uint32_t redirects;
@@ -247,6 +249,11 @@ struct node {
 	uint64_t next_read;
 	uint64_t timer;
 	uint64_t applied;
+	/* The newest leader stamp (kv entry now_ms) among the entries this
+	 * node applied, kept monotone: the time its state is the leader's
+	 * state at. READONLY reads on a non-leader are judged at it (docs/
+	 * kv.md "TTL and expiry design"). 0 until an entry is applied. */
+	uint64_t applied_ms;
 	bool poisoned; /* a store write failed or kv could not apply: stop */
 
 	uint64_t writes_issued, writes_done;
@@ -815,7 +822,10 @@ static int pr_find(struct node *n, uint64_t seq)
 	return -1;
 }
 
-/* Serves read i (its point is applied) and removes it. */
+/* Serves read i (its point is applied) and removes it. Its time is the
+ * leader's, taken when the read point was confirmed (p.at_ms): on a
+ * follower its own clock would show a key the leader already counts as
+ * expired (clock behind) or hide one the leader still serves (ahead). */
 static void serve_read(struct node *n, uint32_t i)
 {
 	struct pending_read p = n->pr[i];
@@ -827,7 +837,7 @@ static void serve_read(struct node *n, uint32_t i)
 		answer(n, p.cookie, NODE_DROPPED, 0, NULL, 0);
 	} else {
 		kv_tape_reset(&n->tape);
-		kv_read(n->kv, (int)argc, n->argv, n->lens, wall_ms(n),
+		kv_read(n->kv, (int)argc, n->argv, n->lens, p.at_ms,
 			&kv_tape_ops, &n->tape);
 		if (n->tape.failed)
 			answer(n, p.cookie, NODE_DROPPED, 0, NULL, 0);
@@ -903,6 +913,13 @@ static void apply_entry(struct node *n, const struct raft_entry *e)
 		settle_lost_slots(n, e->index, 0);
 		return;
 	}
+	/* The leader's stamp (kv.h: u8 version, u64 now_ms, ...); a
+	 * malformed command has none and kv_apply answers it an error. */
+	if (cmd_len >= KV_CMD_HEADER_BYTES && cmd[0] == KV_CMD_VERSION) {
+		uint64_t stamp = keel_get_u64(cmd + 1);
+		if (stamp > n->applied_ms)
+			n->applied_ms = stamp;
+	}
 	int verdict = h.origin ? dedup_admit(n, &h, e->index) : DEDUP_RUN;
 	bool mine = h.origin == n->cfg.id && h.boot == n->boot &&
 		    pw_find(n, h.seq) >= 0;
@@ -958,6 +975,7 @@ static void take_reads(struct node *n, const struct raft_update *u)
 			if (rd->status == RAFT_READ_OK) {
 				p->state = R_READY;
 				p->index = rd->index;
+				p->at_ms = wall_ms(n); /* ours: we lead */
 			} else {
 				uint64_t cookie = p->cookie;
 				free_pr(n, i);
@@ -975,7 +993,8 @@ static void take_reads(struct node *n, const struct raft_update *u)
 				struct node_fwd m = {.type = PEER_TYPE_FWD_READ_OK,
 						     .boot = fr.boot,
 						     .seq = fr.seq,
-						     .index = rd->index};
+						     .index = rd->index,
+						     .ms = wall_ms(n)};
 				send_fwd(n, fr.from, &m);
 			} else {
 				send_nack(n, fr.from, NODE_FWD_KIND_READ,
@@ -1627,6 +1646,12 @@ static void tick_cb(void *arg)
 	}
 	n->timer = n->env->clock.ops->timer_start(n->env->clock.ctx,
 						  n->cfg.tick_ns, tick_cb, n);
+	/* Without its tick the node would never time a request out, elect,
+	 * heartbeat or expire again, and nobody would know: stop loudly
+	 * instead, every waiting client answered. */
+	if (!n->timer)
+		poison(n, "cannot re-arm the tick timer (out of memory): "
+			  "stopping");
 }
 
 /* ---- inputs ------------------------------------------------------------------ */
@@ -1768,6 +1793,7 @@ static void on_fwd_frame(struct node *n, raft_id from, int type,
 		if (i >= 0 && n->pr[i].state == R_FWD) {
 			n->pr[i].state = R_READY;
 			n->pr[i].index = f.index;
+			n->pr[i].at_ms = f.ms; /* the leader's time */
 		}
 		break;
 	}
@@ -1867,8 +1893,14 @@ static int request_write(struct node *n, const struct node_request *req)
 static int request_read(struct node *n, const struct node_request *req)
 {
 	if (req->flags & NODE_REQ_LOCAL) {
+		/* Stale but never judged by a follower's clock: a leader
+		 * reads at its own time (it decides expiry); any other node
+		 * at the newest leader stamp it applied, where its state is
+		 * a state the leader had (docs/kv.md, TTL design, 5). */
+		uint64_t at = known_leader(n) == n->cfg.id ? wall_ms(n)
+							   : n->applied_ms;
 		kv_tape_reset(&n->tape);
-		kv_read(n->kv, (int)req->argc, req->argv, req->lens, wall_ms(n),
+		kv_read(n->kv, (int)req->argc, req->argv, req->lens, at,
 			&kv_tape_ops, &n->tape);
 		if (n->tape.failed)
 			answer(n, req->cookie, NODE_DROPPED, 0, NULL, 0);

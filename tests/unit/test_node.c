@@ -467,6 +467,8 @@ struct c_node {
 	void *warg[C_WRITES];
 	int n_replies;
 	struct rep reply[C_REPLIES];
+	int n_errors;        /* ENV_LOG_ERROR lines logged */
+	char last_error[160];
 };
 
 struct cluster {
@@ -564,8 +566,18 @@ static void c_reply(void *ctx, const struct node_reply *r)
 	keep_reply(&n->reply[n->n_replies++], r);
 }
 
+static void c_log(void *ctx, int level, const char *msg)
+{
+	struct c_node *n = ctx;
+	if (level != ENV_LOG_ERROR)
+		return;
+	n->n_errors++;
+	snprintf(n->last_error, sizeof(n->last_error), "%s", msg);
+}
+
 static const struct env_clock_ops c_clock = {c_now, c_timer_start,
 					     c_timer_stop, c_wall};
+static const struct env_log_ops c_logops = {c_log};
 static const struct env_net_ops c_net = {c_send};
 static const struct env_rand_ops c_rnd = {c_rand};
 static const struct env_store_ops c_store = {.load = f_load, .append = c_append};
@@ -655,7 +667,8 @@ static void cluster_start_with(uint32_t election_ticks, uint64_t timeout)
 		n->env = (struct env){.clock = {n, &c_clock},
 				      .net = {n, &c_net},
 				      .rand = {n, &c_rnd},
-				      .store = {n, &c_store}};
+				      .store = {n, &c_store},
+				      .log = {n, &c_logops}};
 		struct node_config cfg = {.id = n->id,
 					  .cluster_id = 9,
 					  .tick_ns = C_TICK,
@@ -711,6 +724,13 @@ static bool kv_has(int id, const char *key, const char *val)
 	if (!val)
 		return !found;
 	return found && vl == strlen(val) && !memcmp(v, val, vl);
+}
+
+/* The key is stored at node id, expired or not. */
+static bool stored_key(int id, const char *key)
+{
+	return kv_get(node_kv(cn(id)), (const uint8_t *)key, strlen(key), 0,
+		      NULL, NULL, NULL);
 }
 
 static uint64_t stored_keys(int id)
@@ -979,6 +999,93 @@ TEST(follower_read_is_served_when_its_read_point_arrives)
 	cluster_stop();
 }
 
+/* Expiry is the leader's decision on the leader's clock, so a follower's
+ * linearizable read is judged at the time the leader confirmed its read
+ * point (FWD_READ_OK carries it), never at the follower's own clock: one
+ * far behind would show a key the leader already counts as expired (its
+ * delete not yet applied), one far ahead would hide a key the leader still
+ * serves -- and a later read at the leader would show it again. */
+TEST(follower_reads_judge_expiry_by_the_leaders_clock)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	uint64_t lw = c->n[0].wall;
+	c->n[1].wall = lw - 1000000; /* node 2: 1000 s behind the leader */
+	c->n[2].wall = lw + 1000000; /* node 3: 1000 s ahead */
+	ASSERT(REQ(cn(1), 1, 0, "SET", "soon", "v", "PX", "100") == 0);
+	ASSERT(REQ(cn(1), 2, 0, "SET", "later", "v", "PX", "100000") == 0);
+	pump();
+	advance(2);
+	ASSERT(c->n[0].n_replies == 2);
+	for (int id = 1; id <= C_NODES; id++) {
+		ASSERT(node_applied(cn(id)) == node_applied(cn(1)));
+		EXPECT_EQ_U64(stored_keys(id), 2);
+	}
+	/* The leader's clock passes "soon"'s expiry. It has not ticked since,
+	 * so its KEEL.EXPIRE-DELETE is not even proposed: every replica still
+	 * stores the key, and node 2's clock says it has 1000 s to live. */
+	c->n[0].wall += 1000;
+	ASSERT(REQ(cn(2), 10, 0, "GET", "soon") == 0);
+	ASSERT(REQ(cn(3), 11, 0, "GET", "later") == 0);
+	ASSERT(REQ(cn(1), 12, 0, "GET", "soon") == 0);
+	pump(); /* frames only: ReadIndex rounds, FWD_READ_OK, no tick */
+	for (int id = 1; id <= C_NODES; id++)
+		EXPECT_EQ_U64(stored_keys(id), 2); /* no delete applied */
+	ASSERT(c->n[0].n_replies == 3);
+	EXPECT(c->n[0].reply[2].status == NODE_OK &&
+	       c->n[0].reply[2].got.kind == 'n'); /* the leader: expired */
+	ASSERT(c->n[1].n_replies == 1);
+	EXPECT(c->n[1].reply[0].status == NODE_OK);
+	EXPECT(c->n[1].reply[0].got.kind == 'n'); /* so at node 2 too */
+	/* "later" has ~99 s left by the leader's clock; node 3's clock is
+	 * 900 s past its expiry, and must not decide. */
+	ASSERT(c->n[2].n_replies == 1);
+	EXPECT(c->n[2].reply[0].status == NODE_OK);
+	EXPECT(c->n[2].reply[0].got.kind == 'b' &&
+	       !strcmp(c->n[2].reply[0].got.str, "v"));
+	/* READONLY (stale) reads are not judged by the node's clock either:
+	 * at node 3, at the newest leader stamp it applied, "later" lives. */
+	ASSERT(REQ(cn(3), 13, NODE_REQ_LOCAL, "GET", "later") == 0);
+	ASSERT(c->n[2].n_replies == 2);
+	EXPECT(c->n[2].reply[1].got.kind == 'b' &&
+	       !strcmp(c->n[2].reply[1].got.str, "v"));
+	cluster_stop();
+}
+
+/* A stale read on a follower whose clock is far behind: once it applied an
+ * entry the leader stamped after a key's expiry, the key is gone there
+ * too, though the leader's delete has not reached it. */
+TEST(readonly_read_is_judged_at_the_newest_applied_leader_stamp)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	c->n[1].wall -= 1000000; /* node 2: 1000 s behind */
+	ASSERT(REQ(cn(1), 1, 0, "SET", "soon", "v", "PX", "100") == 0);
+	pump();
+	advance(2);
+	ASSERT(node_applied(cn(2)) == node_applied(cn(1)));
+	/* Stamped before the expiry: the key lives in that state. */
+	ASSERT(REQ(cn(2), 2, NODE_REQ_LOCAL, "GET", "soon") == 0);
+	ASSERT(c->n[1].n_replies == 1);
+	EXPECT(c->n[1].reply[0].got.kind == 'b');
+	/* The leader, past the expiry, takes two unrelated writes and does
+	 * not tick (no delete proposed): y's append tells node 2 that x is
+	 * committed, so node 2 applies x, stamped after "soon" expired. */
+	c->n[0].wall += 1000;
+	ASSERT(REQ(cn(1), 3, 0, "SET", "x", "1") == 0);
+	pump();
+	ASSERT(REQ(cn(1), 4, 0, "SET", "y", "1") == 0);
+	pump();
+	ASSERT(stored_key(2, "x") && stored_key(2, "soon"));
+	ASSERT(REQ(cn(2), 5, NODE_REQ_LOCAL, "GET", "soon") == 0);
+	ASSERT(c->n[1].n_replies == 2);
+	EXPECT(c->n[1].reply[1].status == NODE_OK);
+	EXPECT(c->n[1].reply[1].got.kind == 'n');
+	cluster_stop();
+}
+
 /* ---- batching per loop turn ------------------------------------------------- */
 
 /* Counts the frames queued from index `from` on, by type and receiver;
@@ -1109,6 +1216,44 @@ TEST(without_a_timer_requests_are_processed_at_once)
 	cluster_stop();
 }
 
+/* The tick is what times requests out: a node whose tick cannot be
+ * re-armed (timer_start failing, as the posix env's does when it cannot
+ * allocate) must not go on silently with clients waiting forever. It
+ * stops, answers every waiting client, and says why. */
+TEST(a_tick_that_cannot_be_rearmed_poisons_the_node)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	struct c_node *l = &c->n[0];
+	/* The leader is cut off: nothing it waits for can settle by itself. */
+	for (int k = 1; k <= C_NODES; k++)
+		c->drop[1][k] = c->drop[k][1] = true;
+	ASSERT(REQ(cn(1), 1, 0, "SET", "a", "1") == 0);
+	ASSERT(REQ(cn(1), 2, 0, "GET", "a") == 0);
+	pump();
+	EXPECT(l->n_replies == 0);
+	l->no_timers = true;
+	advance((int)(C_TIMEOUT / C_TICK) + 2);
+	EXPECT(node_poisoned(cn(1)));
+	ASSERT(l->n_replies == 2);
+	for (int i = 0; i < 2; i++) {
+		struct rep *r = &l->reply[i];
+		if (r->cookie == 1)
+			EXPECT(r->status == NODE_UNKNOWN); /* proposed */
+		else
+			EXPECT(r->cookie == 2 && r->status == NODE_DROPPED);
+	}
+	EXPECT(l->n_errors == 1);
+	EXPECT(strstr(l->last_error, "tick") != NULL);
+	/* A request after that is answered at once. */
+	ASSERT(REQ(cn(1), 3, 0, "GET", "a") == 0);
+	ASSERT(l->n_replies == 3);
+	EXPECT(l->reply[2].status == NODE_DROPPED);
+	l->no_timers = false;
+	cluster_stop();
+}
+
 /* ---- forwarding bodies and entry headers ------------------------------------ */
 
 TEST(forwarding_bodies_round_trip_and_bad_lengths_are_refused)
@@ -1124,7 +1269,7 @@ TEST(forwarding_bodies_round_trip_and_bad_lengths_are_refused)
 		 .hint = 2},
 		{.type = PEER_TYPE_FWD_READ, .boot = 7, .seq = 9},
 		{.type = PEER_TYPE_FWD_READ_OK, .boot = 7, .seq = 9,
-		 .index = 40},
+		 .index = 40, .ms = 1700000000123ull},
 	};
 	uint8_t buf[64];
 	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
@@ -1134,7 +1279,8 @@ TEST(forwarding_bodies_round_trip_and_bad_lengths_are_refused)
 		struct node_fwd out;
 		ASSERT(node_fwd_decode(in[i].type, buf, len, &out) == 0);
 		EXPECT(out.boot == 7 && out.seq == 9 && out.term == in[i].term &&
-		       out.index == in[i].index && out.kind == in[i].kind &&
+		       out.index == in[i].index && out.ms == in[i].ms &&
+		       out.kind == in[i].kind &&
 		       out.reason == in[i].reason && out.hint == in[i].hint &&
 		       out.cmd_len == in[i].cmd_len);
 		/* Every other length is malformed (WRITE: any shorter than

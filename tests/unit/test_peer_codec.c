@@ -7,6 +7,7 @@
  * is what has to catch the edit; each asserts the exact error code.
  */
 #include "keel/peer.h"
+#include "node/fwd.h"
 #include "test.h"
 
 #define CLUSTER 0x1122334455667788ull
@@ -844,4 +845,41 @@ TEST(snapshot_encode_needs_a_membership)
 		}
 	}
 	EXPECT(decode_snap(buf, n, &got, &gc) == 0);
+}
+
+/* FWD_READ_OK (docs/peer-protocol.md 8.5), byte by byte: boot, seq, the
+ * read point, and the leader's wall clock the follower judges the read
+ * at. Exactly 32 bytes; the 24-byte body of the first layout (no time) is
+ * malformed, so a read can never be served without the leader's time. */
+TEST(golden_fwd_read_ok_body_matches_document)
+{
+	struct node_fwd f = {.type = PEER_TYPE_FWD_READ_OK,
+			     .boot = 0x0807060504030201ull,
+			     .seq = 0x1817161514131211ull,
+			     .index = 0x2827262524232221ull,
+			     .ms = 0x3837363534333231ull};
+	static const uint8_t want[32] = {
+		0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, /* boot */
+		0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, /* seq */
+		0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, /* index */
+		0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, /* ms */
+	};
+	ASSERT(NODE_FWD_READ_OK_SIZE == 32);
+	ASSERT(node_fwd_size(&f) == sizeof(want));
+	uint8_t buf[40];
+	memset(buf, 0xee, sizeof(buf));
+	node_fwd_encode(&f, buf);
+	EXPECT(memcmp(buf, want, sizeof(want)) == 0);
+	EXPECT(buf[32] == 0xee); /* nothing written past the body */
+	struct node_fwd g;
+	ASSERT(node_fwd_decode(PEER_TYPE_FWD_READ_OK, want, sizeof(want), &g) ==
+	       0);
+	EXPECT_EQ_U64(g.boot, f.boot);
+	EXPECT_EQ_U64(g.seq, f.seq);
+	EXPECT_EQ_U64(g.index, f.index);
+	EXPECT_EQ_U64(g.ms, f.ms);
+	EXPECT(node_fwd_decode(PEER_TYPE_FWD_READ_OK, want, 24, &g) ==
+	       KEEL_ERR_MALFORMED);
+	EXPECT(node_fwd_decode(PEER_TYPE_FWD_READ_OK, buf, 33, &g) ==
+	       KEEL_ERR_MALFORMED);
 }
