@@ -388,6 +388,51 @@ def test_redis_cli(cluster):
 
 # ---- the keel CLI and the server's flags ------------------------------------
 
+STATUS_COLUMNS = ["member", "id", "role", "term", "leader", "last", "commit", "applied",
+                  "lag", "snap", "snapping", "keys", "version"]
+
+
+def status_rows(out):
+    """`keel status` output as one {column: value} dict per member line."""
+    lines = out.strip().splitlines()
+    head = lines[0].split()
+    return [dict(zip(head, ln.split())) for ln in lines[1:]]
+
+
+def test_keel_status_shows_snapshots():
+    """Small snapshot interval: every member takes snapshots, and `keel
+    status` shows each one's snapshot index as INFO raft reports it."""
+    c = Cluster(3, extra=["--request-timeout-ms", "2000", "--snapshot-entries", "20"]).start()
+    try:
+        addrs = ",".join(nd.addr for nd in c.nodes)
+        lead = c.leader().client()
+        for i in range(120):
+            lead.set("snap/%d" % i, "v%d" % i)
+        # Wait (bounded) until every member has a snapshot and none is busy,
+        # so that status and INFO below read the same settled values.
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            infos = [nd.info("raft") for nd in c.nodes]
+            if all(int(i["raft_snapshot_index"]) > 0 and i["raft_snapshot_in_progress"] == "0"
+                   and i["raft_applied_index"] == infos[0]["raft_commit_index"] for i in infos):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("no settled snapshots: %r" % infos)
+        r = subprocess.run([KEEL, "status", "--addr", addrs], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
+        rows = status_rows(r.stdout)
+        assert len(rows) == 3
+        for nd, row, inf in zip(c.nodes, rows, infos):
+            assert row["snap"] == inf["raft_snapshot_index"] and int(row["snap"]) > 0, (row, inf)
+            assert row["snapping"] == "no"
+            assert row["keys"] == "120", row
+            assert row["lag"] == "0", row
+    finally:
+        c.close()
+
+
 def test_keel_cli(cluster):
     addrs = ",".join(nd.addr for nd in cluster.nodes)
 
@@ -412,6 +457,29 @@ def test_keel_cli(cluster):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 4 and "leader" in r.stdout and lines[0].split()[2] == "role"
+    assert lines[0].split() == STATUS_COLUMNS, lines[0]
+    rows = status_rows(r.stdout)
+    assert [row["member"] for row in rows] == [nd.addr for nd in cluster.nodes]
+    for nd, row in zip(cluster.nodes, rows):
+        inf = nd.info("raft")
+        assert row["id"] == str(nd.id) and row["role"] == inf["raft_role"]
+        assert row["snap"] == inf["raft_snapshot_index"]
+        assert row["snapping"] in ("yes", "no")
+        assert int(row["last"]) >= int(row["commit"]) >= int(row["applied"]) > 0
+        assert row["version"] == nd.info("server")["keel_version"]
+        assert int(row["keys"]) >= 0
+    # Another column's value in a column's place would not pass the
+    # sums above; the keys column must also move with the keyspace.
+    lead = cluster.leader()
+    before = int(status_rows(kcli("status", "--addr", lead.addr).stdout)[0]["keys"])
+    assert before == lead.client().dbsize()
+    assert kcli("kv", "--addr", lead.addr, "put", "cli/status-extra", "x").returncode == 0
+    after = int(status_rows(kcli("status", "--addr", lead.addr).stdout)[0]["keys"])
+    assert after == before + 1
+    r = kcli("status", "--help")
+    for col in ("snap", "snapping", "raft_snapshot_index", "raft_snapshot_in_progress",
+                "raft_last_index", "keys", "keel_version"):
+        assert col in r.stdout, col
     for sub in ("server", "kv", "status"):
         r = kcli(sub, "--help")
         assert r.returncode == 0 and "usage: keel " + sub in r.stdout
