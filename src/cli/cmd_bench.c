@@ -181,26 +181,29 @@ static int cmp_double(const void *a, const void *b)
 
 static int bench_raft(int argc, char **argv)
 {
-	uint64_t total = 2000000;
-	uint32_t size = 128;
-	int runs = 5;
+	uint64_t total = 2000000, size_v = 128, runs_v = 5;
 	for (int i = 1; i < argc; i++) {
+		bool ok;
 		if (!strcmp(argv[i], "--entries") && i + 1 < argc)
-			total = strtoull(argv[++i], NULL, 10);
+			ok = cli_parse_u64("keel bench raft", argv[i], argv[i + 1],
+					   1, UINT64_MAX / 8, &total);
 		else if (!strcmp(argv[i], "--size") && i + 1 < argc)
-			size = (uint32_t)strtoul(argv[++i], NULL, 10);
+			ok = cli_parse_u64("keel bench raft", argv[i], argv[i + 1],
+					   0, 1u << 20, &size_v);
 		else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
-			runs = atoi(argv[++i]);
+			ok = cli_parse_u64("keel bench raft", argv[i], argv[i + 1],
+					   1, 50, &runs_v);
 		else {
 			fprintf(stderr,
 				"usage: keel bench raft [--entries N] [--size BYTES] [--runs R]\n");
 			return 2;
 		}
+		if (!ok)
+			return 2;
+		i++;
 	}
-	if (runs < 1 || runs > 50 || total == 0 || size > (1u << 20)) {
-		fprintf(stderr, "keel bench raft: bad arguments\n");
-		return 2;
-	}
+	uint32_t size = (uint32_t)size_v; /* both in range: checked above */
+	int runs = (int)runs_v;
 	static const uint32_t batches[] = {1, 16, 256};
 	printf("raft core, 3 nodes in memory, %u-byte entries, median of %d runs\n",
 	       size, runs);
@@ -381,9 +384,13 @@ static int bench_wal(int argc, char **argv)
 			dir = argv[++i];
 		else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
 			seconds = atof(argv[++i]);
-		else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
-			runs = atoi(argv[++i]);
-		else {
+		else if (!strcmp(argv[i], "--runs") && i + 1 < argc) {
+			uint64_t v;
+			if (!cli_parse_u64("keel bench wal", "--runs", argv[++i], 1,
+					   20, &v))
+				return 2;
+			runs = (int)v;
+		} else {
 			fprintf(stderr, "usage: keel bench wal [--dir DIR] [--seconds S] [--runs R]\n");
 			return 2;
 		}

@@ -86,12 +86,10 @@ static int parse_common(int argc, char **argv, struct kv_opts *o,
 			}
 			snprintf(o->addr_buf, sizeof(o->addr_buf), "%s", argv[++i]);
 		} else if (!strcmp(argv[i], "--timeout-ms") && i + 1 < argc) {
-			char *end;
-			long v = strtol(argv[++i], &end, 10);
-			if (*end || v <= 0 || v > 3600000) {
-				fprintf(stderr, "keel: bad --timeout-ms '%s'\n", argv[i]);
+			uint64_t v;
+			if (!cli_parse_u64("keel", "--timeout-ms", argv[++i], 1,
+					   3600000, &v))
 				return -1;
-			}
 			o->timeout_ms = (int)v;
 		} else if (!strncmp(argv[i], "--", 2) && !stop_at_command) {
 			fprintf(stderr, "keel: unknown option '%s'\n", argv[i]);
@@ -269,13 +267,9 @@ int cmd_kv(int argc, char **argv)
 		uint64_t limit = 0;
 		for (int k = 0; k < nargs; k++) {
 			if (!strcmp(args[k], "--limit") && k + 1 < nargs) {
-				char *end;
-				limit = strtoull(args[++k], &end, 10);
-				if (*end || !limit) {
-					fprintf(stderr, "keel kv scan: bad --limit '%s'\n",
-						args[k]);
+				if (!cli_parse_u64("keel kv scan", "--limit",
+						   args[++k], 1, UINT64_MAX, &limit))
 					return 2;
-				}
 			} else if (!prefix[0] && strncmp(args[k], "--", 2)) {
 				prefix = args[k];
 			} else {

@@ -485,6 +485,43 @@ def test_keel_cli(cluster):
         assert r.returncode == 0 and "usage: keel " + sub in r.stdout
 
 
+def test_cli_refuses_bad_numbers():
+    """Every number flag of the CLI goes through the strict parser: trailing
+    junk, empty, overflow, a sign or a blank is refused (exit 2) with a
+    message naming the flag, the value and the range -- never read as 0,
+    a wrapped 2^64-1 or the leading digits."""
+    def kcli(*args):
+        return subprocess.run([KEEL] + list(args), capture_output=True, text=True, timeout=30)
+
+    for bad in ("12abc", "", "99999999999999999999999", "-1", " 5", "+5"):
+        r = kcli("sim", "--seed", bad, "--ops", "10")
+        assert r.returncode == 2 and "seed=" not in r.stdout, (bad, r.stdout[:200])
+        assert "keel sim: bad --seed '%s': a whole number from 0 to 18446744073709551615" % bad \
+            in r.stderr, (bad, r.stderr)
+    cases = [
+        (["sim", "--seeds", "1-x"], "keel sim: bad --seeds end 'x'"),
+        (["sim", "--seeds", "-1-3"], "keel sim: bad --seeds start ''"),
+        (["sim", "--seeds", "5-3"], "keel sim: bad --seeds end '3': a whole number from 5"),
+        (["sim", "--seeds", "7"], "keel sim: bad --seeds '7'"),
+        (["sim", "--ops", "10x"], "keel sim: bad --ops '10x': a whole number from 1 to 100000000"),
+        (["sim", "--nodes", "-3"], "keel sim: bad --nodes '-3'"),
+        (["sim", "--nodes", "4"], "keel sim: bad --nodes '4'"),
+        (["kv", "--timeout-ms", "5x", "get", "a"], "keel: bad --timeout-ms '5x'"),
+        (["kv", "--addr", "127.0.0.1:1", "scan", "--limit", "-1"], "keel kv scan: bad --limit '-1'"),
+        (["bench", "raft", "--runs", "5x"], "keel bench raft: bad --runs '5x'"),
+        (["bench", "raft", "--entries", "-1"], "keel bench raft: bad --entries '-1'"),
+        (["bench", "raft", "--size", "4294967297"], "keel bench raft: bad --size '4294967297'"),
+    ]
+    for args, msg in cases:
+        r = kcli(*args)
+        assert r.returncode == 2 and msg in r.stderr, (args, r.returncode, r.stderr)
+    # The top seed is a seed like any other: a range ending there runs it once
+    # and stops (a "seed <= last" loop would wrap to 0 and run on).
+    r = kcli("sim", "--seeds", "18446744073709551614-18446744073709551615", "--ops", "10")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("seed=") == 2 and "seeds=2 ok=2" in r.stdout, r.stdout[-400:]
+
+
 def test_server_flag_and_startup_errors(tmp_path):
     def srv(*args):
         return subprocess.run([KEEL, "server"] + list(args), capture_output=True, text=True, timeout=20)
