@@ -70,7 +70,7 @@ static void status_usage(FILE *f)
 /* Parses the common options; returns the index of the first other
  * argument, or -1 (usage error printed), -2 (help printed). */
 static int parse_common(int argc, char **argv, struct kv_opts *o,
-			void (*usage)(FILE *), bool stop_at_command)
+			void (*usage)(FILE *))
 {
 	snprintf(o->addr_buf, sizeof(o->addr_buf), "%s", DEFAULT_ADDRS);
 	o->timeout_ms = 3000;
@@ -91,11 +91,7 @@ static int parse_common(int argc, char **argv, struct kv_opts *o,
 					   3600000, &v))
 				return -1;
 			o->timeout_ms = (int)v;
-		} else if (!strncmp(argv[i], "--", 2) && !stop_at_command) {
-			fprintf(stderr, "keel: unknown option '%s'\n", argv[i]);
-			usage(stderr);
-			return -1;
-		} else if (!strncmp(argv[i], "--", 2) && stop_at_command) {
+		} else if (!strncmp(argv[i], "--", 2)) {
 			fprintf(stderr, "keel: unknown option '%s'\n", argv[i]);
 			usage(stderr);
 			return -1;
@@ -237,7 +233,7 @@ static int kv_scan(struct kv_opts *o, const char *prefix, uint64_t limit)
 int cmd_kv(int argc, char **argv)
 {
 	struct kv_opts o;
-	int i = parse_common(argc, argv, &o, kv_usage, true);
+	int i = parse_common(argc, argv, &o, kv_usage);
 	if (i == -2)
 		return 0;
 	if (i < 0)
@@ -350,7 +346,7 @@ static void field_str(const char *text, const char *name, char *out, size_t len)
 int cmd_status(int argc, char **argv)
 {
 	struct kv_opts o;
-	int i = parse_common(argc, argv, &o, status_usage, false);
+	int i = parse_common(argc, argv, &o, status_usage);
 	if (i == -2)
 		return 0;
 	if (i < 0)

@@ -18,17 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli/cli.h"
 #include "sim/sim.h"
-
-static double wall_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void file_line(void *ctx, const char *line)
 {
@@ -141,7 +133,7 @@ int cmd_sim(int argc, char **argv)
 	uint64_t n_ok = 0, n_bad = 0, total_ops = 0;
 	struct sim_result sum;
 	memset(&sum, 0, sizeof(sum));
-	double t0 = wall_s();
+	double t0 = cli_now_s();
 	int exit_code = 0;
 	bool caught = false;
 	/* "seed <= last" would never end for last = UINT64_MAX: stop after
@@ -229,7 +221,7 @@ int cmd_sim(int argc, char **argv)
 			break;
 		}
 	}
-	double dt = wall_s() - t0;
+	double dt = cli_now_s() - t0;
 	if (trace)
 		fclose(trace);
 	if (history)
