@@ -39,13 +39,6 @@
 
 #define BENCH_NODES 3
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 struct bench_cluster {
 	struct raft *n[BENCH_NODES];
 	uint64_t applied[BENCH_NODES];
@@ -133,7 +126,7 @@ static int bench_raft_once(uint32_t batch, uint64_t total, uint32_t size,
 		ents[k] = (struct raft_entry){
 			.type = RAFT_ENTRY_NORMAL, .len = size, .data = payload};
 	uint64_t base = c.applied[0];
-	double t0 = now_s();
+	double t0 = cli_now_s();
 	uint64_t proposed = 0;
 	while (proposed < total) {
 		struct raft_event ev = {.type = RAFT_EV_PROPOSE,
@@ -150,7 +143,7 @@ static int bench_raft_once(uint32_t batch, uint64_t total, uint32_t size,
 		proposed += batch;
 		pump(&c);
 	}
-	double dt = now_s() - t0;
+	double dt = cli_now_s() - t0;
 	uint64_t committed = c.applied[0] - base;
 	for (int i = 0; i < BENCH_NODES; i++) {
 		if (c.applied[i] != c.applied[0]) {
@@ -181,26 +174,29 @@ static int cmp_double(const void *a, const void *b)
 
 static int bench_raft(int argc, char **argv)
 {
-	uint64_t total = 2000000;
-	uint32_t size = 128;
-	int runs = 5;
+	uint64_t total = 2000000, size_v = 128, runs_v = 5;
 	for (int i = 1; i < argc; i++) {
+		bool ok;
 		if (!strcmp(argv[i], "--entries") && i + 1 < argc)
-			total = strtoull(argv[++i], NULL, 10);
+			ok = cli_parse_u64("keel bench raft", argv[i], argv[i + 1],
+					   1, UINT64_MAX / 8, &total);
 		else if (!strcmp(argv[i], "--size") && i + 1 < argc)
-			size = (uint32_t)strtoul(argv[++i], NULL, 10);
+			ok = cli_parse_u64("keel bench raft", argv[i], argv[i + 1],
+					   0, 1u << 20, &size_v);
 		else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
-			runs = atoi(argv[++i]);
+			ok = cli_parse_u64("keel bench raft", argv[i], argv[i + 1],
+					   1, 50, &runs_v);
 		else {
 			fprintf(stderr,
 				"usage: keel bench raft [--entries N] [--size BYTES] [--runs R]\n");
 			return 2;
 		}
+		if (!ok)
+			return 2;
+		i++;
 	}
-	if (runs < 1 || runs > 50 || total == 0 || size > (1u << 20)) {
-		fprintf(stderr, "keel bench raft: bad arguments\n");
-		return 2;
-	}
+	uint32_t size = (uint32_t)size_v; /* both in range: checked above */
+	int runs = (int)runs_v;
 	static const uint32_t batches[] = {1, 16, 256};
 	printf("raft core, 3 nodes in memory, %u-byte entries, median of %d runs\n",
 	       size, runs);
@@ -272,7 +268,7 @@ static double raw_fdatasync_rate(const char *dir, double seconds)
 		return -1;
 	}
 	uint64_t n = 0, off = 0;
-	double t0 = now_s(), t;
+	double t0 = cli_now_s(), t;
 	do {
 		if (pwrite(fd, rec, sizeof(rec), (off_t)off) != (ssize_t)sizeof(rec) ||
 		    fdatasync(fd) != 0) {
@@ -281,7 +277,7 @@ static double raw_fdatasync_rate(const char *dir, double seconds)
 		}
 		off = (off + sizeof(rec)) % (64 << 20);
 		n++;
-		t = now_s();
+		t = cli_now_s();
 	} while (t - t0 < seconds);
 	close(fd);
 	unlink(path);
@@ -321,7 +317,7 @@ static int wal_bench_once(const char *dir, uint32_t appenders,
 	uint8_t payload[256];
 	memset(payload, 0xab, sizeof(payload));
 	uint64_t next_index = 1, submitted = 0;
-	double t0 = now_s(), t = t0;
+	double t0 = cli_now_s(), t = t0;
 	bool stop = false;
 	while (!stop || b.outstanding > 0) {
 		while (!stop && b.outstanding < appenders) {
@@ -347,11 +343,11 @@ static int wal_bench_once(const char *dir, uint32_t appenders,
 		pthread_cond_timedwait(&b.cond, &b.mu, &ts);
 		pthread_mutex_unlock(&b.mu);
 		wal_worker_drain(ww);
-		t = now_s();
+		t = cli_now_s();
 		if (t - t0 >= seconds || b.failed)
 			stop = true;
 	}
-	double dt = now_s() - t0;
+	double dt = cli_now_s() - t0;
 	struct wal_worker_stats st;
 	wal_worker_stats(ww, &st);
 	wal_worker_stop(ww);
@@ -381,9 +377,13 @@ static int bench_wal(int argc, char **argv)
 			dir = argv[++i];
 		else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
 			seconds = atof(argv[++i]);
-		else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
-			runs = atoi(argv[++i]);
-		else {
+		else if (!strcmp(argv[i], "--runs") && i + 1 < argc) {
+			uint64_t v;
+			if (!cli_parse_u64("keel bench wal", "--runs", argv[++i], 1,
+					   20, &v))
+				return 2;
+			runs = (int)v;
+		} else {
 			fprintf(stderr, "usage: keel bench wal [--dir DIR] [--seconds S] [--runs R]\n");
 			return 2;
 		}
@@ -501,7 +501,7 @@ static struct kv *snapb_build(uint64_t keys, uint32_t vbytes, double *secs)
 	if (keys % p == 0)
 		p = 1;
 	uint64_t errors = 0;
-	double t0 = now_s();
+	double t0 = cli_now_s();
 	for (uint64_t i = 0; i < keys; i++) {
 		char key[32];
 		int kl = snprintf(key, sizeof(key), "key:%012" PRIu64,
@@ -519,7 +519,7 @@ static struct kv *snapb_build(uint64_t keys, uint32_t vbytes, double *secs)
 			goto fail;
 		}
 	}
-	*secs = now_s() - t0;
+	*secs = cli_now_s() - t0;
 	free(val);
 	free(cmd);
 	return kv;
@@ -559,9 +559,9 @@ static int snapb_save(const char *dir, const uint8_t *data, size_t len,
 	if (!rv)
 		rv = wal_sync(w);
 	if (!rv) {
-		double t0 = now_s();
+		double t0 = cli_now_s();
 		rv = wal_snapshot_save(w, 1, 1, data, len);
-		*secs = now_s() - t0;
+		*secs = cli_now_s() - t0;
 	}
 	if (rv)
 		fprintf(stderr, "bench snapshot: save: %s (%s)\n",
@@ -622,13 +622,13 @@ static int snapb_apply_batch(struct kv *kv, struct snapb_batch *b,
 			return 1;
 	}
 	uint64_t errors = 0;
-	double t0 = now_s();
+	double t0 = cli_now_s();
 	for (uint32_t i = 0; i < b->n; i++) {
 		if (kv_apply(kv, ++*index, b->buf + i * b->cap, b->lens[i],
 			     &snapb_reply, &errors))
 			return 1;
 	}
-	*secs += now_s() - t0;
+	*secs += cli_now_s() - t0;
 	return errors ? 1 : 0;
 }
 
@@ -675,9 +675,9 @@ static int snapb_write_pause(struct kv *kv, uint64_t keys, uint32_t vbytes,
 	b.val = val;
 	struct keel_rand rnd;
 	keel_rand_seed(&rnd, 4);
-	double t0 = now_s();
+	double t0 = cli_now_s();
 	f = kv_freeze(kv, &keel_alloc_libc);
-	double t1 = now_s();
+	double t1 = cli_now_s();
 	out->freeze_s = t1 - t0;
 	if (!f) {
 		fprintf(stderr, "bench snapshot: kv_freeze failed\n");
@@ -692,10 +692,10 @@ static int snapb_write_pause(struct kv *kv, uint64_t keys, uint32_t vbytes,
 			goto out;
 		}
 		uint32_t s = 0;
-		t0 = now_s();
+		t0 = cli_now_s();
 		for (; s < steps_per_turn && more; s++)
 			more = kv_frozen_next(f, cbuf + s * chunk, chunk, &ns[s]);
-		t1 = now_s();
+		t1 = cli_now_s();
 		if (out->turns >= max_turns) {
 			fprintf(stderr, "bench snapshot: more turns than bytes\n");
 			goto out;
@@ -707,13 +707,13 @@ static int snapb_write_pause(struct kv *kv, uint64_t keys, uint32_t vbytes,
 			out->peak_pre = pre;
 		for (uint32_t k = 0; k < s; k++) { /* off the pause clock */
 			const uint8_t *p = cbuf + k * chunk;
-			t0 = now_s();
+			t0 = cli_now_s();
 			if (write(fd, p, ns[k]) != (ssize_t)ns[k]) {
 				fprintf(stderr, "bench snapshot: write: %s\n",
 					strerror(errno));
 				goto out;
 			}
-			t1 = now_s();
+			t1 = cli_now_s();
 			out->sink_s += t1 - t0;
 			if (want && (ns[k] > want_len - out->bytes ||
 				     memcmp(p, want + out->bytes, ns[k]))) {
@@ -727,12 +727,12 @@ static int snapb_write_pause(struct kv *kv, uint64_t keys, uint32_t vbytes,
 					keel_strerror(rv));
 				goto out;
 			}
-			out->verify_s += now_s() - t1;
+			out->verify_s += cli_now_s() - t1;
 			out->bytes += ns[k];
 		}
 	}
 	/* The verification is not part of taking the snapshot. */
-	out->snap_s = now_s() - start - out->verify_s;
+	out->snap_s = cli_now_s() - start - out->verify_s;
 	out->end_pre = kv_frozen_preimage_bytes(f);
 	out->sets = out->turns * batch;
 	kv_frozen_destroy(f);
@@ -882,9 +882,9 @@ static int bench_snapshot(int argc, char **argv)
 	size_t size = 0;
 	for (uint64_t r = 0; r < runs; r++) {
 		uint8_t *snap;
-		double t0 = now_s();
+		double t0 = cli_now_s();
 		int rv = kv_snapshot_encode(kv, &keel_alloc_libc, &snap, &size);
-		enc[r] = now_s() - t0;
+		enc[r] = cli_now_s() - t0;
 		if (rv) {
 			fprintf(stderr, "bench snapshot: encode: %s\n",
 				keel_strerror(rv));
@@ -895,10 +895,10 @@ static int bench_snapshot(int argc, char **argv)
 		 * the clock. */
 		double longest = 0, total = 0;
 		uint64_t nsteps = 0;
-		t0 = now_s();
+		t0 = cli_now_s();
 		struct kv_snap_writer *w =
 			kv_snapshot_writer_create(kv, &keel_alloc_libc);
-		double t1 = now_s();
+		double t1 = cli_now_s();
 		longest = total = t1 - t0;
 		if (!w) {
 			fprintf(stderr, "bench snapshot: writer: out of memory\n");
@@ -909,9 +909,9 @@ static int bench_snapshot(int argc, char **argv)
 		bool more = true;
 		steps = 0;
 		while (more) {
-			t0 = now_s();
+			t0 = cli_now_s();
 			more = kv_snapshot_writer_next(w, cbuf, chunk, &n);
-			t1 = now_s();
+			t1 = cli_now_s();
 			total += t1 - t0;
 			if (t1 - t0 > longest)
 				longest = t1 - t0;
@@ -949,9 +949,9 @@ static int bench_snapshot(int argc, char **argv)
 			goto out;
 		}
 		struct kv *back;
-		t0 = now_s();
+		t0 = cli_now_s();
 		rv = kv_snapshot_decode(&keel_alloc_libc, snap, size, &back);
-		dec[r] = now_s() - t0;
+		dec[r] = cli_now_s() - t0;
 		free(snap);
 		if (rv) {
 			fprintf(stderr, "bench snapshot: decode: %s\n",

@@ -37,13 +37,6 @@ static void usage(FILE *f)
 		"input\n");
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 struct deadline {
 	double at;
 };
@@ -51,7 +44,7 @@ struct deadline {
 static bool deadline_passed(void *ctx)
 {
 	const struct deadline *d = ctx;
-	return now_s() >= d->at;
+	return cli_now_s() >= d->at;
 }
 
 /* Reads the whole file, refusing more than CHECK_MAX_FILE bytes. */
@@ -286,14 +279,14 @@ int cmd_check(int argc, char **argv)
 		return 2;
 	}
 
-	struct deadline dl = {.at = now_s() + timeout_s};
+	struct deadline dl = {.at = cli_now_s() + timeout_s};
 	opts.should_stop = deadline_passed;
 	opts.stop_ctx = &dl;
 	opts.stop_every = 1024;
-	double start = now_s();
+	double start = cli_now_s();
 	struct check_result res;
 	rv = check_history_run(&h, &opts, &keel_alloc_libc, &res);
-	double took = now_s() - start;
+	double took = cli_now_s() - start;
 	int code = 2;
 	if (rv) {
 		fprintf(stderr, "keel check: %s: %s%s%s\n", path,

@@ -50,19 +50,27 @@ static void status_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: keel status [--addr H:P[,H:P...]] [--timeout-ms N]\n"
-		"Asks every member (its client address) for INFO raft and prints its\n"
-		"role, term, leader, commit and applied index and lag (the leader's\n"
-		"commit index minus the member's applied index).\n"
+		"Asks every member (its client address) for INFO server, raft and\n"
+		"keyspace and prints one line per member:\n"
+		"  id role term leader  raft_node_id, raft_role, raft_term, raft_leader\n"
+		"  last                 raft_last_index (the newest entry in its log)\n"
+		"  commit applied       raft_commit_index, raft_applied_index\n"
+		"  lag                  the leader's commit index minus this applied index\n"
+		"  snap                 raft_snapshot_index (newest durable snapshot, 0 none)\n"
+		"  snapping             raft_snapshot_in_progress (yes while one is written)\n"
+		"  keys                 live keys (INFO keyspace db0:keys)\n"
+		"  version              keel_version\n"
 		"--addr defaults to %s.\n"
 		"exit: 0 every member answered and they agree on one leader, 1 some\n"
-		"member is unreachable or there is no leader, 2 usage\n",
+		"member is unreachable or poisoned (a failed WAL write: it accepts no\n"
+		"writes) or there is no leader, 2 usage\n",
 		DEFAULT_ADDRS);
 }
 
 /* Parses the common options; returns the index of the first other
  * argument, or -1 (usage error printed), -2 (help printed). */
 static int parse_common(int argc, char **argv, struct kv_opts *o,
-			void (*usage)(FILE *), bool stop_at_command)
+			void (*usage)(FILE *))
 {
 	snprintf(o->addr_buf, sizeof(o->addr_buf), "%s", DEFAULT_ADDRS);
 	o->timeout_ms = 3000;
@@ -78,18 +86,12 @@ static int parse_common(int argc, char **argv, struct kv_opts *o,
 			}
 			snprintf(o->addr_buf, sizeof(o->addr_buf), "%s", argv[++i]);
 		} else if (!strcmp(argv[i], "--timeout-ms") && i + 1 < argc) {
-			char *end;
-			long v = strtol(argv[++i], &end, 10);
-			if (*end || v <= 0 || v > 3600000) {
-				fprintf(stderr, "keel: bad --timeout-ms '%s'\n", argv[i]);
+			uint64_t v;
+			if (!cli_parse_u64("keel", "--timeout-ms", argv[++i], 1,
+					   3600000, &v))
 				return -1;
-			}
 			o->timeout_ms = (int)v;
-		} else if (!strncmp(argv[i], "--", 2) && !stop_at_command) {
-			fprintf(stderr, "keel: unknown option '%s'\n", argv[i]);
-			usage(stderr);
-			return -1;
-		} else if (!strncmp(argv[i], "--", 2) && stop_at_command) {
+		} else if (!strncmp(argv[i], "--", 2)) {
 			fprintf(stderr, "keel: unknown option '%s'\n", argv[i]);
 			usage(stderr);
 			return -1;
@@ -231,7 +233,7 @@ static int kv_scan(struct kv_opts *o, const char *prefix, uint64_t limit)
 int cmd_kv(int argc, char **argv)
 {
 	struct kv_opts o;
-	int i = parse_common(argc, argv, &o, kv_usage, true);
+	int i = parse_common(argc, argv, &o, kv_usage);
 	if (i == -2)
 		return 0;
 	if (i < 0)
@@ -261,13 +263,9 @@ int cmd_kv(int argc, char **argv)
 		uint64_t limit = 0;
 		for (int k = 0; k < nargs; k++) {
 			if (!strcmp(args[k], "--limit") && k + 1 < nargs) {
-				char *end;
-				limit = strtoull(args[++k], &end, 10);
-				if (*end || !limit) {
-					fprintf(stderr, "keel kv scan: bad --limit '%s'\n",
-						args[k]);
+				if (!cli_parse_u64("keel kv scan", "--limit",
+						   args[++k], 1, UINT64_MAX, &limit))
 					return 2;
-				}
 			} else if (!prefix[0] && strncmp(args[k], "--", 2)) {
 				prefix = args[k];
 			} else {
@@ -306,27 +304,41 @@ int cmd_kv(int argc, char **argv)
 struct member {
 	bool up;
 	char err[200];
-	uint64_t id, term, leader, commit, applied;
+	uint64_t id, term, leader, last, commit, applied, snap, snapping, keys,
+		poisoned;
 	char role[32];
+	char version[32];
 };
 
-static uint64_t field_u64(const char *text, const char *key)
+/* The value after "name" at the start of a line of INFO text (name carries
+ * its own ':' or '='), or NULL. At a line start only: "raft_term:" must not
+ * match inside "raft_last_term:". */
+static const char *field(const char *text, const char *name)
 {
-	char pat[64];
-	snprintf(pat, sizeof(pat), "%s:", key);
-	const char *p = strstr(text, pat);
-	return p ? strtoull(p + strlen(pat), NULL, 10) : 0;
+	size_t n = strlen(name);
+	for (const char *p = text; *p;) {
+		if (!strncmp(p, name, n))
+			return p + n;
+		const char *nl = strchr(p, '\n');
+		if (!nl)
+			break;
+		p = nl + 1;
+	}
+	return NULL;
 }
 
-static void field_str(const char *text, const char *key, char *out, size_t len)
+static uint64_t field_u64(const char *text, const char *name)
 {
-	char pat[64];
-	snprintf(pat, sizeof(pat), "%s:", key);
-	const char *p = strstr(text, pat);
+	const char *p = field(text, name);
+	return p ? strtoull(p, NULL, 10) : 0;
+}
+
+static void field_str(const char *text, const char *name, char *out, size_t len)
+{
+	const char *p = field(text, name);
 	out[0] = 0;
 	if (!p)
 		return;
-	p += strlen(pat);
 	size_t n = strcspn(p, "\r\n");
 	snprintf(out, len, "%.*s", (int)n, p);
 }
@@ -334,7 +346,7 @@ static void field_str(const char *text, const char *key, char *out, size_t len)
 int cmd_status(int argc, char **argv)
 {
 	struct kv_opts o;
-	int i = parse_common(argc, argv, &o, status_usage, false);
+	int i = parse_common(argc, argv, &o, status_usage);
 	if (i == -2)
 		return 0;
 	if (i < 0)
@@ -350,11 +362,11 @@ int cmd_status(int argc, char **argv)
 	bool split = false;
 	for (int k = 0; k < o.n_addrs; k++) {
 		struct cli_conn c;
-		const char *a[] = {"INFO", "raft"};
+		const char *a[] = {"INFO", "server", "raft", "keyspace"};
 		struct resp_value *v = NULL;
 		if (cli_connect(&c, o.addrs[k], o.timeout_ms, m[k].err,
 				sizeof(m[k].err)) ||
-		    cli_call(&c, 2, a, &v, m[k].err, sizeof(m[k].err))) {
+		    cli_call(&c, 4, a, &v, m[k].err, sizeof(m[k].err))) {
 			cli_close(&c);
 			continue;
 		}
@@ -366,12 +378,19 @@ int cmd_status(int argc, char **argv)
 			continue;
 		}
 		m[k].up = true;
-		m[k].id = field_u64(v->str, "raft_node_id");
-		m[k].term = field_u64(v->str, "raft_term");
-		m[k].leader = field_u64(v->str, "raft_leader");
-		m[k].commit = field_u64(v->str, "raft_commit_index");
-		m[k].applied = field_u64(v->str, "raft_applied_index");
-		field_str(v->str, "raft_role", m[k].role, sizeof(m[k].role));
+		m[k].id = field_u64(v->str, "raft_node_id:");
+		m[k].term = field_u64(v->str, "raft_term:");
+		m[k].leader = field_u64(v->str, "raft_leader:");
+		m[k].last = field_u64(v->str, "raft_last_index:");
+		m[k].commit = field_u64(v->str, "raft_commit_index:");
+		m[k].applied = field_u64(v->str, "raft_applied_index:");
+		m[k].snap = field_u64(v->str, "raft_snapshot_index:");
+		m[k].snapping = field_u64(v->str, "raft_snapshot_in_progress:");
+		m[k].poisoned = field_u64(v->str, "raft_poisoned:");
+		/* No db0 line at all when the keyspace is empty. */
+		m[k].keys = field_u64(v->str, "db0:keys=");
+		field_str(v->str, "raft_role:", m[k].role, sizeof(m[k].role));
+		field_str(v->str, "keel_version:", m[k].version, sizeof(m[k].version));
 		resp_value_free(&keel_alloc_libc, v);
 		if (!strcmp(m[k].role, "leader")) {
 			if (leader && leader != m[k].id)
@@ -380,9 +399,10 @@ int cmd_status(int argc, char **argv)
 			leader_commit = m[k].commit;
 		}
 	}
-	printf("%-22s %4s %-14s %6s %6s %10s %10s %8s\n", "member", "id", "role",
-	       "term", "leader", "commit", "applied", "lag");
-	bool all_up = true;
+	printf("%-22s %4s %-13s %6s %6s %10s %10s %10s %8s %10s %8s %10s %s\n",
+	       "member", "id", "role", "term", "leader", "last", "commit",
+	       "applied", "lag", "snap", "snapping", "keys", "version");
+	bool all_up = true, poisoned = false;
 	for (int k = 0; k < o.n_addrs; k++) {
 		if (!m[k].up) {
 			all_up = false;
@@ -390,10 +410,19 @@ int cmd_status(int argc, char **argv)
 			continue;
 		}
 		uint64_t lag = leader_commit > m[k].applied ? leader_commit - m[k].applied : 0;
-		printf("%-22s %4" PRIu64 " %-14s %6" PRIu64 " %6" PRIu64 " %10" PRIu64
-		       " %10" PRIu64 " %8" PRIu64 "\n",
+		printf("%-22s %4" PRIu64 " %-13s %6" PRIu64 " %6" PRIu64 " %10" PRIu64
+		       " %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %10" PRIu64
+		       " %8s %10" PRIu64 " %s\n",
 		       o.addrs[k], m[k].id, m[k].role, m[k].term, m[k].leader,
-		       m[k].commit, m[k].applied, lag);
+		       m[k].last, m[k].commit, m[k].applied, lag, m[k].snap,
+		       m[k].snapping ? "yes" : "no", m[k].keys,
+		       m[k].version[0] ? m[k].version : "?");
+		if (m[k].poisoned) {
+			poisoned = true;
+			fprintf(stderr, "keel status: %s is poisoned (a WAL write "
+				"failed: it accepts no writes until restarted)\n",
+				o.addrs[k]);
+		}
 	}
 	if (!leader) {
 		fprintf(stderr, "keel status: no member reports itself leader\n");
@@ -402,5 +431,5 @@ int cmd_status(int argc, char **argv)
 	if (split)
 		fprintf(stderr, "keel status: more than one member says leader "
 			"(different terms: one is stale)\n");
-	return all_up ? 0 : 1;
+	return all_up && !poisoned ? 0 : 1;
 }

@@ -18,17 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli/cli.h"
 #include "sim/sim.h"
-
-static double wall_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void file_line(void *ctx, const char *line)
 {
@@ -52,17 +44,7 @@ static int usage(FILE *f)
 	return f == stdout ? 0 : 2;
 }
 
-static bool parse_u64(const char *s, uint64_t *out)
-{
-	char *end = NULL;
-	if (!s || !*s)
-		return false;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (*end)
-		return false;
-	*out = v;
-	return true;
-}
+#define SIM_CMD "keel sim"
 
 int cmd_sim(int argc, char **argv)
 {
@@ -78,25 +60,36 @@ int cmd_sim(int argc, char **argv)
 			return usage(stderr);
 		i++;
 		if (!strcmp(a, "--seed")) {
-			if (!parse_u64(v, &first))
-				return usage(stderr);
+			if (!cli_parse_u64(SIM_CMD, a, v, 0, UINT64_MAX, &first))
+				return 2;
 			last = first;
 		} else if (!strcmp(a, "--seeds")) {
 			char buf[64];
-			snprintf(buf, sizeof(buf), "%s", v);
-			char *dash = strchr(buf, '-');
-			if (!dash)
-				return usage(stderr);
-			*dash = 0;
-			if (!parse_u64(buf, &first) ||
-			    !parse_u64(dash + 1, &last) || last < first)
-				return usage(stderr);
+			const char *dash = strchr(v, '-');
+			size_t n = dash ? (size_t)(dash - v) : 0;
+			if (!dash || n >= sizeof(buf)) {
+				fprintf(stderr, "keel sim: bad --seeds '%s': "
+					"want A-B (two whole numbers, A <= B)\n",
+					v);
+				return 2;
+			}
+			memcpy(buf, v, n);
+			buf[n] = 0;
+			if (!cli_parse_u64(SIM_CMD, "--seeds start", buf, 0,
+					   UINT64_MAX, &first) ||
+			    !cli_parse_u64(SIM_CMD, "--seeds end", dash + 1,
+					   first, UINT64_MAX, &last))
+				return 2;
 		} else if (!strcmp(a, "--nodes")) {
-			if (!parse_u64(v, &nodes) || (nodes != 3 && nodes != 5))
-				return usage(stderr);
+			if (!cli_parse_u64(SIM_CMD, a, v, 3, 5, &nodes))
+				return 2;
+			if (nodes == 4) {
+				fprintf(stderr, "keel sim: bad --nodes '4': 3 or 5\n");
+				return 2;
+			}
 		} else if (!strcmp(a, "--ops")) {
-			if (!parse_u64(v, &ops) || ops == 0 || ops > 100000000)
-				return usage(stderr);
+			if (!cli_parse_u64(SIM_CMD, a, v, 1, 100000000, &ops))
+				return 2;
 		} else if (!strcmp(a, "--faults")) {
 			if (sim_faults_parse(v, &faults)) {
 				fprintf(stderr, "keel sim: bad fault list '%s'\n",
@@ -140,10 +133,13 @@ int cmd_sim(int argc, char **argv)
 	uint64_t n_ok = 0, n_bad = 0, total_ops = 0;
 	struct sim_result sum;
 	memset(&sum, 0, sizeof(sum));
-	double t0 = wall_s();
+	double t0 = cli_now_s();
 	int exit_code = 0;
 	bool caught = false;
-	for (uint64_t seed = first; seed <= last; seed++) {
+	/* "seed <= last" would never end for last = UINT64_MAX: stop after
+	 * running last (the test also runs on each continue). */
+	bool ran_last = false;
+	for (uint64_t seed = first; !ran_last; ran_last = seed == last, seed++) {
 		struct sim_options o = {.seed = seed,
 					.nodes = (uint32_t)nodes,
 					.ops = ops,
@@ -225,7 +221,7 @@ int cmd_sim(int argc, char **argv)
 			break;
 		}
 	}
-	double dt = wall_s() - t0;
+	double dt = cli_now_s() - t0;
 	if (trace)
 		fclose(trace);
 	if (history)

@@ -90,8 +90,12 @@ struct conn {
 	uint8_t rbuf[RBUF_BYTES];
 };
 
+/* One operation forwarded to the disk thread: the caller's callback (cb for
+ * writes, read_cb for snapshot reads) and the server whose in-flight count
+ * it is part of. */
 struct store_wait {
 	env_store_cb cb;
+	env_store_read_cb read_cb;
 	void *arg;
 	struct server *s;
 };
@@ -1464,19 +1468,56 @@ static void accept_cb(uv_stream_t *ls, int status)
 
 /* ---- the store wrapper: counts writes in flight (for shutdown) ------------- */
 
+/* Every forwarded operation: allocate its store_wait, forward it (the inner
+ * call gets the wait as its callback argument), count it issued. On a
+ * refusal the wait is freed and nothing is counted. */
+static struct store_wait *store_wait_new(struct server *s, env_store_cb cb,
+					 env_store_read_cb rcb, void *arg)
+{
+	struct store_wait *sw = malloc(sizeof(*sw));
+	if (sw)
+		*sw = (struct store_wait){.cb = cb, .read_cb = rcb, .arg = arg,
+					  .s = s};
+	return sw;
+}
+
+static int store_forwarded(struct store_wait *sw, int rv)
+{
+	if (rv) {
+		free(sw);
+		return rv;
+	}
+	sw->s->store_issued++;
+	return 0;
+}
+
+/* The completion side: frees the wait, counts it done, returns what it
+ * held. */
+static struct store_wait store_wait_take(struct store_wait *w)
+{
+	struct store_wait held = *w;
+	free(w);
+	held.s->store_done++;
+	return held;
+}
+
 static void store_done_cb(void *arg, int status)
 {
-	struct store_wait *w = arg;
-	struct server *s = w->s;
-	env_store_cb cb = w->cb;
-	void *cb_arg = w->arg;
-	free(w);
-	s->store_done++;
+	struct store_wait w = store_wait_take(arg);
+	struct server *s = w.s;
 	if (status)
 		slog(s, ENV_LOG_ERROR, "WAL write failed: %s (%s): this node stops "
 		     "accepting writes", keel_strerror(status), wal_errmsg(s->wal));
 	if (s->node)
-		cb(cb_arg, status);
+		w.cb(w.arg, status);
+}
+
+static void store_read_done_cb(void *arg, int status, const uint8_t *data,
+			       size_t len)
+{
+	struct store_wait w = store_wait_take(arg);
+	if (w.s->node)
+		w.read_cb(w.arg, status, data, len);
 }
 
 static int store_load(void *ctx, struct env_store_state *out)
@@ -1489,17 +1530,11 @@ static int store_append(void *ctx, const struct env_store_write *w,
 			env_store_cb cb, void *arg)
 {
 	struct server *s = ctx;
-	struct store_wait *sw = malloc(sizeof(*sw));
+	struct store_wait *sw = store_wait_new(s, cb, NULL, arg);
 	if (!sw)
 		return KEEL_ERR_NOMEM;
-	*sw = (struct store_wait){.cb = cb, .arg = arg, .s = s};
-	int rv = s->inner_store.ops->append(s->inner_store.ctx, w, store_done_cb, sw);
-	if (rv) {
-		free(sw);
-		return rv;
-	}
-	s->store_issued++;
-	return 0;
+	return store_forwarded(sw, s->inner_store.ops->append(
+					   s->inner_store.ctx, w, store_done_cb, sw));
 }
 
 /* Snapshot operations pass through with the same in-flight count (the
@@ -1516,37 +1551,24 @@ static int store_snap_write(void *ctx, uint64_t handle, uint64_t offset,
 			    void *arg)
 {
 	struct server *s = ctx;
-	struct store_wait *sw = malloc(sizeof(*sw));
+	struct store_wait *sw = store_wait_new(s, cb, NULL, arg);
 	if (!sw)
 		return KEEL_ERR_NOMEM;
-	*sw = (struct store_wait){.cb = cb, .arg = arg, .s = s};
-	int rv = s->inner_store.ops->snap_write(s->inner_store.ctx, handle,
-						offset, data, len,
-						store_done_cb, sw);
-	if (rv) {
-		free(sw);
-		return rv;
-	}
-	s->store_issued++;
-	return 0;
+	return store_forwarded(sw, s->inner_store.ops->snap_write(
+					   s->inner_store.ctx, handle, offset,
+					   data, len, store_done_cb, sw));
 }
 
 static int store_snap_finish(void *ctx, uint64_t handle, uint32_t crc,
 			     env_store_cb cb, void *arg)
 {
 	struct server *s = ctx;
-	struct store_wait *sw = malloc(sizeof(*sw));
+	struct store_wait *sw = store_wait_new(s, cb, NULL, arg);
 	if (!sw)
 		return KEEL_ERR_NOMEM;
-	*sw = (struct store_wait){.cb = cb, .arg = arg, .s = s};
-	int rv = s->inner_store.ops->snap_finish(s->inner_store.ctx, handle,
-						 crc, store_done_cb, sw);
-	if (rv) {
-		free(sw);
-		return rv;
-	}
-	s->store_issued++;
-	return 0;
+	return store_forwarded(sw, s->inner_store.ops->snap_finish(
+					   s->inner_store.ctx, handle, crc,
+					   store_done_cb, sw));
 }
 
 static void store_snap_abort(void *ctx, uint64_t handle)
@@ -1555,43 +1577,17 @@ static void store_snap_abort(void *ctx, uint64_t handle)
 	s->inner_store.ops->snap_abort(s->inner_store.ctx, handle);
 }
 
-struct store_read_wait {
-	env_store_read_cb cb;
-	void *arg;
-	struct server *s;
-};
-
-static void store_read_done_cb(void *arg, int status, const uint8_t *data,
-			       size_t len)
-{
-	struct store_read_wait *w = arg;
-	struct server *s = w->s;
-	env_store_read_cb cb = w->cb;
-	void *cb_arg = w->arg;
-	free(w);
-	s->store_done++;
-	if (s->node)
-		cb(cb_arg, status, data, len);
-}
-
 static int store_snap_read(void *ctx, uint64_t index, uint64_t term,
 			   uint64_t offset, size_t len, env_store_read_cb cb,
 			   void *arg)
 {
 	struct server *s = ctx;
-	struct store_read_wait *rw = malloc(sizeof(*rw));
-	if (!rw)
+	struct store_wait *sw = store_wait_new(s, NULL, cb, arg);
+	if (!sw)
 		return KEEL_ERR_NOMEM;
-	*rw = (struct store_read_wait){.cb = cb, .arg = arg, .s = s};
-	int rv = s->inner_store.ops->snap_read(s->inner_store.ctx, index, term,
-					       offset, len, store_read_done_cb,
-					       rw);
-	if (rv) {
-		free(rw);
-		return rv;
-	}
-	s->store_issued++;
-	return 0;
+	return store_forwarded(sw, s->inner_store.ops->snap_read(
+					   s->inner_store.ctx, index, term,
+					   offset, len, store_read_done_cb, sw));
 }
 
 static const struct env_store_ops server_store_ops = {

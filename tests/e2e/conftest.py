@@ -7,39 +7,16 @@ stopped at the end (SIGTERM, then SIGKILL after a bounded wait). Every wait
 is bounded."""
 import os
 import shutil
-import signal
-import socket
-import subprocess
+import sys
 import tempfile
 import time
 
 import pytest
 import redis
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KEEL = os.environ.get("KEEL_BIN", os.path.join(ROOT, "build", "keel"))
-
-
-def free_ports(n):
-    """n distinct free loopback ports (bound once with port 0, then closed)."""
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-def parse_info(text):
-    out = {}
-    for line in text.splitlines():
-        if ":" in line and not line.startswith("#"):
-            k, v = line.split(":", 1)
-            out[k] = v
-    return out
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+import keelproc  # noqa: E402
+from keelproc import KEEL, free_ports, parse_info  # noqa: E402,F401 (test_server imports them)
 
 
 class Node:
@@ -58,32 +35,19 @@ class Node:
 
     def start(self):
         assert self.proc is None or self.proc.poll() is not None
-        args = [KEEL, "server", "--id", str(self.id), "--data-dir", self.data_dir,
-                "--cluster", self.cluster.members, "--cluster-id", str(self.cluster.cluster_id),
-                "--client-addr", self.addr] + self.cluster.extra
-        if getattr(self, "log", None):
-            self.log.close()
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        args = keelproc.server_args(self.id, self.data_dir, self.cluster.members,
+                                    self.cluster.cluster_id, self.addr) + self.cluster.extra
+        self.proc, self.log = keelproc.spawn(args, self.log_path, getattr(self, "log", None))
         self.cluster.pids.add(self.proc.pid)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
     def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        keelproc.kill9(self.proc)
 
     def stop(self, timeout=10):
-        if not self.alive():
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-            return None
+        return keelproc.stop(self.proc, timeout)
 
     def client(self, **kw):
         kw.setdefault("socket_timeout", 10)

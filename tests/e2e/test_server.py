@@ -388,6 +388,57 @@ def test_redis_cli(cluster):
 
 # ---- the keel CLI and the server's flags ------------------------------------
 
+STATUS_COLUMNS = ["member", "id", "role", "term", "leader", "last", "commit", "applied",
+                  "lag", "snap", "snapping", "keys", "version"]
+
+
+def status_rows(out):
+    """`keel status` output as one {column: value} dict per member line."""
+    lines = out.strip().splitlines()
+    head = lines[0].split()
+    return [dict(zip(head, ln.split())) for ln in lines[1:]]
+
+
+def test_keel_status_shows_snapshots():
+    """Small snapshot interval: every member takes snapshots, and `keel
+    status` shows each one's snapshot index as INFO raft reports it."""
+    c = Cluster(3, extra=["--request-timeout-ms", "2000", "--snapshot-entries", "20"]).start()
+    try:
+        addrs = ",".join(nd.addr for nd in c.nodes)
+        lead = c.leader().client()
+        for i in range(120):
+            lead.set("snap/%d" % i, "v%d" % i)
+        # Wait (bounded) until every member has a snapshot and none is busy,
+        # so that status and INFO below read the same settled values.
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            infos = [nd.info("raft") for nd in c.nodes]
+            if all(int(i["raft_snapshot_index"]) > 0 and i["raft_snapshot_in_progress"] == "0"
+                   and i["raft_applied_index"] == infos[0]["raft_commit_index"] for i in infos):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("no settled snapshots: %r" % infos)
+        # An election between the status call and INFO (a loaded machine)
+        # could move an index: a few bounded tries, each compared whole.
+        for _ in range(5):
+            r = subprocess.run([KEEL, "status", "--addr", addrs], capture_output=True,
+                               text=True, timeout=30)
+            assert r.returncode == 0, r.stderr
+            rows = status_rows(r.stdout)
+            infos = [nd.info("raft") for nd in c.nodes]
+            assert len(rows) == 3
+            good = all(row["snap"] == inf["raft_snapshot_index"] and int(row["snap"]) > 0
+                       and row["snapping"] == "no" and row["keys"] == "120"
+                       for row, inf in zip(rows, infos))
+            if good:
+                break
+            time.sleep(0.5)
+        assert good, (r.stdout, infos)
+    finally:
+        c.close()
+
+
 def test_keel_cli(cluster):
     addrs = ",".join(nd.addr for nd in cluster.nodes)
 
@@ -412,9 +463,69 @@ def test_keel_cli(cluster):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 4 and "leader" in r.stdout and lines[0].split()[2] == "role"
+    assert lines[0].split() == STATUS_COLUMNS, lines[0]
+    rows = status_rows(r.stdout)
+    assert [row["member"] for row in rows] == [nd.addr for nd in cluster.nodes]
+    for nd, row in zip(cluster.nodes, rows):
+        inf = nd.info("raft")
+        assert row["id"] == str(nd.id)
+        assert row["role"] in ("leader", "follower", "candidate", "pre-candidate")
+        assert row["snap"] == inf["raft_snapshot_index"]  # 0: this cluster has none
+        assert row["snapping"] in ("yes", "no")
+        assert int(row["last"]) >= int(row["commit"]) >= int(row["applied"]) > 0
+        assert row["version"] == nd.info("server")["keel_version"]
+    # The keys column moves with the keyspace (another column in its place
+    # would not): one more key, one more in the count.
+    lead = cluster.leader()  # its own writes are applied when acknowledged
+    before = int(status_rows(kcli("status", "--addr", lead.addr).stdout)[0]["keys"])
+    assert before == lead.client().dbsize()
+    assert lead.client().set("cli/status-extra", "x")
+    after = int(status_rows(kcli("status", "--addr", lead.addr).stdout)[0]["keys"])
+    assert after == before + 1
+    r = kcli("status", "--help")
+    for col in ("snap", "snapping", "raft_snapshot_index", "raft_snapshot_in_progress",
+                "raft_last_index", "keys", "keel_version"):
+        assert col in r.stdout, col
     for sub in ("server", "kv", "status"):
         r = kcli(sub, "--help")
         assert r.returncode == 0 and "usage: keel " + sub in r.stdout
+
+
+def test_cli_refuses_bad_numbers():
+    """Every number flag of the CLI goes through the strict parser: trailing
+    junk, empty, overflow, a sign or a blank is refused (exit 2) with a
+    message naming the flag, the value and the range -- never read as 0,
+    a wrapped 2^64-1 or the leading digits."""
+    def kcli(*args):
+        return subprocess.run([KEEL] + list(args), capture_output=True, text=True, timeout=30)
+
+    for bad in ("12abc", "", "99999999999999999999999", "-1", " 5", "+5"):
+        r = kcli("sim", "--seed", bad, "--ops", "10")
+        assert r.returncode == 2 and "seed=" not in r.stdout, (bad, r.stdout[:200])
+        assert "keel sim: bad --seed '%s': a whole number from 0 to 18446744073709551615" % bad \
+            in r.stderr, (bad, r.stderr)
+    cases = [
+        (["sim", "--seeds", "1-x"], "keel sim: bad --seeds end 'x'"),
+        (["sim", "--seeds", "-1-3"], "keel sim: bad --seeds start ''"),
+        (["sim", "--seeds", "5-3"], "keel sim: bad --seeds end '3': a whole number from 5"),
+        (["sim", "--seeds", "7"], "keel sim: bad --seeds '7'"),
+        (["sim", "--ops", "10x"], "keel sim: bad --ops '10x': a whole number from 1 to 100000000"),
+        (["sim", "--nodes", "-3"], "keel sim: bad --nodes '-3'"),
+        (["sim", "--nodes", "4"], "keel sim: bad --nodes '4'"),
+        (["kv", "--timeout-ms", "5x", "get", "a"], "keel: bad --timeout-ms '5x'"),
+        (["kv", "--addr", "127.0.0.1:1", "scan", "--limit", "-1"], "keel kv scan: bad --limit '-1'"),
+        (["bench", "raft", "--runs", "5x"], "keel bench raft: bad --runs '5x'"),
+        (["bench", "raft", "--entries", "-1"], "keel bench raft: bad --entries '-1'"),
+        (["bench", "raft", "--size", "4294967297"], "keel bench raft: bad --size '4294967297'"),
+    ]
+    for args, msg in cases:
+        r = kcli(*args)
+        assert r.returncode == 2 and msg in r.stderr, (args, r.returncode, r.stderr)
+    # The top seed is a seed like any other: a range ending there runs it once
+    # and stops (a "seed <= last" loop would wrap to 0 and run on).
+    r = kcli("sim", "--seeds", "18446744073709551614-18446744073709551615", "--ops", "10")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("seed=") == 2 and "seeds=2 ok=2" in r.stdout, r.stdout[-400:]
 
 
 def test_server_flag_and_startup_errors(tmp_path):

@@ -42,7 +42,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,10 +51,10 @@ import time
 import redis
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+import keelproc  # noqa: E402
 import netns  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KEEL = os.environ.get("KEEL_BIN", os.path.join(ROOT, "build", "keel"))
+from keelproc import KEEL, ROOT, free_ports  # noqa: E402 (suite.py reads KEEL, ROOT)
 
 # ---- tunables (all small and bounded) -----------------------------------------
 
@@ -106,18 +105,6 @@ def kill_started(signum, _frame):
     os._exit(128 + signum)
 
 
-def free_ports(n):
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
 def now_s():
     return time.monotonic()
 
@@ -146,24 +133,21 @@ class Node:
 
     def start(self):
         assert self.proc is None or self.proc.poll() is not None
-        args = [KEEL, "server", "--id", str(self.id), "--data-dir", self.data_dir,
-                "--cluster", self.cl.members, "--cluster-id", "6",
-                "--client-addr", self.addr, "--test-faults",
+        args = keelproc.server_args(self.id, self.data_dir, self.cl.members, 6,
+                                    self.addr) + [
+                "--test-faults",
                 "--tick-ms", str(TICK_MS), "--election-ticks", str(ELECTION_TICKS),
                 "--request-timeout-ms", str(REQUEST_TIMEOUT_MS)]
         if self.cl.bug:
             args += ["--test-bug", self.cl.bug]
         if self.cl.snap_entries:
             args += ["--snapshot-entries", str(self.cl.snap_entries)]
-        if self.log:
-            self.log.close()
-        self.log = open(self.log_path, "ab")
         lay = self.cl.lay
         if lay:
             # `ip netns exec` execs the server in place: the PID signalled
             # below is the server's own (checked: its /proc exe is keel).
             args = [netns.IP, "netns", "exec", lay.nodes[self.id - 1]] + args
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc, self.log = keelproc.spawn(args, self.log_path, self.log)
         if lay and not netns.wait_exec(self.proc.pid, KEEL):
             self.cl.errors.append("netns: PID %d of node %d is not %s after start"
                                   % (self.proc.pid, self.id, KEEL))
@@ -204,8 +188,7 @@ class Node:
         if self.paused:
             self.proc.send_signal(signal.SIGCONT)
             self.paused = False
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        keelproc.kill9(self.proc)
 
     def pause(self):
         if self.alive() and not self.paused:
@@ -225,13 +208,7 @@ class Node:
         if self.cl.snap_entries:
             self.harvest()
         self.expect_down = True
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-            return None
+        return keelproc.stop(self.proc, timeout)
 
     def command(self, *args, timeout=1.0):
         """One command on a fresh connection; raises redis errors."""
@@ -244,15 +221,7 @@ class Node:
             c.disconnect()
 
     def raft_info(self, timeout=1.0):
-        text = self.command("INFO", "raft", timeout=timeout)
-        if isinstance(text, bytes):
-            text = text.decode()
-        out = {}
-        for line in text.splitlines():
-            if ":" in line and not line.startswith("#"):
-                k, v = line.split(":", 1)
-                out[k] = v.strip()
-        return out
+        return keelproc.parse_info(self.command("INFO", "raft", timeout=timeout))
 
     def log_tail(self, n=1500):
         try:

@@ -40,6 +40,14 @@ static void model_apply(struct model *m, const struct raft_entry *e,
 	}
 }
 
+/* Whether e is the model's entry at e's index (term, length and bytes). */
+static bool model_has(const struct model *m, const struct raft_entry *e)
+{
+	uint64_t idx = e->index;
+	return idx <= m->n && e->term == m->term[idx] && e->len == m->len[idx] &&
+	       (!e->len || !memcmp(e->data, m->data[idx], e->len));
+}
+
 static struct wal *open_wal(struct memdisk *d, struct wal_recovered *rec,
 			    int *err_out, char *err, size_t err_len)
 {
@@ -53,6 +61,17 @@ static struct wal *open_wal(struct memdisk *d, struct wal_recovered *rec,
 	return rv ? NULL : w;
 }
 
+/* A new WAL on an empty disk (its recovery is empty and dropped). */
+static struct wal *empty_wal(struct memdisk *d)
+{
+	struct wal_recovered rec;
+	char err[256];
+	struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
+	KEEL_ASSERT(w);
+	wal_recovered_free(w, &rec);
+	return w;
+}
+
 /* Compares recovered entries with a model; returns true when equal. */
 static bool same_log(const struct wal_recovered *rec, const struct model *m,
 		     uint64_t upto)
@@ -61,10 +80,7 @@ static bool same_log(const struct wal_recovered *rec, const struct model *m,
 		return false;
 	for (uint32_t i = 0; i < rec->n_entries; i++) {
 		const struct raft_entry *e = &rec->entries[i];
-		uint64_t idx = rec->snap_index + 1 + i;
-		if (e->index != idx || e->term != m->term[idx] ||
-		    e->len != m->len[idx] ||
-		    (e->len && memcmp(e->data, m->data[idx], e->len)))
+		if (e->index != rec->snap_index + 1 + i || !model_has(m, e))
 			return false;
 	}
 	return true;
@@ -109,9 +125,7 @@ static bool crash_at(uint64_t seed, int syncs, int mode, uint64_t *records)
 	struct memdisk *d = memdisk_create(NULL, seed);
 	struct wal_recovered rec;
 	char err[256];
-	struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
-	KEEL_ASSERT(w);
-	wal_recovered_free(w, &rec);
+	struct wal *w = empty_wal(d);
 	static struct model synced, staged;
 	memset(&synced, 0, sizeof(synced));
 	memset(&staged, 0, sizeof(staged));
@@ -189,9 +203,7 @@ TEST(torn_unsynced_writes_never_surface_a_torn_record)
 		struct memdisk *d = memdisk_create(NULL, seed + k);
 		struct wal_recovered rec;
 		char err[256];
-		struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
-		ASSERT(w);
-		wal_recovered_free(w, &rec);
+		struct wal *w = empty_wal(d);
 		static struct model synced, written;
 		memset(&synced, 0, sizeof(synced));
 		memset(&written, 0, sizeof(written));
@@ -233,18 +245,7 @@ TEST(torn_unsynced_writes_never_surface_a_torn_record)
 		uint64_t upto = rec.snap_index + rec.n_entries;
 		for (uint32_t i = 0; ok && i < rec.n_entries; i++) {
 			const struct raft_entry *e = &rec.entries[i];
-			uint64_t idx = e->index;
-			bool as_written = idx <= written.n &&
-					  e->term == written.term[idx] &&
-					  e->len == written.len[idx] &&
-					  (!e->len ||
-					   !memcmp(e->data, written.data[idx], e->len));
-			bool as_synced = idx <= synced.n &&
-					 e->term == synced.term[idx] &&
-					 e->len == synced.len[idx] &&
-					 (!e->len ||
-					  !memcmp(e->data, synced.data[idx], e->len));
-			ok = as_written || as_synced;
+			ok = model_has(&written, e) || model_has(&synced, e);
 		}
 		/* Nothing synced may be missing unless overwritten by a
 		 * newer (written) entry. */
@@ -267,11 +268,7 @@ TEST(torn_unsynced_writes_never_surface_a_torn_record)
 static struct wal *fresh_with_entries(struct memdisk *d, int batches,
 				      struct model *m)
 {
-	struct wal_recovered rec;
-	char err[256];
-	struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
-	KEEL_ASSERT(w);
-	wal_recovered_free(w, &rec);
+	struct wal *w = empty_wal(d);
 	struct workload wl = {.term = 1};
 	keel_rand_seed(&wl.rand, 99);
 	for (int b = 0; b < batches; b++) {
@@ -329,9 +326,7 @@ TEST(bad_final_record_is_a_torn_tail)
 	struct memdisk *d = memdisk_create(NULL, 1);
 	struct wal_recovered rec;
 	char err[256];
-	struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
-	ASSERT(w);
-	wal_recovered_free(w, &rec);
+	struct wal *w = empty_wal(d);
 	uint8_t x[5] = {1, 2, 3, 4, 5};
 	uint64_t n = 12;
 	for (uint64_t i = 1; i <= n; i++) {
@@ -392,9 +387,7 @@ TEST(flipped_length_reaching_over_good_records_is_corruption)
 	struct memdisk *d = memdisk_create(NULL, 1);
 	struct wal_recovered rec;
 	char err[256];
-	struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
-	ASSERT(w);
-	wal_recovered_free(w, &rec);
+	struct wal *w = empty_wal(d);
 	uint8_t x[5] = {1, 2, 3, 4, 5};
 	for (uint64_t i = 1; i <= 6; i++) {
 		struct raft_entry e = {.term = 1, .index = i, .len = 5, .data = x};
@@ -427,9 +420,7 @@ TEST(flush_is_not_durable_and_the_next_sync_makes_it_so)
 		struct memdisk *d = memdisk_create(NULL, 1);
 		struct wal_recovered rec;
 		char err[256];
-		struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
-		ASSERT(w);
-		wal_recovered_free(w, &rec);
+		struct wal *w = empty_wal(d);
 		uint8_t x[3] = {7, 8, 9};
 		struct raft_entry e = {.term = 1, .index = 1, .len = 3, .data = x};
 		ASSERT(wal_append(w, &e, 1) == 0);
@@ -462,9 +453,7 @@ TEST(recovery_makes_what_it_returns_durable)
 		struct memdisk *d = memdisk_create(NULL, 3);
 		struct wal_recovered rec;
 		char err[256];
-		struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
-		ASSERT(w);
-		wal_recovered_free(w, &rec);
+		struct wal *w = empty_wal(d);
 		uint8_t x[3] = {1, 2, 3};
 		struct raft_entry e = {.term = 1, .index = 1, .len = 3, .data = x};
 		if (k == 0) {
@@ -532,9 +521,7 @@ TEST(appends_after_removing_a_headerless_last_segment_go_to_the_previous_end)
 	struct memdisk *d = memdisk_create(NULL, 1);
 	struct wal_recovered rec;
 	char err[256];
-	struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
-	ASSERT(w);
-	wal_recovered_free(w, &rec);
+	struct wal *w = empty_wal(d);
 	struct wal_stats st;
 	uint64_t index = 0, seg1_last = 0;
 	for (int i = 0; i < 200; i++) {
@@ -598,9 +585,7 @@ TEST(crash_during_the_first_hard_state_write_never_refuses_start)
 			struct memdisk *d = memdisk_create(NULL, seed);
 			struct wal_recovered rec;
 			char err[256];
-			struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
-			ASSERT(w);
-			wal_recovered_free(w, &rec);
+			struct wal *w = empty_wal(d);
 			memdisk_fail(d, MEMDISK_OP_SYNC, after, KEEL_ERR_IO, true);
 			struct raft_hard_state hs = {.term = 5, .vote = 2};
 			ASSERT(wal_save_hard_state(w, &hs) == 0);
@@ -787,11 +772,7 @@ TEST(segment_of_another_cluster_is_refused)
 /* A fresh WAL holding entries 1..n (append_numbered), synced in batches. */
 static struct wal *numbered_wal(struct memdisk *d, uint64_t n)
 {
-	struct wal_recovered rec;
-	char err[256];
-	struct wal *w = open_wal(d, &rec, NULL, err, sizeof(err));
-	KEEL_ASSERT(w);
-	wal_recovered_free(w, &rec);
+	struct wal *w = empty_wal(d);
 	for (uint64_t i = 1; i <= n; i++) {
 		KEEL_ASSERT(append_numbered(w, i) == 0);
 		if (i % 5 == 0 || i == n)
@@ -992,69 +973,124 @@ TEST(finish_with_a_wrong_crc_or_length_is_corrupt_and_drops_the_snapshot)
 	}
 }
 
-/* The LOCAL crash table rows (docs/snapshots.md §2.3): the disk fails for
- * good at the k-th write/sync/rename/remove of the finish (nothing after
- * it reaches the disk, as if power went there), then power is lost in
- * `mode`. Recovery must never refuse; it finds the previous snapshot (40)
- * or the new one (100), the log from there to 125, no temp file; and with
- * the new one, the log still reaches back past the previous one (the new
- * one is damaged on purpose: recovery falls back to 40). Returns the
- * finish's result; *got the snapshot recovered. */
-static int local_crash_case(int k, int mode, uint64_t *got, bool *ok)
-{
-	struct memdisk *d = memdisk_create(NULL, 100 + (uint64_t)k * 3 + (uint64_t)mode);
-	struct wal *w = numbered_wal(d, 120);
-	uint8_t prev[700], p[5000];
-	fill(prev, sizeof(prev), 1);
-	fill(p, sizeof(p), 2);
-	KEEL_ASSERT(wal_snapshot_save(w, 40, 1, prev, sizeof(prev)) == 0);
-	for (uint64_t i = 121; i <= 125; i++)
-		KEEL_ASSERT(append_numbered(w, i) == 0);
-	KEEL_ASSERT(wal_sync(w) == 0);
-	struct keel_rand r;
-	keel_rand_seed(&r, (uint64_t)k);
-	uint64_t h = stream(w, 100, 1, WAL_SNAP_LOCAL, p, sizeof(p), sizeof(p),
-			    &r, 2000);
-	KEEL_ASSERT(h);
-	memdisk_fail(d, MEMDISK_OP_WRITE | MEMDISK_OP_SYNC | MEMDISK_OP_META,
-		     (uint64_t)k, KEEL_ERR_IO, true);
-	int rv = wal_snapshot_finish(w, h, keel_crc32c(0, p, sizeof(p)));
-	memdisk_fail_clear(d);
-	wal_close(w);
-	memdisk_crash(d, mode);
+/* The crash table rows (docs/snapshots.md §2.3) share one set-up: a log
+ * 1..120 with a snapshot at (40, 1) (`prev`), `extra` more synced entries
+ * after it, a snapshot of `kind` streamed at (index, term) (`p`); then the
+ * disk fails for good at the k-th write/sync/rename/remove of the finish
+ * (nothing after it reaches the disk, as if power went there), power is
+ * lost in `mode`, and the WAL is opened again (w NULL if it refused, err
+ * says why). */
+struct snap_crash {
+	struct memdisk *d;
+	struct wal *w;
 	struct wal_recovered rec;
 	char err[256];
-	w = open_wal(d, &rec, NULL, err, sizeof(err));
+	int finish_rv;
+	struct keel_rand r; /* reads_back continues the stream's chunking */
+	uint8_t prev[700], p[5000];
+};
+
+static void snap_crash_run(struct snap_crash *c, uint64_t disk_seed,
+			   uint64_t extra, uint64_t index, uint64_t term,
+			   int kind, int k, int mode)
+{
+	c->d = memdisk_create(NULL, disk_seed);
+	struct wal *w = numbered_wal(c->d, 120);
+	fill(c->prev, sizeof(c->prev), 1);
+	fill(c->p, sizeof(c->p), 2);
+	KEEL_ASSERT(wal_snapshot_save(w, 40, 1, c->prev, sizeof(c->prev)) == 0);
+	if (extra) {
+		for (uint64_t i = 121; i <= 120 + extra; i++)
+			KEEL_ASSERT(append_numbered(w, i) == 0);
+		KEEL_ASSERT(wal_sync(w) == 0);
+	}
+	keel_rand_seed(&c->r, (uint64_t)k);
+	uint64_t h = stream(w, index, term, kind, c->p, sizeof(c->p),
+			    sizeof(c->p), &c->r, 2000);
+	KEEL_ASSERT(h);
+	memdisk_fail(c->d, MEMDISK_OP_WRITE | MEMDISK_OP_SYNC | MEMDISK_OP_META,
+		     (uint64_t)k, KEEL_ERR_IO, true);
+	c->finish_rv = wal_snapshot_finish(w, h, keel_crc32c(0, c->p, sizeof(c->p)));
+	memdisk_fail_clear(c->d);
+	wal_close(w);
+	memdisk_crash(c->d, mode);
+	c->w = open_wal(c->d, &c->rec, NULL, c->err, sizeof(c->err));
+}
+
+/* One crash case: the finish's result, *got the snapshot recovered, *ok
+ * whether the recovery was one the table allows. */
+typedef int (*snap_crash_case)(uint64_t s_index, int k, int mode,
+			       uint64_t *got, bool *ok);
+
+struct crash_tally {
+	int points, seen_old, seen_new, bad;
+};
+
+/* Every crash point of a finish at (s_index) in every power-loss mode: k
+ * counts up until the fault comes after the finish's last step (it then
+ * succeeds). Recovery finds the old snapshot (40) or the new one. */
+static struct crash_tally snap_crash_sweep(snap_crash_case run, uint64_t s_index)
+{
+	struct crash_tally t = {0};
+	for (int mode = 0; mode < 3; mode++) {
+		for (int k = 0; k < 64; k++) {
+			uint64_t got = 0;
+			bool ok = false;
+			int rv = run(s_index, k, mode, &got, &ok);
+			t.bad += !ok;
+			t.seen_old += got == 40;
+			t.seen_new += got == s_index;
+			t.points++;
+			if (rv == 0)
+				break; /* the fault came after the last step */
+		}
+	}
+	return t;
+}
+
+/* The LOCAL rows: a snapshot at (s_index = 100, 1) over a log to 125.
+ * Recovery must never refuse; it finds the previous snapshot (40) or the
+ * new one (100), the log from there to 125, no temp file; and with the
+ * new one, the log still reaches back past the previous one (the new one
+ * is damaged on purpose: recovery falls back to 40). */
+static int local_crash_case(uint64_t s_index, int k, int mode, uint64_t *got,
+			    bool *ok)
+{
+	struct snap_crash c;
+	snap_crash_run(&c, 100 + (uint64_t)k * 3 + (uint64_t)mode, 5, s_index,
+		       1, WAL_SNAP_LOCAL, k, mode);
+	int rv = c.finish_rv;
+	struct wal *w = c.w;
 	*ok = w != NULL;
 	if (!w) {
-		fprintf(stderr, "  k=%d mode=%d: refused: %s\n", k, mode, err);
-		memdisk_destroy(d);
+		fprintf(stderr, "  k=%d mode=%d: refused: %s\n", k, mode, c.err);
+		memdisk_destroy(c.d);
 		return rv;
 	}
-	*got = rec.snap_index;
+	*got = c.rec.snap_index;
 	char tmp[96], name[96];
-	snap_name(tmp, sizeof(tmp), 100, 1, true);
-	snap_name(name, sizeof(name), 100, 1, false);
-	bool good = (rec.snap_index == 40 || rec.snap_index == 100) &&
-		    (rv != 0 || rec.snap_index == 100) &&
-		    numbered_log(&rec, rec.snap_index + 1, 125) &&
-		    memdisk_file_size(d, tmp) == -1;
-	if (good && rec.snap_index == 100)
-		good = reads_back(w, 100, 1, p, sizeof(p), &r);
-	if (good && rec.snap_index == 40)
-		good = reads_back(w, 40, 1, prev, sizeof(prev), &r);
-	wal_recovered_free(w, &rec);
+	snap_name(tmp, sizeof(tmp), s_index, 1, true);
+	snap_name(name, sizeof(name), s_index, 1, false);
+	bool good = (c.rec.snap_index == 40 || c.rec.snap_index == s_index) &&
+		    (rv != 0 || c.rec.snap_index == s_index) &&
+		    numbered_log(&c.rec, c.rec.snap_index + 1, 125) &&
+		    memdisk_file_size(c.d, tmp) == -1;
+	if (good && c.rec.snap_index == s_index)
+		good = reads_back(w, s_index, 1, c.p, sizeof(c.p), &c.r);
+	if (good && c.rec.snap_index == 40)
+		good = reads_back(w, 40, 1, c.prev, sizeof(c.prev), &c.r);
+	wal_recovered_free(w, &c.rec);
 	wal_close(w);
-	if (good && *got == 100) {
-		KEEL_ASSERT(memdisk_flip_bit(d, name, 64 * 8 + 9) == 0);
-		w = open_wal(d, &rec, NULL, err, sizeof(err));
-		good = w && rec.snap_index == 40 &&
-		       numbered_log(&rec, 41, 125);
+	if (good && *got == s_index) {
+		KEEL_ASSERT(memdisk_flip_bit(c.d, name, 64 * 8 + 9) == 0);
+		w = open_wal(c.d, &c.rec, NULL, c.err, sizeof(c.err));
+		good = w && c.rec.snap_index == 40 &&
+		       numbered_log(&c.rec, 41, 125);
 		if (!w)
 			fprintf(stderr, "  k=%d mode=%d: fallback refused: %s\n",
-				k, mode, err);
+				k, mode, c.err);
 		if (w) {
-			wal_recovered_free(w, &rec);
+			wal_recovered_free(w, &c.rec);
 			wal_close(w);
 		}
 	}
@@ -1062,31 +1098,18 @@ static int local_crash_case(int k, int mode, uint64_t *got, bool *ok)
 		fprintf(stderr, "  k=%d mode=%d rv=%d: recovered snapshot %llu\n",
 			k, mode, rv, (unsigned long long)*got);
 	*ok = good;
-	memdisk_destroy(d);
+	memdisk_destroy(c.d);
 	return rv;
 }
 
 TEST(crash_at_every_boundary_of_a_local_snapshot_follows_the_crash_table)
 {
-	int points = 0, seen_old = 0, seen_new = 0, bad = 0;
-	for (int mode = 0; mode < 3; mode++) {
-		for (int k = 0; k < 64; k++) {
-			uint64_t got = 0;
-			bool ok = false;
-			int rv = local_crash_case(k, mode, &got, &ok);
-			bad += !ok;
-			seen_old += got == 40;
-			seen_new += got == 100;
-			points++;
-			if (rv == 0)
-				break; /* the fault came after the last step */
-		}
-	}
-	fprintf(stderr, "  %d crash points: %d old snapshot, %d new\n", points,
-		seen_old, seen_new);
-	EXPECT(bad == 0);
-	EXPECT(points >= 3 * 6);
-	EXPECT(seen_old > 0 && seen_new > 0);
+	struct crash_tally t = snap_crash_sweep(local_crash_case, 100);
+	fprintf(stderr, "  %d crash points: %d old snapshot, %d new\n", t.points,
+		t.seen_old, t.seen_new);
+	EXPECT(t.bad == 0);
+	EXPECT(t.points >= 3 * 6);
+	EXPECT(t.seen_old > 0 && t.seen_new > 0);
 }
 
 /* The RECEIVED rows: as above for an install at (s_index, 2) over a log
@@ -1097,44 +1120,29 @@ TEST(crash_at_every_boundary_of_a_local_snapshot_follows_the_crash_table)
 static int received_crash_case(uint64_t s_index, int k, int mode,
 			       uint64_t *got, bool *ok)
 {
-	struct memdisk *d = memdisk_create(NULL, 300 + (uint64_t)k * 3 + (uint64_t)mode);
-	struct wal *w = numbered_wal(d, 120);
-	uint8_t prev[700], p[5000];
-	fill(prev, sizeof(prev), 1);
-	fill(p, sizeof(p), 2);
-	KEEL_ASSERT(wal_snapshot_save(w, 40, 1, prev, sizeof(prev)) == 0);
-	struct keel_rand r;
-	keel_rand_seed(&r, (uint64_t)k);
-	uint64_t h = stream(w, s_index, 2, WAL_SNAP_RECEIVED, p, sizeof(p),
-			    sizeof(p), &r, 2000);
-	KEEL_ASSERT(h);
-	memdisk_fail(d, MEMDISK_OP_WRITE | MEMDISK_OP_SYNC | MEMDISK_OP_META,
-		     (uint64_t)k, KEEL_ERR_IO, true);
-	int rv = wal_snapshot_finish(w, h, keel_crc32c(0, p, sizeof(p)));
-	memdisk_fail_clear(d);
-	wal_close(w);
-	memdisk_crash(d, mode);
-	struct wal_recovered rec;
-	char err[256];
-	w = open_wal(d, &rec, NULL, err, sizeof(err));
+	struct snap_crash c;
+	snap_crash_run(&c, 300 + (uint64_t)k * 3 + (uint64_t)mode, 0, s_index,
+		       2, WAL_SNAP_RECEIVED, k, mode);
+	int rv = c.finish_rv;
+	struct wal *w = c.w;
 	*ok = false;
 	if (!w) {
 		fprintf(stderr, "  s=%llu k=%d mode=%d: refused: %s\n",
-			(unsigned long long)s_index, k, mode, err);
-		memdisk_destroy(d);
+			(unsigned long long)s_index, k, mode, c.err);
+		memdisk_destroy(c.d);
 		return rv;
 	}
-	*got = rec.snap_index;
+	*got = c.rec.snap_index;
 	char tmp[96];
 	snap_name(tmp, sizeof(tmp), s_index, 2, true);
-	bool good = memdisk_file_size(d, tmp) == -1;
-	if (rec.snap_index == s_index)
-		good = good && rec.snap_term == 2 && rec.n_entries == 0 &&
-		       reads_back(w, s_index, 2, p, sizeof(p), &r);
+	bool good = memdisk_file_size(c.d, tmp) == -1;
+	if (c.rec.snap_index == s_index)
+		good = good && c.rec.snap_term == 2 && c.rec.n_entries == 0 &&
+		       reads_back(w, s_index, 2, c.p, sizeof(c.p), &c.r);
 	else
-		good = good && rv != 0 && rec.snap_index == 40 &&
-		       numbered_log(&rec, 41, 120);
-	wal_recovered_free(w, &rec);
+		good = good && rv != 0 && c.rec.snap_index == 40 &&
+		       numbered_log(&c.rec, 41, 120);
+	wal_recovered_free(w, &c.rec);
 	if (good && *got == s_index) {
 		/* The log goes on after the installed snapshot. */
 		uint8_t x = 5;
@@ -1142,12 +1150,12 @@ static int received_crash_case(uint64_t s_index, int k, int mode,
 				       .len = 1, .data = &x};
 		good = wal_append(w, &e, 1) == 0 && wal_sync(w) == 0;
 		wal_close(w);
-		memdisk_crash(d, MEMDISK_LOSE_UNSYNCED);
-		w = open_wal(d, &rec, NULL, err, sizeof(err));
-		good = good && w && rec.snap_index == s_index &&
-		       rec.n_entries == 1 && rec.entries[0].index == s_index + 1;
+		memdisk_crash(c.d, MEMDISK_LOSE_UNSYNCED);
+		w = open_wal(c.d, &c.rec, NULL, c.err, sizeof(c.err));
+		good = good && w && c.rec.snap_index == s_index &&
+		       c.rec.n_entries == 1 && c.rec.entries[0].index == s_index + 1;
 		if (w)
-			wal_recovered_free(w, &rec);
+			wal_recovered_free(w, &c.rec);
 	}
 	if (w)
 		wal_close(w);
@@ -1156,7 +1164,7 @@ static int received_crash_case(uint64_t s_index, int k, int mode,
 			(unsigned long long)s_index, k, mode, rv,
 			(unsigned long long)*got);
 	*ok = good;
-	memdisk_destroy(d);
+	memdisk_destroy(c.d);
 	return rv;
 }
 
@@ -1165,27 +1173,13 @@ TEST(crash_at_every_boundary_of_an_install_follows_the_crash_table)
 	/* 300: the leader's snapshot is past our log; 110: our log holds
 	 * 110 with another term (the fit rule must drop it). */
 	static const uint64_t at[] = {300, 110};
-	for (int c = 0; c < 2; c++) {
-		int points = 0, seen_old = 0, seen_new = 0, bad = 0;
-		for (int mode = 0; mode < 3; mode++) {
-			for (int k = 0; k < 64; k++) {
-				uint64_t got = 0;
-				bool ok = false;
-				int rv = received_crash_case(at[c], k, mode,
-							     &got, &ok);
-				bad += !ok;
-				seen_old += got == 40;
-				seen_new += got == at[c];
-				points++;
-				if (rv == 0)
-					break;
-			}
-		}
+	for (int i = 0; i < 2; i++) {
+		struct crash_tally t = snap_crash_sweep(received_crash_case, at[i]);
 		fprintf(stderr, "  install at %llu: %d crash points: %d before, %d installed\n",
-			(unsigned long long)at[c], points, seen_old, seen_new);
-		EXPECT(bad == 0);
-		EXPECT(points >= 3 * 8);
-		EXPECT(seen_old > 0 && seen_new > 0);
+			(unsigned long long)at[i], t.points, t.seen_old, t.seen_new);
+		EXPECT(t.bad == 0);
+		EXPECT(t.points >= 3 * 8);
+		EXPECT(t.seen_old > 0 && t.seen_new > 0);
 	}
 }
 
