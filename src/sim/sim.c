@@ -1002,6 +1002,18 @@ static void check_hold(struct sim *s, struct sim_client *c, bool answered)
 			   n->paused,
 	};
 	c->held_node = 0;
+	struct sim_result *r = s->res;
+	if (!answered) {
+		r->timeouts_held += !h.excused;
+		r->timeouts_excused += h.excused;
+	}
+	if (!h.excused && h.now_local >= h.taken_local && h.request_timeout) {
+		uint64_t held = h.now_local - h.taken_local;
+		uint64_t pm = held / h.request_timeout * 1000 +
+			      held % h.request_timeout * 1000 /
+				      h.request_timeout;
+		r->max_hold_pm = KEEL_MAX(r->max_hold_pm, pm);
+	}
 	sim_check_hold(&s->chk, &h);
 }
 
@@ -1818,6 +1830,7 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 		}
 		if (tracing(s))
 			trace(s, "client %u p=%u timeout", c->idx, c->process);
+		s->res->client_timeouts++;
 		check_hold(s, c, false);
 		if (!c->req.ttl)
 			hist(s, c, SIM_INFO, false, NULL, 0, NULL, 0);
