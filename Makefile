@@ -156,7 +156,8 @@ bench: $(BUILD)/keel
 SIM_MUTANTS := vote-no-log-check commit-old-term read-no-confirm \
                ack-before-persist send-before-persist apply-uncommitted \
                accept-bad-checksum no-dedup ack-before-fsync skip-checksum \
-               no-truncate snap-live-writer snap-skip-crc snap-no-dedup
+               no-truncate snap-live-writer snap-skip-crc snap-no-dedup \
+               no-write-timeout
 SIM_MUTANT_SEEDS ?= 1-2000
 SIM_MUTANT_OPS ?= 300
 # snap-skip-crc shows only when rot hits a transfer's bytes where no other

@@ -122,6 +122,9 @@ enum node_mutant {
 	NODE_MUTANT_SNAP_NO_DEDUP = 107,      /* payload's dedup window empty */
 	NODE_MUTANT_SNAP_ACK_EARLY = 108,     /* DONE and the install's acks
 	                                         before snap_finish completes */
+	NODE_MUTANT_NO_WRITE_TIMEOUT = 109,   /* expire_timeouts skips writes:
+	                                         a write nobody commits is
+	                                         never answered */
 };
 #endif
 

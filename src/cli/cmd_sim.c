@@ -178,6 +178,12 @@ int cmd_sim(int argc, char **argv)
 		sum.snap_installs += r.snap_installs;
 		sum.snap_restores += r.snap_restores;
 		sum.digest_checks += r.digest_checks;
+		sum.client_timeouts += r.client_timeouts;
+		sum.timeouts_held += r.timeouts_held;
+		sum.timeouts_excused += r.timeouts_excused;
+		sum.max_hold_pm = r.max_hold_pm > sum.max_hold_pm
+					  ? r.max_hold_pm
+					  : sum.max_hold_pm;
 		printf("seed=%" PRIu64 " nodes=%u ops=%" PRIu64
 		       " faults=%s %s steps=%" PRIu64 " sim_ms=%" PRIu64
 		       " ok/fail/info=%" PRIu64 "/%" PRIu64 "/%" PRIu64
@@ -192,7 +198,9 @@ int cmd_sim(int argc, char **argv)
 		       " transfers=%" PRIu64 "/%" PRIu64 "/%" PRIu64
 		       " chunks=%" PRIu64 "/%" PRIu64 " verify_failed=%" PRIu64
 		       " installs=%" PRIu64 " restores=%" PRIu64
-		       " digests=%" PRIu64 " result=%s%s%s\n",
+		       " digests=%" PRIu64 " timeouts=%" PRIu64
+		       "(held=%" PRIu64 ",excused=%" PRIu64
+		       ") max_hold_pm=%" PRIu64 " result=%s%s%s\n",
 		       seed, r.nodes, ops, fbuf, r.params, r.steps,
 		       r.sim_ns / 1000000, r.ops_ok, r.ops_fail, r.ops_info,
 		       r.crashes, r.crashes_lost, r.partitions, r.pauses,
@@ -203,7 +211,9 @@ int cmd_sim(int argc, char **argv)
 		       r.snap_sends_ok, r.snap_sends_failed, r.snap_chunks,
 		       r.snap_chunks_resent, r.snap_verify_failed,
 		       r.snap_installs, r.snap_restores, r.digest_checks,
-		       r.ok ? "ok" : "VIOLATION", r.ok ? "" : " ",
+		       r.client_timeouts, r.timeouts_held, r.timeouts_excused,
+		       r.max_hold_pm, r.ok ? "ok" : "VIOLATION",
+		       r.ok ? "" : " ",
 		       r.ok ? "" : r.violation);
 		fflush(stdout);
 		if (r.ok) {
@@ -244,6 +254,14 @@ int cmd_sim(int argc, char **argv)
 	       sum.snap_sends_failed, sum.snap_chunks, sum.snap_chunks_resent,
 	       sum.snap_verify_failed, sum.snap_installs, sum.snap_restores,
 	       sum.digest_checks);
+	/* request-held-silently, summed: client timeouts, those that found
+	 * the request still held (judged / excused by a pause or crash),
+	 * and the longest judged hold as a multiple of the timeout. */
+	printf("holds client_timeouts=%" PRIu64 " held_at_timeout=%" PRIu64
+	       " excused=%" PRIu64 " longest=%" PRIu64 ".%03" PRIu64
+	       "x_timeout\n",
+	       sum.client_timeouts, sum.timeouts_held, sum.timeouts_excused,
+	       sum.max_hold_pm / 1000, sum.max_hold_pm % 1000);
 	if (mutant) {
 		if (!caught)
 			printf("bug=%s NOT CAUGHT seeds=%" PRIu64 "-%" PRIu64

@@ -1482,7 +1482,8 @@ static void expire_timeouts(struct node *n)
 	uint64_t now = now_ns(n);
 	for (uint32_t i = 0; i < n->n_pw;) {
 		struct pending_write *p = &n->pw[i];
-		if (now < p->deadline) {
+		if (now < p->deadline ||
+		    MUTANT(n, NODE_MUTANT_NO_WRITE_TIMEOUT)) {
 			i++;
 			continue;
 		}

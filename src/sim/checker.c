@@ -366,3 +366,27 @@ bool sim_check_durable(struct sim_checker *c, uint64_t index,
 	fail(c, "committed-not-durable", d);
 	return false;
 }
+
+bool sim_check_hold(struct sim_checker *c, const struct sim_hold *h)
+{
+	if (h->excused || h->now_local < h->taken_local)
+		return true;
+	uint64_t held = h->now_local - h->taken_local;
+	/* The bound, 1.2 x the timeout (to the nanosecond below), saturated
+	 * instead of wrapping. */
+	uint64_t rt = h->request_timeout, extra = rt / SIM_HOLD_SLACK_DIV;
+	uint64_t bound = rt > UINT64_MAX - extra ? UINT64_MAX : rt + extra;
+	if (held <= bound)
+		return true;
+	char d[200];
+	snprintf(d, sizeof(d),
+		 "node %llu held client %u's %s for %llu ms (request timeout "
+		 "%llu ms) and %s, without pausing or crashing",
+		 (unsigned long long)h->node, h->client, h->op,
+		 (unsigned long long)(held / 1000000),
+		 (unsigned long long)(h->request_timeout / 1000000),
+		 h->answered ? "only then answered" : "had not answered at the "
+						      "client's timeout");
+	fail(c, "request-held-silently", d);
+	return false;
+}

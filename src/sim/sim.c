@@ -99,6 +99,7 @@ struct sim_node {
 	struct node *node; /* NULL while crashed */
 	bool paused;
 	uint64_t pause_until;
+	uint32_t pauses; /* pauses begun: request-held-silently's excuse */
 	uint32_t inc;
 	struct sim_store store;
 	struct env env;
@@ -148,6 +149,15 @@ struct sim_client {
 	bool timeout_armed;
 	raft_id guess;
 	struct sim_req req;
+	/* The current attempt as a node took it, for request-held-silently:
+	 * held_node is the node's index + 1 from node_request until the node
+	 * answers that cookie or the client gives up (0 = nothing held). The
+	 * node's incarnation and pause count at that moment tell whether it
+	 * stopped since; held_local is its clock then. */
+	uint32_t held_node;
+	uint32_t held_inc, held_pauses;
+	uint64_t held_cookie;
+	uint64_t held_local;
 };
 
 struct sim_ack {
@@ -972,8 +982,44 @@ static void crash_node(struct sim *s, struct sim_node *n)
 
 /* ---- clients ------------------------------------------------------------------- */
 
+/* request-held-silently (checker.c): client c's held attempt, checked now,
+ * at the node's answer or at the client's timeout; then forgotten. */
+static void check_hold(struct sim *s, struct sim_client *c, bool answered)
+{
+	if (!c->held_node)
+		return;
+	struct sim_node *n = &s->nodes[c->held_node - 1];
+	struct sim_hold h = {
+		.node = n->id,
+		.client = c->idx,
+		.op = c->req.ttl ? "SET PX" : sim_op_name(c->req.op),
+		.taken_local = c->held_local,
+		.now_local = env_now(n),
+		.request_timeout = s->ncfg.request_timeout_ns,
+		.answered = answered,
+		.excused = n->inc != c->held_inc ||
+			   n->pauses != c->held_pauses || !n->node ||
+			   n->paused,
+	};
+	c->held_node = 0;
+	struct sim_result *r = s->res;
+	if (!answered) {
+		r->timeouts_held += !h.excused;
+		r->timeouts_excused += h.excused;
+	}
+	if (!h.excused && h.now_local >= h.taken_local && h.request_timeout) {
+		uint64_t held = h.now_local - h.taken_local;
+		uint64_t pm = held / h.request_timeout * 1000 +
+			      held % h.request_timeout * 1000 /
+				      h.request_timeout;
+		r->max_hold_pm = KEEL_MAX(r->max_hold_pm, pm);
+	}
+	sim_check_hold(&s->chk, &h);
+}
+
 static void client_send(struct sim *s, struct sim_client *c, raft_id to)
 {
+	c->held_node = 0; /* the last attempt was answered */
 	c->attempt++;
 	c->req.cookie = ((uint64_t)c->idx << 40) | c->attempt;
 	struct sim_req *rq = malloc(sizeof(*rq));
@@ -1090,6 +1136,7 @@ static void client_finish(struct sim *s, struct sim_client *c, int type)
 {
 	KEEL_ASSERT(c->busy);
 	c->busy = false;
+	c->held_node = 0;
 	s->busy_clients--;
 	if (type == SIM_OK)
 		s->res->ops_ok++;
@@ -1309,6 +1356,12 @@ static void on_reply(void *ctx, const struct node_reply *rep)
 {
 	struct sim_node *n = ctx;
 	struct sim *s = n->sim;
+	uint64_t ci = rep->cookie >> 40;
+	if (ci <= s->n_clients) {
+		struct sim_client *c = &s->clients[ci];
+		if (c->held_node == n->idx + 1 && c->held_cookie == rep->cookie)
+			check_hold(s, c, true);
+	}
 	if (n->disk_failed && rep->status == NODE_OK) {
 		char d[96];
 		snprintf(d, sizeof(d), "node %u answered ok after its store "
@@ -1463,6 +1516,7 @@ static void fault_tick(struct sim *s)
 		struct sim_node *n = pick_up_node(s);
 		if (n) {
 			n->paused = true;
+			n->pauses++;
 			s->res->pauses++;
 			n->pause_until = s->now + rnd_range(r, 50 * MS,
 							    1500 * MS);
@@ -1737,6 +1791,17 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 					   .argc = argc,
 					   .argv = argv,
 					   .lens = lens};
+		/* The node takes the client's current attempt: from now on
+		 * it owes an answer (set first: node_request may answer
+		 * inside the call). */
+		struct sim_client *rc = &s->clients[rq->cookie >> 40];
+		if (rc->busy && rc->req.cookie == rq->cookie) {
+			rc->held_node = n->idx + 1;
+			rc->held_inc = n->inc;
+			rc->held_pauses = n->pauses;
+			rc->held_cookie = rq->cookie;
+			rc->held_local = env_now(n);
+		}
 		if (tracing(s))
 			trace(s, "request node %u client %llu %s",
 			      n->idx + 1,
@@ -1765,6 +1830,8 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 		}
 		if (tracing(s))
 			trace(s, "client %u p=%u timeout", c->idx, c->process);
+		s->res->client_timeouts++;
+		check_hold(s, c, false);
 		if (!c->req.ttl)
 			hist(s, c, SIM_INFO, false, NULL, 0, NULL, 0);
 		client_finish(s, c, SIM_INFO);
@@ -1966,6 +2033,7 @@ static const struct mutant_name mutants[] = {
 	{"snap-compact-early", NODE_MUTANT_SNAP_COMPACT_EARLY},
 	{"snap-no-dedup", NODE_MUTANT_SNAP_NO_DEDUP},
 	{"snap-ack-early", NODE_MUTANT_SNAP_ACK_EARLY},
+	{"no-write-timeout", NODE_MUTANT_NO_WRITE_TIMEOUT},
 	{"ack-before-fsync", SIM_MUTANT_ACK_BEFORE_FSYNC},
 	{"skip-checksum", SIM_MUTANT_SKIP_CHECKSUM},
 	{"no-truncate", SIM_MUTANT_NO_TRUNCATE},

@@ -84,6 +84,12 @@ struct sim_result {
 	uint64_t snap_verify_failed, snap_installs, snap_restores;
 	uint64_t digest_checks;    /* state agreement comparisons */
 	uint64_t snap_rot;         /* snap_read bytes rotted on a sender */
+	/* request-held-silently (docs/testing.md): client timeouts, those
+	 * that found a node still holding the request (judged, or excused
+	 * by a pause or crash since), and the longest judged hold (at an
+	 * answer or a timeout) in thousandths of the request timeout. */
+	uint64_t client_timeouts, timeouts_held, timeouts_excused;
+	uint64_t max_hold_pm;
 };
 
 /* Runs one seed. Returns 0 (r->ok says whether every check passed) or an

@@ -285,6 +285,27 @@ bool sim_check_commit_rule(struct sim_checker *c, raft_id id,
  * durable_votes = nodes whose durable log holds it. */
 bool sim_check_durable(struct sim_checker *c, uint64_t index,
 		       uint32_t durable_votes);
+/* Request held silently (docs/testing.md): a node that took a client's
+ * request must answer it by its own request timeout (OK, or UNKNOWN,
+ * DROPPED or NOT_LEADER when it gives up) unless it stops running
+ * meanwhile. Checked at the client's timeout (answered = false) and at the
+ * node's answer (answered = true). Times are on the node's own clock. */
+struct sim_hold {
+	raft_id node;
+	uint32_t client;
+	const char *op;          /* what was asked, for the message */
+	uint64_t taken_local;    /* the node's clock when it took it */
+	uint64_t now_local;      /* ... now */
+	uint64_t request_timeout; /* the node's request_timeout_ns */
+	bool answered;           /* now is the answer, not the client's timeout */
+	bool excused;            /* crashed, restarted or paused since */
+};
+/* The bound is the request timeout plus a fifth of it (1.2 x): the node
+ * answers within one tick (10 ms) of its deadline, and 20% of the
+ * shortest timeout drawn (750 ms) is 150 ms (docs/testing.md). */
+#define SIM_HOLD_SLACK_DIV 5
+/* True when h is within the bound (or excused). */
+bool sim_check_hold(struct sim_checker *c, const struct sim_hold *h);
 /* Records a violation found elsewhere (liveness, linearizability). */
 void sim_checker_fail(struct sim_checker *c, const char *check,
 		      const char *detail);

@@ -12,7 +12,8 @@
  *   - every safety checker accepts a consistent run and catches its
  *     planted violation (two leaders in a term, a divergent log, a changed
  *     committed entry, a divergent apply, a leader lacking a committed
- *     entry, a committed entry durable on a minority);
+ *     entry, a committed entry durable on a minority, a request a node
+ *     held past 1.2 x its request timeout);
  *   - the history checker catches a stale read;
  *   - the same seed gives byte-identical traces; another seed does not;
  *   - small runs with every fault are ok (under ASan/UBSan here).
@@ -401,6 +402,57 @@ TEST(checker_catches_a_commit_on_a_minority_of_disks)
 	EXPECT(!c.violated);
 	EXPECT(!sim_check_durable(&c, 2, 2));
 	EXPECT(strstr(c.what, "committed-not-durable") != NULL);
+	sim_checker_close(&c);
+}
+
+/* request-held-silently: 1.2 x the node's request timeout, on its own
+ * clock, exactly; a pause or a crash since the node took the request
+ * excuses any hold. */
+TEST(checker_catches_a_request_held_silently)
+{
+	struct sim_checker c;
+	ASSERT(sim_checker_init(&c, 3) == 0);
+	const uint64_t ms = 1000000;
+	struct sim_hold h = {.node = 2,
+			     .client = 4,
+			     .op = "put",
+			     .taken_local = 5000 * ms,
+			     .now_local = 5000 * ms + 1200 * ms,
+			     .request_timeout = 1000 * ms};
+	EXPECT(sim_check_hold(&c, &h)); /* 1.2 x exactly: within */
+	h.now_local = 5000 * ms; /* answered at once */
+	EXPECT(sim_check_hold(&c, &h));
+	h.now_local = 5000 * ms + 1200 * ms + 1; /* 1 ns past the bound */
+	h.excused = true;
+	EXPECT(sim_check_hold(&c, &h));
+	/* A clock that reads less than when it took the request (cannot
+	 * happen: the sim's clocks are monotonic) is not judged. */
+	h.excused = false;
+	h.taken_local = h.now_local + 1;
+	EXPECT(sim_check_hold(&c, &h));
+	EXPECT(!c.violated);
+	h.taken_local = 5000 * ms;
+	h.answered = true;
+	EXPECT(!sim_check_hold(&c, &h));
+	EXPECT(strstr(c.what, "request-held-silently") != NULL);
+	EXPECT(strstr(c.what, "node 2 held client 4's put for 1200 ms") != NULL);
+	EXPECT(strstr(c.what, "only then answered") != NULL);
+	sim_checker_close(&c);
+
+	/* At the client's timeout, and with timeouts near the cap (no
+	 * wrap-around makes a long hold look short). */
+	ASSERT(sim_checker_init(&c, 3) == 0);
+	h = (struct sim_hold){.node = 1,
+			      .client = 0,
+			      .op = "get",
+			      .taken_local = 0,
+			      .now_local = UINT64_MAX,
+			      .request_timeout = UINT64_MAX - 1};
+	EXPECT(sim_check_hold(&c, &h)); /* the bound saturates: within */
+	h.request_timeout = UINT64_MAX / 6 * 4;
+	EXPECT(!sim_check_hold(&c, &h));
+	EXPECT(strstr(c.what, "had not answered at the client's timeout") !=
+	       NULL);
 	sim_checker_close(&c);
 }
 
