@@ -106,6 +106,11 @@ bool keel_rand_chance(struct keel_rand *r, uint64_t num, uint64_t den);
 /* CRC32C (Castagnoli), the checksum of every peer frame and log record.
  * crc is the running value: start with 0. */
 uint32_t keel_crc32c(uint32_t crc, const void *buf, size_t len);
+/* The same function by the portable tables, whatever the CPU (for the
+ * test that both paths agree), and whether keel_crc32c uses the CPU's
+ * crc32 instruction (SSE4.2) instead. */
+uint32_t keel_crc32c_portable(uint32_t crc, const void *buf, size_t len);
+bool keel_crc32c_hw(void);
 
 /* Strict unsigned decimal: digits only (no sign, space or suffix), no
  * overflow, within [min, max]. True and *out set, or false. */

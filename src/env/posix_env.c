@@ -428,32 +428,62 @@ static void write_cb(uv_write_t *req, int status)
 	conn_flush(c);
 }
 
-/* Hands up to WRITE_BATCH queued frames to one uv_write. */
+/* Writes up to WRITE_BATCH queued frames at a time: first by one
+ * writev(2) here (uv_try_write), and only what the socket did not take
+ * by a uv_write -- a uv_write request completes in the next loop
+ * iteration and costs an epoll_ctl when libuv's write queue drains, per
+ * frame batch. */
 static void conn_flush(struct conn *c)
 {
 	struct peer_state *p = c->peer;
-	if (c->closing || c->writing || !p || !p->qhead)
+	while (!c->closing && !c->writing && p && p->qhead) {
+		uv_buf_t bufs[WRITE_BATCH];
+		uint32_t n = 0;
+		size_t total = 0;
+		while (p->qhead && n < WRITE_BATCH) {
+			struct chunk *ch = p->qhead;
+			p->qhead = ch->next;
+			if (!p->qhead)
+				p->qtail = NULL;
+			p->queued_bytes -= ch->len;
+			bufs[n] = uv_buf_init((char *)ch->data, (unsigned)ch->len);
+			c->inflight[n++] = ch;
+			total += ch->len;
+			p->st.frames_out++;
+			p->st.bytes_out += ch->len;
+		}
+		c->n_inflight = n;
+		int rv = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+		if (rv == UV_EAGAIN || rv == UV_ENOSYS)
+			rv = 0;
+		if (rv < 0) {
+			conn_close(c, uv_strerror(rv));
+			return;
+		}
+		if ((size_t)rv == total) {
+			for (uint32_t i = 0; i < n; i++)
+				free(c->inflight[i]);
+			c->n_inflight = 0;
+			continue;
+		}
+		/* The rest: skip what was written, then one uv_write. */
+		size_t done = (size_t)rv;
+		uint32_t k = 0;
+		while (done >= bufs[k].len) {
+			done -= bufs[k].len;
+			k++;
+		}
+		bufs[k].base += done;
+		bufs[k].len -= done;
+		c->writing = true;
+		c->wreq.data = c;
+		rv = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs + k, n - k,
+			      write_cb);
+		if (rv < 0) {
+			c->writing = false;
+			conn_close(c, uv_strerror(rv));
+		}
 		return;
-	uv_buf_t bufs[WRITE_BATCH];
-	uint32_t n = 0;
-	while (p->qhead && n < WRITE_BATCH) {
-		struct chunk *ch = p->qhead;
-		p->qhead = ch->next;
-		if (!p->qhead)
-			p->qtail = NULL;
-		p->queued_bytes -= ch->len;
-		bufs[n] = uv_buf_init((char *)ch->data, (unsigned)ch->len);
-		c->inflight[n++] = ch;
-		p->st.frames_out++;
-		p->st.bytes_out += ch->len;
-	}
-	c->n_inflight = n;
-	c->writing = true;
-	c->wreq.data = c;
-	int rv = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, n, write_cb);
-	if (rv < 0) {
-		c->writing = false;
-		conn_close(c, uv_strerror(rv));
 	}
 }
 
