@@ -21,7 +21,8 @@ import time
 import pytest
 import redis
 
-from conftest import KEEL, Cluster, Node
+import keelproc
+from conftest import Cluster, Node
 
 VALUE = 8192
 SMALL_MB, BIG_MB = 100, 180
@@ -54,18 +55,14 @@ class DiskNode(Node):
 
     def start(self):
         assert self.proc is None or self.proc.poll() is not None
-        args = [KEEL, "server", "--id", str(self.id), "--data-dir", self.data_dir,
-                "--cluster", self.cluster.members, "--cluster-id", str(self.cluster.cluster_id),
-                "--client-addr", self.addr] + self.cluster.extra
+        args = keelproc.server_args(self.id, self.data_dir, self.cluster.members,
+                                    self.cluster.cluster_id, self.addr) + self.cluster.extra
         # unshare and sh exec in place: the PID we hold is keel's.
         script = ('img=$1; mnt=$2; shift 2; mount -o loop "$img" "$mnt" && '
                   'mkdir -p "$mnt/data" && exec "$@"')
         wrapped = ["unshare", "-m", "--propagation", "private", "sh", "-c", script,
                    "keel-disk", self.img, self.mnt] + args
-        if getattr(self, "log", None):
-            self.log.close()
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(wrapped, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc, self.log = keelproc.spawn(wrapped, self.log_path, getattr(self, "log", None))
         self.cluster.pids.add(self.proc.pid)
 
     def grow(self, mb):
