@@ -175,7 +175,7 @@ static int cmp_double(const void *a, const void *b)
 static int bench_raft(int argc, char **argv)
 {
 	uint64_t total = 2000000, size_v = 128, runs_v = 5;
-	for (int i = 1; i < argc; i++) {
+	for (int i = 1; i < argc; i += 2) { /* option, value */
 		bool ok;
 		if (!strcmp(argv[i], "--entries") && i + 1 < argc)
 			ok = cli_parse_u64("keel bench raft", argv[i], argv[i + 1],
@@ -193,7 +193,6 @@ static int bench_raft(int argc, char **argv)
 		}
 		if (!ok)
 			return 2;
-		i++;
 	}
 	uint32_t size = (uint32_t)size_v; /* both in range: checked above */
 	int runs = (int)runs_v;
