@@ -3,8 +3,9 @@
  * and timers on the loop, the TCP peer transport, OS randomness, log lines.
  *
  * Transport state per peer: at most one connection; the lower id dials.
- * Outgoing frames wait in a bounded FIFO of copied chunks and leave in one
- * uv_write of up to WRITE_BATCH buffers at a time. Incoming bytes collect
+ * Outgoing frames wait in a bounded FIFO of copied chunks and leave up to
+ * WRITE_BATCH buffers at a time, by one writev on the spot and a uv_write
+ * only for what the socket did not take. Incoming bytes collect
  * in a per-connection buffer: the header is peeked first, so an impossible
  * length closes the connection before any body is buffered.
  */

@@ -365,6 +365,46 @@ def test_a_client_that_never_reads_cannot_exhaust_memory(cluster):
     assert nd.alive()
 
 
+def test_a_reader_paused_by_its_output_resumes_when_that_output_leaves_at_once(cluster):
+    # 40 pipelined local (READONLY) GETs of 256 KiB in one write: the
+    # server stops reading this client at the 4 MiB output cap (after 16
+    # replies) with the rest of the pipeline still buffered; the client
+    # reads with a large receive buffer, so the flush of those 4 MiB
+    # completes in one write(2). That write must resume the connection
+    # as a completed uv_write does; without it the 17th reply never came.
+    f = cluster.followers()[0]
+    val = b"q" * (256 * 1024)
+    cluster.leader().client().set("fat2", val)
+    fc = f.client()
+    fc.execute_command("READONLY")
+    deadline = time.time() + 10
+    while fc.get("fat2") != val and time.time() < deadline:
+        time.sleep(0.05)
+    assert fc.get("fat2") == val
+    s = socket.create_connection(("127.0.0.1", f.client_port), timeout=10)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+        s.sendall(b"READONLY\r\n")
+        assert s.recv(100) == b"+OK\r\n"
+        n = 40
+        s.sendall(b"*2\r\n$3\r\nGET\r\n$4\r\nfat2\r\n" * n)
+        want = (b"$%d\r\n" % len(val) + val + b"\r\n") * n
+        buf = b""
+        s.settimeout(5)
+        while len(buf) < len(want):
+            try:
+                chunk = s.recv(1 << 20)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            buf += chunk
+        assert len(buf) == len(want), "stalled after %d of %d bytes" % (len(buf), len(want))
+        assert buf == want
+    finally:
+        s.close()
+
+
 def test_redis_benchmark_runs_without_errors(cluster):
     out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(cluster.nodes[0].client_port),
                           "-t", "set,get", "-n", "2000", "-q", "-e"],

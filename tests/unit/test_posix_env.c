@@ -2,8 +2,10 @@
  * test_posix_env.c -- the real peer transport on loopback: three envs in
  * one libuv loop exchange frames over TCP; a corrupted frame is counted
  * and closes its connection, which then comes back by itself; a dead
- * peer's queue stays within its byte cap; timers fire in order and a
- * stopped timer never fires. Every wait is bounded by a loop deadline.
+ * peer's queue stays within its byte cap; a burst far larger than the
+ * socket buffers arrives whole and in order (the writes that the socket
+ * takes only in part); timers fire in order and a stopped timer never
+ * fires. Every wait is bounded by a loop deadline.
  */
 #include <unistd.h>
 
@@ -17,6 +19,7 @@
 struct got {
 	uint64_t frames[N + 1]; /* by sender */
 	uint64_t last_term;
+	uint64_t out_of_order; /* frames with a lower term than the last */
 };
 
 static struct got got[N + 1];
@@ -32,6 +35,8 @@ static void on_frame(void *ctx, const uint8_t *frame, size_t len)
 	if (peer_decode(frame, len, &lim, NULL, &m, ents, 4) == 0 &&
 	    m.from <= N) {
 		g->frames[m.from]++;
+		if (m.term < g->last_term)
+			g->out_of_order++;
 		g->last_term = m.term;
 	}
 }
@@ -254,6 +259,89 @@ TEST(queue_to_a_dead_peer_is_bounded)
 	for (int k = 0; k < 10; k++)
 		uv_run(&loop, UV_RUN_NOWAIT);
 	posix_env_free(e);
+	EXPECT(uv_loop_close(&loop) == 0);
+}
+
+static uint64_t burst_want;
+
+static bool burst_arrived(void)
+{
+	return got[2].frames[1] >= burst_want;
+}
+
+/* 600 appends of 32 KiB (~19 MiB) sent in one go, without the loop
+ * running in between: the socket fills, so frames are written in part
+ * and the rest by a queued write, over and over. Every frame must arrive
+ * intact (the CRC) and in order (the terms), on the one connection. */
+TEST(burst_larger_than_the_socket_buffers_arrives_whole_and_in_order)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct posix_env *e[3] = {0};
+	for (int attempt = 0; attempt < 20; attempt++) {
+		base_port = 20000 + (int)((getpid() * 11 + attempt * 89) % 30000);
+		e[1] = make_env(&loop, 1, 0);
+		e[2] = e[1] ? make_env(&loop, 2, 0) : NULL;
+		if (e[1] && e[2])
+			break;
+		for (int i = 1; i <= 2; i++)
+			if (e[i]) {
+				posix_env_close(e[i]);
+				uv_run(&loop, UV_RUN_NOWAIT);
+				posix_env_free(e[i]);
+				e[i] = NULL;
+			}
+	}
+	ASSERT(e[1] && e[2]);
+	struct env env[3];
+	for (int i = 1; i <= 2; i++) {
+		memset(&env[i], 0, sizeof(env[i]));
+		posix_env_fill(e[i], &env[i]);
+	}
+	memset(&got[2], 0, sizeof(got[2]));
+	send_hb(&env[1], 1, 2, 1); /* connect first */
+	burst_want = 1;
+	ASSERT(run_until(&loop, burst_arrived, 5000));
+
+	enum { FRAMES = 600, DATA = 32 * 1024 };
+	static uint8_t data[DATA];
+	size_t cap = PEER_MIN_FRAME_SIZE + PEER_MSG_FIXED_SIZE +
+		     PEER_ENTRY_HEADER_SIZE + DATA;
+	uint8_t *buf = malloc(cap);
+	ASSERT(buf);
+	for (uint32_t k = 0; k < FRAMES; k++) {
+		for (size_t i = 0; i < DATA; i++)
+			data[i] = (uint8_t)(k * 31 + i);
+		struct raft_entry ent = {.term = k + 2, .index = k + 1,
+					 .type = RAFT_ENTRY_NORMAL,
+					 .len = DATA, .data = data};
+		struct raft_msg m = {.type = RAFT_MSG_APPEND, .from = 1, .to = 2,
+				     .term = k + 2, .index = k,
+				     .log_term = k + 1, .n_entries = 1,
+				     .entries = &ent};
+		size_t n = 0;
+		ASSERT(peer_encode(&m, 9, buf, cap, &n) == 0);
+		env[1].net.ops->send(env[1].net.ctx, 2, buf, n);
+	}
+	free(buf);
+	burst_want = 1 + FRAMES;
+	EXPECT(run_until(&loop, burst_arrived, 20000));
+	EXPECT_EQ_U64(got[2].frames[1], 1 + FRAMES);
+	EXPECT_EQ_U64(got[2].out_of_order, 0);
+	EXPECT_EQ_U64(got[2].last_term, FRAMES + 1);
+	struct posix_env_peer_stats st[N];
+	uint32_t np = posix_env_peer_stats(e[2], st, N);
+	for (uint32_t i = 0; i < np; i++)
+		if (st[i].id == 1) {
+			EXPECT_EQ_U64(st[i].bad_frames, 0);
+			EXPECT_EQ_U64(st[i].reconnects, 0);
+		}
+	for (int i = 1; i <= 2; i++)
+		posix_env_close(e[i]);
+	for (int k = 0; k < 10; k++)
+		uv_run(&loop, UV_RUN_NOWAIT);
+	for (int i = 1; i <= 2; i++)
+		posix_env_free(e[i]);
 	EXPECT(uv_loop_close(&loop) == 0);
 }
 
