@@ -3,6 +3,7 @@ and raw sockets, any node accepts any command, pipelining, RESP3, READONLY,
 kill -9 of the leader under load, catch-up after restart, malformed input,
 output bounds, redis-benchmark and the keel CLI."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -688,6 +689,10 @@ def test_sigterm_mid_load_is_clean_and_loses_no_acked_write():
         t.join(timeout=10)
         assert rc == 0 and took < 8, (rc, took)
         assert "stopped cleanly" in nd.log_text()
+        # Every disk write the server issued completed before it exited
+        # (the store wrappers count both sides; a lost completion shows here).
+        m = re.findall(r"stopping: (\d+) disk writes issued, (\d+) done", nd.log_text())
+        assert m and m[-1][0] == m[-1][1] and int(m[-1][0]) > 0, m
         assert len(acked) > 100
         assert os.path.exists(os.path.join(nd.data_dir, "KEEL-ID"))
         nd.start()
