@@ -180,7 +180,8 @@ int peer_frame_verify(const uint8_t *buf, size_t len,
 #define PEER_TYPE_SNAP_ACK 39
 
 /* Encodes a frame of any type around body[0..body_len): header, body,
- * CRC. Returns 0 or KEEL_ERR_TOO_BIG when cap is too small. */
+ * CRC. body must not overlap buf. Returns 0 or KEEL_ERR_TOO_BIG when cap
+ * is too small. */
 int peer_encode_frame(int type, uint64_t cluster_id, uint64_t sender,
 		      const uint8_t *body, size_t body_len, uint8_t *buf,
 		      size_t cap, size_t *written);

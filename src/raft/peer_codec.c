@@ -168,8 +168,7 @@ int peer_encode(const struct raft_msg *m, uint64_t cluster_id, uint8_t *buf,
 		e += PEER_ENTRY_HEADER_SIZE;
 		if (en->len > 0) {
 			KEEL_ASSERT(en->data != NULL);
-			for (uint32_t k = 0; k < en->len; k++)
-				e[k] = en->data[k];
+			memcpy(e, en->data, en->len);
 			e += en->len;
 		}
 	}
@@ -487,8 +486,8 @@ int peer_encode_frame(int type, uint64_t cluster_id, uint64_t sender,
 	keel_put_u64(buf + OFF_CLUSTER, cluster_id);
 	keel_put_u64(buf + OFF_SENDER, sender);
 	keel_put_u32(buf + OFF_BODY_LEN, (uint32_t)body_len);
-	for (size_t i = 0; i < body_len; i++)
-		buf[PEER_HEADER_SIZE + i] = body[i];
+	if (body_len)
+		memcpy(buf + PEER_HEADER_SIZE, body, body_len);
 	size_t covered = PEER_HEADER_SIZE + body_len;
 	keel_put_u32(buf + covered, keel_crc32c(0, buf, covered));
 	*written = covered + PEER_TRAILER_SIZE;
