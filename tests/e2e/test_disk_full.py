@@ -178,9 +178,13 @@ def test_full_disks_give_clear_errors_and_lose_nothing():
             small.client().set("on-the-full-node", "x")
         assert FULL in str(e.value) and "not executed" in str(e.value), str(e.value)
         w.not_executed.add("on-the-full-node")
-        before = len(w.acked)
-        assert w.write(320) >= 250, w.errors[-5:]   # a majority still has room
-        assert len(w.acked) > before
+        # A majority still has room: writes go on being acknowledged (an
+        # election may come first -- node 3 may have led, or a loaded
+        # leader's disk stall hands leadership over -- so bounded by time).
+        ok, deadline = 0, time.time() + 30
+        while ok < 250 and time.time() < deadline:
+            ok += w.write(32)
+        assert ok >= 250, (ok, w.errors[-5:])
 
         # Phase 2: the big disks fill too; writes stop being acknowledged.
         deadline = time.time() + 120
