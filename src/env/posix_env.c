@@ -415,12 +415,18 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	conn_parse(c);
 }
 
-static void write_cb(uv_write_t *req, int status)
+/* The chunks of the last batch have left (or the connection failed). */
+static void free_inflight(struct conn *c)
 {
-	struct conn *c = req->data;
 	for (uint32_t i = 0; i < c->n_inflight; i++)
 		free(c->inflight[i]);
 	c->n_inflight = 0;
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+	struct conn *c = req->data;
+	free_inflight(c);
 	c->writing = false;
 	if (status < 0) {
 		conn_close(c, uv_strerror(status));
@@ -462,9 +468,7 @@ static void conn_flush(struct conn *c)
 			return;
 		}
 		if ((size_t)rv == total) {
-			for (uint32_t i = 0; i < n; i++)
-				free(c->inflight[i]);
-			c->n_inflight = 0;
+			free_inflight(c);
 			continue;
 		}
 		/* The rest: skip what was written, then one uv_write. */

@@ -53,6 +53,24 @@ class Node:
         kw.setdefault("socket_timeout", 10)
         return redis.Redis(host="127.0.0.1", port=self.client_port, **kw)
 
+    def wait_applied(self, index, timeout=30):
+        """Until this node has applied index (a restarted node may not
+        answer at first); returns the seconds it took, or fails with the
+        node's log tail."""
+        t0 = time.time()
+        last = None
+        while time.time() < t0 + timeout:
+            try:
+                last = int(self.info()["raft_applied_index"])
+                if last >= index:
+                    return time.time() - t0
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                    redis.exceptions.BusyLoadingError) as e:
+                last = e
+            time.sleep(0.05)
+        raise AssertionError("node %d did not apply %d within %ss (last %r):\n%s" %
+                             (self.id, index, timeout, last, self.log_text()[-3000:]))
+
     def info(self, section="raft"):
         c = self.client(socket_timeout=2)
         try:

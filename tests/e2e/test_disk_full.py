@@ -211,9 +211,7 @@ def test_full_disks_give_clear_errors_and_lose_nothing():
         assert leader.client().set("after-restart", "ok")
         target = int(leader.info()["raft_commit_index"])
         for nd in cl.nodes:
-            deadline = time.time() + 60
-            while int(nd.info()["raft_applied_index"]) < target and time.time() < deadline:
-                time.sleep(0.1)
+            nd.wait_applied(target, timeout=60)
             c = nd.client(socket_timeout=30)
             c.execute_command("READONLY")
             keys = sorted(w.acked)

@@ -290,15 +290,7 @@ def test_kill9_leader_under_load_then_catch_up(fresh_cluster):
     # the killed node restarts from its WAL and catches up
     old.start()
     leader_commit = int(cl.nodes[new_id - 1].info()["raft_commit_index"])
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            if int(old.info()["raft_applied_index"]) >= leader_commit:
-                break
-        except redis.exceptions.ConnectionError:
-            pass
-        time.sleep(0.1)
-    assert int(old.info()["raft_applied_index"]) >= leader_commit
+    old.wait_applied(leader_commit, timeout=20)
     oc = old.client()
     oc.execute_command("READONLY")
     assert oc.mget(keys[:200]) == [acked[k].encode() for k in keys[:200]]

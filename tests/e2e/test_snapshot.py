@@ -7,9 +7,7 @@ test_server.py's kill -9 test covers the log; this one forces the snapshot
 path (--snapshot-entries small, enough writes while the follower is down
 that its next entry is gone from the leader's log) and checks from INFO
 that the path really was the snapshot, not the log."""
-import time
 
-import redis
 
 from conftest import Cluster
 
@@ -23,21 +21,7 @@ def stats(nd):
 
 def wait_caught_up(nd, leader, timeout=30):
     """Until nd has applied the leader's commit index; returns the time."""
-    target = int(leader.info()["raft_commit_index"])
-    t0 = time.time()
-    deadline = t0 + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            last = int(nd.info()["raft_applied_index"])
-            if last >= target:
-                return time.time() - t0
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                redis.exceptions.BusyLoadingError) as e:
-            last = e
-        time.sleep(0.05)
-    raise AssertionError("node %d did not apply %d within %ss (last %r):\n%s" %
-                         (nd.id, target, timeout, last, nd.log_text()[-3000:]))
+    return nd.wait_applied(int(leader.info()["raft_commit_index"]), timeout)
 
 
 def readonly_values(nd, keys):

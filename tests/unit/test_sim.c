@@ -553,6 +553,19 @@ TEST(same_seed_gives_byte_identical_traces)
 	free(c.p);
 }
 
+/* Runs o; false if the run could not be made. A violation is printed with
+ * its seed and fails the test. */
+static bool run_ok(const struct sim_options *o, struct sim_result *r)
+{
+	if (sim_run(o, r) != 0)
+		return false;
+	if (!r->ok)
+		fprintf(stderr, "  seed %llu: %s\n", (unsigned long long)o->seed,
+			r->violation);
+	EXPECT(r->ok);
+	return true;
+}
+
 TEST(small_runs_with_every_fault_are_ok)
 {
 	uint64_t seed = test_seed(1);
@@ -562,11 +575,7 @@ TEST(small_runs_with_every_fault_are_ok)
 					.ops = 120,
 					.faults = SIM_FAULTS_ALL};
 		struct sim_result r;
-		ASSERT(sim_run(&o, &r) == 0);
-		if (!r.ok)
-			fprintf(stderr, "  seed %llu: %s\n",
-				(unsigned long long)(seed + k), r.violation);
-		EXPECT(r.ok);
+		ASSERT(run_ok(&o, &r));
 		EXPECT(r.ops_invoked >= 120);
 		/* Clients send to any node: followers forward. */
 		EXPECT(r.forwarded > 0);
@@ -586,11 +595,7 @@ TEST(runs_take_install_and_restore_snapshots)
 					.ops = 600,
 					.faults = SIM_FAULTS_ALL};
 		struct sim_result r;
-		ASSERT(sim_run(&o, &r) == 0);
-		if (!r.ok)
-			fprintf(stderr, "  seed %llu: %s\n",
-				(unsigned long long)(seed + k), r.violation);
-		EXPECT(r.ok);
+		ASSERT(run_ok(&o, &r));
 		EXPECT(strstr(r.params, "snap_entries=") != NULL);
 		sum.snap_finished += r.snap_finished;
 		sum.snap_compactions += r.snap_compactions;
