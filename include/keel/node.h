@@ -79,6 +79,12 @@ const char *node_status_name(int status);
 struct node_request {
 	uint64_t cookie;             /* the caller's, echoed in the reply */
 	uint32_t flags;              /* NODE_REQ_* */
+	/* Program order: writes with the same nonzero stream (the server uses
+	 * its connection id) take effect in the order they were requested.
+	 * A write that would take effect after a later-requested write of
+	 * its stream already did is not executed (NODE_DROPPED). 0 = no
+	 * order promised. */
+	uint64_t stream;
 	uint32_t argc;               /* >= 1: argv[0] is the command name (any case) */
 	const uint8_t *const *argv;  /* borrowed for the call: the node copies what it keeps */
 	const size_t *lens;
@@ -125,6 +131,8 @@ enum node_mutant {
 	NODE_MUTANT_NO_WRITE_TIMEOUT = 109,   /* expire_timeouts skips writes:
 	                                         a write nobody commits is
 	                                         never answered */
+	NODE_MUTANT_NO_ORDER = 110,           /* apply ignores the stream order
+	                                         and resends go newest first */
 };
 #endif
 
