@@ -144,7 +144,8 @@ struct node_config {
 	uint32_t election_ticks;
 	uint32_t heartbeat_ticks;
 	uint32_t max_pending;     /* client writes, and client reads, waiting at once
-	                             (each); beyond it: NODE_DROPPED (busy) */
+	                             (each); beyond it: NODE_DROPPED (busy);
+	                             1 .. 2^24 */
 	uint32_t max_msg_entries; /* per append message; 0 = default */
 	uint32_t max_inflight_msgs; /* appends in flight per peer; 0 = default */
 	/* How long a request may wait for a leader and for its result; 0 =
@@ -227,6 +228,8 @@ struct node_stats {
 	uint64_t fwd_nacks_sent;
 	uint64_t fwd_bad;          /* node-level frames with a bad body: dropped */
 	uint64_t dedup_skipped;    /* applied entries skipped as duplicates */
+	uint64_t order_refused;    /* applied entries skipped: a later write of
+	                              their stream had run (program order) */
 	uint64_t expire_proposed;  /* KEEL.EXPIRE-DELETE entries proposed */
 	uint64_t stall_transfers;  /* leadership handed on: own disk stalled */
 	/* Snapshots (docs/snapshots.md). */

@@ -14,21 +14,32 @@ void node_entry_hdr_put(uint8_t *buf, const struct node_entry_hdr *h)
 	keel_put_u64(buf + 1, h->origin);
 	keel_put_u64(buf + 9, h->boot);
 	keel_put_u64(buf + 17, h->seq);
+	keel_put_u64(buf + 25, h->stream);
 }
 
 int node_entry_hdr_get(const uint8_t *data, size_t len,
 		       struct node_entry_hdr *h, const uint8_t **cmd,
 		       size_t *cmd_len)
 {
-	if (len < NODE_ENTRY_HEADER || data[0] != NODE_ENTRY_VERSION)
+	size_t hl;
+	if (len >= 1 && data[0] == NODE_ENTRY_VERSION)
+		hl = NODE_ENTRY_HEADER;
+	else if (len >= 1 && data[0] == NODE_ENTRY_VERSION_V1)
+		hl = NODE_ENTRY_HEADER_V1;
+	else
+		return KEEL_ERR_MALFORMED;
+	if (len < hl)
 		return KEEL_ERR_MALFORMED;
 	h->origin = keel_get_u64(data + 1);
 	h->boot = keel_get_u64(data + 9);
 	h->seq = keel_get_u64(data + 17);
+	h->stream = hl == NODE_ENTRY_HEADER ? keel_get_u64(data + 25) : 0;
 	if ((h->origin == RAFT_NONE) != (h->seq == 0))
 		return KEEL_ERR_MALFORMED;
-	*cmd = data + NODE_ENTRY_HEADER;
-	*cmd_len = len - NODE_ENTRY_HEADER;
+	if (h->origin == RAFT_NONE && h->stream)
+		return KEEL_ERR_MALFORMED;
+	*cmd = data + hl;
+	*cmd_len = len - hl;
 	return 0;
 }
 
@@ -57,8 +68,9 @@ void node_fwd_encode(const struct node_fwd *f, uint8_t *buf)
 	keel_put_u64(buf + 8, f->seq);
 	switch (f->type) {
 	case PEER_TYPE_FWD_WRITE:
+		keel_put_u64(buf + 16, f->stream);
 		if (f->cmd_len)
-			memcpy(buf + 16, f->cmd, f->cmd_len);
+			memcpy(buf + 24, f->cmd, f->cmd_len);
 		return;
 	case PEER_TYPE_FWD_ACK:
 		keel_put_u64(buf + 16, f->term);
@@ -113,8 +125,9 @@ int node_fwd_decode(int type, const uint8_t *body, size_t len,
 		return KEEL_ERR_MALFORMED;
 	switch (type) {
 	case PEER_TYPE_FWD_WRITE:
-		f->cmd = body + 16;
-		f->cmd_len = len - 16;
+		f->stream = keel_get_u64(body + 16);
+		f->cmd = body + 24;
+		f->cmd_len = len - 24;
 		break;
 	case PEER_TYPE_FWD_ACK:
 		f->term = keel_get_u64(body + 16);

@@ -19,20 +19,30 @@
  *                internal command (KEEL.EXPIRE-DELETE): nobody waits for it
  *   u64 boot     origin's boot nonce
  *   u64 seq      origin's request number in that boot (>= 1; 0 iff origin 0)
+ *   u64 stream   (version 2 only) the origin's ordering stream: entries of
+ *                one (origin, boot, stream != 0) take effect in seq order
+ *                or not at all (docs/architecture.md decision 16); 0 = none
  *   ...          one kv command entry (kv.h), to the end of the data
+ * Version 1 (25-byte header, no stream) is still read, as stream 0: logs
+ * written before streams existed replay unchanged. New entries are v2.
  */
-#define NODE_ENTRY_VERSION 1
-#define NODE_ENTRY_HEADER 25
+#define NODE_ENTRY_VERSION 2
+#define NODE_ENTRY_VERSION_V1 1
+#define NODE_ENTRY_HEADER 33
+#define NODE_ENTRY_HEADER_V1 25
 
 struct node_entry_hdr {
 	raft_id origin;
 	uint64_t boot;
 	uint64_t seq;
+	uint64_t stream; /* 0 when origin is 0 */
 };
 
 void node_entry_hdr_put(uint8_t *buf, const struct node_entry_hdr *h);
+/* Writes NODE_ENTRY_HEADER bytes (version 2). */
 /* 0 and *h, *cmd, *cmd_len (pointing into data), or KEEL_ERR_MALFORMED
- * (short, wrong version, origin/seq inconsistent). */
+ * (short, unknown version, origin/seq inconsistent, a stream without an
+ * origin). */
 int node_entry_hdr_get(const uint8_t *data, size_t len,
 		       struct node_entry_hdr *h, const uint8_t **cmd,
 		       size_t *cmd_len);
@@ -46,7 +56,7 @@ enum node_fwd_reason {
 	NODE_FWD_REFUSED = 3,    /* the command is not a forwardable write */
 };
 
-#define NODE_FWD_WRITE_FIXED 16 /* boot, seq; then the command */
+#define NODE_FWD_WRITE_FIXED 24 /* boot, seq, stream; then the command */
 #define NODE_FWD_ACK_SIZE 32
 #define NODE_FWD_NACK_SIZE 26
 #define NODE_FWD_READ_SIZE 16
@@ -57,6 +67,7 @@ struct node_fwd {
 	uint64_t boot;  /* the origin's boot nonce: replies to an older
 	                   incarnation are ignored */
 	uint64_t seq;
+	uint64_t stream; /* WRITE: the origin's ordering stream (0 = none) */
 	uint64_t term;  /* ACK: the leader's term */
 	uint64_t index; /* ACK: where it was proposed; READ_OK: read point */
 	uint64_t ms;    /* READ_OK: the leader's wall clock (env.wall_ms)

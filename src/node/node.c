@@ -47,6 +47,7 @@
 #define NODE_DEFAULT_EXPIRE_BATCH 64
 #define NODE_MAX_EXPIRE_INFLIGHT 1024
 #define NODE_DEFAULT_TAPE_BYTES ((512u << 20) + 1024u)
+#define NODE_MAX_PENDING_CAP (1u << 24) /* max_pending's own bound */
 #define NODE_MAX_REDIRECTS 3 /* NACK-driven resends per retry period */
 /* Proposals queued in one loop turn before an early flush (entries, and
  * their bytes): bounds the turn's queue whatever arrives at once. */
@@ -105,17 +106,27 @@ struct write_rec {
 enum { W_WAIT = 0, W_LOCAL, W_FWD };
 enum { R_WAIT = 0, R_LOCAL, R_FWD, R_READY };
 
+/* Pending writes are kept in seq order (= request order) in
+ * pw[pw_lo, pw_hi): appended at the end, removed by marking dead (the
+ * front advances past dead ones; a full array is compacted), never
+ * reordered. So every pass over them -- resends above all -- goes oldest
+ * first, which keeps a stream's copies in order at a new leader, and
+ * pw_find bisects. (It was swap-with-last: passes went in a scrambled
+ * order, issue 12.) */
 struct pending_write {
 	uint64_t cookie;
 	uint64_t seq;
+	uint64_t stream;     /* the request's ordering stream, 0 = none */
 	uint64_t deadline;   /* on now_ns */
 	uint64_t next_try;   /* FWD: resend at */
 	uint64_t index;      /* LOCAL: where the proposal went */
 	uint8_t mode;
+	bool dead;           /* answered: a hole until compaction */
 	bool queued;         /* in this turn's proposal queue, not proposed yet */
 	bool handed;         /* proposed or forwarded at least once */
 	bool acked;          /* FWD: a leader said it proposed it ... */
 	raft_id ack_leader;  /* ... this one, in ack_term */
+	raft_id sent_to;     /* FWD: the leader the last copy went to */
 	uint64_t ack_term;
 	uint32_t redirects;
 	uint8_t *cmd;        /* kv command entry, now_ms 0; owned */
@@ -263,13 +274,15 @@ struct node {
 	struct held_frame *held; /* FIFO, wait_seq non-decreasing */
 	uint32_t held_head, held_n, held_cap;
 
-	struct pending_write *pw;
-	uint32_t n_pw;
+	struct pending_write *pw; /* [pw_lo, pw_hi) in seq order, see above */
+	uint32_t pw_lo, pw_hi, pw_cap;
+	uint32_t n_pw; /* live ones */
 	struct pending_read *pr;
 	uint32_t n_pr;
 	struct fwd_read *fr;
 	uint32_t n_fr;
 	bool want_dispatch; /* something waits for a leader */
+	raft_id route_leader; /* the leader the last dispatch pass saw */
 
 	struct expire_inflight *ex;
 	uint32_t n_ex;
@@ -692,7 +705,7 @@ static int propose_argv(struct node *n, const struct node_entry_hdr *h,
 
 /* ---- the dedup window (replicated state) ---------------------------------- */
 
-enum { DEDUP_RUN, DEDUP_DUP, DEDUP_STALE };
+enum { DEDUP_RUN, DEDUP_DUP, DEDUP_STALE, DEDUP_ORDER };
 
 static bool dedup_bit(const struct node_dedup_rec *r, uint64_t seq)
 {
@@ -712,8 +725,55 @@ static void dedup_clear(struct node_dedup_rec *r, uint64_t seq)
 	r->bits[b / 64] &= ~((uint64_t)1 << (b % 64));
 }
 
-/* Decides whether entry (origin, boot, seq) at index executes, and records
- * it. Deterministic: depends only on the entries applied before it. */
+static struct node_dedup_stream *stream_find(struct node_dedup_rec *r,
+					     uint64_t id)
+{
+	for (uint32_t k = 0; k < NODE_DEDUP_STREAMS; k++)
+		if (r->streams[k].id == id)
+			return &r->streams[k];
+	return NULL;
+}
+
+/* Program order (decision 16): a seq of a stream below that stream's
+ * highest applied seq came after a later write of it ran. A stream pushed
+ * out of the table is judged by the floor its push raised. */
+static bool stream_overtaken(struct node_dedup_rec *r, uint64_t stream,
+			     uint64_t seq)
+{
+	struct node_dedup_stream *st = stream_find(r, stream);
+	return st ? seq < st->hw : seq < r->stream_floor;
+}
+
+/* Records seq as the stream's newest applied write. A full table pushes
+ * out the stream with the oldest hw (ties: the smaller id), whose hw
+ * becomes the floor: deterministic, a function of the applied log. */
+static void stream_note(struct node_dedup_rec *r, uint64_t stream,
+			uint64_t seq)
+{
+	struct node_dedup_stream *st = stream_find(r, stream);
+	if (!st) {
+		st = stream_find(r, 0);
+		if (!st) {
+			st = &r->streams[0];
+			for (uint32_t k = 1; k < NODE_DEDUP_STREAMS; k++) {
+				struct node_dedup_stream *c = &r->streams[k];
+				if (c->hw < st->hw ||
+				    (c->hw == st->hw && c->id < st->id))
+					st = c;
+			}
+			if (st->hw > r->stream_floor)
+				r->stream_floor = st->hw;
+		}
+		st->id = stream;
+		st->hw = 0;
+	}
+	if (seq > st->hw)
+		st->hw = seq;
+}
+
+/* Decides whether entry (origin, boot, seq, stream) at index executes,
+ * and records it. Deterministic: depends only on the entries applied
+ * before it. */
 static int dedup_admit(struct node *n, const struct node_entry_hdr *h,
 		       uint64_t index)
 {
@@ -742,23 +802,30 @@ static int dedup_admit(struct node *n, const struct node_entry_hdr *h,
 		rec->high = h->seq;
 		rec->last_index = index;
 		dedup_set(rec, h->seq);
+		if (h->stream)
+			stream_note(rec, h->stream, h->seq);
 		return DEDUP_RUN;
 	}
 	rec->last_index = index;
-	if (h->seq > rec->high) {
+	if (h->seq <= rec->high) {
+		if (rec->high - h->seq >= DEDUP_WINDOW)
+			return DEDUP_STALE;
+		if (dedup_bit(rec, h->seq) && !MUTANT(n, NODE_MUTANT_NO_DEDUP))
+			return DEDUP_DUP;
+		if (h->stream && stream_overtaken(rec, h->stream, h->seq) &&
+		    !MUTANT(n, NODE_MUTANT_NO_ORDER))
+			return DEDUP_ORDER;
+	} else {
 		if (h->seq - rec->high >= DEDUP_WINDOW)
 			memset(rec->bits, 0, sizeof(rec->bits));
 		else
 			for (uint64_t s = rec->high + 1; s < h->seq; s++)
 				dedup_clear(rec, s);
 		rec->high = h->seq;
-		dedup_clear(rec, h->seq);
-	} else if (rec->high - h->seq >= DEDUP_WINDOW) {
-		return DEDUP_STALE;
-	} else if (dedup_bit(rec, h->seq)) {
-		return MUTANT(n, NODE_MUTANT_NO_DEDUP) ? DEDUP_RUN : DEDUP_DUP;
 	}
 	dedup_set(rec, h->seq);
+	if (h->stream)
+		stream_note(rec, h->stream, h->seq);
 	return DEDUP_RUN;
 }
 
@@ -796,8 +863,35 @@ static const struct kv_reply_ops discard_ops = {
 
 static void free_pw(struct node *n, uint32_t i)
 {
+	KEEL_ASSERT(i >= n->pw_lo && i < n->pw_hi && !n->pw[i].dead);
 	xfree(n, n->pw[i].cmd);
-	n->pw[i] = n->pw[--n->n_pw];
+	n->pw[i].cmd = NULL;
+	n->pw[i].dead = true;
+	n->n_pw--;
+	while (n->pw_lo < n->pw_hi && n->pw[n->pw_lo].dead)
+		n->pw_lo++;
+	if (n->pw_lo == n->pw_hi)
+		n->pw_lo = n->pw_hi = 0;
+}
+
+/* Appends p (its seq above every pending one). The array holds twice
+ * max_pending, so compaction runs at most once per max_pending appends. */
+static uint32_t push_pw(struct node *n, const struct pending_write *p)
+{
+	KEEL_ASSERT(n->n_pw < n->cfg.max_pending);
+	if (n->pw_hi == n->pw_cap) {
+		uint32_t k = 0;
+		for (uint32_t i = n->pw_lo; i < n->pw_hi; i++)
+			if (!n->pw[i].dead)
+				n->pw[k++] = n->pw[i];
+		n->pw_lo = 0;
+		n->pw_hi = k;
+	}
+	KEEL_ASSERT(n->pw_hi == n->pw_lo ||
+		    n->pw[n->pw_hi - 1].seq < p->seq);
+	n->pw[n->pw_hi] = *p;
+	n->n_pw++;
+	return n->pw_hi++;
 }
 
 static void free_pr(struct node *n, uint32_t i)
@@ -808,10 +902,16 @@ static void free_pr(struct node *n, uint32_t i)
 
 static int pw_find(struct node *n, uint64_t seq)
 {
-	for (uint32_t i = 0; i < n->n_pw; i++)
-		if (n->pw[i].seq == seq)
-			return (int)i;
-	return -1;
+	uint32_t lo = n->pw_lo, hi = n->pw_hi;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (n->pw[mid].seq < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n->pw_hi && n->pw[lo].seq == seq && !n->pw[lo].dead
+		       ? (int)lo : -1;
 }
 
 static int pr_find(struct node *n, uint64_t seq)
@@ -875,16 +975,14 @@ static void expire_settled(struct node *n, uint64_t index)
 static void settle_lost_slots(struct node *n, uint64_t index,
 			      uint64_t keep_seq)
 {
-	for (uint32_t i = 0; i < n->n_pw;) {
+	for (uint32_t i = n->pw_lo; i < n->pw_hi; i++) {
 		struct pending_write *p = &n->pw[i];
-		if (p->seq != keep_seq && p->mode == W_LOCAL &&
+		if (!p->dead && p->seq != keep_seq && p->mode == W_LOCAL &&
 		    p->index <= index) {
 			uint64_t cookie = p->cookie;
 			free_pw(n, i);
 			answer(n, cookie, NODE_DROPPED, 0, NULL, 0);
-			continue;
 		}
-		i++;
 	}
 }
 
@@ -925,11 +1023,15 @@ static void apply_entry(struct node *n, const struct raft_entry *e)
 		    pw_find(n, h.seq) >= 0;
 	uint64_t keep = mine ? h.seq : 0;
 	if (verdict != DEDUP_RUN) {
-		n->stats.dedup_skipped++;
+		if (verdict == DEDUP_ORDER)
+			n->stats.order_refused++;
+		else
+			n->stats.dedup_skipped++;
 		settle_lost_slots(n, e->index, keep);
 		if (mine) {
 			/* Not executed here, and no earlier copy ran (it would
-			 * have answered): definitely not executed. */
+			 * have answered; an overtaken one never runs):
+			 * definitely not executed. */
 			int i = pw_find(n, h.seq);
 			uint64_t cookie = n->pw[i].cookie;
 			free_pw(n, (uint32_t)i);
@@ -1110,9 +1212,11 @@ static void poison(struct node *n, const char *why)
 	 * below as not handed on (DROPPED), FWD_WRITEs time out at origin. */
 	n->n_turn = 0;
 	n->turn_len = 0;
-	while (n->n_pw) {
-		struct pending_write p = n->pw[n->n_pw - 1];
-		free_pw(n, n->n_pw - 1);
+	for (uint32_t i = n->pw_lo; i < n->pw_hi; i++) {
+		if (n->pw[i].dead)
+			continue;
+		struct pending_write p = n->pw[i];
+		free_pw(n, i);
 		answer(n, p.cookie, p.handed ? NODE_UNKNOWN : NODE_DROPPED, 0,
 		       NULL, 0);
 	}
@@ -1347,6 +1451,7 @@ static void forward_write(struct node *n, struct pending_write *p, raft_id to)
 	struct node_fwd f = {.type = PEER_TYPE_FWD_WRITE,
 			     .boot = n->boot,
 			     .seq = p->seq,
+			     .stream = p->stream,
 			     .cmd = p->cmd,
 			     .cmd_len = p->cmd_len};
 	if (p->mode != W_FWD)
@@ -1354,6 +1459,7 @@ static void forward_write(struct node *n, struct pending_write *p, raft_id to)
 	p->mode = W_FWD;
 	p->handed = true;
 	p->acked = false;
+	p->sent_to = to;
 	p->next_try = now_ns(n) + n->cfg.retry_ns;
 	n->stats.fwd_writes_sent++;
 	send_fwd(n, to, &f);
@@ -1386,7 +1492,7 @@ static bool route_write(struct node *n, uint32_t i, raft_id leader)
 	}
 	if (p->queued)
 		return false; /* proposed when the turn ends */
-	struct node_entry_hdr h = {n->cfg.id, n->boot, p->seq};
+	struct node_entry_hdr h = {n->cfg.id, n->boot, p->seq, p->stream};
 	uint64_t ignored;
 	uint32_t argc = 0;
 	int rv = decode_cmd(n, p->cmd, p->cmd_len, &ignored, &argc);
@@ -1450,20 +1556,33 @@ static void dispatch_waiting(struct node *n)
 	struct raft_status st;
 	raft_status(n->raft, &st);
 	uint64_t now = now_ns(n);
-	for (uint32_t i = 0; i < n->n_pw;) {
+	n->route_leader = leader;
+	/* Oldest first: a stream's writes reach a (new) leader in request
+	 * order, so none is refused for having been overtaken. */
+	bool rev = MUTANT(n, NODE_MUTANT_NO_ORDER);
+	uint32_t lo = n->pw_lo, hi = n->pw_hi;
+	for (uint32_t k = lo; k < hi; k++) {
+		uint32_t i = rev ? hi - 1 - (k - lo) : k;
+		if (i >= n->pw_hi)
+			continue; /* emptied (and reset) meanwhile */
 		struct pending_write *p = &n->pw[i];
+		if (p->dead)
+			continue;
 		bool due = p->mode == W_WAIT && !p->queued;
 		if (p->mode == W_FWD) {
 			/* An ACK holds while its leader still leads its term. */
 			bool ack_holds = p->acked && p->ack_leader == leader &&
 					 p->ack_term == st.term;
-			due = !ack_holds && now >= p->next_try;
+			/* A copy that went to another node is resent to the
+			 * leader now, before any newer write goes there. */
+			due = !ack_holds && (now >= p->next_try ||
+					     (leader != RAFT_NONE &&
+					      p->sent_to != leader));
 		}
 		if (due && leader == RAFT_NONE)
 			n->want_dispatch = true;
-		if (due && route_write(n, i, leader))
-			continue;
-		i++;
+		if (due)
+			(void)route_write(n, i, leader);
 	}
 	for (uint32_t i = 0; i < n->n_pr;) {
 		struct pending_read *p = &n->pr[i];
@@ -1480,13 +1599,11 @@ static void dispatch_waiting(struct node *n)
 static void expire_timeouts(struct node *n)
 {
 	uint64_t now = now_ns(n);
-	for (uint32_t i = 0; i < n->n_pw;) {
+	for (uint32_t i = n->pw_lo; i < n->pw_hi; i++) {
 		struct pending_write *p = &n->pw[i];
-		if (now < p->deadline ||
-		    MUTANT(n, NODE_MUTANT_NO_WRITE_TIMEOUT)) {
-			i++;
+		if (p->dead || now < p->deadline ||
+		    MUTANT(n, NODE_MUTANT_NO_WRITE_TIMEOUT))
 			continue;
-		}
 		uint64_t cookie = p->cookie;
 		int status = p->handed ? NODE_UNKNOWN : NODE_NOT_LEADER;
 		free_pw(n, i);
@@ -1547,7 +1664,7 @@ static int expire_visit(void *ctx, const uint8_t *key, size_t klen,
 	const uint8_t *argv[3] = {(const uint8_t *)name, copy,
 				  (const uint8_t *)rev};
 	size_t lens[3] = {sizeof(name) - 1, klen, rl};
-	struct node_entry_hdr h = {0, 0, 0};
+	struct node_entry_hdr h = {0, 0, 0, 0};
 	uint64_t index = 0;
 	if (propose_argv(n, &h, 3, argv, lens, &index)) {
 		xfree(n, copy);
@@ -1685,7 +1802,7 @@ static void on_fwd_write(struct node *n, raft_id from, const struct node_fwd *f)
 			  NODE_FWD_REFUSED);
 		return;
 	}
-	struct node_entry_hdr h = {from, f->boot, f->seq};
+	struct node_entry_hdr h = {from, f->boot, f->seq, f->stream};
 	rv = queue_argv(n, from, &h, argc, n->argv, n->lens);
 	if (rv) {
 		bool nl = rv == KEEL_ERR_NOT_LEADER || rv == KEEL_ERR_TRANSFER;
@@ -1871,6 +1988,7 @@ static int request_write(struct node *n, const struct node_request *req)
 	}
 	struct pending_write p = {.cookie = req->cookie,
 				  .seq = ++n->next_seq,
+				  .stream = req->stream,
 				  .deadline = now_ns(n) +
 					      n->cfg.request_timeout_ns,
 				  .mode = W_WAIT};
@@ -1882,9 +2000,14 @@ static int request_write(struct node *n, const struct node_request *req)
 		answer(n, req->cookie, NODE_DROPPED, 0, NULL, 0);
 		return 0;
 	}
-	n->pw[n->n_pw++] = p;
+	raft_id leader = known_leader(n);
+	/* The leader changed since the last pass: older writes go there
+	 * first (oldest first), so this one cannot overtake them. */
+	if (leader != n->route_leader && n->n_pw)
+		dispatch_waiting(n);
+	uint32_t at = push_pw(n, &p);
 	n->batch_requests++;
-	route_write(n, n->n_pw - 1, known_leader(n));
+	route_write(n, at, leader);
 	int i = pw_find(n, p.seq);
 	if (i >= 0 && n->pw[i].mode == W_WAIT && !n->pw[i].queued)
 		n->want_dispatch = true;
@@ -2860,8 +2983,10 @@ static void install_snapshot(struct node *n, const struct raft_snapshot_meta *sm
 		if (n->dedup[i].origin == n->cfg.id &&
 		    n->dedup[i].boot == n->boot)
 			mine = &n->dedup[i];
-	for (uint32_t i = 0; i < n->n_pw;) {
+	for (uint32_t i = n->pw_lo; i < n->pw_hi; i++) {
 		struct pending_write *p = &n->pw[i];
+		if (p->dead)
+			continue;
 		bool ran = mine && p->seq <= mine->high &&
 			   (mine->high - p->seq >= DEDUP_WINDOW ||
 			    dedup_bit(mine, p->seq));
@@ -2869,9 +2994,7 @@ static void install_snapshot(struct node *n, const struct raft_snapshot_meta *sm
 			uint64_t cookie = p->cookie;
 			free_pw(n, i);
 			answer(n, cookie, NODE_UNKNOWN, 0, NULL, 0);
-			continue;
 		}
-		i++;
 	}
 	expire_settled(n, sm->index);
 	send_ack(n, r->leader, r->rx.id, r->rx.total_len, r->rx.total_len,
@@ -3052,6 +3175,7 @@ int node_create(const struct node_config *cfg, const struct env *env,
 {
 	const struct keel_alloc *a = &keel_alloc_libc;
 	if (!cfg->reply || cfg->tick_ns == 0 || cfg->max_pending == 0 ||
+	    cfg->max_pending > NODE_MAX_PENDING_CAP ||
 	    !env->clock.ops->wall_ms)
 		return KEEL_ERR_INVAL;
 	struct node *n = a->malloc(a->ctx, sizeof(*n));
@@ -3100,7 +3224,8 @@ int node_create(const struct node_config *cfg, const struct env *env,
 	n->boot = env->rand.ops->next(env->rand.ctx);
 	n->kv = kv_create(a);
 	n->dec = a->malloc(a->ctx, NODE_MAX_MSG_ENTRIES * sizeof(*n->dec));
-	n->pw = a->malloc(a->ctx, cfg->max_pending * sizeof(*n->pw));
+	n->pw_cap = 2 * cfg->max_pending;
+	n->pw = a->malloc(a->ctx, (size_t)n->pw_cap * sizeof(*n->pw));
 	n->pr = a->malloc(a->ctx, cfg->max_pending * sizeof(*n->pr));
 	n->fr = a->malloc(a->ctx, cfg->max_pending * sizeof(*n->fr));
 	n->ex = a->malloc(a->ctx, NODE_MAX_EXPIRE_INFLIGHT * sizeof(*n->ex));
@@ -3188,8 +3313,8 @@ void node_destroy(struct node *n)
 					      n->flush_timer);
 	for (uint32_t i = 0; i < n->held_n; i++)
 		a->free(a->ctx, n->held[(n->held_head + i) % n->held_cap].buf);
-	for (uint32_t i = 0; i < n->n_pw; i++)
-		a->free(a->ctx, n->pw[i].cmd);
+	for (uint32_t i = n->pw_lo; i < n->pw_hi; i++)
+		a->free(a->ctx, n->pw[i].cmd); /* NULL once dead */
 	for (uint32_t i = 0; i < n->n_pr; i++)
 		a->free(a->ctx, n->pr[i].cmd);
 	for (uint32_t i = 0; i < n->n_ex; i++)
@@ -3249,6 +3374,15 @@ uint64_t node_state_digest(const struct node *n)
 		memcpy(w + 5, r->bits, sizeof(r->bits));
 		for (uint32_t k = 0; k < 5 + NODE_DEDUP_WORDS; k++) {
 			h = (h ^ w[k]) * 0x9e3779b97f4a7c15ull;
+			h ^= h >> 29;
+		}
+		uint64_t sw[1 + 2 * NODE_DEDUP_STREAMS] = {r->stream_floor};
+		for (uint32_t k = 0; k < NODE_DEDUP_STREAMS; k++) {
+			sw[1 + 2 * k] = r->streams[k].id;
+			sw[2 + 2 * k] = r->streams[k].hw;
+		}
+		for (uint32_t k = 0; k < 1 + 2 * NODE_DEDUP_STREAMS; k++) {
+			h = (h ^ sw[k]) * 0x9e3779b97f4a7c15ull;
 			h ^= h >> 29;
 		}
 	}

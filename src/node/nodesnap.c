@@ -60,6 +60,15 @@ static void put_dedup(uint8_t *p, const struct node_dedup_rec *r)
 		keel_put_u64(p + 32 + 8 * w, r->bits[w]);
 }
 
+static void put_streams(uint8_t *p, const struct node_dedup_rec *r)
+{
+	keel_put_u64(p, r->stream_floor);
+	for (uint32_t k = 0; k < NODE_DEDUP_STREAMS; k++) {
+		keel_put_u64(p + 8 + 16 * k, r->streams[k].id);
+		keel_put_u64(p + 16 + 16 * k, r->streams[k].hw);
+	}
+}
+
 void node_snap_writer_init(struct node_snap_writer *w,
 			   const struct node_snap_head *h,
 			   node_snap_source_fn src, void *src_ctx)
@@ -87,11 +96,21 @@ void node_snap_writer_init(struct node_snap_writer *w,
 	for (uint32_t i = 0; i < NODE_DEDUP_RECS; i++)
 		put_dedup(b + NODE_SNAP_DEDUP_OFF + NODE_DEDUP_REC_BYTES * i,
 			  &h->dedup[i]);
+	for (uint32_t i = 0; i < NODE_DEDUP_RECS; i++)
+		put_streams(b + NODE_SNAP_STREAMS_OFF +
+				    NODE_DEDUP_STREAM_BYTES * i,
+			    &h->dedup[i]);
 	keel_put_u64(b + NODE_SNAP_KVLEN_OFF, h->kv_len);
 	static_assert(NODE_SNAP_DEDUP_OFF +
 				      NODE_DEDUP_RECS * NODE_DEDUP_REC_BYTES ==
+			      NODE_SNAP_STREAMS_OFF,
+		      "dedup records end where the stream tables start");
+	static_assert(NODE_SNAP_STREAMS_OFF +
+				      NODE_DEDUP_RECS * NODE_DEDUP_STREAM_BYTES ==
 			      NODE_SNAP_KVLEN_OFF,
-		      "dedup records end where the kv length starts");
+		      "stream tables end where the kv length starts");
+	static_assert(NODE_SNAP_KVLEN_OFF_V1 + 8 == NODE_SNAP_HEAD_V1,
+		      "v1 head layout");
 	static_assert(NODE_SNAP_KVLEN_OFF + 8 == NODE_SNAP_HEAD,
 		      "head layout");
 	w->kv_more = true;
@@ -166,8 +185,21 @@ int node_snap_check_dedup(const struct node_dedup_rec *d)
 				return KEEL_ERR_MALFORMED;
 			continue;
 		}
-		if (r->high == 0)
+		if (r->high == 0 || r->stream_floor > r->high)
 			return KEEL_ERR_MALFORMED;
+		for (uint32_t k = 0; k < NODE_DEDUP_STREAMS; k++) {
+			const struct node_dedup_stream *st = &r->streams[k];
+			if (!st->id) {
+				if (st->hw)
+					return KEEL_ERR_MALFORMED;
+				continue;
+			}
+			if (st->hw == 0 || st->hw > r->high)
+				return KEEL_ERR_MALFORMED;
+			for (uint32_t m = k + 1; m < NODE_DEDUP_STREAMS; m++)
+				if (r->streams[m].id == st->id)
+					return KEEL_ERR_MALFORMED;
+		}
 		uint32_t boots = 0;
 		for (uint32_t j = 0; j < NODE_DEDUP_RECS; j++) {
 			if (d[j].origin != r->origin)
@@ -192,6 +224,15 @@ static void get_dedup(const uint8_t *p, struct node_dedup_rec *r)
 		r->bits[w] = keel_get_u64(p + 32 + 8 * w);
 }
 
+static void get_streams(const uint8_t *p, struct node_dedup_rec *r)
+{
+	r->stream_floor = keel_get_u64(p);
+	for (uint32_t k = 0; k < NODE_DEDUP_STREAMS; k++) {
+		r->streams[k].id = keel_get_u64(p + 8 + 16 * k);
+		r->streams[k].hw = keel_get_u64(p + 16 + 16 * k);
+	}
+}
+
 /* The head is complete: every §1.3 rule on it. */
 static int parse_head(struct node_snap_reader *r)
 {
@@ -199,16 +240,15 @@ static int parse_head(struct node_snap_reader *r)
 	struct node_snap_head *h = &r->head;
 	if (memcmp(b, NODE_SNAP_MAGIC, 8) != 0)
 		return KEEL_ERR_MAGIC;
-	if (keel_get_u32(b + 8) != NODE_SNAP_VERSION)
-		return KEEL_ERR_VERSION;
+	bool v1 = r->head_len == NODE_SNAP_HEAD_V1;
 	if (keel_get_u32(b + 12) != 0)
 		return KEEL_ERR_MALFORMED;
 	uint64_t total = keel_get_u64(b + 16);
-	h->kv_len = keel_get_u64(b + NODE_SNAP_KVLEN_OFF);
+	h->kv_len = keel_get_u64(b + r->head_len - 8);
 	/* The length checks first: nothing below is sized by them, but the
 	 * caller's staging is. */
-	if (h->kv_len > UINT64_MAX - NODE_SNAP_OVERHEAD ||
-	    total != node_snap_total(h->kv_len))
+	if (h->kv_len > UINT64_MAX - (r->head_len + 4u) ||
+	    total != r->head_len + 4u + h->kv_len)
 		return KEEL_ERR_MALFORMED;
 	if (h->kv_len < NODE_SNAP_KV_HEAD + 4)
 		return KEEL_ERR_MALFORMED;
@@ -248,6 +288,12 @@ static int parse_head(struct node_snap_reader *r)
 	for (uint32_t i = 0; i < NODE_DEDUP_RECS; i++)
 		get_dedup(b + NODE_SNAP_DEDUP_OFF + NODE_DEDUP_REC_BYTES * i,
 			  &h->dedup[i]);
+	/* v1 had no streams: a log without streams leaves the tables empty,
+	 * which is what every replica replaying it has too. */
+	for (uint32_t i = 0; !v1 && i < NODE_DEDUP_RECS; i++)
+		get_streams(b + NODE_SNAP_STREAMS_OFF +
+				    NODE_DEDUP_STREAM_BYTES * i,
+			    &h->dedup[i]);
 	if (node_snap_check_dedup(h->dedup))
 		return KEEL_ERR_MALFORMED;
 	if ((r->want.index && h->index != r->want.index) ||
@@ -290,18 +336,35 @@ int node_snap_reader_feed(struct node_snap_reader *r, const uint8_t *buf,
 			  size_t len)
 {
 	while (len > 0 && !r->err) {
-		if (r->pos < NODE_SNAP_HEAD) {
+		if (!r->head_done) {
+			/* The first 12 bytes (magic, version) say how long
+			 * the head is; until then take only those. */
+			uint32_t until = r->head_len ? r->head_len : 12u;
 			size_t take = (size_t)KEEL_MIN((uint64_t)len,
-						       NODE_SNAP_HEAD - r->pos);
+						       until - r->pos);
 			memcpy(r->head_buf + r->pos, buf, take);
 			r->crc = keel_crc32c(r->crc, buf, take);
 			r->pos += take;
 			buf += take;
 			len -= take;
-			if (r->pos == NODE_SNAP_HEAD) {
-				r->err = parse_head(r);
-				r->head_done = r->err == 0;
+			if (r->pos < until)
+				continue;
+			if (!r->head_len) {
+				if (memcmp(r->head_buf, NODE_SNAP_MAGIC, 8)) {
+					r->err = KEEL_ERR_MAGIC;
+					break;
+				}
+				uint32_t v = keel_get_u32(r->head_buf + 8);
+				if (v == NODE_SNAP_VERSION)
+					r->head_len = NODE_SNAP_HEAD;
+				else if (v == NODE_SNAP_VERSION_V1)
+					r->head_len = NODE_SNAP_HEAD_V1;
+				else
+					r->err = KEEL_ERR_VERSION;
+				continue;
 			}
+			r->err = parse_head(r);
+			r->head_done = r->err == 0;
 			continue;
 		}
 		KEEL_ASSERT(r->head_done);
@@ -309,7 +372,7 @@ int node_snap_reader_feed(struct node_snap_reader *r, const uint8_t *buf,
 		if (r->pos < kv_end) {
 			size_t take = (size_t)KEEL_MIN((uint64_t)len,
 						       kv_end - r->pos);
-			uint64_t kv_off = r->pos - NODE_SNAP_HEAD;
+			uint64_t kv_off = r->pos - r->head_len;
 			if (kv_off < NODE_SNAP_KV_HEAD) {
 				size_t h = (size_t)KEEL_MIN(
 					(uint64_t)take,

@@ -28,6 +28,16 @@
 #define NODE_DEDUP_BOOTS 4u
 #define NODE_DEDUP_RECS 64u
 #define NODE_DEDUP_REC_BYTES 160u
+/* Program order per stream (decision 16): per (origin, boot) the highest
+ * seq applied of each of up to NODE_DEDUP_STREAMS streams; a stream pushed
+ * out raises stream_floor to its hw. */
+#define NODE_DEDUP_STREAMS 32u
+#define NODE_DEDUP_STREAM_BYTES (8u + 16u * NODE_DEDUP_STREAMS) /* 520 */
+
+struct node_dedup_stream {
+	uint64_t id; /* 0 = free (then hw is 0) */
+	uint64_t hw; /* highest seq of this stream applied; <= high */
+};
 
 struct node_dedup_rec {
 	raft_id origin; /* 0 = free slot (then every field is 0) */
@@ -35,16 +45,25 @@ struct node_dedup_rec {
 	uint64_t high;       /* highest seq applied; >= 1 when used */
 	uint64_t last_index; /* for eviction */
 	uint64_t bits[NODE_DEDUP_WORDS];
+	/* A stream not in streams[] with a seq below this was pushed out
+	 * of the table after a later seq of it ran: refused (<= high). */
+	uint64_t stream_floor;
+	struct node_dedup_stream streams[NODE_DEDUP_STREAMS]; /* any order */
 };
 
 /* ---- layout ------------------------------------------------------------- */
 #define NODE_SNAP_MAGIC "KEELNODE"
-#define NODE_SNAP_VERSION 1u
+#define NODE_SNAP_VERSION 2u
 #define NODE_SNAP_MEMBERS_OFF 48u
 #define NODE_SNAP_DEDUP_OFF 184u
-#define NODE_SNAP_KVLEN_OFF 10424u
-#define NODE_SNAP_HEAD 10432u     /* bytes before the kv snapshot */
-#define NODE_SNAP_OVERHEAD 10436u /* head + trailer: P = OVERHEAD + L */
+#define NODE_SNAP_STREAMS_OFF 10424u /* v2: the stream tables */
+#define NODE_SNAP_KVLEN_OFF 43704u
+#define NODE_SNAP_HEAD 43712u     /* bytes before the kv snapshot */
+#define NODE_SNAP_OVERHEAD 43716u /* head + trailer: P = OVERHEAD + L */
+/* Version 1 (before streams) is still read: no stream section. */
+#define NODE_SNAP_VERSION_V1 1u
+#define NODE_SNAP_KVLEN_OFF_V1 10424u
+#define NODE_SNAP_HEAD_V1 10432u
 #define NODE_SNAP_KV_HEAD 56u     /* kv snapshot header (docs/kv.md) */
 
 /* Everything of the payload except the kv bytes. */
@@ -117,6 +136,8 @@ struct node_snap_reader {
 	uint8_t trailer[4];
 	struct node_snap_head head; /* valid once head_done */
 	bool head_done;
+	uint32_t head_len; /* by the version: NODE_SNAP_HEAD(_V1); 0 until
+			      the version bytes are in */
 	uint64_t total; /* P, once head_done */
 	uint64_t pos;   /* Invariant: bytes consumed */
 	uint32_t crc;   /* CRC32C of [0, min(pos, P - 4)) */
@@ -137,7 +158,7 @@ int node_snap_reader_feed(struct node_snap_reader *r, const uint8_t *buf,
  * KEEL_ERR_CORRUPT (trailer CRC), or the sticky error. The kv sink's own
  * finish (length, kv CRC) is the caller's. */
 int node_snap_reader_finish(struct node_snap_reader *r);
-/* The decoded head once the first NODE_SNAP_HEAD bytes passed, else NULL. */
+/* The decoded head once the head's bytes passed, else NULL. */
 const struct node_snap_head *
 node_snap_reader_head(const struct node_snap_reader *r);
 

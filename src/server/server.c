@@ -1231,6 +1231,9 @@ static void send_to_node(struct conn *c, const struct resp_command *cmd)
 		/* --test-bug stale-read (planted bug): every read local. */
 		.flags = c->readonly || s->cfg.test_bug == SERVER_BUG_STALE_READ
 				 ? NODE_REQ_LOCAL : 0,
+		/* Redis's program order: this connection's writes take effect
+		 * in the order it sent them (or the later ones not at all). */
+		.stream = c->id,
 		.argc = (uint32_t)cmd->argc,
 		.argv = cmd->argv,
 		.lens = cmd->argv_len,

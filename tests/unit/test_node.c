@@ -90,8 +90,8 @@ static void keep_reply(struct rep *r, const struct node_reply *nr)
 }
 
 /* Sends argv (a NULL-terminated list of strings) to n. */
-static int request(struct node *n, uint64_t cookie, uint32_t flags,
-		   const char *const *args)
+static int request_s(struct node *n, uint64_t cookie, uint32_t flags,
+		     uint64_t stream, const char *const *args)
 {
 	const uint8_t *argv[8];
 	size_t lens[8];
@@ -103,13 +103,19 @@ static int request(struct node *n, uint64_t cookie, uint32_t flags,
 	}
 	struct node_request r = {.cookie = cookie,
 				 .flags = flags,
+				 .stream = stream,
 				 .argc = argc,
 				 .argv = argv,
 				 .lens = lens};
 	return node_request(n, &r);
 }
 #define REQ(n, cookie, flags, ...)                                            \
-	request((n), (cookie), (flags), (const char *const[]){__VA_ARGS__, NULL})
+	request_s((n), (cookie), (flags), 0,                                  \
+		  (const char *const[]){__VA_ARGS__, NULL})
+/* A write on an ordering stream (node_request.stream). */
+#define REQS(n, cookie, stream, ...)                                          \
+	request_s((n), (cookie), 0, (stream),                                 \
+		  (const char *const[]){__VA_ARGS__, NULL})
 
 /* ---- the single-node fake ------------------------------------------------------ */
 
@@ -481,6 +487,8 @@ struct cluster {
 	bool drop_raft_only; /* drop rules spare node-level frames */
 	int dup_type;
 	int n_dup;
+	int drop_type;   /* drop the next drop_n frames of this type */
+	int drop_n;
 };
 
 static struct cluster cl_; /* large: not on the stack */
@@ -599,6 +607,10 @@ static int deliver_queued(void)
 		bool node_level = type >= PEER_TYPE_NODE_FIRST;
 		bool dropped = c->drop[fr.from][fr.to] &&
 			       !(c->drop_raft_only && node_level);
+		if (!dropped && c->drop_n > 0 && type == c->drop_type) {
+			c->drop_n--;
+			dropped = true;
+		}
 		if (!dropped && fr.to >= 1 && fr.to <= C_NODES) {
 			node_receive(cn((int)fr.to), fr.buf, fr.len);
 			if (type == c->dup_type) {
@@ -780,6 +792,77 @@ TEST(forwarded_write_applies_once_when_its_frame_is_delivered_twice)
 	EXPECT(c->n[2].reply[0].status == NODE_OK &&
 	       c->n[2].reply[0].got.num == 2);
 	EXPECT(kv_has(1, "k", "10") && kv_has(2, "k", "10"));
+	cluster_stop();
+}
+
+/* Program order (decision 16): a follower's first write of a stream is
+ * lost on the way, its second applies, the first's resend reaches the log
+ * after it. It must not run there (the key would read "2,1,"): every
+ * replica refuses it alike and the follower answers it DROPPED. Without
+ * a stream the same late copy runs, as before. */
+static void overtaken_write(uint64_t stream, const char *want_k,
+			    int want_first_status, uint64_t want_refused)
+{
+	cluster_start();
+	cluster_elect();
+	struct cluster *c = &cl_;
+	c->drop_type = PEER_TYPE_FWD_WRITE;
+	c->drop_n = 1;
+	ASSERT(REQS(cn(2), 1, stream, "APPEND", "k", "1,") == 0);
+	ASSERT(REQS(cn(2), 2, stream, "APPEND", "k", "2,") == 0);
+	pump();
+	advance(2);
+	EXPECT(c->drop_n == 0);
+	ASSERT(c->n[1].n_replies == 1);
+	EXPECT(c->n[1].reply[0].cookie == 2 &&
+	       c->n[1].reply[0].status == NODE_OK);
+	advance(8); /* past retry_ns: the first write is sent again */
+	ASSERT(c->n[1].n_replies == 2);
+	EXPECT(c->n[1].reply[1].cookie == 1 &&
+	       c->n[1].reply[1].status == want_first_status);
+	for (int id = 1; id <= C_NODES; id++) {
+		EXPECT(kv_has(id, "k", want_k));
+		struct node_stats st;
+		node_stats(cn(id), &st);
+		EXPECT_EQ_U64(st.order_refused, want_refused);
+		EXPECT(node_state_digest(cn(id)) == node_state_digest(cn(1)));
+	}
+	cluster_stop();
+}
+
+TEST(a_stream_write_overtaken_by_a_later_one_is_refused_everywhere)
+{
+	overtaken_write(7, "2,", NODE_DROPPED, 1);
+	overtaken_write(0, "2,1,", NODE_OK, 0); /* no stream: no order */
+}
+
+/* A new leader gets a stream's writes oldest first, at once: five writes
+ * forwarded to a leader that is then cut off all run at the next leader,
+ * in request order, none refused. (Resending in any other order would
+ * leave all but the newest refused.) */
+TEST(forwarded_stream_writes_reach_a_new_leader_in_request_order)
+{
+	/* Short elections, a long request timeout: a new leader in time. */
+	cluster_start_with(10, 1000 * C_TICK);
+	cluster_elect();
+	struct cluster *c = &cl_;
+	for (int k = 1; k <= C_NODES; k++)
+		c->drop[1][k] = c->drop[k][1] = true;
+	const char *tok[5] = {"1,", "2,", "3,", "4,", "5,"};
+	for (int i = 0; i < 5; i++)
+		ASSERT(REQS(cn(2), (uint64_t)(i + 1), 9, "APPEND", "k",
+			    tok[i]) == 0);
+	pump();
+	EXPECT(c->n[1].n_replies == 0);
+	advance(60); /* node 2 or 3 takes over */
+	ASSERT(c->n[1].n_replies == 5);
+	for (int i = 0; i < 5; i++)
+		EXPECT(c->n[1].reply[i].cookie == (uint64_t)(i + 1) &&
+		       c->n[1].reply[i].status == NODE_OK);
+	EXPECT(kv_has(2, "k", "1,2,3,4,5,") && kv_has(3, "k", "1,2,3,4,5,"));
+	struct node_stats st;
+	node_stats(cn(2), &st);
+	EXPECT_EQ_U64(st.order_refused, 0);
 	cluster_stop();
 }
 
@@ -1300,19 +1383,30 @@ TEST(forwarding_bodies_round_trip_and_bad_lengths_are_refused)
 	       KEEL_ERR_MALFORMED); /* seq 0 */
 	EXPECT(node_fwd_decode(PEER_TYPE_HELLO, buf, 16, &out) ==
 	       KEEL_ERR_TYPE);
-	/* Entry headers: origin 0 iff seq 0; wrong version refused. */
-	struct node_entry_hdr h = {3, 5, 8}, g;
+	/* Entry headers: origin 0 iff seq 0; a stream only with an origin;
+	 * unknown versions refused; version 1 (no stream) still read. */
+	struct node_entry_hdr h = {3, 5, 8, 11}, g;
 	const uint8_t *c;
 	size_t cl;
 	node_entry_hdr_put(buf, &h);
 	ASSERT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) == 0);
-	EXPECT(g.origin == 3 && g.boot == 5 && g.seq == 8 && cl == 0);
+	EXPECT(g.origin == 3 && g.boot == 5 && g.seq == 8 && g.stream == 11 &&
+	       cl == 0);
 	EXPECT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER - 1, &g, &c, &cl) ==
 	       KEEL_ERR_MALFORMED);
-	buf[0] = 2;
+	buf[0] = 1; /* v1: 25 bytes, then the command (here: the stream) */
+	ASSERT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) == 0);
+	EXPECT(g.origin == 3 && g.seq == 8 && g.stream == 0 &&
+	       cl == NODE_ENTRY_HEADER - NODE_ENTRY_HEADER_V1 &&
+	       c == buf + NODE_ENTRY_HEADER_V1);
+	buf[0] = 3;
 	EXPECT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) ==
 	       KEEL_ERR_MALFORMED);
 	h.seq = 0;
+	node_entry_hdr_put(buf, &h);
+	EXPECT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) ==
+	       KEEL_ERR_MALFORMED);
+	h = (struct node_entry_hdr){0, 0, 0, 4}; /* internal, with a stream */
 	node_entry_hdr_put(buf, &h);
 	EXPECT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) ==
 	       KEEL_ERR_MALFORMED);

@@ -55,6 +55,10 @@ static struct node_snap_head base_head(uint64_t index, uint64_t kv_len)
 	h.dedup[5].boot = 9;
 	h.dedup[5].high = 1025;
 	h.dedup[5].bits[15] = 1ull << 63;
+	/* slot 5: two streams (slots 0 and 7 of its table), a floor */
+	h.dedup[5].stream_floor = 900;
+	h.dedup[5].streams[0] = (struct node_dedup_stream){44, 1025};
+	h.dedup[5].streams[7] = (struct node_dedup_stream){12, 1000};
 	return h;
 }
 
@@ -155,9 +159,9 @@ TEST(layout_matches_document)
 	uint32_t crc;
 	uint8_t *p = encode_all(kv, 42, NULL, &len, &crc, NULL);
 	uint64_t L = kv_snapshot_size(kv);
-	EXPECT_EQ_U64(len, 10436 + L);
+	EXPECT_EQ_U64(len, 43716 + L);
 	EXPECT(memcmp(p, "KEELNODE", 8) == 0);
-	EXPECT_EQ_U64(keel_get_u32(p + 8), 1);
+	EXPECT_EQ_U64(keel_get_u32(p + 8), 2);
 	EXPECT_EQ_U64(keel_get_u32(p + 12), 0);
 	EXPECT_EQ_U64(keel_get_u64(p + 16), len);
 	EXPECT_EQ_U64(keel_get_u64(p + 24), 42);
@@ -180,13 +184,21 @@ TEST(layout_matches_document)
 	/* slot 5's last word */
 	EXPECT_EQ_U64(keel_get_u64(p + 184 + 5 * 160 + 32 + 15 * 8),
 		      1ull << 63);
-	EXPECT_EQ_U64(keel_get_u64(p + 10424), L);
+	/* v2: the stream tables from 10424, 520 bytes per slot: floor,
+	 * then 32 (id, hw) pairs */
+	EXPECT_EQ_U64(keel_get_u64(p + 10424), 0);
+	EXPECT_EQ_U64(keel_get_u64(p + 10424 + 5 * 520), 900);
+	EXPECT_EQ_U64(keel_get_u64(p + 10424 + 5 * 520 + 8), 44);
+	EXPECT_EQ_U64(keel_get_u64(p + 10424 + 5 * 520 + 16), 1025);
+	EXPECT_EQ_U64(keel_get_u64(p + 10424 + 5 * 520 + 8 + 7 * 16), 12);
+	EXPECT_EQ_U64(keel_get_u64(p + 10424 + 5 * 520 + 16 + 7 * 16), 1000);
+	EXPECT_EQ_U64(keel_get_u64(p + 43704), L);
 	uint8_t *kvb = NULL;
 	size_t kvl = 0;
 	ASSERT(kv_snapshot_encode(kv, &keel_alloc_libc, &kvb, &kvl) == 0);
 	EXPECT_EQ_U64(kvl, L);
-	EXPECT(memcmp(p + 10432, kvb, kvl) == 0);
-	EXPECT_EQ_U64(keel_get_u32(p + 10432 + L), keel_crc32c(0, p, 10432 + L));
+	EXPECT(memcmp(p + 43712, kvb, kvl) == 0);
+	EXPECT_EQ_U64(keel_get_u32(p + 43712 + L), keel_crc32c(0, p, 43712 + L));
 	EXPECT_EQ_U64(crc, keel_crc32c(0, p, len)); /* whole payload */
 	free(kvb);
 	free(p);
@@ -266,10 +278,11 @@ TEST(refusals_one_per_rule)
 			      (expect_rv));                                   \
 	} while (0)
 	MUT(p[0] ^= 1, KEEL_ERR_MAGIC);
-	MUT(keel_put_u32(p + 8, 2), KEEL_ERR_VERSION);
+	MUT(keel_put_u32(p + 8, 3), KEEL_ERR_VERSION);
+	MUT(keel_put_u32(p + 8, 0), KEEL_ERR_VERSION);
 	MUT(keel_put_u32(p + 12, 1), KEEL_ERR_MALFORMED);            /* flags */
 	MUT(keel_put_u64(p + 16, len + 1), KEEL_ERR_MALFORMED);      /* P */
-	MUT(keel_put_u64(p + 10424, len), KEEL_ERR_MALFORMED);       /* L */
+	MUT(keel_put_u64(p + 43704, len), KEEL_ERR_MALFORMED);       /* L */
 	MUT(keel_put_u64(p + 24, 0), KEEL_ERR_MALFORMED);            /* A */
 	MUT(keel_put_u64(p + 32, 0), KEEL_ERR_MALFORMED);            /* term */
 	MUT(keel_put_u32(p + 40, 0), KEEL_ERR_MALFORMED);            /* voters */
@@ -300,10 +313,27 @@ TEST(refusals_one_per_rule)
 		keel_put_u64(p + 184 + 160 * s + 8, 100 + s);
 		keel_put_u64(p + 184 + 160 * s + 16, 1);
 	}, 0);
+	/* streams (slot 0's table at 10424): a free slot 0 with a stream */
+	MUT((keel_put_u64(p + 10424 + 520 + 8, 5),
+	     keel_put_u64(p + 10424 + 520 + 16, 1)), KEEL_ERR_MALFORMED);
+	/* a stream without hw, a hw above high (5), a free one with hw */
+	MUT(keel_put_u64(p + 10424 + 8, 5), KEEL_ERR_MALFORMED);
+	MUT((keel_put_u64(p + 10424 + 8, 5), keel_put_u64(p + 10424 + 16, 6)),
+	    KEEL_ERR_MALFORMED);
+	MUT(keel_put_u64(p + 10424 + 16, 3), KEEL_ERR_MALFORMED);
+	/* one stream twice; the floor above high */
+	MUT((keel_put_u64(p + 10424 + 8, 5), keel_put_u64(p + 10424 + 16, 4),
+	     keel_put_u64(p + 10424 + 24, 5), keel_put_u64(p + 10424 + 32, 2)),
+	    KEEL_ERR_MALFORMED);
+	MUT(keel_put_u64(p + 10424, 6), KEEL_ERR_MALFORMED);
+	/* and the same rules passed: two streams, floor = high */
+	MUT((keel_put_u64(p + 10424 + 8, 5), keel_put_u64(p + 10424 + 16, 4),
+	     keel_put_u64(p + 10424 + 24, 6), keel_put_u64(p + 10424 + 32, 5),
+	     keel_put_u64(p + 10424, 5)), 0);
 	/* the kv snapshot's applied index beyond A */
-	MUT(keel_put_u64(p + 10432 + 24, 31), KEEL_ERR_MALFORMED);
+	MUT(keel_put_u64(p + 43712 + 24, 31), KEEL_ERR_MALFORMED);
 	/* the kv snapshot's own length field other than L */
-	MUT(keel_put_u64(p + 10432 + 16, 1), KEEL_ERR_MALFORMED);
+	MUT(keel_put_u64(p + 43712 + 16, 1), KEEL_ERR_MALFORMED);
 #undef MUT
 	/* the trailer CRC */
 	memcpy(p, good, len);
@@ -312,7 +342,7 @@ TEST(refusals_one_per_rule)
 		      KEEL_ERR_CORRUPT);
 	/* a flipped kv byte behind a valid head: the trailer CRC */
 	memcpy(p, good, len);
-	p[10432 + 70] ^= 1;
+	p[43712 + 70] ^= 1;
 	EXPECT_EQ_U64(decode_split(p, len, &any, NULL, NULL, NULL),
 		      KEEL_ERR_CORRUPT);
 	/* truncated, and one byte too many */
@@ -350,6 +380,44 @@ TEST(refusals_one_per_rule)
 	free(tiny.buf);
 	free(p);
 	free(good);
+	kv_destroy(kv);
+}
+
+/* A version 1 payload (before streams: no stream tables, the kv length
+ * at 10424) is still read, its streams empty -- what a replica replaying
+ * the stream-less log it covers has too. */
+TEST(version_1_payloads_are_still_read)
+{
+	uint64_t last;
+	struct kv *kv = make_kv(12, &last);
+	size_t len;
+	uint32_t crc;
+	struct node_snap_head in;
+	uint8_t *p = encode_all(kv, 30, NULL, &len, &crc, &in);
+	/* v1 = v2 less the stream section, version 1, P and L moved */
+	size_t cut = 43712 - 10432;
+	size_t len1 = len - cut;
+	uint8_t *q = malloc(len1);
+	memcpy(q, p, 10424);
+	memcpy(q + 10424, p + 43704, len - 43704);
+	keel_put_u32(q + 8, 1);
+	keel_put_u64(q + 16, len1);
+	reseal(q, len1);
+	struct node_snap_expect any = {.max_bytes = 1ull << 30};
+	struct node_snap_head out;
+	EXPECT_EQ_U64(decode_split(q, len1, &any, NULL, NULL, &out), 0);
+	EXPECT_EQ_U64(out.kv_len, in.kv_len);
+	EXPECT_EQ_U64(out.dedup[5].high, 1025);
+	EXPECT_EQ_U64(out.dedup[5].stream_floor, 0);
+	EXPECT_EQ_U64(out.dedup[5].streams[0].id, 0);
+	EXPECT_EQ_U64(out.dedup[0].bits[0], 0x3e);
+	/* the v1 length rule: P = 10436 + L */
+	keel_put_u64(q + 16, len1 + 1);
+	reseal(q, len1);
+	EXPECT_EQ_U64(decode_split(q, len1, &any, NULL, NULL, NULL),
+		      KEEL_ERR_MALFORMED);
+	free(q);
+	free(p);
 	kv_destroy(kv);
 }
 
