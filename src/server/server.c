@@ -536,7 +536,8 @@ static void encode_node_reply(struct server *s, struct resp_buf *b,
 				 s->cfg.id);
 		else
 			snprintf(msg, sizeof(msg),
-				 "TRYAGAIN not executed (leader changed or busy); "
+				 "TRYAGAIN not executed (leader changed, busy, or "
+				 "a later write of this connection ran first); "
 				 "safe to retry");
 		break;
 	case NODE_UNKNOWN:
@@ -1023,6 +1024,8 @@ static void info_text(struct server *s, const struct resp_command *cmd,
 		tx(t, "fwd_writes_sent:%" PRIu64 "\r\n", ns.fwd_writes_sent);
 		tx(t, "fwd_reads_sent:%" PRIu64 "\r\n", ns.fwd_reads_sent);
 		tx(t, "expire_proposed:%" PRIu64 "\r\n", ns.expire_proposed);
+		tx(t, "dedup_skipped:%" PRIu64 "\r\n", ns.dedup_skipped);
+		tx(t, "order_refused:%" PRIu64 "\r\n", ns.order_refused);
 		tx(t, "node_batch_runs:%" PRIu64 "\r\n", ns.batch_runs);
 		tx(t, "node_batched_requests:%" PRIu64 "\r\n", ns.batched_requests);
 		tx(t, "node_batch_max:%" PRIu64 "\r\n", ns.batch_max);
