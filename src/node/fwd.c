@@ -11,10 +11,11 @@
 void node_entry_hdr_put(uint8_t *buf, const struct node_entry_hdr *h)
 {
 	buf[0] = NODE_ENTRY_VERSION;
-	keel_put_u64(buf + 1, h->origin);
-	keel_put_u64(buf + 9, h->boot);
-	keel_put_u64(buf + 17, h->seq);
-	keel_put_u64(buf + 25, h->stream);
+	buf[1] = h->type;
+	keel_put_u64(buf + 2, h->origin);
+	keel_put_u64(buf + 10, h->boot);
+	keel_put_u64(buf + 18, h->seq);
+	keel_put_u64(buf + 26, h->stream);
 }
 
 int node_entry_hdr_get(const uint8_t *data, size_t len,
@@ -30,10 +31,14 @@ int node_entry_hdr_get(const uint8_t *data, size_t len,
 		return KEEL_ERR_MALFORMED;
 	if (len < hl)
 		return KEEL_ERR_MALFORMED;
-	h->origin = keel_get_u64(data + 1);
-	h->boot = keel_get_u64(data + 9);
-	h->seq = keel_get_u64(data + 17);
-	h->stream = hl == NODE_ENTRY_HEADER ? keel_get_u64(data + 25) : 0;
+	size_t o = hl == NODE_ENTRY_HEADER ? 2 : 1;
+	h->type = hl == NODE_ENTRY_HEADER ? data[1] : NODE_ENTRY_KV;
+	h->origin = keel_get_u64(data + o);
+	h->boot = keel_get_u64(data + o + 8);
+	h->seq = keel_get_u64(data + o + 16);
+	h->stream = hl == NODE_ENTRY_HEADER ? keel_get_u64(data + 26) : 0;
+	if (h->type == 0)
+		return KEEL_ERR_MALFORMED;
 	if ((h->origin == RAFT_NONE) != (h->seq == 0))
 		return KEEL_ERR_MALFORMED;
 	if (h->origin == RAFT_NONE && h->stream)

@@ -15,6 +15,7 @@
 
 /* ---- log entry data ---------------------------------------------------------
  *   u8  version (NODE_ENTRY_VERSION)
+ *   u8  type     (version 2 only) enum node_entry_type: what the body is
  *   u64 origin   node that took the client request; 0 = the leader's own
  *                internal command (KEEL.EXPIRE-DELETE): nobody waits for it
  *   u64 boot     origin's boot nonce
@@ -22,16 +23,35 @@
  *   u64 stream   (version 2 only) the origin's ordering stream: entries of
  *                one (origin, boot, stream != 0) take effect in seq order
  *                or not at all (docs/architecture.md decision 16); 0 = none
- *   ...          one kv command entry (kv.h), to the end of the data
- * Version 1 (25-byte header, no stream) is still read, as stream 0: logs
- * written before streams existed replay unchanged. New entries are v2.
+ *   ...          the body, by type, to the end of the data
+ * Version 1 (25-byte header, no type, no stream) is still read, as type
+ * KV and stream 0: logs written before types existed replay unchanged.
+ * New entries are v2.
  */
 #define NODE_ENTRY_VERSION 2
 #define NODE_ENTRY_VERSION_V1 1
-#define NODE_ENTRY_HEADER 33
+#define NODE_ENTRY_HEADER 34
 #define NODE_ENTRY_HEADER_V1 25
 
+/* Every replicated change is one typed entry, applied by one applier
+ * (node_apply.c), like etcd's internal raft request. A type this build
+ * does not know is skipped on every replica alike, its origin answered
+ * with an error: a newer node's entry never half-applies on an older one. */
+enum node_entry_type {
+	NODE_ENTRY_KV = 1,      /* one kv command entry (kv.h) */
+	NODE_ENTRY_TXN = 2,     /* a transaction: a kv command entry whose
+				   command is KEEL.EXEC or KEEL.TXN, applied
+				   atomically at one revision */
+	NODE_ENTRY_SESSION = 3, /* a client session op (register, keepalive,
+				   close; docs/kv.md "Sessions") */
+	NODE_ENTRY_SESSION_CMD = 4, /* u64 session, u64 session seq, then a
+				       kv command entry: exactly once */
+	/* Reserved for wave 2: 5 lease op, 6 lock op, 7 configuration
+	 * change. */
+};
+
 struct node_entry_hdr {
+	uint8_t type;    /* enum node_entry_type; v1 entries read as KV */
 	raft_id origin;
 	uint64_t boot;
 	uint64_t seq;
@@ -40,9 +60,10 @@ struct node_entry_hdr {
 
 void node_entry_hdr_put(uint8_t *buf, const struct node_entry_hdr *h);
 /* Writes NODE_ENTRY_HEADER bytes (version 2). */
-/* 0 and *h, *cmd, *cmd_len (pointing into data), or KEEL_ERR_MALFORMED
- * (short, unknown version, origin/seq inconsistent, a stream without an
- * origin). */
+/* 0 and *h, *cmd, *cmd_len (the body, pointing into data), or
+ * KEEL_ERR_MALFORMED (short, unknown version, type 0, origin/seq
+ * inconsistent, a stream without an origin). A type above
+ * NODE_ENTRY_TYPE_MAX decodes: the applier decides what to do with it. */
 int node_entry_hdr_get(const uint8_t *data, size_t len,
 		       struct node_entry_hdr *h, const uint8_t **cmd,
 		       size_t *cmd_len);

@@ -179,6 +179,26 @@ static void settle_lost_slots(struct node *n, uint64_t index, uint64_t keep_seq)
 	}
 }
 
+/* The one applier: an entry's body by its type. Every replica runs the
+ * same bytes through it and ends in the same state; the reply goes to r
+ * (a tape at the origin, discarded elsewhere). 0, or KEEL_ERR_NOMEM
+ * (the caller stops the replica). */
+static int apply_body(struct node *n, const struct node_entry_hdr *h,
+		      uint64_t index, const uint8_t *body, size_t len,
+		      const struct kv_reply_ops *r, void *rc)
+{
+	switch (h->type) {
+	case NODE_ENTRY_KV:
+	case NODE_ENTRY_TXN:
+		return kv_apply(n->kv, index, body, len, r, rc);
+	default:
+		/* Written by a newer node: skipped alike everywhere. */
+		r->error(rc, "ERR this node does not know the log entry's "
+			     "type (a newer version wrote it); not executed");
+		return 0;
+	}
+}
+
 void node_apply_entry(struct node *n, const struct raft_entry *e)
 {
 	if (n->poisoned)
@@ -206,7 +226,8 @@ void node_apply_entry(struct node *n, const struct raft_entry *e)
 	}
 	/* The leader's stamp (kv.h: u8 version, u64 now_ms, ...); a
 	 * malformed command has none and kv_apply answers it an error. */
-	if (cmd_len >= KV_CMD_HEADER_BYTES && cmd[0] == KV_CMD_VERSION) {
+	if ((h.type == NODE_ENTRY_KV || h.type == NODE_ENTRY_TXN) &&
+	    cmd_len >= KV_CMD_HEADER_BYTES && cmd[0] == KV_CMD_VERSION) {
 		uint64_t stamp = keel_get_u64(cmd + 1);
 		if (stamp > n->applied_ms)
 			n->applied_ms = stamp;
@@ -233,8 +254,8 @@ void node_apply_entry(struct node *n, const struct raft_entry *e)
 		return;
 	}
 	kv_tape_reset(&n->tape);
-	int rv = kv_apply(n->kv, e->index, cmd, cmd_len,
-			  mine ? &kv_tape_ops : &discard_ops, &n->tape);
+	int rv = apply_body(n, &h, e->index, cmd, cmd_len,
+			    mine ? &kv_tape_ops : &discard_ops, &n->tape);
 	if (rv) {
 		/* A replica that cannot apply a committed entry cannot go on:
 		 * its state would diverge. Stop; recovery is a restart. */

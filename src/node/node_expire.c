@@ -61,7 +61,7 @@ static int expire_visit(void *ctx, const uint8_t *key, size_t klen,
 	const uint8_t *argv[3] = {(const uint8_t *)name, copy,
 				  (const uint8_t *)rev};
 	size_t lens[3] = {sizeof(name) - 1, klen, rl};
-	struct node_entry_hdr h = {0, 0, 0, 0};
+	struct node_entry_hdr h = {NODE_ENTRY_KV, 0, 0, 0, 0};
 	uint64_t index = 0;
 	if (node_propose_argv(n, &h, 3, argv, lens, &index)) {
 		xfree(n, copy);

@@ -27,6 +27,24 @@
 
 /* ---- command bytes ---------------------------------------------------------- */
 
+/* The entry type of a write given as a kv command entry (kv.h layout:
+ * argv[0] is at byte 17, its length at 13): transactions are their own
+ * type, though their body is still a kv command. */
+static uint8_t entry_type(const uint8_t *cmd, size_t len)
+{
+	if (len < KV_CMD_HEADER_BYTES + 4 || cmd[0] != KV_CMD_VERSION)
+		return NODE_ENTRY_KV;
+	uint32_t l0 = keel_get_u32(cmd + KV_CMD_HEADER_BYTES);
+	if (l0 > len - KV_CMD_HEADER_BYTES - 4)
+		return NODE_ENTRY_KV;
+	const struct kv_command *kc =
+		kv_command_lookup(cmd + KV_CMD_HEADER_BYTES + 4, l0);
+	if (kc && (!strcmp(kc->name, "keel.exec") ||
+		   !strcmp(kc->name, "keel.txn")))
+		return NODE_ENTRY_TXN;
+	return NODE_ENTRY_KV;
+}
+
 /* Decodes a kv command entry into n->argv / n->lens (grown as needed; the
  * pointers go into buf). 0, or the decoder's error / KEEL_ERR_NOMEM. */
 static int decode_cmd(struct node *n, const uint8_t *buf, size_t len,
@@ -496,7 +514,8 @@ static bool route_write(struct node *n, uint32_t i, raft_id leader)
 	}
 	if (p->queued)
 		return false; /* proposed when the turn ends */
-	struct node_entry_hdr h = {n->cfg.id, n->boot, p->seq, p->stream};
+	struct node_entry_hdr h = {entry_type(p->cmd, p->cmd_len), n->cfg.id,
+				   n->boot, p->seq, p->stream};
 	uint64_t ignored;
 	uint32_t argc = 0;
 	int rv = decode_cmd(n, p->cmd, p->cmd_len, &ignored, &argc);
@@ -656,7 +675,8 @@ static void on_fwd_write(struct node *n, raft_id from, const struct node_fwd *f)
 			  NODE_FWD_REFUSED);
 		return;
 	}
-	struct node_entry_hdr h = {from, f->boot, f->seq, f->stream};
+	struct node_entry_hdr h = {entry_type(f->cmd, f->cmd_len), from,
+				   f->boot, f->seq, f->stream};
 	rv = queue_argv(n, from, &h, argc, n->argv, n->lens);
 	if (rv) {
 		bool nl = rv == KEEL_ERR_NOT_LEADER || rv == KEEL_ERR_TRANSFER;

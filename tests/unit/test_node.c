@@ -436,6 +436,94 @@ TEST(node_recovers_from_a_torn_tail)
 	node_destroy(n);
 }
 
+/* A log written by other builds: a v2 entry of a type this build does not
+ * know is skipped (its body, a SET, never runs), a v1 entry (no type, no
+ * stream) runs as a kv command. */
+static uint8_t typed_buf[3][128];
+static struct raft_entry typed_entries[3];
+
+static size_t typed_entry(uint8_t *buf, int version, uint8_t type,
+			  const char *key)
+{
+	const uint8_t *argv[3] = {(const uint8_t *)"SET", (const uint8_t *)key,
+				  (const uint8_t *)"1"};
+	size_t lens[3] = {3, strlen(key), 1};
+	size_t hl = version == 2 ? NODE_ENTRY_HEADER : NODE_ENTRY_HEADER_V1;
+	struct node_entry_hdr h = {type, 7, 1, 1, 0};
+	node_entry_hdr_put(buf, &h);
+	if (version == 1) { /* v1: version, origin, boot, seq */
+		buf[0] = 1;
+		keel_put_u64(buf + 1, 7);
+		keel_put_u64(buf + 9, 1);
+		keel_put_u64(buf + 17, 1);
+	}
+	size_t len = 0;
+	if (kv_cmd_encode(1, 3, argv, lens, buf + hl, 128 - hl, &len))
+		abort();
+	return hl + len;
+}
+
+static int f_load_typed(void *ctx, struct env_store_state *out)
+{
+	(void)ctx;
+	struct {
+		int version;
+		uint8_t type;
+		const char *key;
+	} e[3] = {{2, NODE_ENTRY_KV, "a"}, {2, 99, "b"}, {1, 0, "c"}};
+	for (int i = 0; i < 3; i++) {
+		size_t len = typed_entry(typed_buf[i], e[i].version, e[i].type,
+					 e[i].key);
+		if (i == 2) /* another boot of origin 7: not a duplicate */
+			keel_put_u64(typed_buf[i] + 9, 2);
+		typed_entries[i] = (struct raft_entry){.index = (uint64_t)i + 1,
+						       .term = 1,
+						       .type = RAFT_ENTRY_NORMAL,
+						       .len = (uint32_t)len,
+						       .data = typed_buf[i]};
+	}
+	/* The unknown type's entry has its own seq: not a duplicate. */
+	keel_put_u64(typed_buf[1] + 18, 2);
+	memset(out, 0, sizeof(*out));
+	out->hard_state = (struct raft_hard_state){.term = 1, .commit = 3};
+	out->n_entries = 3;
+	out->entries = typed_entries;
+	return 0;
+}
+
+TEST(unknown_entry_types_are_skipped_and_v1_entries_run)
+{
+	static const struct env_store_ops typed_store = {.load = f_load_typed,
+							  .append = f_append};
+	memset(&fake_, 0, sizeof(fake_));
+	struct fake_env *f = &fake_;
+	f->env = (struct env){.clock = {f, &f_clock},
+			      .net = {f, &f_net},
+			      .rand = {f, &f_rnd},
+			      .store = {f, &typed_store}};
+	struct node_config cfg = {.id = 1,
+				  .cluster_id = 9,
+				  .tick_ns = 1000000,
+				  .election_ticks = 10,
+				  .heartbeat_ticks = 1,
+				  .max_pending = 8,
+				  .reply = f_reply,
+				  .reply_ctx = f};
+	cfg.members.n_voters = 1;
+	cfg.members.voters[0] = 1;
+	struct node *n = NULL;
+	ASSERT(node_create(&cfg, &f->env, &n) == 0);
+	node_campaign(n);
+	for (int i = 0; i < 4 && f->n_done < f->n_writes; i++)
+		f_settle(f);
+	EXPECT(node_applied(n) >= 3);
+	const struct kv *kv = node_kv(n);
+	EXPECT(kv_get(kv, (const uint8_t *)"a", 1, 0, NULL, NULL, NULL));
+	EXPECT(!kv_get(kv, (const uint8_t *)"b", 1, 0, NULL, NULL, NULL));
+	EXPECT(kv_get(kv, (const uint8_t *)"c", 1, 0, NULL, NULL, NULL));
+	node_destroy(n);
+}
+
 /* ---- the three-node cluster harness ------------------------------------------ */
 
 #define C_NODES 3
@@ -1385,20 +1473,37 @@ TEST(forwarding_bodies_round_trip_and_bad_lengths_are_refused)
 	       KEEL_ERR_TYPE);
 	/* Entry headers: origin 0 iff seq 0; a stream only with an origin;
 	 * unknown versions refused; version 1 (no stream) still read. */
-	struct node_entry_hdr h = {3, 5, 8, 11}, g;
+	struct node_entry_hdr h = {NODE_ENTRY_TXN, 3, 5, 8, 11}, g;
 	const uint8_t *c;
 	size_t cl;
 	node_entry_hdr_put(buf, &h);
 	ASSERT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) == 0);
-	EXPECT(g.origin == 3 && g.boot == 5 && g.seq == 8 && g.stream == 11 &&
-	       cl == 0);
+	EXPECT(g.type == NODE_ENTRY_TXN && g.origin == 3 && g.boot == 5 &&
+	       g.seq == 8 && g.stream == 11 && cl == 0);
 	EXPECT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER - 1, &g, &c, &cl) ==
 	       KEEL_ERR_MALFORMED);
-	buf[0] = 1; /* v1: 25 bytes, then the command (here: the stream) */
+	/* v1: 25 bytes (version, origin, boot, seq), then the command */
+	uint8_t v1[NODE_ENTRY_HEADER_V1 + 2];
+	v1[0] = 1;
+	keel_put_u64(v1 + 1, 3);
+	keel_put_u64(v1 + 9, 5);
+	keel_put_u64(v1 + 17, 8);
+	v1[25] = 'x';
+	v1[26] = 'y';
+	ASSERT(node_entry_hdr_get(v1, sizeof(v1), &g, &c, &cl) == 0);
+	EXPECT(g.type == NODE_ENTRY_KV && g.origin == 3 && g.boot == 5 &&
+	       g.seq == 8 && g.stream == 0 && cl == 2 &&
+	       c == v1 + NODE_ENTRY_HEADER_V1);
+	EXPECT(node_entry_hdr_get(v1, NODE_ENTRY_HEADER_V1 - 1, &g, &c, &cl) ==
+	       KEEL_ERR_MALFORMED);
+	node_entry_hdr_put(buf, &h);
+	buf[1] = 0; /* type 0 */
+	EXPECT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) ==
+	       KEEL_ERR_MALFORMED);
+	buf[1] = 200; /* unknown types decode: the applier refuses them */
 	ASSERT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) == 0);
-	EXPECT(g.origin == 3 && g.seq == 8 && g.stream == 0 &&
-	       cl == NODE_ENTRY_HEADER - NODE_ENTRY_HEADER_V1 &&
-	       c == buf + NODE_ENTRY_HEADER_V1);
+	EXPECT(g.type == 200);
+	node_entry_hdr_put(buf, &h);
 	buf[0] = 3;
 	EXPECT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) ==
 	       KEEL_ERR_MALFORMED);
@@ -1406,7 +1511,8 @@ TEST(forwarding_bodies_round_trip_and_bad_lengths_are_refused)
 	node_entry_hdr_put(buf, &h);
 	EXPECT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) ==
 	       KEEL_ERR_MALFORMED);
-	h = (struct node_entry_hdr){0, 0, 0, 4}; /* internal, with a stream */
+	h = (struct node_entry_hdr){NODE_ENTRY_KV, 0, 0, 0, 4}; /* internal,
+								  with a stream */
 	node_entry_hdr_put(buf, &h);
 	EXPECT(node_entry_hdr_get(buf, NODE_ENTRY_HEADER, &g, &c, &cl) ==
 	       KEEL_ERR_MALFORMED);
