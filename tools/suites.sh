@@ -17,5 +17,6 @@ run_suite sim_mutants make --no-print-directory BUILD="$BUILD" sim-mutants
 run_counted e2e_server tests/e2e/run.sh
 # Jepsen-style faults on real processes: kill -9, SIGSTOP, partitions, clock
 # skew, slow fsync; linearizability and lost writes; planted bugs must be
-# caught (tests/jepsen, ~4 min).
+# caught; pipelined writes keep program order per connection (tests/jepsen,
+# ~5 min).
 run_counted jepsen_short tests/jepsen/run.sh short

@@ -67,6 +67,9 @@ enum server_test_bug {
 	SERVER_BUG_NONE = 0,
 	SERVER_BUG_STALE_READ, /* "stale-read": every read served locally, as READONLY */
 	SERVER_BUG_EARLY_ACK,  /* "early-ack": SET k v answered +OK when handed to the node */
+	SERVER_BUG_REORDER,    /* "reorder": of the first two writes in one read of a
+	                        * connection's input, the 2nd is handed to the node
+	                        * before the 1st (replies still in request order) */
 };
 
 void server_config_default(struct server_config *c);

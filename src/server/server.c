@@ -75,6 +75,13 @@ struct conn {
 	 * must_wait): copied here, input paused until it can go. */
 	struct resp_command held;
 	void *held_mem;
+	/* --test-bug reorder (planted bug): the first write of this read of
+	 * the input, its reply slot already queued, handed to the node only
+	 * after the next write (reorder_write); swapped: done for this read. */
+	struct resp_command swap_cmd;
+	void *swap_mem;
+	struct server_reply_slot *swap_slot;
+	bool swapped;
 	bool writing;
 	bool paused;   /* reading stopped: too much pending or unsent */
 	bool quitting; /* QUIT or a protocol error: close once flushed */
@@ -272,6 +279,7 @@ static void conn_free(struct conn *c)
 		c->next->prev = c->prev;
 	resp_parser_close(&c->parser);
 	free(c->held_mem);
+	free(c->swap_mem);
 	server_replyq_close(&c->q);
 	resp_buf_close(&c->out);
 	resp_buf_close(&c->wbuf);
@@ -1216,19 +1224,12 @@ static bool maybe_early_ack(struct conn *c, const struct resp_command *cmd)
 	return true;
 }
 
-static void send_to_node(struct conn *c, const struct resp_command *cmd)
+/* Hands one node command to the node; its reply slot sl is queued and
+ * counted in node_pending already. */
+static void hand_to_node(struct conn *c, struct server_reply_slot *sl,
+			 const struct resp_command *cmd)
 {
 	struct server *s = c->s;
-	if (maybe_early_ack(c, cmd))
-		return;
-	struct server_reply_slot *sl = server_replyq_push(&c->q);
-	if (!sl) {
-		conn_close(c, "out of memory");
-		return;
-	}
-	sl->ctx = c;
-	sl->proto = c->proto;
-	c->node_pending++;
 	struct node_request req = {
 		.cookie = (uint64_t)(uintptr_t)sl,
 		/* --test-bug stale-read (planted bug): every read local. */
@@ -1248,7 +1249,7 @@ static void send_to_node(struct conn *c, const struct resp_command *cmd)
 		c->node_pending--;
 		struct resp_buf *b = &s->scratch;
 		resp_buf_reset(b);
-		resp_buf_set_proto(b, c->proto);
+		resp_buf_set_proto(b, sl->proto);
 		char msg[128];
 		snprintf(msg, sizeof(msg), "ERR command refused by the node: %s",
 			 keel_strerror(rv));
@@ -1261,6 +1262,66 @@ static void send_to_node(struct conn *c, const struct resp_command *cmd)
 		}
 		conn_drain_queue(c);
 	}
+}
+
+static int copy_command(const struct resp_command *cmd, struct resp_command *out,
+			void **mem);
+
+/* --test-bug reorder's held-back write, to the node now (at the end of
+ * every read of the input, and right after the write that overtook it). */
+static void release_swapped(struct conn *c)
+{
+	if (!c->swap_mem)
+		return;
+	struct resp_command cmd = c->swap_cmd;
+	void *m = c->swap_mem;
+	struct server_reply_slot *sl = c->swap_slot;
+	c->swap_mem = NULL;
+	c->swap_slot = NULL;
+	hand_to_node(c, sl, &cmd);
+	free(m);
+}
+
+/* --test-bug reorder (planted bug, tests only): the first write read
+ * from a connection's input in one go is held back; the next write read
+ * in the same go is handed to the node first, then the held one. Their
+ * reply slots keep request order, so the client sees Redis's reply order
+ * while the node runs the two the other way round -- the program-order
+ * violation of issue 12, which the pipeline workload must catch.
+ * Returns true if it took over sl (held or handed). */
+static bool reorder_write(struct conn *c, struct server_reply_slot *sl,
+			  const struct resp_command *cmd)
+{
+	if (c->s->cfg.test_bug != SERVER_BUG_REORDER ||
+	    c->pending_kind != SERVER_CMD_WRITE || c->swapped)
+		return false;
+	if (!c->swap_mem) {
+		if (copy_command(cmd, &c->swap_cmd, &c->swap_mem))
+			return false; /* no memory: no bug, in order */
+		c->swap_slot = sl;
+		return true;
+	}
+	hand_to_node(c, sl, cmd);
+	c->swapped = true;
+	release_swapped(c);
+	return true;
+}
+
+static void send_to_node(struct conn *c, const struct resp_command *cmd)
+{
+	if (maybe_early_ack(c, cmd))
+		return;
+	struct server_reply_slot *sl = server_replyq_push(&c->q);
+	if (!sl) {
+		conn_close(c, "out of memory");
+		return;
+	}
+	sl->ctx = c;
+	sl->proto = c->proto;
+	c->node_pending++;
+	if (reorder_write(c, sl, cmd))
+		return;
+	hand_to_node(c, sl, cmd);
 }
 
 static void exec_command(struct conn *c, const struct resp_command *cmd)
@@ -1369,8 +1430,9 @@ static bool must_wait(const struct conn *c, const struct resp_command *cmd)
 	return kind != c->pending_kind;
 }
 
-/* Copies cmd (borrowed from the parser) into one allocation. */
-static int hold_command(struct conn *c, const struct resp_command *cmd)
+/* Copies cmd (borrowed from the parser) into one allocation, *mem. */
+static int copy_command(const struct resp_command *cmd, struct resp_command *out,
+			void **mem)
 {
 	size_t bytes = cmd->argc * (sizeof(uint8_t *) + sizeof(size_t));
 	for (size_t i = 0; i < cmd->argc; i++)
@@ -1387,10 +1449,15 @@ static int hold_command(struct conn *c, const struct resp_command *cmd)
 		lens[i] = cmd->argv_len[i];
 		data += cmd->argv_len[i];
 	}
-	c->held_mem = m;
-	c->held = (struct resp_command){.argc = cmd->argc, .argv = argv,
-					.argv_len = lens};
+	*mem = m;
+	*out = (struct resp_command){.argc = cmd->argc, .argv = argv,
+				     .argv_len = lens};
 	return 0;
+}
+
+static int hold_command(struct conn *c, const struct resp_command *cmd)
+{
+	return copy_command(cmd, &c->held, &c->held_mem);
 }
 
 /* Runs the held command once nothing is in flight; true if none is left. */
@@ -1408,7 +1475,7 @@ static bool run_held(struct conn *c)
 	return true;
 }
 
-static void conn_process_input(struct conn *c)
+static void conn_process_batch(struct conn *c)
 {
 	if (!run_held(c))
 		return;
@@ -1467,6 +1534,15 @@ static void conn_process_input(struct conn *c)
 	}
 	if (!c->closing && !c->quitting && conn_over_limits(c))
 		conn_pause(c);
+}
+
+/* Runs what has been read. --test-bug reorder: what one call reads is
+ * one "go"; a write it still holds back goes to the node before return. */
+static void conn_process_input(struct conn *c)
+{
+	c->swapped = false;
+	conn_process_batch(c);
+	release_swapped(c);
 }
 
 static const struct resp_limits server_limits = {
@@ -2027,7 +2103,9 @@ int server_run(const struct server_config *cfg)
 		slog(s, ENV_LOG_WARN, "--test-faults: KEEL.DEBUG fault injection is on");
 	if (cfg->test_bug)
 		slog(s, ENV_LOG_WARN, "--test-bug: a bug is planted on purpose (%s)",
-		     cfg->test_bug == SERVER_BUG_STALE_READ ? "stale-read" : "early-ack");
+		     cfg->test_bug == SERVER_BUG_STALE_READ  ? "stale-read"
+		     : cfg->test_bug == SERVER_BUG_EARLY_ACK ? "early-ack"
+							     : "reorder");
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	code = 0;
 	slog(s, ENV_LOG_INFO, "stopped cleanly");

@@ -16,6 +16,11 @@ liveness; read the final state through every node; then judge:
   - no node exited except those the nemesis killed, and every node stops
     cleanly (exit 0) on SIGTERM at the end.
 
+That is the default workload (RegisterWorkload). --workload pipeline
+(pipeline.py) runs the same cluster, nemeses, liveness and run line with
+clients that pipeline APPENDs on one connection each and checks program
+order per connection (issue 12).
+
 It prints one line per run,
   seed=S nemesis=N nodes=3 secs=30 ops=... ok=... fail=... info=... result=ok
 or result=VIOLATION followed by the reasons, plus the history path. The
@@ -1057,6 +1062,85 @@ def final_checks(cl, run, hist, problems):
         problems.append("%s on nodes %s" % (msg, ",".join(wheres)))
 
 
+class RegisterWorkload:
+    """The default workload (the module docstring): one redis-py
+    connection per client, one op at a time, GET/SET/KEEL.CAS/INCR on
+    rotating registers, unique SETs, APPEND tokens, counters; judged by
+    keel check over the history and final_checks. one_run drives a
+    workload through start, stop, final (after liveness), judge; the
+    pipeline workload (pipeline.py) has the same shape."""
+    name = "register"
+
+    def __init__(self, cl, seed, hist, clients):
+        self.cl = cl
+        self.seed = seed
+        self.hist = hist
+        self.clients = clients
+        self.run = None
+        self.threads = []
+
+    def start(self):
+        self.run = Run(self.seed, self.hist, now_s())
+        for i in range(self.clients):
+            c = Client(self.run, i, self.cl.nodes[i % len(self.cl.nodes)],
+                       random.Random(self.seed * 1000 + i))
+            self.threads.append(c)
+            c.start()
+
+    def stop(self, problems):
+        self.run.stop.set()
+        for c in self.threads:
+            c.join(timeout=CLIENT_TIMEOUT_S * 3)
+            if c.is_alive():
+                problems.append("client %d did not stop" % c.idx)
+
+    def final(self, problems):
+        final_checks(self.cl, self.run, self.hist, problems)
+
+    def unexpected(self):
+        return self.run.unexpected if self.run else []
+
+    def judge(self, hist_path, out_dir, problems):
+        """keel check over the whole history (check.txt)."""
+        rc, verdict = check_history(hist_path)
+        with open(os.path.join(out_dir, "check.txt"), "w") as f:
+            f.write(verdict)
+        first = verdict.splitlines()[0] if verdict else "?"
+        if rc == 1:
+            key = [l for l in verdict.splitlines() if l.startswith("key ")]
+            problems.insert(0, "not-linearizable (%s)" % (key[0] if key else first))
+        elif rc != 0:
+            problems.append("checker: %s" % first)
+
+    def line_extra(self):
+        return ""
+
+    def stats(self):
+        run = self.run
+
+        def tally(outcomes):
+            t = {"ok": 0, "fail": 0, "info": 0}
+            for o in outcomes:
+                t[o] += 1
+            return "%d/%d/%d" % (t["ok"], t["fail"], t["info"])
+        return "stats (ok/fail/info): unique SETs %s, APPENDs %s, counter INCRs %s" % (
+            tally(run.unique.values()),
+            tally(o for d in run.tokens.values() for o in d.values()),
+            "%d/-/%d" % (sum(len(c["ok"]) for c in run.counters.values()),
+                         sum(c["info"] for c in run.counters.values())))
+
+
+def workload_class(name):
+    """register (this file) or pipeline (pipeline.py, imported here: it
+    imports this module)."""
+    if name == "register":
+        return RegisterWorkload
+    if name == "pipeline":
+        import pipeline   # noqa: E402
+        return pipeline.PipelineWorkload
+    raise SystemExit("jepsen: unknown workload '%s' (want register or pipeline)" % name)
+
+
 def check_history(path):
     try:
         r = subprocess.run([KEEL, "check", "--format", "jsonl", "--timeout",
@@ -1086,12 +1170,15 @@ def resolve_nemeses(spec):
 
 
 def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None, lay=None,
-            snap_entries=None):
+            snap_entries=None, workload="register"):
     """Returns (result_ok, line, {nemesis kind: times it ran}). lay: the
-    netns.Layout when running inside its hub (net=netns), else None."""
+    netns.Layout when running inside its hub (net=netns), else None.
+    workload: register (RegisterWorkload) or pipeline (pipeline.py)."""
     kinds = resolve_nemeses(nemesis)
-    name = name or "seed%d-%s-n%d%s" % (seed, nemesis.replace(",", "+"), nodes,
-                                       "-" + bug if bug else "")
+    wcls = workload_class(workload)
+    wtag = "" if workload == "register" else "-" + workload
+    name = name or "seed%d-%s-n%d%s%s" % (seed, nemesis.replace(",", "+"), nodes, wtag,
+                                         "-" + bug if bug else "")
     out_dir = os.path.join(out_root, name)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)
@@ -1100,12 +1187,12 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None, 
     cl = Cluster(nodes, bug=bug, lay=lay, snap_entries=snap_entries)
     hist = History(hist_path)
     nlog = open(os.path.join(out_dir, "nemesis.log"), "w")
-    nlog.write("seed=%d nemesis=%s nodes=%d secs=%g clients=%d bug=%s net=%s%s dir=%s\n"
-               % (seed, nemesis, nodes, secs, clients, bug or "none", cl.net.name,
-                  " (%s)" % lay.describe() if lay else "", cl.dir))
+    nlog.write("seed=%d nemesis=%s nodes=%d secs=%g clients=%d workload=%s bug=%s net=%s%s "
+               "dir=%s\n" % (seed, nemesis, nodes, secs, clients, workload, bug or "none",
+                             cl.net.name, " (%s)" % lay.describe() if lay else "", cl.dir))
     nem = None
-    run = None
-    threads = []
+    wl = wcls(cl, seed, hist, clients)
+    started = False
     codes = {}
     try:
         left = cl.net.leftovers()
@@ -1116,11 +1203,8 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None, 
         if cl.leader(timeout=START_S) is None:
             problems.append("start: no agreed leader within %.0fs" % START_S)
             raise RuntimeError("no leader")
-        run = Run(seed, hist, now_s())
-        for i in range(clients):
-            c = Client(run, i, cl.nodes[i % nodes], random.Random(seed * 1000 + i))
-            threads.append(c)
-            c.start()
+        wl.start()
+        started = True
         nem = Nemesis(cl, seed, kinds, secs, nlog)
         nem.start()
         nem.done.wait(timeout=secs + 120)
@@ -1128,16 +1212,12 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None, 
             problems.append("nemesis did not finish")
         # a short calm phase with clients still running, then stop them
         time.sleep(2.0)
-        run.stop.set()
-        for c in threads:
-            c.join(timeout=CLIENT_TIMEOUT_S * 3)
-            if c.is_alive():
-                problems.append("client %d did not stop" % c.idx)
+        wl.stop(problems)
         nem.watch()
         if nem.error:
             problems.append(nem.error)
         if liveness(cl, hist, problems):
-            final_checks(cl, run, hist, problems)
+            wl.final(problems)
         nem.watch()
     except RuntimeError:
         pass
@@ -1163,18 +1243,10 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None, 
                                                          for c in nem.crashes)):
             problems.append("stop: node %d exited %s on SIGTERM (want 0, 'stopped cleanly')"
                             % (nid, code))
-    if run and run.unexpected:
-        problems.append("unexpected replies: %d (e.g. %s)" % (len(run.unexpected),
-                                                              run.unexpected[0]))
-    rc, verdict = check_history(hist_path)
-    with open(os.path.join(out_dir, "check.txt"), "w") as f:
-        f.write(verdict)
-    first = verdict.splitlines()[0] if verdict else "?"
-    if rc == 1:
-        key = [l for l in verdict.splitlines() if l.startswith("key ")]
-        problems.insert(0, "not-linearizable (%s)" % (key[0] if key else first))
-    elif rc != 0:
-        problems.append("checker: %s" % first)
+    odd = wl.unexpected()
+    if odd:
+        problems.append("unexpected replies: %d (e.g. %s)" % (len(odd), odd[0]))
+    wl.judge(hist_path, out_dir, problems)
     c = hist.counts
     ops = c["ok"] + c["fail"] + c["info"]
     extra = ""
@@ -1207,8 +1279,12 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None, 
             problems.append("snapshot-restore-not-exercised: nodes were killed and "
                             "restarted, none started from a snapshot")
     faults = ",".join("%s:%d" % kv for kv in sorted(nem.counts.items())) if nem else ""
-    line = ("seed=%d nemesis=%s nodes=%d secs=%g%s net=%s ops=%d ok=%d fail=%d info=%d "
-            "faults=%s%s " % (seed, nemesis, nodes, secs, " bug=" + bug if bug else "",
+    if started:
+        extra += wl.line_extra()
+    line = ("seed=%d nemesis=%s nodes=%d secs=%g%s%s net=%s ops=%d ok=%d fail=%d info=%d "
+            "faults=%s%s " % (seed, nemesis, nodes, secs,
+                              "" if workload == "register" else " workload=" + workload,
+                              " bug=" + bug if bug else "",
                               cl.net.name, ops, c["ok"], c["fail"], c["info"], faults or "-",
                               extra))
     if problems:
@@ -1225,17 +1301,8 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None, 
     else:
         line += "result=ok"
     line += " history=%s" % hist_path
-    if run:
-        def tally(outcomes):
-            t = {"ok": 0, "fail": 0, "info": 0}
-            for o in outcomes:
-                t[o] += 1
-            return "%d/%d/%d" % (t["ok"], t["fail"], t["info"])
-        nlog.write("stats (ok/fail/info): unique SETs %s, APPENDs %s, counter INCRs %s\n" % (
-            tally(run.unique.values()),
-            tally(o for d in run.tokens.values() for o in d.values()),
-            "%d/-/%d" % (sum(len(c["ok"]) for c in run.counters.values()),
-                         sum(c["info"] for c in run.counters.values()))))
+    if started:
+        nlog.write(wl.stats() + "\n")
     nlog.write(line + "\n")
     nlog.close()
     shutil.rmtree(cl.dir, ignore_errors=True)
@@ -1249,14 +1316,18 @@ def say(msg):
 def main(argv):
     ap = argparse.ArgumentParser(description="Jepsen-style fault test of real keel processes")
     ap.add_argument("--seed", type=int, default=None, help="schedule seed (printed)")
-    ap.add_argument("--nemesis", default="all",
-                    help="comma list of nemeses or groups (%s; groups: %s)"
+    ap.add_argument("--workload", default="register", choices=["register", "pipeline"],
+                    help="register: the mixed single-op clients (default); pipeline: "
+                    "pipelined APPENDs per connection, program order checked (pipeline.py)")
+    ap.add_argument("--nemesis", default=None,
+                    help="comma list of nemeses or groups (%s; groups: %s); default all, "
+                    "for the pipeline workload kill,pause,partition"
                     % (" ".join(NEMESES), " ".join(GROUPS)))
     ap.add_argument("--nodes", type=int, default=3, choices=[3, 5])
     ap.add_argument("--secs", type=float, default=30.0, help="fault phase length")
     ap.add_argument("--clients", type=int, default=None, help="default 2 per node")
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "jepsen"))
-    ap.add_argument("--bug", default=None, choices=["stale-read", "early-ack"],
+    ap.add_argument("--bug", default=None, choices=["stale-read", "early-ack", "reorder"],
                     help="start the servers with --test-bug NAME (a planted bug)")
     ap.add_argument("--snapshot-entries", type=int, default=None,
                     help="start the servers with --snapshot-entries N (snapshot runs)")
@@ -1267,6 +1338,8 @@ def main(argv):
                     help="partitions through network namespaces (root), KEEL.DEBUG DROP, "
                     "or netns when possible (default; env KEEL_JEPSEN_NET)")
     a = ap.parse_args(argv)
+    if a.nemesis is None:
+        a.nemesis = "all" if a.workload == "register" else "kill,pause,partition"
     if not os.access(KEEL, os.X_OK):
         print("jepsen: %s missing (make first)" % KEEL)
         return 2
@@ -1278,11 +1351,13 @@ def main(argv):
         # A seed must be printed and replayable; draw one from the OS
         # only when none is given, and print it first.
         a.seed = random.SystemRandom().randrange(1, 1 << 31)
-    print("jepsen: seed=%d nemesis=%s nodes=%d secs=%g net=%s (%s)"
-          % (a.seed, a.nemesis, a.nodes, a.secs, mode,
+    print("jepsen: seed=%d nemesis=%s nodes=%d secs=%g%s net=%s (%s)"
+          % (a.seed, a.nemesis, a.nodes, a.secs,
+             "" if a.workload == "register" else " workload=" + a.workload, mode,
              lay.describe() if lay else info), flush=True)
     ok, line, _ = one_run(a.seed, a.nemesis, a.nodes, a.secs, a.clients or 2 * a.nodes, a.out,
-                          bug=a.bug, lay=lay, snap_entries=a.snapshot_entries)
+                          bug=a.bug, lay=lay, snap_entries=a.snapshot_entries,
+                          workload=a.workload)
     print(line, flush=True)
     if a.expect_violation:
         return 0 if not ok else 1
