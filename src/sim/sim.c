@@ -2428,6 +2428,7 @@ static const struct mutant_name mutants[] = {
 	{"snap-no-dedup", NODE_MUTANT_SNAP_NO_DEDUP},
 	{"snap-ack-early", NODE_MUTANT_SNAP_ACK_EARLY},
 	{"no-write-timeout", NODE_MUTANT_NO_WRITE_TIMEOUT},
+	{"no-order", NODE_MUTANT_NO_ORDER},
 	{"ack-before-fsync", SIM_MUTANT_ACK_BEFORE_FSYNC},
 	{"skip-checksum", SIM_MUTANT_SKIP_CHECKSUM},
 	{"no-truncate", SIM_MUTANT_NO_TRUNCATE},
