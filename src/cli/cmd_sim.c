@@ -181,6 +181,18 @@ int cmd_sim(int argc, char **argv)
 		sum.client_timeouts += r.client_timeouts;
 		sum.timeouts_held += r.timeouts_held;
 		sum.timeouts_excused += r.timeouts_excused;
+		sum.pipes += r.pipes;
+		sum.pipe_sent += r.pipe_sent;
+		sum.pipe_ok += r.pipe_ok;
+		sum.pipe_dropped += r.pipe_dropped;
+		sum.pipe_not_leader += r.pipe_not_leader;
+		sum.pipe_unknown += r.pipe_unknown;
+		sum.pipe_lost += r.pipe_lost;
+		sum.pipe_streams += r.pipe_streams;
+		sum.pipe_timeouts += r.pipe_timeouts;
+		sum.pipe_late_drops += r.pipe_late_drops;
+		sum.pipe_uncertain_present += r.pipe_uncertain_present;
+		sum.pipe_uncertain_absent += r.pipe_uncertain_absent;
 		sum.max_hold_pm = r.max_hold_pm > sum.max_hold_pm
 					  ? r.max_hold_pm
 					  : sum.max_hold_pm;
@@ -200,7 +212,10 @@ int cmd_sim(int argc, char **argv)
 		       " installs=%" PRIu64 " restores=%" PRIu64
 		       " digests=%" PRIu64 " timeouts=%" PRIu64
 		       "(held=%" PRIu64 ",excused=%" PRIu64
-		       ") max_hold_pm=%" PRIu64 " result=%s%s%s\n",
+		       ") max_hold_pm=%" PRIu64 " pipelined=%" PRIu64
+		       "/%" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64
+		       "/%" PRIu64 " streams=%" PRIu64 " late_drops=%" PRIu64
+		       " uncertain=%" PRIu64 "/%" PRIu64 " result=%s%s%s\n",
 		       seed, r.nodes, ops, fbuf, r.params, r.steps,
 		       r.sim_ns / 1000000, r.ops_ok, r.ops_fail, r.ops_info,
 		       r.crashes, r.crashes_lost, r.partitions, r.pauses,
@@ -212,7 +227,11 @@ int cmd_sim(int argc, char **argv)
 		       r.snap_chunks_resent, r.snap_verify_failed,
 		       r.snap_installs, r.snap_restores, r.digest_checks,
 		       r.client_timeouts, r.timeouts_held, r.timeouts_excused,
-		       r.max_hold_pm, r.ok ? "ok" : "VIOLATION",
+		       r.max_hold_pm, r.pipe_sent, r.pipe_ok, r.pipe_dropped,
+		       r.pipe_not_leader, r.pipe_unknown, r.pipe_lost,
+		       r.pipe_streams, r.pipe_late_drops,
+		       r.pipe_uncertain_present, r.pipe_uncertain_absent,
+		       r.ok ? "ok" : "VIOLATION",
 		       r.ok ? "" : " ",
 		       r.ok ? "" : r.violation);
 		fflush(stdout);
@@ -262,6 +281,20 @@ int cmd_sim(int argc, char **argv)
 	       "x_timeout\n",
 	       sum.client_timeouts, sum.timeouts_held, sum.timeouts_excused,
 	       sum.max_hold_pm / 1000, sum.max_hold_pm % 1000);
+	/* Pipelined writes (program order), summed: writes sent and what
+	 * their clients were told, streams, client timeouts, drops after a
+	 * later write of the stream was acknowledged, and the writes without
+	 * a definite answer found present / absent at the end. */
+	printf("pipelined clients=%" PRIu64 " sent=%" PRIu64 " ok=%" PRIu64
+	       " dropped=%" PRIu64 " not_leader=%" PRIu64 " unknown=%" PRIu64
+	       " lost=%" PRIu64 " streams=%" PRIu64 " timeouts=%" PRIu64
+	       " late_drops=%" PRIu64 " uncertain_present=%" PRIu64
+	       " uncertain_absent=%" PRIu64 "\n",
+	       (uint64_t)sum.pipes, sum.pipe_sent, sum.pipe_ok,
+	       sum.pipe_dropped, sum.pipe_not_leader, sum.pipe_unknown,
+	       sum.pipe_lost, sum.pipe_streams, sum.pipe_timeouts,
+	       sum.pipe_late_drops, sum.pipe_uncertain_present,
+	       sum.pipe_uncertain_absent);
 	if (mutant) {
 		if (!caught)
 			printf("bug=%s NOT CAUGHT seeds=%" PRIu64 "-%" PRIu64

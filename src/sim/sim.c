@@ -41,6 +41,11 @@
 #define SIM_LIVENESS_BOUND (60 * SEC)
 #define SIM_FAULT_PERIOD (100 * MS)
 #define SIM_MAX_READS 64 /* snap_reads in flight per node */
+#define SIM_MAX_PIPES 3  /* pipelining clients per run */
+#define SIM_PIPE_DEPTH 16 /* most writes one keeps in flight */
+/* A pipelining client's cookies: this bit, its index above bit 48, a
+ * counter below (a plain client's are its index above bit 40). */
+#define SIM_PIPE_COOKIE (1ull << 63)
 
 enum ev_type {
 	EV_DELIVER = 1,
@@ -55,6 +60,10 @@ enum ev_type {
 	EV_RESTART,
 	EV_RESUME,
 	EV_CRASH,
+	EV_PIPE_REQ,     /* a pipelined write reaches its node */
+	EV_PIPE_REPLY,   /* ... its answer reaches the client */
+	EV_PIPE_TIMEOUT, /* the oldest write in flight may be overdue */
+	EV_PIPE_CONNECT, /* a pipelining client (re)connects */
 };
 
 struct sim_event {
@@ -69,6 +78,18 @@ struct sim_event {
 	void *p;       /* owned payload (frame bytes, request, reply) */
 	uint32_t len;
 	env_timer_cb cb;
+};
+
+/* A pipelined `APPEND key "<token>,"` on its way to a node: stream is
+ * the node's id for the client's connection, inc the node incarnation it
+ * was opened on (a request for an older one finds the connection gone). */
+struct sim_pipe_msg {
+	uint64_t cookie;
+	uint64_t stream;
+	uint32_t inc;
+	uint8_t key_len, val_len;
+	char key[24];
+	char val[24];
 };
 
 struct sim_req {
@@ -101,6 +122,9 @@ struct sim_node {
 	uint64_t pause_until;
 	uint32_t pauses; /* pauses begun: request-held-silently's excuse */
 	uint32_t inc;
+	/* Connection ids, restarting at every boot like the server's:
+	 * pipelining clients' stream ids. */
+	uint64_t streams;
 	struct sim_store store;
 	struct env env;
 	struct keel_rand rand; /* the node's env randomness */
@@ -160,6 +184,33 @@ struct sim_client {
 	uint64_t held_local;
 };
 
+/* A pipelining client (docs/testing.md, "Pipelined writes"): one
+ * connection at a time, to one node; up to depth writes in flight on its
+ * stream; each stream writes a key of its own, tokens 1, 2, 3, ... */
+struct sim_pipe_fl {
+	uint64_t cookie, token, deadline;
+};
+
+struct sim_pipe {
+	uint32_t idx;
+	uint32_t depth;       /* K: writes in flight at most */
+	bool connected;       /* false between a reset and the reconnect */
+	bool connecting;      /* an EV_PIPE_CONNECT is queued */
+	uint32_t node;        /* index of the node it is connected to */
+	uint32_t inc;         /* ... and that node's incarnation then */
+	uint64_t stream;
+	uint32_t key;         /* sim_order key of the stream */
+	uint32_t gen;         /* streams opened so far (key names) */
+	uint64_t next_token;  /* of the current stream */
+	uint64_t acked_top;   /* highest token of the stream acknowledged */
+	uint64_t sent;        /* writes sent in all (the budget) */
+	uint64_t seq;         /* cookie counter */
+	uint64_t last_arrival; /* requests reach the node in order (TCP) */
+	bool timeout_armed;
+	struct sim_pipe_fl fl[SIM_PIPE_DEPTH]; /* in flight, in send order */
+	uint32_t n_fl;
+};
+
 struct sim_ack {
 	uint64_t index;
 	uint64_t hash;
@@ -205,6 +256,15 @@ struct sim {
 	uint32_t n_down; /* crashed or paused */
 
 	struct sim_client clients[SIM_MAX_CLIENTS + 1]; /* last: liveness */
+	/* Pipelining clients: their own randomness (seeded after every other
+	 * stream, so those draw what they always drew), their writes' fate
+	 * (order.c), the writes each may send in all. */
+	struct keel_rand pipe_rand;
+	uint32_t n_pipes;
+	struct sim_pipe pipes[SIM_MAX_PIPES];
+	struct sim_order order;
+	uint64_t pipe_budget;
+	uint32_t pipe_busy; /* writes in flight, all pipes */
 	uint32_t next_process;
 	uint64_t ops_left;
 	uint32_t busy_clients;
@@ -827,6 +887,9 @@ static void check_all_durable(struct sim *s)
 /* ---- nodes: start, crash, pause ------------------------------------------------- */
 
 static void on_reply(void *ctx, const struct node_reply *rep);
+static void pipes_node_down(struct sim *s, struct sim_node *n);
+static bool deferred(struct sim *s, struct sim_node *n, struct sim_event *ev);
+static void pipes_pump(struct sim *s);
 
 static int start_node(struct sim *s, struct sim_node *n)
 {
@@ -844,6 +907,7 @@ static int start_node(struct sim *s, struct sim_node *n)
 	}
 	n->seen_commit = 0;
 	n->leader_term_checked = 0;
+	n->streams = 0; /* a new process numbers its connections anew */
 	sim_checker_restart(&s->chk, n->id);
 	if (node_applied(n->node)) {
 		/* Restored from a snapshot: applies resume after it. */
@@ -907,6 +971,7 @@ static void crash_node(struct sim *s, struct sim_node *n)
 	n->is_leader = false;
 	n->crash_armed = false;
 	n->inc++;
+	pipes_node_down(s, n);
 	memset(n->timers, 0, sizeof(n->timers));
 	if (n->doomed) {
 		n->doomed = false; /* the crash ends the disk fault too */
@@ -1082,6 +1147,7 @@ static void client_next(struct sim *s, struct sim_client *c)
 		digits(r, c->req.a, &c->req.a_len, 10);
 	} else {
 		s->ops_left--;
+		pipes_pump(s);
 		uint64_t p = keel_rand_below(r, 100);
 		c->req.op = p < 30   ? SIM_OP_GET
 			    : p < 50 ? SIM_OP_PUT
@@ -1221,6 +1287,30 @@ static void reply_wrong(struct sim *s, struct sim_client *c, const char *why)
 	sim_checker_fail(&s->chk, "reply", d);
 }
 
+/* An acknowledged write must stay: its index and entry are remembered
+ * (check_acks compares them with the committed log at the end). False,
+ * and a violation, when no node applied that index. */
+static bool record_ack(struct sim *s, uint64_t index)
+{
+	if (index < 1 || index > s->chk.n_applied) {
+		char d[128];
+		snprintf(d, sizeof(d),
+			 "write acknowledged at index %llu, which no node "
+			 "applied in order",
+			 (unsigned long long)index);
+		sim_checker_fail(&s->chk, "acknowledged-write-lost", d);
+		return false;
+	}
+	if (s->n_acks == s->cap_acks) {
+		s->cap_acks = s->cap_acks ? s->cap_acks * 2 : 1024;
+		s->acks = realloc(s->acks, s->cap_acks * sizeof(*s->acks));
+		KEEL_ASSERT(s->acks != NULL);
+	}
+	s->acks[s->n_acks++] =
+		(struct sim_ack){index, s->chk.applied[index - 1].hash};
+	return true;
+}
+
 static void client_reply(struct sim *s, struct sim_client *c,
 			 const struct sim_reply *rp)
 {
@@ -1263,24 +1353,10 @@ static void client_reply(struct sim *s, struct sim_client *c,
 	}
 	if (c->req.op != SIM_OP_GET) {
 		/* Remember what the acknowledged write was: it must stay. */
-		if (rp->index < 1 || rp->index > s->chk.n_applied) {
-			char d[128];
-			snprintf(d, sizeof(d),
-				 "write acknowledged at index %llu, which no "
-				 "node applied in order",
-				 (unsigned long long)rp->index);
-			sim_checker_fail(&s->chk, "acknowledged-write-lost", d);
+		if (!record_ack(s, rp->index)) {
 			client_finish(s, c, SIM_OK);
 			return;
 		}
-		if (s->n_acks == s->cap_acks) {
-			s->cap_acks = s->cap_acks ? s->cap_acks * 2 : 1024;
-			s->acks = realloc(s->acks,
-					  s->cap_acks * sizeof(*s->acks));
-			KEEL_ASSERT(s->acks != NULL);
-		}
-		s->acks[s->n_acks++] = (struct sim_ack){
-			rp->index, s->chk.applied[rp->index - 1].hash};
 		if (c->idx == s->n_clients) {
 			s->live_ok = true;
 			s->live_index = rp->index;
@@ -1356,8 +1432,9 @@ static void on_reply(void *ctx, const struct node_reply *rep)
 {
 	struct sim_node *n = ctx;
 	struct sim *s = n->sim;
+	bool pipe = rep->cookie & SIM_PIPE_COOKIE;
 	uint64_t ci = rep->cookie >> 40;
-	if (ci <= s->n_clients) {
+	if (!pipe && ci <= s->n_clients) {
 		struct sim_client *c = &s->clients[ci];
 		if (c->held_node == n->idx + 1 && c->held_cookie == rep->cookie)
 			check_hold(s, c, true);
@@ -1379,12 +1456,315 @@ static void on_reply(void *ctx, const struct node_reply *rep)
 	rp->tape_len = (uint32_t)tl;
 	if (tl)
 		memcpy(rp->tape, rep->tape, tl);
-	uint64_t d = s->lat_min + keel_rand_below(&s->client_rand,
-						  s->lat_jitter + 1);
-	push(s, (struct sim_event){.time = s->now + d,
-				   .type = EV_CLIENT_REPLY,
-				   .a = rep->cookie >> 40,
-				   .p = rp});
+	/* A pipelining client's latency comes from its own stream, so the
+	 * plain clients draw what they always drew. */
+	uint64_t d = s->lat_min +
+		     keel_rand_below(pipe ? &s->pipe_rand : &s->client_rand,
+				     s->lat_jitter + 1);
+	push(s, (struct sim_event){
+			.time = s->now + d,
+			.type = pipe ? EV_PIPE_REPLY : EV_CLIENT_REPLY,
+			.a = pipe ? (rep->cookie & ~SIM_PIPE_COOKIE) >> 48
+				  : rep->cookie >> 40,
+			.p = rp});
+}
+
+/* ---- pipelining clients ------------------------------------------------------- */
+
+/*
+ * Issue 12 §1: one connection's writes must take effect in the order they
+ * were sent, also when the client pipelines them and leaders change under
+ * them. A pipelining client keeps up to depth `APPEND key "<token>,"` in
+ * flight on one connection to one node (any node: a follower forwards),
+ * sets node_request.stream to the node's id for that connection, and
+ * sends tokens 1, 2, 3, ... on a key of the stream's own. Replies:
+ * NODE_OK acknowledged; NODE_DROPPED and NODE_NOT_LEADER not executed;
+ * NODE_UNKNOWN indeterminate. A token is never sent twice: a write that
+ * was not executed is simply not there, and the next write carries the
+ * next token. The client gives up on a connection (every write still in
+ * flight becomes indeterminate) when a write times out, when its node
+ * crashes (connection reset), after some NOT_LEADER answers and now and
+ * then for no reason; it then connects again, to the hinted or a random
+ * node, and opens a new stream and key. The writes they send in all grow
+ * with the plain clients' progress (pipe_budget over the run), in bursts
+ * that fill the window, so pipelines are in flight all through the fault
+ * phase. sim_check_order (order.c) judges every key at the end.
+ */
+
+static void pipe_arm_timeout(struct sim *s, struct sim_pipe *p)
+{
+	if (p->timeout_armed || !p->n_fl)
+		return;
+	p->timeout_armed = true;
+	push(s, (struct sim_event){.time = p->fl[0].deadline,
+				   .type = EV_PIPE_TIMEOUT,
+				   .a = p->idx});
+}
+
+static void pipe_send(struct sim *s, struct sim_pipe *p)
+{
+	KEEL_ASSERT(p->connected && p->n_fl < p->depth);
+	uint64_t token = p->next_token++;
+	int rv = sim_order_sent(&s->order, p->key, token);
+	KEEL_ASSERT(rv == 0);
+	struct sim_pipe_msg *m = malloc(sizeof(*m));
+	KEEL_ASSERT(m != NULL);
+	memset(m, 0, sizeof(*m));
+	m->cookie = SIM_PIPE_COOKIE | ((uint64_t)p->idx << 48) | ++p->seq;
+	m->stream = p->stream;
+	m->inc = p->inc;
+	m->key_len = (uint8_t)snprintf(m->key, sizeof(m->key), "%s",
+				       s->order.keys[p->key].name);
+	m->val_len = (uint8_t)snprintf(m->val, sizeof(m->val), "%llu,",
+				       (unsigned long long)token);
+	p->fl[p->n_fl++] = (struct sim_pipe_fl){
+		m->cookie, token, s->now + s->client_timeout};
+	p->sent++;
+	s->pipe_busy++;
+	s->res->pipe_sent++;
+	/* One connection is one TCP stream: requests reach the node in the
+	 * order sent. */
+	uint64_t at = s->now + s->lat_min +
+		      keel_rand_below(&s->pipe_rand, s->lat_jitter + 1);
+	at = KEEL_MAX(at, p->last_arrival);
+	p->last_arrival = at;
+	if (tracing(s))
+		trace(s, "pipe %u send node %u stream %llu %s token %llu "
+			 "inflight=%u",
+		      p->idx, p->node + 1, (unsigned long long)p->stream,
+		      m->key, (unsigned long long)token, p->n_fl);
+	push(s, (struct sim_event){.time = at,
+				   .type = EV_PIPE_REQ,
+				   .node = (uint8_t)p->node,
+				   .p = m});
+	pipe_arm_timeout(s, p);
+}
+
+/* Sends what the pipe may: nothing once the plain clients are done; else
+ * as many writes as fill its window, when its allowance (its share of the
+ * budget, in proportion to the plain operations started) covers them all. */
+static void pipe_pump(struct sim *s, struct sim_pipe *p)
+{
+	if (!p->connected || s->liveness || s->ops_left == 0 || !s->opt.ops)
+		return;
+	uint64_t started = s->opt.ops - s->ops_left;
+	uint64_t allow = s->pipe_budget * started / s->opt.ops;
+	uint32_t room = p->depth - p->n_fl;
+	if (!room || allow < p->sent + room)
+		return;
+	while (room--)
+		pipe_send(s, p);
+}
+
+static void pipes_pump(struct sim *s)
+{
+	for (uint32_t i = 0; i < s->n_pipes; i++)
+		pipe_pump(s, &s->pipes[i]);
+}
+
+/* (Re)connects after a short while (a handshake, a client's back-off):
+ * to node id `to`, or to a random node when 0. */
+static void pipe_schedule_connect(struct sim *s, struct sim_pipe *p, raft_id to)
+{
+	if (p->connecting)
+		return;
+	p->connecting = true;
+	uint32_t idx = to >= 1 && to <= s->n_nodes
+			       ? (uint32_t)(to - 1)
+			       : (uint32_t)keel_rand_below(&s->pipe_rand,
+							   s->n_nodes);
+	push(s, (struct sim_event){
+			.time = s->now + rnd_range(&s->pipe_rand, 100 * US,
+						   5 * MS),
+			.type = EV_PIPE_CONNECT,
+			.node = (uint8_t)idx,
+			.a = p->idx});
+}
+
+/* The client gives up on its connection: what is still in flight may or
+ * may not take effect (it stays in flight at the node, or in the log). */
+static void pipe_reset(struct sim *s, struct sim_pipe *p, const char *why,
+		       raft_id to)
+{
+	for (uint32_t i = 0; i < p->n_fl; i++)
+		sim_order_answer(&s->order, p->key, p->fl[i].token,
+				 SIM_TOK_LOST, 0);
+	s->res->pipe_lost += p->n_fl;
+	s->pipe_busy -= p->n_fl;
+	if (tracing(s))
+		trace(s, "pipe %u reset %s stream %llu %s lost=%u", p->idx, why,
+		      (unsigned long long)p->stream,
+		      s->order.keys[p->key].name, p->n_fl);
+	p->n_fl = 0;
+	p->connected = false;
+	pipe_schedule_connect(s, p, to);
+}
+
+/* A node crashed: its connections are reset. */
+static void pipes_node_down(struct sim *s, struct sim_node *n)
+{
+	for (uint32_t i = 0; i < s->n_pipes; i++) {
+		struct sim_pipe *p = &s->pipes[i];
+		if (p->connected && p->node == n->idx)
+			pipe_reset(s, p, "connection-reset", 0);
+	}
+}
+
+static void pipe_connect(struct sim *s, struct sim_pipe *p, struct sim_node *n)
+{
+	p->connecting = false;
+	if (p->connected || s->liveness || s->ops_left == 0)
+		return; /* done: the fault phase is ending */
+	if (!n->node) {
+		/* Connection refused: try another node. */
+		if (tracing(s))
+			trace(s, "pipe %u connect node %u refused", p->idx,
+			      n->idx + 1);
+		pipe_schedule_connect(s, p, 0);
+		return;
+	}
+	p->node = n->idx;
+	p->inc = n->inc;
+	p->stream = ++n->streams;
+	p->gen++;
+	char name[24];
+	snprintf(name, sizeof(name), "p%u.%u", p->idx, p->gen);
+	int k = sim_order_key(&s->order, name, n->id, p->stream);
+	KEEL_ASSERT(k >= 0);
+	p->key = (uint32_t)k;
+	p->next_token = 1;
+	p->acked_top = 0;
+	p->connected = true;
+	p->last_arrival = s->now;
+	s->res->pipe_streams++;
+	if (tracing(s))
+		trace(s, "pipe %u connect node %u stream %llu key %s depth %u",
+		      p->idx, n->idx + 1, (unsigned long long)p->stream, name,
+		      p->depth);
+	pipe_pump(s, p);
+}
+
+static void pipe_request(struct sim *s, struct sim_node *n,
+			 struct sim_event *ev)
+{
+	struct sim_pipe_msg *m = ev->p;
+	if (!n->node || n->inc != m->inc) {
+		/* The connection is gone with the node: refused, not run. */
+		struct node_reply rep = {.cookie = m->cookie,
+					 .status = NODE_NOT_LEADER};
+		on_reply(n, &rep);
+		free(m);
+		return;
+	}
+	if (deferred(s, n, ev))
+		return;
+	const uint8_t *argv[3] = {(const uint8_t *)"APPEND",
+				  (const uint8_t *)m->key,
+				  (const uint8_t *)m->val};
+	size_t lens[3] = {6, m->key_len, m->val_len};
+	struct node_request req = {.cookie = m->cookie,
+				   .stream = m->stream,
+				   .argc = 3,
+				   .argv = argv,
+				   .lens = lens};
+	if (tracing(s))
+		trace(s, "request node %u pipe %llu stream %llu APPEND %s %s",
+		      n->idx + 1,
+		      (unsigned long long)((m->cookie & ~SIM_PIPE_COOKIE) >> 48),
+		      (unsigned long long)m->stream, m->key, m->val);
+	int rv = node_request(n->node, &req);
+	KEEL_ASSERT(rv == 0);
+	free(m);
+	check_node(s, n);
+}
+
+static void pipe_reply(struct sim *s, struct sim_pipe *p,
+		       const struct sim_reply *rp)
+{
+	uint32_t i = 0;
+	while (i < p->n_fl && p->fl[i].cookie != rp->cookie)
+		i++;
+	if (i == p->n_fl)
+		return; /* for a connection the client gave up */
+	uint64_t token = p->fl[i].token;
+	memmove(&p->fl[i], &p->fl[i + 1], (p->n_fl - i - 1) * sizeof(p->fl[0]));
+	p->n_fl--;
+	s->pipe_busy--;
+	if (tracing(s))
+		trace(s, "pipe %u reply %s token %llu idx=%llu", p->idx,
+		      node_status_name(rp->status), (unsigned long long)token,
+		      (unsigned long long)rp->index);
+	struct reply_collect rc = {0};
+	switch (rp->status) {
+	case NODE_OK:
+		if (kv_tape_play(rp->tape, rp->tape_len, &collect_ops, &rc) ||
+		    rc.kind != 'i' || rc.num < 0) {
+			char d[96];
+			snprintf(d, sizeof(d), "pipe %u APPEND %s token %llu: "
+				 "not an integer", p->idx,
+				 s->order.keys[p->key].name,
+				 (unsigned long long)token);
+			sim_checker_fail(&s->chk, "reply", d);
+			return;
+		}
+		if (!record_ack(s, rp->index))
+			return;
+		sim_order_answer(&s->order, p->key, token, SIM_TOK_OK,
+				 (uint64_t)rc.num);
+		s->res->pipe_ok++;
+		p->acked_top = KEEL_MAX(p->acked_top, token);
+		/* Now and then the client reconnects for no reason of the
+		 * store's (a pool recycling connections). */
+		if (keel_rand_below(&s->pipe_rand, 256) == 0) {
+			pipe_reset(s, p, "reconnect", 0);
+			return;
+		}
+		break;
+	case NODE_DROPPED:
+		sim_order_answer(&s->order, p->key, token, SIM_TOK_DROPPED, 0);
+		s->res->pipe_dropped++;
+		/* A later write of the stream already took effect: most
+		 * likely refused to keep the order. */
+		if (token < p->acked_top)
+			s->res->pipe_late_drops++;
+		break;
+	case NODE_NOT_LEADER:
+		sim_order_answer(&s->order, p->key, token, SIM_TOK_NOT_LEADER,
+				 0);
+		s->res->pipe_not_leader++;
+		/* Half the time the client moves to the hint (or anywhere):
+		 * a new connection, a new stream. */
+		if (keel_rand_below(&s->pipe_rand, 2)) {
+			pipe_reset(s, p, "not-leader", rp->hint);
+			return;
+		}
+		break;
+	case NODE_UNKNOWN:
+		sim_order_answer(&s->order, p->key, token, SIM_TOK_UNKNOWN, 0);
+		s->res->pipe_unknown++;
+		break;
+	default: {
+		char d[64];
+		snprintf(d, sizeof(d), "pipe %u: unknown status %d", p->idx,
+			 rp->status);
+		sim_checker_fail(&s->chk, "reply", d);
+		return;
+	}
+	}
+	pipe_pump(s, p);
+}
+
+static void pipe_timeout(struct sim *s, struct sim_pipe *p)
+{
+	p->timeout_armed = false;
+	if (!p->n_fl)
+		return;
+	if (p->fl[0].deadline > s->now) { /* armed for an earlier write */
+		pipe_arm_timeout(s, p);
+		return;
+	}
+	s->res->pipe_timeouts++;
+	pipe_reset(s, p, "timeout", 0);
 }
 
 /* ---- faults ---------------------------------------------------------------------- */
@@ -1845,6 +2225,19 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 		client_next(s, c);
 		return;
 	}
+	case EV_PIPE_REQ:
+		pipe_request(s, n, ev);
+		return;
+	case EV_PIPE_REPLY:
+		pipe_reply(s, &s->pipes[ev->a], ev->p);
+		free(ev->p);
+		return;
+	case EV_PIPE_TIMEOUT:
+		pipe_timeout(s, &s->pipes[ev->a]);
+		return;
+	case EV_PIPE_CONNECT:
+		pipe_connect(s, &s->pipes[ev->a], n);
+		return;
 	case EV_FAULT:
 		fault_tick(s);
 		return;
@@ -1894,7 +2287,8 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 static void free_event(struct sim_event *ev)
 {
 	if (ev->type == EV_DELIVER || ev->type == EV_CLIENT_REQ ||
-	    ev->type == EV_CLIENT_REPLY)
+	    ev->type == EV_CLIENT_REPLY || ev->type == EV_PIPE_REQ ||
+	    ev->type == EV_PIPE_REPLY)
 		free(ev->p);
 }
 
@@ -1924,7 +2318,7 @@ static bool run_until(struct sim *s, bool (*done)(struct sim *), uint64_t bound)
 
 static bool fault_phase_done(struct sim *s)
 {
-	return s->ops_left == 0 && s->busy_clients == 0;
+	return s->ops_left == 0 && s->busy_clients == 0 && s->pipe_busy == 0;
 }
 
 static bool converged(struct sim *s)
@@ -2034,6 +2428,7 @@ static const struct mutant_name mutants[] = {
 	{"snap-no-dedup", NODE_MUTANT_SNAP_NO_DEDUP},
 	{"snap-ack-early", NODE_MUTANT_SNAP_ACK_EARLY},
 	{"no-write-timeout", NODE_MUTANT_NO_WRITE_TIMEOUT},
+	{"no-order", NODE_MUTANT_NO_ORDER},
 	{"ack-before-fsync", SIM_MUTANT_ACK_BEFORE_FSYNC},
 	{"skip-checksum", SIM_MUTANT_SKIP_CHECKSUM},
 	{"no-truncate", SIM_MUTANT_NO_TRUNCATE},
@@ -2376,6 +2771,27 @@ static void cut_window(struct sim *s, struct sim_node *n, bool last)
 	}
 }
 
+/* Program order (order.c), once everything converged: every stream's key
+ * as the node holds it. */
+static void check_order(struct sim *s, struct sim_node *n)
+{
+	const struct kv *kv = node_kv(n->node);
+	for (uint32_t k = 0; k < s->order.n && !s->chk.violated; k++) {
+		const char *name = s->order.keys[k].name;
+		const uint8_t *val = NULL;
+		size_t vl = 0;
+		bool found = kv_get(kv, (const uint8_t *)name, strlen(name), 0,
+				    &val, &vl, NULL);
+		sim_check_order(&s->chk, &s->order, k, s->opt.seed, found, val,
+				vl);
+	}
+	s->res->pipe_uncertain_present = s->order.uncertain_present;
+	s->res->pipe_uncertain_absent = s->order.uncertain_absent;
+	if (tracing(s))
+		trace(s, "program order checked: %u streams, %s", s->order.n,
+		      s->chk.violated ? s->chk.what : "ok");
+}
+
 static void maybe_cut(struct sim *s)
 {
 	if (!s->barrier || s->busy_clients > 0)
@@ -2412,6 +2828,7 @@ static void sim_close(struct sim *s)
 		free_event(&s->heap[i]);
 	free(s->heap);
 	free(s->acks);
+	sim_order_close(&s->order);
 	sim_checker_close(&s->chk);
 	sim_history_close(&s->hist);
 }
@@ -2444,6 +2861,7 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 		return rv;
 	}
 	sim_history_init(&s->hist);
+	sim_order_init(&s->order);
 	s->window_ops = 2000;
 
 	struct node_config *c = &s->ncfg;
@@ -2503,6 +2921,29 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 		cl->idx = i;
 		cl->process = s->next_process++;
 	}
+	/* Pipelining clients: drawn from a stream of their own, seeded after
+	 * all the others. Together they may send about as many writes as
+	 * half the operations the plain clients run. */
+	keel_rand_seed(&s->pipe_rand, keel_rand_next(&master));
+	s->n_pipes = (uint32_t)rnd_range(&s->pipe_rand, 1, SIM_MAX_PIPES);
+	s->pipe_budget = o->ops / 2 / s->n_pipes + 1;
+	r->pipes = s->n_pipes;
+	{
+		size_t pl = strlen(r->params);
+		int k = snprintf(r->params + pl, sizeof(r->params) - pl,
+				 " pipes=%u depth=", s->n_pipes);
+		for (uint32_t i = 0; i < s->n_pipes; i++) {
+			struct sim_pipe *p = &s->pipes[i];
+			p->idx = i;
+			p->depth = (uint32_t)rnd_range(&s->pipe_rand, 2,
+						       SIM_PIPE_DEPTH);
+			if (k > 0 && pl + (size_t)k < sizeof(r->params))
+				k += snprintf(r->params + pl + k,
+					      sizeof(r->params) - pl - (size_t)k,
+					      "%s%u", i ? "," : "", p->depth);
+			pipe_schedule_connect(s, p, 0);
+		}
+	}
 	s->ops_left = o->ops;
 	for (uint32_t i = 0; i < s->n_clients; i++)
 		push(s, (struct sim_event){
@@ -2534,6 +2975,7 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 		for (uint32_t i = 0; i < s->n_nodes && !up->node; i++)
 			up = &s->nodes[i];
 		cut_window(s, up, true);
+		check_order(s, up);
 	} else if (o->history) {
 		sim_history_write_jsonl(&s->hist, history_line, s);
 	}

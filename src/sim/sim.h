@@ -90,6 +90,18 @@ struct sim_result {
 	 * answer or a timeout) in thousandths of the request timeout. */
 	uint64_t client_timeouts, timeouts_held, timeouts_excused;
 	uint64_t max_hold_pm;
+	/* Pipelined writes (docs/testing.md): pipelining clients; writes
+	 * sent and what the clients were told (acknowledged, dropped,
+	 * not-leader, unknown, lost: no answer before a timeout or a
+	 * connection reset); streams opened; client timeouts; drops of a
+	 * write after a later write of its stream was acknowledged (order
+	 * refusals, most likely); writes without a definite answer found
+	 * present / absent at the end. */
+	uint32_t pipes;
+	uint64_t pipe_sent, pipe_ok, pipe_dropped, pipe_not_leader;
+	uint64_t pipe_unknown, pipe_lost;
+	uint64_t pipe_streams, pipe_timeouts, pipe_late_drops;
+	uint64_t pipe_uncertain_present, pipe_uncertain_absent;
 };
 
 /* Runs one seed. Returns 0 (r->ok says whether every check passed) or an

@@ -310,6 +310,69 @@ bool sim_check_hold(struct sim_checker *c, const struct sim_hold *h);
 void sim_checker_fail(struct sim_checker *c, const char *check,
 		      const char *detail);
 
+/* ---- program order of pipelined clients (order.c) ------------------------- */
+
+/* A pipelining client (sim.c) keeps several `APPEND <key> "<token>,"` in
+ * flight on one stream (node_request.stream); each stream has a key of its
+ * own and sends tokens 1, 2, 3, ... in order. What the client learned of
+ * each token: */
+enum sim_tok_state {
+	SIM_TOK_SENT = 0,   /* in flight: no answer yet (may be present) */
+	SIM_TOK_OK,         /* NODE_OK: must be present, once, in order */
+	SIM_TOK_DROPPED,    /* NODE_DROPPED: not executed, must be absent */
+	SIM_TOK_NOT_LEADER, /* NODE_NOT_LEADER or refused: must be absent */
+	SIM_TOK_UNKNOWN,    /* NODE_UNKNOWN: may be present */
+	SIM_TOK_LOST,       /* no answer: client timeout or connection reset */
+	SIM_TOK_STATES,
+};
+/* "sent", "ok", "dropped", "not-leader", "unknown", "lost". */
+const char *sim_tok_state_name(int state);
+
+struct sim_order_tok {
+	uint64_t token;
+	uint64_t len; /* SIM_TOK_OK: APPEND's reply, the value's length then */
+	uint8_t state; /* enum sim_tok_state */
+};
+
+struct sim_order_key {
+	char name[24];
+	raft_id node;   /* the node the stream was opened on */
+	uint64_t stream;
+	struct sim_order_tok *tok; /* tokens in the order sent (increasing) */
+	uint32_t n, cap;
+};
+
+struct sim_order {
+	struct sim_order_key *keys;
+	uint32_t n, cap;
+	/* Filled by sim_check_order: tokens without a definite answer found
+	 * present / absent in the final values. */
+	uint64_t uncertain_present, uncertain_absent;
+};
+
+void sim_order_init(struct sim_order *o);
+void sim_order_close(struct sim_order *o);
+/* A new stream's key: its index (>= 0), or KEEL_ERR_NOMEM. */
+int sim_order_key(struct sim_order *o, const char *name, raft_id node,
+		  uint64_t stream);
+/* Records token as sent on key (SIM_TOK_SENT). Tokens must grow:
+ * KEEL_ERR_INVAL otherwise; KEEL_ERR_NOMEM. */
+int sim_order_sent(struct sim_order *o, uint32_t key, uint64_t token);
+/* What the client learned of a sent token (len: SIM_TOK_OK's reply).
+ * False when the token was never sent on key. */
+bool sim_order_answer(struct sim_order *o, uint32_t key, uint64_t token,
+		      int state, uint64_t len);
+/* Program order (docs/testing.md): key's final value (found false: no
+ * such key) must be its tokens "t," in strictly increasing order, each at
+ * most once, every SIM_TOK_OK token present (and ending exactly at the
+ * length its APPEND reply gave), no SIM_TOK_DROPPED or NOT_LEADER token
+ * present, nothing that was never sent. On a violation it records, naming
+ * the seed, the key and an excerpt of the value: pipe-order, pipe-duplicate,
+ * pipe-ack-lost, pipe-not-executed-present, pipe-reply-mismatch or
+ * pipe-garbage. */
+bool sim_check_order(struct sim_checker *c, struct sim_order *o, uint32_t key,
+		     uint64_t seed, bool found, const uint8_t *val, size_t len);
+
 /* ---- history (history.c) --------------------------------------------------- */
 
 /* The clients' operations (the history's "f"), each one Redis command:

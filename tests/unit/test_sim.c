@@ -15,6 +15,13 @@
  *     entry, a committed entry durable on a minority, a request a node
  *     held past 1.2 x its request timeout);
  *   - the history checker catches a stale read;
+ *   - the program-order checker (order.c) accepts a stream in order with
+ *     indeterminate writes present or absent, and catches a reordered
+ *     pair, a duplicate, a missing acknowledged write, a reply length
+ *     that does not match, a not-executed write that is present and a
+ *     value that is not a token list;
+ *   - the pipelining clients' requests reach their node in the order sent,
+ *     several in flight; a short sweep keeps every stream in order;
  *   - the same seed gives byte-identical traces; another seed does not;
  *   - small runs with every fault are ok (under ASan/UBSan here).
  */
@@ -495,6 +502,185 @@ TEST(history_checker_catches_a_stale_read)
 	sim_history_close(&h);
 }
 
+/* ---- program order of pipelined streams (order.c) ------------------------------ */
+
+/* One stream on key p0.1 with tokens 1..n sent; states[i] is what the
+ * client learned of token i + 1 (an OK token's length is where it ends in
+ * the full list "1,2,...,": the caller passes the value it expects). */
+static void order_stream(struct sim_order *o, const int *states, uint32_t n,
+			const char *acked_value)
+{
+	sim_order_init(o);
+	KEEL_ASSERT(sim_order_key(o, "p0.1", 2, 5) == 0);
+	for (uint32_t i = 0; i < n; i++)
+		KEEL_ASSERT(sim_order_sent(o, 0, i + 1) == 0);
+	/* An OK token's APPEND reply: the length of acked_value up to and
+	 * including that token's comma. */
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t len = 0;
+		if (states[i] == SIM_TOK_OK) {
+			char want[16];
+			snprintf(want, sizeof(want), "%u,", i + 1);
+			const char *at = acked_value;
+			/* Find the token as a whole item. */
+			for (;;) {
+				const char *f = strstr(at, want);
+				KEEL_ASSERT(f != NULL);
+				if (f == acked_value || f[-1] == ',') {
+					len = (uint64_t)(f - acked_value) +
+					      strlen(want);
+					break;
+				}
+				at = f + 1;
+			}
+		}
+		KEEL_ASSERT(sim_order_answer(o, 0, i + 1, states[i], len));
+	}
+}
+
+/* Runs the check of key 0 on value (NULL: no such key); whether it held. */
+static bool order_judge(struct sim_checker *c, struct sim_order *o,
+			const char *value)
+{
+	KEEL_ASSERT(sim_checker_init(c, 3) == 0);
+	c->step = 99;
+	return sim_check_order(c, o, 0, 7, value != NULL,
+			       (const uint8_t *)value, value ? strlen(value) : 0);
+}
+
+enum { OK = SIM_TOK_OK, DR = SIM_TOK_DROPPED, NL = SIM_TOK_NOT_LEADER,
+       UN = SIM_TOK_UNKNOWN, LO = SIM_TOK_LOST, SE = SIM_TOK_SENT };
+
+TEST(order_checker_accepts_a_stream_in_order)
+{
+	struct sim_order o;
+	struct sim_checker c;
+	/* 3 dropped, 5 unknown and absent, 4 unknown and present, 8 lost and
+	 * present, 9 still in flight and absent, 10 not-leader. */
+	static const int st[] = {OK, OK, DR, UN, UN, OK, OK, LO, SE, NL};
+	const char *v = "1,2,4,6,7,8,";
+	order_stream(&o, st, 10, v);
+	EXPECT(order_judge(&c, &o, v));
+	EXPECT(!c.violated);
+	EXPECT(o.uncertain_present == 2 && o.uncertain_absent == 2);
+	sim_checker_close(&c);
+	/* Nothing acknowledged: an absent key is fine. */
+	o.uncertain_present = o.uncertain_absent = 0;
+	for (uint32_t i = 0; i < 10; i++)
+		if (o.keys[0].tok[i].state == OK)
+			o.keys[0].tok[i].state = UN;
+	EXPECT(order_judge(&c, &o, NULL));
+	EXPECT(!c.violated);
+	sim_checker_close(&c);
+	/* Tokens must be sent growing. */
+	EXPECT(sim_order_sent(&o, 0, 10) == KEEL_ERR_INVAL);
+	EXPECT(!sim_order_answer(&o, 0, 11, OK, 0));
+	sim_order_close(&o);
+}
+
+TEST(order_checker_catches_a_reordered_pair)
+{
+	struct sim_order o;
+	struct sim_checker c;
+	static const int st[] = {OK, OK, OK, OK, OK, OK, OK, OK, OK};
+	/* Issue 12's shape: the batch's last write before the ones before it. */
+	const char *v = "1,2,3,4,9,5,6,7,8,";
+	order_stream(&o, st, 9, v);
+	EXPECT(!order_judge(&c, &o, v));
+	fprintf(stderr, "  %s\n", c.what);
+	EXPECT(strstr(c.what, "pipe-order at step 99") != NULL);
+	EXPECT(strstr(c.what, "seed 7 key p0.1 (stream 5 on node 2, 9 tokens") != NULL);
+	EXPECT(strstr(c.what, "token 5 (ok) applied after token 9 (ok)") != NULL);
+	EXPECT(strstr(c.what, "...,3,4,9,[5],6,7,8") != NULL);
+	sim_checker_close(&c);
+	sim_order_close(&o);
+	/* An indeterminate write may be missing, but never out of place. */
+	static const int st2[] = {UN, OK, OK};
+	order_stream(&o, st2, 3, "2,3,");
+	EXPECT(order_judge(&c, &o, "2,3,"));
+	sim_checker_close(&c);
+	EXPECT(!order_judge(&c, &o, "2,1,3,"));
+	EXPECT(strstr(c.what, "pipe-order") != NULL);
+	EXPECT(strstr(c.what, "token 1 (unknown) applied after token 2 (ok)") != NULL);
+	sim_checker_close(&c);
+	sim_order_close(&o);
+}
+
+TEST(order_checker_catches_a_duplicate)
+{
+	struct sim_order o;
+	struct sim_checker c;
+	static const int st[] = {OK, UN, OK};
+	order_stream(&o, st, 3, "1,2,3,");
+	/* An indeterminate write applied twice (a retransmission run again). */
+	EXPECT(!order_judge(&c, &o, "1,2,2,3,"));
+	fprintf(stderr, "  %s\n", c.what);
+	EXPECT(strstr(c.what, "pipe-duplicate") != NULL);
+	EXPECT(strstr(c.what, "token 2 (unknown) applied twice: 1,2,[2],3") != NULL);
+	sim_checker_close(&c);
+	sim_order_close(&o);
+}
+
+TEST(order_checker_catches_a_missing_ack)
+{
+	struct sim_order o;
+	struct sim_checker c;
+	static const int st[] = {OK, OK, OK, OK};
+	order_stream(&o, st, 4, "1,2,3,4,");
+	EXPECT(!order_judge(&c, &o, "1,3,4,"));
+	fprintf(stderr, "  %s\n", c.what);
+	EXPECT(strstr(c.what, "pipe-ack-lost") != NULL);
+	EXPECT(strstr(c.what, "token 2 was acknowledged (length 4) but is "
+			      "missing: 1,[missing 2],3,4") != NULL);
+	sim_checker_close(&c);
+	/* No key at all. */
+	EXPECT(!order_judge(&c, &o, NULL));
+	EXPECT(strstr(c.what, "pipe-ack-lost") != NULL);
+	EXPECT(strstr(c.what, "(no such key)") != NULL);
+	sim_checker_close(&c);
+	sim_order_close(&o);
+	/* Present, but the reply told another length: it ran elsewhere in
+	 * the stream than the client was told. */
+	static const int st2[] = {UN, OK};
+	order_stream(&o, st2, 2, "2,");
+	EXPECT(!order_judge(&c, &o, "1,2,"));
+	EXPECT(strstr(c.what, "pipe-reply-mismatch") != NULL);
+	EXPECT(strstr(c.what, "token 2 was acknowledged with length 2 but ends "
+			      "at byte 4") != NULL);
+	sim_checker_close(&c);
+	sim_order_close(&o);
+}
+
+TEST(order_checker_catches_a_write_that_was_not_executed)
+{
+	struct sim_order o;
+	struct sim_checker c;
+	static const int st[] = {OK, DR, OK};
+	order_stream(&o, st, 3, "1,3,");
+	EXPECT(!order_judge(&c, &o, "1,2,3,"));
+	fprintf(stderr, "  %s\n", c.what);
+	EXPECT(strstr(c.what, "pipe-not-executed-present") != NULL);
+	EXPECT(strstr(c.what, "token 2 was answered DROPPED") != NULL);
+	sim_checker_close(&c);
+	o.keys[0].tok[1].state = NL;
+	EXPECT(!order_judge(&c, &o, "1,2,3,"));
+	EXPECT(strstr(c.what, "token 2 was answered NOT_LEADER") != NULL);
+	sim_checker_close(&c);
+	/* Something never sent, or not a token list at all. */
+	EXPECT(!order_judge(&c, &o, "1,3,17,"));
+	EXPECT(strstr(c.what, "pipe-garbage") != NULL);
+	EXPECT(strstr(c.what, "token 17 was never sent") != NULL);
+	sim_checker_close(&c);
+	EXPECT(!order_judge(&c, &o, "1,3x,"));
+	EXPECT(strstr(c.what, "pipe-garbage") != NULL);
+	EXPECT(strstr(c.what, "at byte 3") != NULL);
+	sim_checker_close(&c);
+	EXPECT(!order_judge(&c, &o, "1,3"));
+	EXPECT(strstr(c.what, "pipe-garbage") != NULL);
+	sim_checker_close(&c);
+	sim_order_close(&o);
+}
+
 /* ---- whole runs ------------------------------------------------------------------ */
 
 struct trace_buf {
@@ -544,6 +730,8 @@ TEST(same_seed_gives_byte_identical_traces)
 	run_traced(seed, &b, &rb);
 	run_traced(seed + 1, &c, &rc);
 	EXPECT(a.lines > 1000);
+	/* The pipelining clients are part of what must replay. */
+	EXPECT(strstr(a.p, " pipe 0 send node ") != NULL);
 	EXPECT(a.n == b.n);
 	EXPECT(a.n == b.n && !memcmp(a.p, b.p, a.n));
 	EXPECT(ra.steps == rb.steps && ra.ops_ok == rb.ops_ok);
@@ -580,6 +768,96 @@ TEST(small_runs_with_every_fault_are_ok)
 		/* Clients send to any node: followers forward. */
 		EXPECT(r.forwarded > 0);
 	}
+}
+
+/* The pipelining clients' own promise, which pipe-order relies on: one
+ * connection's requests reach node_request in the order sent (TCP), and
+ * they really are pipelined (several in flight) and forwarded. */
+TEST(pipelined_requests_reach_their_node_in_order)
+{
+	struct trace_buf t;
+	struct sim_result r;
+	uint64_t seed = test_seed(5);
+	run_traced(seed, &t, &r);
+	ASSERT(t.p != NULL);
+	char keys[64][24];
+	unsigned long long last[64];
+	uint32_t n_keys = 0, requests = 0, deep = 0;
+	for (char *line = t.p; line && *line;) {
+		char *nl = strchr(line, '\n');
+		if (nl)
+			*nl = 0;
+		const char *q = strstr(line, " APPEND p");
+		unsigned node, pipe;
+		unsigned long long stream, token;
+		char key[24];
+		if (q && strstr(line, " request node ") &&
+		    sscanf(strstr(line, " request node "),
+			   " request node %u pipe %u stream %llu APPEND %23s "
+			   "%llu,",
+			   &node, &pipe, &stream, key, &token) == 5) {
+			requests++;
+			uint32_t k = 0;
+			while (k < n_keys && strcmp(keys[k], key))
+				k++;
+			if (k == n_keys && n_keys < 64) {
+				snprintf(keys[n_keys], sizeof(keys[0]), "%s", key);
+				last[n_keys++] = 0;
+			}
+			if (k < n_keys) {
+				if (token <= last[k])
+					fprintf(stderr, "  %s: %llu after %llu\n",
+						key, token, last[k]);
+				EXPECT(token > last[k]);
+				last[k] = token;
+			}
+		}
+		const char *f = strstr(line, " inflight=");
+		if (f && strstr(line, " pipe ") && atoi(f + 10) >= 2)
+			deep++;
+		line = nl ? nl + 1 : NULL;
+	}
+	fprintf(stderr, "  seed %llu: %u pipelined requests on %u streams, %u "
+			"sent with others in flight; %s\n",
+		(unsigned long long)seed, requests, n_keys, deep,
+		r.ok ? "ok" : r.violation);
+	EXPECT(requests > 30);
+	EXPECT(n_keys >= 1 && r.pipe_streams >= n_keys);
+	EXPECT(deep > requests / 4);
+	EXPECT(r.pipe_sent >= requests);
+	free(t.p);
+}
+
+/* A short sweep with the pipelining clients under every fault: every run
+ * keeps its streams in order, and the workload does what it claims
+ * (acknowledged writes, reconnects to new streams). */
+TEST(pipelined_runs_keep_program_order)
+{
+	uint64_t seed = test_seed(1);
+	struct sim_result sum;
+	memset(&sum, 0, sizeof(sum));
+	for (uint64_t k = 0; k < 8; k++) {
+		struct sim_options o = {.seed = seed + k,
+					.ops = 400,
+					.faults = SIM_FAULTS_ALL};
+		struct sim_result r;
+		ASSERT(run_ok(&o, &r));
+		EXPECT(r.pipes >= 1 && r.pipes <= 3);
+		EXPECT(strstr(r.params, " pipes=") != NULL);
+		EXPECT(r.pipe_sent == r.pipe_ok + r.pipe_dropped +
+					     r.pipe_not_leader +
+					     r.pipe_unknown + r.pipe_lost);
+		sum.pipe_sent += r.pipe_sent;
+		sum.pipe_ok += r.pipe_ok;
+		sum.pipe_streams += r.pipe_streams;
+		sum.pipes += r.pipes;
+	}
+	fprintf(stderr, "  pipes=%u sent=%llu ok=%llu streams=%llu\n",
+		sum.pipes, (unsigned long long)sum.pipe_sent,
+		(unsigned long long)sum.pipe_ok,
+		(unsigned long long)sum.pipe_streams);
+	EXPECT(sum.pipe_ok > 100);
+	EXPECT(sum.pipe_streams > sum.pipes); /* some reconnected */
 }
 
 /* docs/snapshots.md §4: the sweeps must exercise snapshots, not just
