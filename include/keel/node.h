@@ -230,6 +230,8 @@ struct node_stats {
 	uint64_t dedup_skipped;    /* applied entries skipped as duplicates */
 	uint64_t order_refused;    /* applied entries skipped: a later write of
 	                              their stream had run (program order) */
+	uint64_t session_runs;     /* session commands run (KEEL.RUN) */
+	uint64_t session_dups;     /* ... answered from the session table */
 	uint64_t expire_proposed;  /* KEEL.EXPIRE-DELETE entries proposed */
 	uint64_t stall_transfers;  /* leadership handed on: own disk stalled */
 	/* Snapshots (docs/snapshots.md). */

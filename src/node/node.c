@@ -521,9 +521,23 @@ int node_request(struct node *n, const struct node_request *req)
 		return KEEL_ERR_INVAL;
 	const struct kv_command *kc =
 		kv_command_lookup(req->argv[0], req->lens[0]);
-	if (!kc || (kc->flags & KV_CMD_INTERNAL) ||
-	    !(kc->flags & (KV_CMD_WRITE | KV_CMD_READ)))
+	bool session = node_session_cmd(req->argv[0], req->lens[0]) != 0;
+	if (!session && (!kc || (kc->flags & KV_CMD_INTERNAL) ||
+			 !(kc->flags & (KV_CMD_WRITE | KV_CMD_READ))))
 		return KEEL_ERR_INVAL;
+	if (session) {
+		/* Node-level commands: their syntax is checked here, so a
+		 * bad one never reaches the log. */
+		const char *err = node_session_validate(
+			req->argc, req->argv, req->lens);
+		if (err) {
+			kv_tape_reset(&n->tape);
+			kv_tape_ops.error(&n->tape, err);
+			node_answer(n, req->cookie, NODE_OK, 0, n->tape.buf,
+				    n->tape.len);
+			return 0;
+		}
+	}
 	if (n->poisoned) {
 		node_answer(n, req->cookie, NODE_DROPPED, 0, NULL, 0);
 		return 0;
@@ -533,8 +547,9 @@ int node_request(struct node *n, const struct node_request *req)
 		node_answer(n, req->cookie, NODE_NOT_LEADER, 0, NULL, 0);
 		return 0;
 	}
-	int rv = (kc->flags & KV_CMD_WRITE) ? node_request_write(n, req)
-					    : node_request_read(n, req);
+	int rv = session || (kc->flags & KV_CMD_WRITE)
+			 ? node_request_write(n, req)
+			 : node_request_read(n, req);
 	if (rv)
 		return rv;
 	defer_process(n);
@@ -611,6 +626,8 @@ int node_create(const struct node_config *cfg, const struct env *env,
 	int rv = KEEL_ERR_NOMEM;
 	peer_limits_default(&n->limits, cfg->cluster_id);
 	kv_tape_init(&n->tape, a, n->cfg.max_tape_bytes);
+	kv_tape_init(&n->stape, a, n->cfg.max_tape_bytes);
+	n->sessions = session_table_create(a);
 	n->boot = env->rand.ops->next(env->rand.ctx);
 	n->kv = kv_create(a);
 	n->dec = a->malloc(a->ctx, NODE_MAX_MSG_ENTRIES * sizeof(*n->dec));
@@ -621,8 +638,8 @@ int node_create(const struct node_config *cfg, const struct env *env,
 	n->ex = a->malloc(a->ctx, NODE_MAX_EXPIRE_INFLIGHT * sizeof(*n->ex));
 	n->turn = a->malloc(a->ctx, NODE_TURN_MAX * sizeof(*n->turn));
 	n->turn_ents = a->malloc(a->ctx, NODE_TURN_MAX * sizeof(*n->turn_ents));
-	if (!n->kv || !n->dec || !n->pw || !n->pr || !n->fr || !n->ex ||
-	    !n->turn || !n->turn_ents)
+	if (!n->kv || !n->sessions || !n->dec || !n->pw || !n->pr || !n->fr ||
+	    !n->ex || !n->turn || !n->turn_ents)
 		goto fail;
 
 	struct raft_config rc;
@@ -724,6 +741,8 @@ void node_destroy(struct node *n)
 	a->free(a->ctx, n->lens);
 	a->free(a->ctx, n->dec);
 	kv_tape_close(&n->tape);
+	kv_tape_close(&n->stape);
+	session_table_destroy(n->sessions);
 	node_snap_destroy(n);
 	if (n->kv)
 		kv_destroy(n->kv);
@@ -754,7 +773,7 @@ uint64_t node_applied(const struct node *n)
 
 uint64_t node_state_digest(const struct node *n)
 {
-	uint64_t h = kv_digest(n->kv);
+	uint64_t h = kv_digest(n->kv) ^ session_digest(n->sessions);
 	for (uint32_t i = 0; i < DEDUP_RECS; i++) {
 		const struct node_dedup_rec *r = &n->dedup[i];
 		if (!r->origin)

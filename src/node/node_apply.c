@@ -191,6 +191,9 @@ static int apply_body(struct node *n, const struct node_entry_hdr *h,
 	case NODE_ENTRY_KV:
 	case NODE_ENTRY_TXN:
 		return kv_apply(n->kv, index, body, len, r, rc);
+	case NODE_ENTRY_SESSION:
+	case NODE_ENTRY_SESSION_CMD:
+		return node_session_apply(n, h->type, index, body, len, r, rc);
 	default:
 		/* Written by a newer node: skipped alike everywhere. */
 		r->error(rc, "ERR this node does not know the log entry's "

@@ -26,6 +26,7 @@
 #include "keel/raft.h"
 #include "node/fwd.h"
 #include "node/nodesnap.h"
+#include "node/session.h"
 #include "node/snapxfer.h"
 #include "node/snapxfer_state.h"
 
@@ -193,7 +194,17 @@ struct snap_out {
 	uint32_t crc;
 	uint64_t timer;
 	bool catchup;
+	uint8_t *sess;       /* the session table's encoding at A; owned */
 	struct node_snap_writer w;
+};
+
+/* The session table's bytes of a payload being read (a received or
+ * restored snapshot): staged whole (at most NODE_SNAP_SESS_MAX), decoded
+ * once the payload checks out. */
+struct sess_stage {
+	const struct keel_alloc *a;
+	uint8_t *buf;
+	size_t len, cap;
 };
 
 /* The staging of a received snapshot (§3.4). */
@@ -208,6 +219,8 @@ struct snap_recv {
 	int decode_err;
 	struct kv_snap_reader *kvr;
 	struct kv *shadow;      /* the decoded state, once verified */
+	struct sess_stage sess;
+	struct session_table *sess_shadow; /* ... and its sessions */
 	struct node_snap_reader reader;
 };
 
@@ -215,6 +228,7 @@ struct snap_recv {
 struct snap_restore {
 	uint64_t index, term, len, offset;
 	struct kv_snap_reader *kvr;
+	struct sess_stage sess;
 	struct node_snap_reader reader;
 };
 
@@ -279,6 +293,11 @@ struct node {
 	struct node_dedup_rec dedup[DEDUP_RECS];
 
 	struct kv_tape tape;
+	/* Exactly-once sessions (node_session.c): replicated state, in the
+	 * snapshot and the digest; stape records a session command's reply
+	 * on every replica. */
+	struct session_table *sessions;
+	struct kv_tape stape;
 	uint8_t *enc;
 	size_t enc_cap;
 	uint8_t *buf; /* entry / frame body scratch */
@@ -422,5 +441,26 @@ int node_restore_begin(struct node *n, const struct env_store_state *st);
 void node_snap_tick(struct node *n);
 int node_snap_create(struct node *n);
 void node_snap_destroy(struct node *n);
+
+/* node_route.c: argv as a stamped kv command entry at n->buf + off. */
+int node_build_kv_at(struct node *n, size_t off, uint64_t now, uint32_t argc,
+		     const uint8_t *const *argv, const size_t *lens,
+		     size_t *len);
+
+/* node_session.c */
+/* NODE_ENTRY_SESSION for KEEL.SESSION, NODE_ENTRY_SESSION_CMD for
+ * KEEL.RUN (any case), else 0. */
+int node_session_cmd(const uint8_t *name, size_t len);
+/* A session command's syntax: NULL if good, else the error reply. */
+const char *node_session_validate(uint32_t argc, const uint8_t *const *argv,
+				  const size_t *lens);
+/* The entry body of a validated session command at n->buf + off. */
+int node_session_build(struct node *n, size_t off, uint64_t now, uint8_t type,
+		       uint32_t argc, const uint8_t *const *argv,
+		       const size_t *lens, size_t *len);
+/* Applies a type 3 or 4 body; the reply goes to r. 0 or KEEL_ERR_NOMEM. */
+int node_session_apply(struct node *n, uint8_t type, uint64_t index,
+		       const uint8_t *body, size_t len,
+		       const struct kv_reply_ops *r, void *rc);
 
 #endif /* KEEL_NODE_INTERNAL_H */

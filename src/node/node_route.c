@@ -27,24 +27,6 @@
 
 /* ---- command bytes ---------------------------------------------------------- */
 
-/* The entry type of a write given as a kv command entry (kv.h layout:
- * argv[0] is at byte 17, its length at 13): transactions are their own
- * type, though their body is still a kv command. */
-static uint8_t entry_type(const uint8_t *cmd, size_t len)
-{
-	if (len < KV_CMD_HEADER_BYTES + 4 || cmd[0] != KV_CMD_VERSION)
-		return NODE_ENTRY_KV;
-	uint32_t l0 = keel_get_u32(cmd + KV_CMD_HEADER_BYTES);
-	if (l0 > len - KV_CMD_HEADER_BYTES - 4)
-		return NODE_ENTRY_KV;
-	const struct kv_command *kc =
-		kv_command_lookup(cmd + KV_CMD_HEADER_BYTES + 4, l0);
-	if (kc && (!strcmp(kc->name, "keel.exec") ||
-		   !strcmp(kc->name, "keel.txn")))
-		return NODE_ENTRY_TXN;
-	return NODE_ENTRY_KV;
-}
-
 /* Decodes a kv command entry into n->argv / n->lens (grown as needed; the
  * pointers go into buf). 0, or the decoder's error / KEEL_ERR_NOMEM. */
 static int decode_cmd(struct node *n, const uint8_t *buf, size_t len,
@@ -95,42 +77,82 @@ static int copy_cmd(struct node *n, const struct node_request *req,
 }
 
 /*
- * A leader's log entry: the command (argv) stamped with this node's wall
- * clock, relative TTLs made absolute, behind a node header, built into
- * n->buf (*out_len bytes). Returns 0, KEEL_ERR_TOO_BIG or KEEL_ERR_NOMEM.
+ * argv as a kv command entry stamped now, relative TTLs made absolute,
+ * written at n->buf + off (grown); *len its bytes. 0, KEEL_ERR_TOO_BIG or
+ * KEEL_ERR_NOMEM.
  */
-static int build_entry(struct node *n, const struct node_entry_hdr *h,
-		       uint32_t argc, const uint8_t *const *argv,
-		       const size_t *lens, size_t *out_len)
+int node_build_kv_at(struct node *n, size_t off, uint64_t now, uint32_t argc,
+		     const uint8_t *const *argv, const size_t *lens,
+		     size_t *len)
 {
-	uint64_t now = wall_ms(n);
 	const struct kv_command *kc = kv_command_lookup(argv[0], lens[0]);
-	size_t len = 0;
 	uint8_t *rewritten = NULL;
 	int rv;
 	if (kc && (kc->flags & KV_CMD_REWRITE)) {
 		rv = kv_rewrite_relative(n->alloc, now, (int)argc, argv, lens,
-					 &rewritten, &len);
+					 &rewritten, len);
 		if (rv)
 			return rv;
-		rv = grow(n, &n->buf, &n->buf_cap, NODE_ENTRY_HEADER + len);
+		rv = grow(n, &n->buf, &n->buf_cap, off + *len);
 		if (!rv)
-			memcpy(n->buf + NODE_ENTRY_HEADER, rewritten, len);
+			memcpy(n->buf + off, rewritten, *len);
 		xfree(n, rewritten);
-	} else {
-		size_t sz = kv_cmd_encoded_size((int)argc, lens);
-		if (!sz)
-			return KEEL_ERR_TOO_BIG;
-		rv = grow(n, &n->buf, &n->buf_cap, NODE_ENTRY_HEADER + sz);
-		if (!rv)
-			rv = kv_cmd_encode(now, (int)argc, argv, lens,
-					   n->buf + NODE_ENTRY_HEADER, sz, &len);
+		return rv;
 	}
+	size_t sz = kv_cmd_encoded_size((int)argc, lens);
+	if (!sz)
+		return KEEL_ERR_TOO_BIG;
+	rv = grow(n, &n->buf, &n->buf_cap, off + sz);
+	if (!rv)
+		rv = kv_cmd_encode(now, (int)argc, argv, lens, n->buf + off, sz,
+				   len);
+	return rv;
+}
+
+/* The entry type of a write by its command: transactions and the session
+ * commands are their own types (docs/architecture.md decision 17). */
+static uint8_t write_type(const uint8_t *name, size_t len)
+{
+	int sc = node_session_cmd(name, len);
+	if (sc)
+		return (uint8_t)sc;
+	const struct kv_command *kc = kv_command_lookup(name, len);
+	if (kc && (!strcmp(kc->name, "keel.exec") ||
+		   !strcmp(kc->name, "keel.txn")))
+		return NODE_ENTRY_TXN;
+	return NODE_ENTRY_KV;
+}
+
+/*
+ * A leader's log entry for a write: its body by type (a kv command
+ * stamped with this node's wall clock, relative TTLs made absolute; a
+ * session op or command, node_session.c) behind the node header with the
+ * type filled in, built into n->buf (*out_len bytes). Returns 0,
+ * KEEL_ERR_TOO_BIG or KEEL_ERR_NOMEM.
+ */
+static int build_entry(struct node *n, const struct node_entry_hdr *hdr,
+		       uint32_t argc, const uint8_t *const *argv,
+		       const size_t *lens, size_t *out_len)
+{
+	uint64_t now = wall_ms(n);
+	struct node_entry_hdr h = *hdr;
+	h.type = write_type(argv[0], lens[0]);
+	size_t len = 0;
+	int rv;
+	if (h.type == NODE_ENTRY_SESSION || h.type == NODE_ENTRY_SESSION_CMD)
+		rv = node_session_build(n, NODE_ENTRY_HEADER, now, h.type, argc,
+					argv, lens, &len);
+	else
+		rv = node_build_kv_at(n, NODE_ENTRY_HEADER, now, argc, argv,
+				      lens, &len);
 	if (rv)
 		return rv;
 	if (NODE_ENTRY_HEADER + len > UINT32_MAX)
 		return KEEL_ERR_TOO_BIG;
-	node_entry_hdr_put(n->buf, h);
+	rv = grow(n, &n->buf, &n->buf_cap, NODE_ENTRY_HEADER);
+	if (rv)
+		return rv;
+	node_entry_hdr_put(n->buf, &h);
 	*out_len = NODE_ENTRY_HEADER + len;
 	return 0;
 }
@@ -514,8 +536,8 @@ static bool route_write(struct node *n, uint32_t i, raft_id leader)
 	}
 	if (p->queued)
 		return false; /* proposed when the turn ends */
-	struct node_entry_hdr h = {entry_type(p->cmd, p->cmd_len), n->cfg.id,
-				   n->boot, p->seq, p->stream};
+	struct node_entry_hdr h = {NODE_ENTRY_KV, n->cfg.id, n->boot, p->seq,
+				   p->stream}; /* type: build_entry's */
 	uint64_t ignored;
 	uint32_t argc = 0;
 	int rv = decode_cmd(n, p->cmd, p->cmd_len, &ignored, &argc);
@@ -668,15 +690,17 @@ static void on_fwd_write(struct node *n, raft_id from, const struct node_fwd *f)
 	}
 	const struct kv_command *kc =
 		rv ? NULL : kv_command_lookup(n->argv[0], n->lens[0]);
-	if (!kc || !(kc->flags & KV_CMD_WRITE) ||
-	    (kc->flags & KV_CMD_INTERNAL)) {
+	bool session = !rv && node_session_cmd(n->argv[0], n->lens[0]);
+	if (session ? node_session_validate(argc, n->argv, n->lens) != NULL
+		    : (!kc || !(kc->flags & KV_CMD_WRITE) ||
+		       (kc->flags & KV_CMD_INTERNAL))) {
 		n->stats.fwd_bad++;
 		node_send_nack(n, from, NODE_FWD_KIND_WRITE, f->boot, f->seq,
 			  NODE_FWD_REFUSED);
 		return;
 	}
-	struct node_entry_hdr h = {entry_type(f->cmd, f->cmd_len), from,
-				   f->boot, f->seq, f->stream};
+	struct node_entry_hdr h = {NODE_ENTRY_KV, from, f->boot, f->seq,
+				   f->stream}; /* type: build_entry's */
 	rv = queue_argv(n, from, &h, argc, n->argv, n->lens);
 	if (rv) {
 		bool nl = rv == KEEL_ERR_NOT_LEADER || rv == KEEL_ERR_TRANSFER;

@@ -89,6 +89,46 @@ static int kv_sink(void *ctx, const uint8_t *buf, size_t len)
 	return kv_snap_reader_feed(ctx, buf, len);
 }
 
+/* Stages the session table's bytes (the reader checked their total
+ * against NODE_SNAP_SESS_MAX before the first one arrives). */
+static int sess_sink(void *ctx, const uint8_t *buf, size_t len)
+{
+	struct sess_stage *st = ctx;
+	if (len > NODE_SNAP_SESS_MAX - st->len)
+		return KEEL_ERR_TOO_BIG;
+	if (st->len + len > st->cap) {
+		size_t ncap = KEEL_MAX(st->len + len, st->cap * 2);
+		ncap = KEEL_MIN(ncap, (size_t)NODE_SNAP_SESS_MAX);
+		uint8_t *nb = st->a->realloc(st->a->ctx, st->buf, ncap);
+		if (!nb)
+			return KEEL_ERR_NOMEM;
+		st->buf = nb;
+		st->cap = ncap;
+	}
+	memcpy(st->buf + st->len, buf, len);
+	st->len += len;
+	return 0;
+}
+
+static void sess_stage_free(struct sess_stage *st)
+{
+	if (st->buf)
+		st->a->free(st->a->ctx, st->buf);
+	st->buf = NULL;
+	st->len = st->cap = 0;
+}
+
+/* The staged bytes as a table: an empty one for a v1 payload (none). */
+static int sess_stage_decode(struct node *n, struct sess_stage *st,
+			     struct session_table **out)
+{
+	if (!st->len) {
+		*out = session_table_create(n->alloc);
+		return *out ? 0 : KEEL_ERR_NOMEM;
+	}
+	return session_decode(n->alloc, st->buf, st->len, out);
+}
+
 /* Drops the local snapshot being written (an install replaced the state,
  * or the node stops). */
 static void snap_out_drop(struct node *n)
@@ -101,6 +141,8 @@ static void snap_out_drop(struct node *n)
 	if (so->frozen)
 		kv_frozen_destroy(so->frozen);
 	so->frozen = NULL;
+	xfree(n, so->sess);
+	so->sess = NULL;
 	if (so->timer)
 		n->env->clock.ops->timer_stop(n->env->clock.ctx, so->timer);
 	so->timer = 0;
@@ -156,25 +198,36 @@ static void maybe_snapshot(struct node *n)
 	if (!src_ctx)
 		return; /* out of memory: the next tick tries again */
 	uint64_t kv_len = kv_frozen_size(src_ctx);
-	struct node_snap_head *h = xmalloc(n, sizeof(*h)); /* 10 KiB */
-	if (!h) {
+	/* The session table at A: small next to kv, so copied whole, as the
+	 * dedup window is. */
+	uint64_t sess_len = session_encoded_size(n->sessions);
+	KEEL_ASSERT(sess_len <= NODE_SNAP_SESS_MAX);
+	uint8_t *sess = xmalloc(n, (size_t)sess_len);
+	struct node_snap_head *h = xmalloc(n, sizeof(*h)); /* 43 KiB */
+	if (!h || !sess) {
+		xfree(n, h);
+		xfree(n, sess);
 		kv_frozen_destroy(src_ctx);
 		return;
 	}
+	session_encode(n->sessions, sess);
 	memset(h, 0, sizeof(*h));
 	h->index = a;
 	h->term = term;
 	h->kv_len = kv_len;
+	h->sess_len = sess_len;
 	h->members = n->cfg.members;
 	if (!MUTANT(n, NODE_MUTANT_SNAP_NO_DEDUP))
 		memcpy(h->dedup, n->dedup, sizeof(h->dedup));
-	node_snap_writer_init(&so->w, h, frozen_src, src_ctx);
+	node_snap_writer_init(&so->w, h, frozen_src, src_ctx, sess);
 	xfree(n, h);
 	struct env_store_snap es = {.index = a,
 				    .term = term,
-				    .total_len = node_snap_total(kv_len),
+				    .total_len = node_snap_total(kv_len,
+								 sess_len),
 				    .kind = ENV_SNAP_LOCAL};
 	so->frozen = src_ctx;
+	so->sess = sess;
 	so->live = true;
 	int rv = KEEL_ERR_TOO_BIG;
 	if (es.total_len <= n->cfg.snapshot_max_bytes)
@@ -275,6 +328,8 @@ static void snap_turn_cb(void *arg)
 			so->crc = node_snap_writer_crc(&so->w);
 			kv_frozen_destroy(so->frozen); /* frees the pre-images */
 			so->frozen = NULL;
+			xfree(n, so->sess);
+			so->sess = NULL;
 		}
 	}
 	KEEL_ASSERT(so->issued == so->total);
@@ -663,8 +718,11 @@ static void recv_drop(struct node *n)
 		kv_snap_reader_destroy(r->kvr);
 	if (r->shadow)
 		kv_destroy(r->shadow);
+	session_table_destroy(r->sess_shadow);
+	sess_stage_free(&r->sess);
 	r->kvr = NULL;
 	r->shadow = NULL;
+	r->sess_shadow = NULL;
 	memset(&r->rx, 0, sizeof(r->rx));
 	r->handle = 0;
 	r->verified = false;
@@ -696,7 +754,9 @@ static int recv_start(struct node *n, raft_id from,
 					.term = c->id.term,
 					.max_bytes = n->cfg.snapshot_max_bytes,
 					.members = &n->cfg.members};
-	node_snap_reader_init(&r->reader, &want, kv_sink, r->kvr);
+	r->sess.a = n->alloc;
+	node_snap_reader_init(&r->reader, &want, kv_sink, r->kvr, sess_sink,
+			      &r->sess);
 	snapxfer_rx_start(&r->rx, c);
 	r->leader = from;
 	r->leader_term = c->leader_term;
@@ -719,6 +779,8 @@ static void recv_verify(struct node *n, raft_id from)
 	}
 	if (!rv)
 		rv = kv_snap_reader_finish(r->kvr, &r->shadow);
+	if (!rv)
+		rv = sess_stage_decode(n, &r->sess, &r->sess_shadow);
 	struct snapxfer_id id = r->rx.id;
 	uint64_t total = r->rx.total_len;
 	if (rv) {
@@ -890,6 +952,9 @@ void node_install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
 	kv_destroy(n->kv);
 	n->kv = r->shadow;
 	r->shadow = NULL;
+	session_table_destroy(n->sessions);
+	n->sessions = r->sess_shadow;
+	r->sess_shadow = NULL;
 	n->applied = sm->index;
 	n->stats.snap_installs++;
 	snap_rec_push(n, (struct snap_rec){sm->index, sm->term,
@@ -978,8 +1043,14 @@ static void restore_step(struct node *n, int status, const uint8_t *data,
 		rv = node_snap_reader_finish(&rs->reader);
 	}
 	struct kv *kv = NULL;
+	struct session_table *sessions = NULL;
 	if (!rv)
 		rv = kv_snap_reader_finish(rs->kvr, &kv);
+	if (!rv) {
+		rv = sess_stage_decode(n, &rs->sess, &sessions);
+		if (rv)
+			kv_destroy(kv);
+	}
 	if (rv) {
 		node_poison(n, "the newest snapshot does not decode: stopping");
 		return;
@@ -988,6 +1059,9 @@ static void restore_step(struct node *n, int status, const uint8_t *data,
 	memcpy(n->dedup, h->dedup, sizeof(n->dedup));
 	kv_destroy(n->kv);
 	n->kv = kv;
+	session_table_destroy(n->sessions);
+	n->sessions = sessions;
+	sess_stage_free(&rs->sess);
 	kv_snap_reader_destroy(rs->kvr);
 	xfree(n, rs);
 	n->snap->restore = NULL;
@@ -1015,7 +1089,9 @@ int node_restore_begin(struct node *n, const struct env_store_state *st)
 					.term = st->snap_term,
 					.max_bytes = n->cfg.snapshot_max_bytes,
 					.members = &n->cfg.members};
-	node_snap_reader_init(&rs->reader, &want, kv_sink, rs->kvr);
+	rs->sess.a = n->alloc;
+	node_snap_reader_init(&rs->reader, &want, kv_sink, rs->kvr, sess_sink,
+			      &rs->sess);
 	ss->restore = rs;
 	snap_rec_push(n, (struct snap_rec){st->snap_index, st->snap_term,
 					   st->snap_len, st->snap_crc});
@@ -1060,12 +1136,16 @@ void node_snap_destroy(struct node *n)
 	struct snap_out *so = &ss->out;
 	if (so->frozen)
 		kv_frozen_destroy(so->frozen);
+	xfree(n, so->sess);
 	if (ss->recv.kvr)
 		kv_snap_reader_destroy(ss->recv.kvr);
 	if (ss->recv.shadow)
 		kv_destroy(ss->recv.shadow);
+	session_table_destroy(ss->recv.sess_shadow);
+	sess_stage_free(&ss->recv.sess);
 	if (ss->restore) {
 		kv_snap_reader_destroy(ss->restore->kvr);
+		sess_stage_free(&ss->restore->sess);
 		xfree(n, ss->restore);
 	}
 	xfree(n, ss->ops);

@@ -71,7 +71,8 @@ static void put_streams(uint8_t *p, const struct node_dedup_rec *r)
 
 void node_snap_writer_init(struct node_snap_writer *w,
 			   const struct node_snap_head *h,
-			   node_snap_source_fn src, void *src_ctx)
+			   node_snap_source_fn src, void *src_ctx,
+			   const uint8_t *sess)
 {
 	KEEL_ASSERT(h->index >= 1);
 	KEEL_ASSERT(h->term >= 1);
@@ -81,7 +82,9 @@ void node_snap_writer_init(struct node_snap_writer *w,
 	memcpy(b, NODE_SNAP_MAGIC, 8);
 	keel_put_u32(b + 8, NODE_SNAP_VERSION);
 	keel_put_u32(b + 12, 0);
-	w->total = node_snap_total(h->kv_len);
+	KEEL_ASSERT(h->sess_len <= NODE_SNAP_SESS_MAX);
+	KEEL_ASSERT(sess || !h->sess_len);
+	w->total = node_snap_total(h->kv_len, h->sess_len);
 	keel_put_u64(b + 16, w->total);
 	keel_put_u64(b + 24, h->index);
 	keel_put_u64(b + 32, h->term);
@@ -101,6 +104,7 @@ void node_snap_writer_init(struct node_snap_writer *w,
 				    NODE_DEDUP_STREAM_BYTES * i,
 			    &h->dedup[i]);
 	keel_put_u64(b + NODE_SNAP_KVLEN_OFF, h->kv_len);
+	keel_put_u64(b + NODE_SNAP_SESSLEN_OFF, h->sess_len);
 	static_assert(NODE_SNAP_DEDUP_OFF +
 				      NODE_DEDUP_RECS * NODE_DEDUP_REC_BYTES ==
 			      NODE_SNAP_STREAMS_OFF,
@@ -111,11 +115,13 @@ void node_snap_writer_init(struct node_snap_writer *w,
 		      "stream tables end where the kv length starts");
 	static_assert(NODE_SNAP_KVLEN_OFF_V1 + 8 == NODE_SNAP_HEAD_V1,
 		      "v1 head layout");
-	static_assert(NODE_SNAP_KVLEN_OFF + 8 == NODE_SNAP_HEAD,
+	static_assert(NODE_SNAP_SESSLEN_OFF + 8 == NODE_SNAP_HEAD,
 		      "head layout");
 	w->kv_more = true;
 	w->src = src;
 	w->src_ctx = src_ctx;
+	w->sess = sess;
+	w->sess_len = h->sess_len;
 }
 
 bool node_snap_writer_next(struct node_snap_writer *w, uint8_t *buf,
@@ -124,7 +130,8 @@ bool node_snap_writer_next(struct node_snap_writer *w, uint8_t *buf,
 	KEEL_ASSERT(cap > 0);
 	KEEL_ASSERT(w->pos <= w->total);
 	size_t k = 0;
-	uint64_t kv_end = w->total - 4;
+	uint64_t sess_end = w->total - 4;
+	uint64_t kv_end = sess_end - w->sess_len;
 	while (k < cap && w->pos < w->total) {
 		if (w->pos < NODE_SNAP_HEAD) {
 			size_t take = (size_t)KEEL_MIN((uint64_t)(cap - k),
@@ -152,12 +159,20 @@ bool node_snap_writer_next(struct node_snap_writer *w, uint8_t *buf,
 			k += got;
 			if (got == 0 && w->kv_more)
 				break; /* a source may yield nothing once */
+		} else if (w->pos < sess_end) {
+			size_t take = (size_t)KEEL_MIN((uint64_t)(cap - k),
+						       sess_end - w->pos);
+			memcpy(buf + k, w->sess + (w->pos - kv_end), take);
+			w->crc = keel_crc32c(w->crc, buf + k, take);
+			w->crc_all = keel_crc32c(w->crc_all, buf + k, take);
+			w->pos += take;
+			k += take;
 		} else {
-			if (w->pos == kv_end)
+			if (w->pos == sess_end)
 				keel_put_u32(w->trailer, w->crc);
 			size_t take = (size_t)KEEL_MIN((uint64_t)(cap - k),
 						       w->total - w->pos);
-			memcpy(buf + k, w->trailer + (w->pos - kv_end), take);
+			memcpy(buf + k, w->trailer + (w->pos - sess_end), take);
 			w->crc_all = keel_crc32c(w->crc_all, buf + k, take);
 			w->pos += take;
 			k += take;
@@ -244,11 +259,14 @@ static int parse_head(struct node_snap_reader *r)
 	if (keel_get_u32(b + 12) != 0)
 		return KEEL_ERR_MALFORMED;
 	uint64_t total = keel_get_u64(b + 16);
-	h->kv_len = keel_get_u64(b + r->head_len - 8);
+	h->kv_len = keel_get_u64(b + (v1 ? NODE_SNAP_KVLEN_OFF_V1
+					 : NODE_SNAP_KVLEN_OFF));
+	h->sess_len = v1 ? 0 : keel_get_u64(b + NODE_SNAP_SESSLEN_OFF);
 	/* The length checks first: nothing below is sized by them, but the
 	 * caller's staging is. */
-	if (h->kv_len > UINT64_MAX - (r->head_len + 4u) ||
-	    total != r->head_len + 4u + h->kv_len)
+	if (h->sess_len > NODE_SNAP_SESS_MAX ||
+	    h->kv_len > UINT64_MAX - (r->head_len + 4u + h->sess_len) ||
+	    total != r->head_len + 4u + h->kv_len + h->sess_len)
 		return KEEL_ERR_MALFORMED;
 	if (h->kv_len < NODE_SNAP_KV_HEAD + 4)
 		return KEEL_ERR_MALFORMED;
@@ -320,7 +338,8 @@ static int check_kv_head(const struct node_snap_reader *r)
 
 void node_snap_reader_init(struct node_snap_reader *r,
 			   const struct node_snap_expect *want,
-			   node_snap_sink_fn sink, void *sink_ctx)
+			   node_snap_sink_fn sink, void *sink_ctx,
+			   node_snap_sink_fn sess_sink, void *sess_ctx)
 {
 	memset(r, 0, sizeof(*r));
 	r->want = *want;
@@ -330,6 +349,8 @@ void node_snap_reader_init(struct node_snap_reader *r,
 	}
 	r->sink = sink;
 	r->sink_ctx = sink_ctx;
+	r->sess_sink = sess_sink;
+	r->sess_ctx = sess_ctx;
 }
 
 int node_snap_reader_feed(struct node_snap_reader *r, const uint8_t *buf,
@@ -368,7 +389,8 @@ int node_snap_reader_feed(struct node_snap_reader *r, const uint8_t *buf,
 			continue;
 		}
 		KEEL_ASSERT(r->head_done);
-		uint64_t kv_end = r->total - 4;
+		uint64_t sess_end = r->total - 4;
+		uint64_t kv_end = sess_end - r->head.sess_len;
 		if (r->pos < kv_end) {
 			size_t take = (size_t)KEEL_MIN((uint64_t)len,
 						       kv_end - r->pos);
@@ -395,12 +417,28 @@ int node_snap_reader_feed(struct node_snap_reader *r, const uint8_t *buf,
 			len -= take;
 			continue;
 		}
+		if (r->pos < sess_end) {
+			size_t take = (size_t)KEEL_MIN((uint64_t)len,
+						       sess_end - r->pos);
+			r->crc = keel_crc32c(r->crc, buf, take);
+			int rv = r->sess_sink
+					 ? r->sess_sink(r->sess_ctx, buf, take)
+					 : 0;
+			if (rv) {
+				r->err = rv;
+				break;
+			}
+			r->pos += take;
+			buf += take;
+			len -= take;
+			continue;
+		}
 		if (r->pos >= r->total) {
 			r->err = KEEL_ERR_MALFORMED; /* bytes past P */
 			break;
 		}
 		size_t take = (size_t)KEEL_MIN((uint64_t)len, r->total - r->pos);
-		memcpy(r->trailer + (r->pos - kv_end), buf, take);
+		memcpy(r->trailer + (r->pos - sess_end), buf, take);
 		r->pos += take;
 		buf += take;
 		len -= take;

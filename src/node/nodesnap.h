@@ -58,8 +58,11 @@ struct node_dedup_rec {
 #define NODE_SNAP_DEDUP_OFF 184u
 #define NODE_SNAP_STREAMS_OFF 10424u /* v2: the stream tables */
 #define NODE_SNAP_KVLEN_OFF 43704u
-#define NODE_SNAP_HEAD 43712u     /* bytes before the kv snapshot */
-#define NODE_SNAP_OVERHEAD 43716u /* head + trailer: P = OVERHEAD + L */
+#define NODE_SNAP_SESSLEN_OFF 43712u /* v2: the session table's length */
+#define NODE_SNAP_HEAD 43720u     /* bytes before the kv snapshot */
+#define NODE_SNAP_OVERHEAD 43724u /* head + trailer: P = OVERHEAD + L + S */
+/* The session table's encoding (session.h) is at most this long. */
+#define NODE_SNAP_SESS_MAX (96ull << 20)
 /* Version 1 (before streams) is still read: no stream section. */
 #define NODE_SNAP_VERSION_V1 1u
 #define NODE_SNAP_KVLEN_OFF_V1 10424u
@@ -71,14 +74,15 @@ struct node_snap_head {
 	uint64_t index; /* applied index A */
 	uint64_t term;  /* term of A */
 	uint64_t kv_len; /* L: bytes of the kv snapshot */
+	uint64_t sess_len; /* S: bytes of the session table after it (v2) */
 	struct raft_config_members members;
 	struct node_dedup_rec dedup[NODE_DEDUP_RECS]; /* slot order */
 };
 
-/* P for a kv snapshot of kv_len bytes. */
-static inline uint64_t node_snap_total(uint64_t kv_len)
+/* P for a kv snapshot of kv_len bytes and a session table of sess_len. */
+static inline uint64_t node_snap_total(uint64_t kv_len, uint64_t sess_len)
 {
-	return NODE_SNAP_OVERHEAD + kv_len;
+	return NODE_SNAP_OVERHEAD + kv_len + sess_len;
 }
 
 /* ---- writer --------------------------------------------------------------- */
@@ -98,14 +102,18 @@ struct node_snap_writer {
 	bool kv_more;      /* the source has more bytes */
 	node_snap_source_fn src;
 	void *src_ctx;
+	const uint8_t *sess; /* the session table's bytes (borrowed) */
+	uint64_t sess_len;
 };
 
 /* Encodes h's head (members are written sorted, voters then learners, so
  * every replica's payload at (index, term) is the same bytes). The source
- * must yield exactly h->kv_len bytes (asserted). h is copied. */
+ * must yield exactly h->kv_len bytes (asserted); sess holds h->sess_len
+ * bytes, borrowed until the writer is done. h is copied. */
 void node_snap_writer_init(struct node_snap_writer *w,
 			   const struct node_snap_head *h,
-			   node_snap_source_fn src, void *src_ctx);
+			   node_snap_source_fn src, void *src_ctx,
+			   const uint8_t *sess);
 /* Fills buf with up to cap (> 0) next payload bytes, *n of them. Returns
  * true while more follow, false once the trailer's last byte was given. */
 bool node_snap_writer_next(struct node_snap_writer *w, uint8_t *buf,
@@ -131,6 +139,8 @@ struct node_snap_reader {
 	struct raft_config_members members_copy;
 	node_snap_sink_fn sink;
 	void *sink_ctx;
+	node_snap_sink_fn sess_sink; /* the session table's bytes; may be NULL */
+	void *sess_ctx;
 	uint8_t head_buf[NODE_SNAP_HEAD];
 	uint8_t kv_head[NODE_SNAP_KV_HEAD];
 	uint8_t trailer[4];
@@ -144,10 +154,12 @@ struct node_snap_reader {
 	int err;        /* sticky */
 };
 
-/* want (and the members it points at) is copied. */
+/* want (and the members it points at) is copied. The kv part goes to
+ * sink, the session table's part (after it) to sess_sink. */
 void node_snap_reader_init(struct node_snap_reader *r,
 			   const struct node_snap_expect *want,
-			   node_snap_sink_fn sink, void *sink_ctx);
+			   node_snap_sink_fn sink, void *sink_ctx,
+			   node_snap_sink_fn sess_sink, void *sess_ctx);
 /* Any split of the bytes. Returns 0 or the first error, sticky:
  *   KEEL_ERR_MAGIC, KEEL_ERR_VERSION, KEEL_ERR_TOO_BIG (P above max_bytes),
  *   KEEL_ERR_MALFORMED (any other §1.3 rule, bytes past P), KEEL_ERR_INVAL

@@ -41,6 +41,11 @@ static const struct server_command local_commands[] = {
 	 "Returns this connection to linearizable reads"},
 	{"config", -2, L, SERVER_H_CONFIG, 0, 0, 0, "server",
 	 "CONFIG GET pattern (read-only; a few keys for client tools)"},
+	/* Exactly-once sessions: node-level writes (docs/kv.md "Sessions"). */
+	{"keel.session", -2, SERVER_CMD_WRITE, SERVER_H_NODE, 0, 0, 0,
+	 "keel", "KEEL.SESSION REGISTER [TTL ms] | KEEPALIVE id | CLOSE id"},
+	{"keel.run", -4, SERVER_CMD_WRITE, SERVER_H_NODE, 0, 0, 0, "keel",
+	 "KEEL.RUN session seq command [arg ...]: the write runs exactly once"},
 	{"keel.debug", -2, L | SERVER_CMD_ADMIN | SERVER_CMD_FAULTS,
 	 SERVER_H_DEBUG, 0, 0, 0, "server",
 	 "Fault injection for tests (needs --test-faults)"},

@@ -17,6 +17,7 @@
 
 #include "keel/kv.h"
 #include "node/nodesnap.h"
+#include "node/session.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -56,11 +57,11 @@ static bool src_next(void *ctx, uint8_t *buf, size_t cap, size_t *n)
 }
 
 static int run(const uint8_t *p, size_t len, uint8_t split, struct sink *sk,
-	       struct node_snap_head *h)
+	       struct sink *ss, struct node_snap_head *h)
 {
 	static struct node_snap_reader r;
 	struct node_snap_expect want = {.max_bytes = 1u << 24};
-	node_snap_reader_init(&r, &want, sink_feed, sk);
+	node_snap_reader_init(&r, &want, sink_feed, sk, sink_feed, ss);
 	struct keel_rand rnd;
 	keel_rand_seed(&rnd, split);
 	size_t pos = 0;
@@ -86,14 +87,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const uint8_t *p = data + 1;
 	size_t len = size - 1;
 	struct sink a = {malloc(len + 1), 0, len}, b = {malloc(len + 1), 0, len};
-	check(a.buf && b.buf);
+	struct sink sa = {malloc(len + 1), 0, len}, sb = {malloc(len + 1), 0, len};
+	check(a.buf && b.buf && sa.buf && sb.buf);
 	static struct node_snap_head ha, hb;
-	int ra = run(p, len, 0, &a, &ha);
-	int rb = run(p, len, data[0] ? data[0] : 1, &b, &hb);
+	int ra = run(p, len, 0, &a, &sa, &ha);
+	int rb = run(p, len, data[0] ? data[0] : 1, &b, &sb, &hb);
 	check(ra == rb);
+	bool v2 = len >= 12 && keel_get_u32(p + 8) == NODE_SNAP_VERSION;
 	if (ra == 0) {
-		check(len == node_snap_total(ha.kv_len));
-		check(a.len == ha.kv_len);
+		if (v2)
+			check(len == node_snap_total(ha.kv_len, ha.sess_len));
+		else
+			check(len == NODE_SNAP_HEAD_V1 + 4 + ha.kv_len &&
+			      ha.sess_len == 0);
+		check(a.len == ha.kv_len && sa.len == ha.sess_len);
+		check(sb.len == sa.len && memcmp(sa.buf, sb.buf, sa.len) == 0);
 		check(b.len == a.len && memcmp(a.buf, b.buf, a.len) == 0);
 		check(ha.index == hb.index && ha.term == hb.term);
 		check(ha.members.n_voters == hb.members.n_voters);
@@ -103,10 +111,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check(memcmp(ha.dedup, hb.dedup, sizeof(ha.dedup)) == 0);
 		check(node_snap_check_dedup(ha.dedup) == 0);
 		check(keel_crc32c(0, p, len - 4) == keel_get_u32(p + len - 4));
-		/* canonical: re-encode */
+	}
+	if (ra == 0 && v2) {
+		/* canonical: re-encode (v1 payloads are read, never written) */
 		static struct node_snap_writer w;
 		struct source src = {a.buf, a.len, 0};
-		node_snap_writer_init(&w, &ha, src_next, &src);
+		node_snap_writer_init(&w, &ha, src_next, &src, sa.buf);
 		uint8_t *again = malloc(len);
 		check(again != NULL);
 		size_t k = 0, n = 0;
@@ -122,7 +132,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (kv_snapshot_decode(&keel_alloc_libc, a.buf, a.len, &kv) == 0)
 			kv_destroy(kv);
 	}
+	if (ra == 0 && sa.len) {
+		/* the session table part through its own decoder */
+		struct session_table *t = NULL;
+		if (session_decode(&keel_alloc_libc, sa.buf, sa.len, &t) == 0) {
+			check(session_encoded_size(t) == sa.len);
+			session_table_destroy(t);
+		}
+	}
 	free(a.buf);
 	free(b.buf);
+	free(sa.buf);
+	free(sb.buf);
 	return 0;
 }

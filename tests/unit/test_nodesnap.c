@@ -82,8 +82,8 @@ static uint8_t *encode_all(const struct kv *kv, uint64_t index,
 		*h_out = h;
 	struct source src = {kv_snapshot_writer_create(kv, &keel_alloc_libc)};
 	struct node_snap_writer *w = malloc(sizeof(*w));
-	node_snap_writer_init(w, &h, src_next, &src);
-	size_t total = (size_t)node_snap_total(h.kv_len);
+	node_snap_writer_init(w, &h, src_next, &src, NULL);
+	size_t total = (size_t)node_snap_total(h.kv_len, h.sess_len);
 	uint8_t *out = malloc(total);
 	size_t pos = 0;
 	bool more = true;
@@ -126,7 +126,7 @@ static int decode_split(const uint8_t *buf, size_t len,
 			struct node_snap_head *h_out)
 {
 	struct node_snap_reader *r = malloc(sizeof(*r));
-	node_snap_reader_init(r, want, sk ? sink_feed : NULL, sk);
+	node_snap_reader_init(r, want, sk ? sink_feed : NULL, sk, NULL, NULL);
 	size_t pos = 0;
 	int rv = 0;
 	while (pos < len && !rv) {
@@ -159,7 +159,8 @@ TEST(layout_matches_document)
 	uint32_t crc;
 	uint8_t *p = encode_all(kv, 42, NULL, &len, &crc, NULL);
 	uint64_t L = kv_snapshot_size(kv);
-	EXPECT_EQ_U64(len, 43716 + L);
+	EXPECT_EQ_U64(len, 43724 + L);
+	EXPECT_EQ_U64(keel_get_u64(p + 43712), 0); /* no sessions */
 	EXPECT(memcmp(p, "KEELNODE", 8) == 0);
 	EXPECT_EQ_U64(keel_get_u32(p + 8), 2);
 	EXPECT_EQ_U64(keel_get_u32(p + 12), 0);
@@ -197,8 +198,8 @@ TEST(layout_matches_document)
 	size_t kvl = 0;
 	ASSERT(kv_snapshot_encode(kv, &keel_alloc_libc, &kvb, &kvl) == 0);
 	EXPECT_EQ_U64(kvl, L);
-	EXPECT(memcmp(p + 43712, kvb, kvl) == 0);
-	EXPECT_EQ_U64(keel_get_u32(p + 43712 + L), keel_crc32c(0, p, 43712 + L));
+	EXPECT(memcmp(p + 43720, kvb, kvl) == 0);
+	EXPECT_EQ_U64(keel_get_u32(p + 43720 + L), keel_crc32c(0, p, 43720 + L));
 	EXPECT_EQ_U64(crc, keel_crc32c(0, p, len)); /* whole payload */
 	free(kvb);
 	free(p);
@@ -331,9 +332,9 @@ TEST(refusals_one_per_rule)
 	     keel_put_u64(p + 10424 + 24, 6), keel_put_u64(p + 10424 + 32, 5),
 	     keel_put_u64(p + 10424, 5)), 0);
 	/* the kv snapshot's applied index beyond A */
-	MUT(keel_put_u64(p + 43712 + 24, 31), KEEL_ERR_MALFORMED);
+	MUT(keel_put_u64(p + 43720 + 24, 31), KEEL_ERR_MALFORMED);
 	/* the kv snapshot's own length field other than L */
-	MUT(keel_put_u64(p + 43712 + 16, 1), KEEL_ERR_MALFORMED);
+	MUT(keel_put_u64(p + 43720 + 16, 1), KEEL_ERR_MALFORMED);
 #undef MUT
 	/* the trailer CRC */
 	memcpy(p, good, len);
@@ -342,7 +343,7 @@ TEST(refusals_one_per_rule)
 		      KEEL_ERR_CORRUPT);
 	/* a flipped kv byte behind a valid head: the trailer CRC */
 	memcpy(p, good, len);
-	p[43712 + 70] ^= 1;
+	p[43720 + 70] ^= 1;
 	EXPECT_EQ_U64(decode_split(p, len, &any, NULL, NULL, NULL),
 		      KEEL_ERR_CORRUPT);
 	/* truncated, and one byte too many */
@@ -395,11 +396,12 @@ TEST(version_1_payloads_are_still_read)
 	struct node_snap_head in;
 	uint8_t *p = encode_all(kv, 30, NULL, &len, &crc, &in);
 	/* v1 = v2 less the stream section, version 1, P and L moved */
-	size_t cut = 43712 - 10432;
+	size_t cut = 43720 - 10432;
 	size_t len1 = len - cut;
 	uint8_t *q = malloc(len1);
 	memcpy(q, p, 10424);
-	memcpy(q + 10424, p + 43704, len - 43704);
+	memcpy(q + 10424, p + 43704, 8);            /* L */
+	memcpy(q + 10432, p + 43720, len - 43720);  /* kv, trailer */
 	keel_put_u32(q + 8, 1);
 	keel_put_u64(q + 16, len1);
 	reseal(q, len1);
@@ -417,6 +419,70 @@ TEST(version_1_payloads_are_still_read)
 	EXPECT_EQ_U64(decode_split(q, len1, &any, NULL, NULL, NULL),
 		      KEEL_ERR_MALFORMED);
 	free(q);
+	free(p);
+	kv_destroy(kv);
+}
+
+/* The session table's bytes (v2) ride between the kv snapshot and the
+ * trailer: written as given, read back through their own sink, in any
+ * split, covered by the trailer CRC; a length past the bound is refused. */
+TEST(session_table_bytes_round_trip_after_the_kv_part)
+{
+	uint64_t last;
+	struct kv *kv = make_kv(7, &last);
+	struct node_snap_head h = base_head(20, kv_snapshot_size(kv));
+	static const uint8_t sess[] = "session-table-bytes";
+	h.sess_len = sizeof(sess);
+	struct source src = {kv_snapshot_writer_create(kv, &keel_alloc_libc)};
+	struct node_snap_writer *w = malloc(sizeof(*w));
+	node_snap_writer_init(w, &h, src_next, &src, sess);
+	size_t total = (size_t)node_snap_total(h.kv_len, h.sess_len);
+	uint8_t *p = malloc(total);
+	size_t pos = 0, n = 0;
+	while (node_snap_writer_next(w, p + pos, 333, &n))
+		pos += n;
+	pos += n;
+	ASSERT(pos == total);
+	EXPECT_EQ_U64(keel_get_u64(p + 43712), sizeof(sess));
+	EXPECT(memcmp(p + 43720 + h.kv_len, sess, sizeof(sess)) == 0);
+	struct keel_rand rnd;
+	keel_rand_seed(&rnd, test_seed(99));
+	for (int split = 0; split < 2; split++) {
+		struct node_snap_reader *r = malloc(sizeof(*r));
+		struct node_snap_expect any = {.max_bytes = 1ull << 30};
+		struct sink kvs = {malloc(total), 0, total};
+		struct sink ss = {malloc(total), 0, total};
+		node_snap_reader_init(r, &any, sink_feed, &kvs, sink_feed, &ss);
+		int rv = 0;
+		for (size_t at = 0; at < total && !rv;) {
+			size_t k = split ? 1 + (size_t)keel_rand_below(&rnd, 5000)
+					 : total;
+			if (k > total - at)
+				k = total - at;
+			rv = node_snap_reader_feed(r, p + at, k);
+			at += k;
+		}
+		EXPECT_EQ_U64(rv, 0);
+		EXPECT_EQ_U64(node_snap_reader_finish(r), 0);
+		EXPECT(ss.len == sizeof(sess) && !memcmp(ss.buf, sess, ss.len));
+		EXPECT_EQ_U64(kvs.len, h.kv_len);
+		free(kvs.buf);
+		free(ss.buf);
+		free(r);
+	}
+	/* a flipped session byte fails the trailer CRC */
+	p[43720 + h.kv_len + 3] ^= 1;
+	struct node_snap_expect any = {.max_bytes = 1ull << 30};
+	EXPECT_EQ_U64(decode_split(p, total, &any, NULL, NULL, NULL),
+		      KEEL_ERR_CORRUPT);
+	p[43720 + h.kv_len + 3] ^= 1;
+	/* S beyond its bound (P adjusted so only that rule is broken) */
+	keel_put_u64(p + 43712, NODE_SNAP_SESS_MAX + 1);
+	keel_put_u64(p + 16, node_snap_total(h.kv_len, NODE_SNAP_SESS_MAX + 1));
+	EXPECT_EQ_U64(decode_split(p, total, &any, NULL, NULL, NULL),
+		      KEEL_ERR_MALFORMED);
+	kv_snapshot_writer_destroy(src.w);
+	free(w);
 	free(p);
 	kv_destroy(kv);
 }
