@@ -80,7 +80,9 @@ __attribute__((constructor)) static void kv_rows_build(void)
 {
 	for (size_t i = 0; i < kv_commands_count; i++) {
 		const struct kv_command *k = &kv_commands[i];
-		if (k->flags & KV_CMD_INTERNAL)
+		/* Internal (leader-only) and server-built commands
+		 * (KEEL.EXEC, KEEL.WATCH-REVS) are not client commands. */
+		if (k->flags & (KV_CMD_INTERNAL | KV_CMD_SERVER))
 			continue;
 		KEEL_ASSERT(kv_rows_.n < KV_ROWS_MAX);
 		struct server_command *c = &kv_rows_.rows[kv_rows_.n++];
@@ -118,7 +120,7 @@ const struct server_command *server_command_lookup(const uint8_t *name,
 		if (name_eq(local_commands[i].name, name, len))
 			return &local_commands[i];
 	const struct kv_command *k = kv_command_lookup(name, len);
-	if (!k || (k->flags & KV_CMD_INTERNAL))
+	if (!k || (k->flags & (KV_CMD_INTERNAL | KV_CMD_SERVER)))
 		return NULL;
 	for (uint32_t i = 0; i < kv_rows_.n; i++)
 		if (kv_rows_.rows[i].name == k->name)
