@@ -41,6 +41,16 @@ static const struct server_command local_commands[] = {
 	 "Returns this connection to linearizable reads"},
 	{"config", -2, L, SERVER_H_CONFIG, 0, 0, 0, "server",
 	 "CONFIG GET pattern (read-only; a few keys for client tools)"},
+	{"multi", 1, L | F, SERVER_H_MULTI, 0, 0, 0, "transactions",
+	 "Starts a transaction: commands are queued until EXEC"},
+	{"exec", 1, L, SERVER_H_EXEC, 0, 0, 0, "transactions",
+	 "Runs the queued commands as one log entry, atomically"},
+	{"discard", 1, L | F, SERVER_H_DISCARD, 0, 0, 0, "transactions",
+	 "Drops the queued commands and the watched keys"},
+	{"watch", -2, L, SERVER_H_WATCH, 1, -1, 1, "transactions",
+	 "EXEC runs only if none of these keys changed since (linearizable)"},
+	{"unwatch", 1, L | F, SERVER_H_UNWATCH, 0, 0, 0, "transactions",
+	 "Forgets the watched keys"},
 	{"keel.debug", -2, L | SERVER_CMD_ADMIN | SERVER_CMD_FAULTS,
 	 SERVER_H_DEBUG, 0, 0, 0, "server",
 	 "Fault injection for tests (needs --test-faults)"},
@@ -68,6 +78,8 @@ static const char *kv_group(const struct kv_command *k)
 		return "generic";
 	if (!strcmp(k->name, "dbsize") || !strncmp(k->name, "flush", 5))
 		return "server";
+	if (k->flags & KV_CMD_TXN)
+		return "transactions";
 	return "string";
 }
 
@@ -102,7 +114,9 @@ __attribute__((constructor)) static void kv_rows_build(void)
 		c->last_key = k->last_key;
 		c->step = k->step;
 		c->group = kv_group(k);
-		c->summary = (k->flags & KV_CMD_WRITE)
+		c->summary = (k->flags & KV_CMD_TXN)
+				     ? "Compare, then one list of commands or another, atomically (docs/kv.md)"
+			     : (k->flags & KV_CMD_WRITE)
 				     ? "Redis-compatible write, through the Raft log"
 				     : "Redis-compatible read, linearizable by default";
 	}
