@@ -1488,6 +1488,13 @@ static void reply_str_now(struct conn *c, const char *msg)
 	reply_done(c, b);
 }
 
+/* Refuses a command read in MULTI: EXEC will abort (flagTransaction). */
+static void multi_refuse(struct conn *c, const char *msg)
+{
+	c->multi_error = true;
+	reply_err_now(c, msg);
+}
+
 /* A command read while in MULTI: copied into the queue (+QUEUED), or
  * refused with an error that makes EXEC abort (Redis's flagTransaction):
  * unknown, wrong arity, not allowed in a transaction, over a cap. */
@@ -1495,7 +1502,6 @@ static void multi_queue(struct conn *c, const struct server_command *sc,
 			const struct resp_command *cmd)
 {
 	char msg[512];
-	c->multi_error = true; /* until queued */
 	if (!sc || !server_command_arity_ok(sc, cmd->argc)) {
 		if (!sc)
 			server_err_unknown_command(msg, sizeof(msg), cmd->argc,
@@ -1503,7 +1509,7 @@ static void multi_queue(struct conn *c, const struct server_command *sc,
 		else
 			server_err_arity(msg, sizeof(msg), cmd->argv[0],
 					 cmd->argv_len[0]);
-		reply_err_now(c, msg);
+		multi_refuse(c, msg);
 		return;
 	}
 	const struct kv_command *k =
@@ -1513,7 +1519,7 @@ static void multi_queue(struct conn *c, const struct server_command *sc,
 	if (!k || !kv_command_txn_allowed(k)) {
 		/* Local commands (PING, CLIENT, ...) cannot run inside the
 		 * log entry; FLUSHDB/FLUSHALL and KEEL.TXN are refused by kv. */
-		reply_err_now(c, "ERR Command not allowed inside a transaction");
+		multi_refuse(c, "ERR Command not allowed inside a transaction");
 		return;
 	}
 	size_t bytes = 0;
@@ -1527,14 +1533,14 @@ static void multi_queue(struct conn *c, const struct server_command *sc,
 			 "%u arguments and %u bytes queued)",
 			 SERVER_MULTI_MAX_CMDS, SERVER_MULTI_MAX_ARGS,
 			 SERVER_MULTI_MAX_BYTES);
-		reply_err_now(c, msg);
+		multi_refuse(c, msg);
 		return;
 	}
 	if (c->mq_n == c->mq_cap) {
 		uint32_t cap = c->mq_cap ? 2 * c->mq_cap : 8;
 		void *p = realloc(c->mq, cap * sizeof(*c->mq));
 		if (!p) {
-			reply_err_now(c, "ERR out of memory");
+			multi_refuse(c, "ERR out of memory");
 			return;
 		}
 		c->mq = p;
@@ -1544,7 +1550,7 @@ static void multi_queue(struct conn *c, const struct server_command *sc,
 		    cmd->argc * (sizeof(uint8_t *) + sizeof(size_t)) + bytes;
 	struct txn_cmd *q = malloc(sz);
 	if (!q) {
-		reply_err_now(c, "ERR out of memory");
+		multi_refuse(c, "ERR out of memory");
 		return;
 	}
 	q->argc = cmd->argc;
@@ -1562,7 +1568,6 @@ static void multi_queue(struct conn *c, const struct server_command *sc,
 	c->mq[c->mq_n++] = q;
 	c->mq_args += 1 + cmd->argc;
 	c->mq_bytes += bytes;
-	c->multi_error = false;
 	reply_str_now(c, "QUEUED");
 }
 

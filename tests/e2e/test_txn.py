@@ -73,6 +73,11 @@ def test_queue_time_errors_abort_and_state_rules(cluster, role):
                    b"+OK\r\n-ERR MULTI calls can not be nested\r\n"
                    b"-ERR WATCH inside MULTI is not allowed\r\n+QUEUED\r\n+OK\r\n"
                    b"-ERR EXEC without MULTI\r\n$-1\r\n"), out
+    # a refused command aborts EXEC even when others are queued after it
+    out, _ = raw(nd, b"MULTI\r\nNOPE\r\nSET %s 1\r\nEXEC\r\nGET %s\r\n"
+                 % (k.encode(), k.encode()), until=b"$-1\r\n")
+    assert out.endswith(b"+QUEUED\r\n-EXECABORT Transaction discarded because of "
+                        b"previous errors.\r\n$-1\r\n"), out
     # nested MULTI and WATCH-in-MULTI do not abort the transaction
     out, _ = raw(nd, b"MULTI\r\nMULTI\r\nSET %s 5\r\nEXEC\r\n" % k.encode(),
                  until=b"*1\r\n+OK\r\n")
@@ -90,6 +95,23 @@ def test_queue_time_errors_abort_and_state_rules(cluster, role):
     assert "unknown command" in str(pytest.raises(
         redis.exceptions.ResponseError, c.execute_command, "KEEL.WATCH-REVS", k).value)
     c.close()
+
+
+def test_queue_is_bounded(cluster):
+    nd = cluster.nodes[0]
+    k = key("big").encode()
+    n = 10000
+    out, _ = raw(nd, b"MULTI\r\n" + b"INCR %s\r\n" % k * (n + 1) + b"EXEC\r\nGET %s\r\n" % k,
+                 until=b"$-1\r\n", timeout=20)
+    assert out.count(b"+QUEUED\r\n") == n
+    assert out.endswith(b"-ERR keel: transaction too large (at most 10000 commands, "
+                        b"524288 arguments and 16777216 bytes queued)\r\n"
+                        b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+                        b"$-1\r\n"), out[-300:]
+    # at the cap it runs, as one entry
+    out, _ = raw(nd, b"MULTI\r\n" + b"INCR %s\r\n" % k * n + b"EXEC\r\nGET %s\r\n" % k,
+                 until=b"$5\r\n10000\r\n", timeout=20)
+    assert out.endswith(b":10000\r\n$5\r\n10000\r\n"), out[-100:]
 
 
 def transfer_once(c, src, dst, amount):
