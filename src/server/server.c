@@ -85,6 +85,10 @@ struct watch_req {
 	size_t *lens;
 };
 
+/* The reply slot's aux of an EXEC (never dereferenced). */
+static const char exec_mark_;
+#define EXEC_MARK ((void *)(uintptr_t)&exec_mark_)
+
 struct conn {
 	struct conn *next, *prev;
 	struct server *s;
@@ -737,7 +741,10 @@ static void on_node_reply(void *ctx, const struct node_reply *r)
 	KEEL_ASSERT(c && c->node_pending > 0);
 	KEEL_ASSERT(!sl->done);
 	c->node_pending--;
-	struct watch_req *w = sl->aux;
+	/* aux: a WATCH's keys, or EXEC_MARK for an EXEC (its nil is Redis's
+	 * null array), or NULL. */
+	bool is_exec = sl->aux == EXEC_MARK;
+	struct watch_req *w = is_exec ? NULL : sl->aux;
 	sl->aux = NULL;
 	if (w) {
 		KEEL_ASSERT(c->watch_inflight > 0);
@@ -762,6 +769,9 @@ static void on_node_reply(void *ctx, const struct node_reply *r)
 	resp_buf_set_proto(b, sl->proto);
 	if (w && r->status == NODE_OK)
 		watch_done(c, w, r, b);
+	else if (is_exec && r->status == NODE_OK && r->tape_len == 1 &&
+		 r->tape[0] == 'n')
+		resp_write_null_array(b); /* a watched key changed */
 	else
 		encode_node_reply(s, b, r);
 	free(w);
@@ -1402,7 +1412,7 @@ static bool maybe_early_ack(struct conn *c, const struct resp_command *cmd)
  * or NULL) marks a WATCH: its read is always linearizable and its reply
  * is turned into watches (watch_done). */
 static void send_to_node_w(struct conn *c, const struct resp_command *cmd,
-			   struct watch_req *w)
+			   struct watch_req *w, bool is_exec)
 {
 	struct server *s = c->s;
 	if (!w && maybe_early_ack(c, cmd))
@@ -1415,7 +1425,7 @@ static void send_to_node_w(struct conn *c, const struct resp_command *cmd,
 	}
 	sl->ctx = c;
 	sl->proto = c->proto;
-	sl->aux = w;
+	sl->aux = is_exec ? EXEC_MARK : w;
 	c->node_pending++;
 	if (w)
 		c->watch_inflight++;
@@ -1434,9 +1444,9 @@ static void send_to_node_w(struct conn *c, const struct resp_command *cmd,
 		/* No answer will come (the contract: INVAL for commands kv
 		 * does not route). Answer here. */
 		c->node_pending--;
+		sl->aux = NULL;
 		if (w) {
 			c->watch_inflight--;
-			sl->aux = NULL;
 			free(w);
 		}
 		struct resp_buf *b = &s->scratch;
@@ -1458,7 +1468,7 @@ static void send_to_node_w(struct conn *c, const struct resp_command *cmd,
 
 static void send_to_node(struct conn *c, const struct resp_command *cmd)
 {
-	send_to_node_w(c, cmd, NULL);
+	send_to_node_w(c, cmd, NULL, false);
 }
 
 /* ---- MULTI / EXEC / DISCARD / WATCH / UNWATCH ------------------------------------ */
@@ -1623,7 +1633,7 @@ static void h_exec(struct conn *c)
 	KEEL_ASSERT(i == argc);
 	struct resp_command ex = {.argc = argc, .argv = argv, .argv_len = lens};
 	c->pending_kind = SERVER_CMD_WRITE;
-	send_to_node(c, &ex); /* the node copies what it keeps */
+	send_to_node_w(c, &ex, NULL, true); /* the node copies what it keeps */
 	free(m);
 	txn_clear(c);
 }
@@ -1676,7 +1686,7 @@ static void h_watch(struct conn *c, const struct resp_command *cmd)
 	struct resp_command rd = {.argc = cmd->argc, .argv = argv,
 				  .argv_len = lens};
 	c->pending_kind = SERVER_CMD_READ;
-	send_to_node_w(c, &rd, w);
+	send_to_node_w(c, &rd, w, false);
 }
 
 static void exec_command(struct conn *c, const struct resp_command *cmd)

@@ -214,6 +214,11 @@ def test_unwatch_discard_and_exec_clear_watches(cluster, role):
         s.connection_pool.release(conn)
         s.close()
         other.close()
+    # a failed EXEC is Redis's null array; the connection's own write
+    # after WATCH counts as a change
+    out, _ = raw(nd, b"WATCH %s\r\nSET %s 4\r\nMULTI\r\nSET %s 1\r\nEXEC\r\n" % (kb, kb, kb),
+                 until=b"*-1\r\n")
+    assert out == b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*-1\r\n", out
     # pipelined without waiting: WATCH's read is done before EXEC goes
     out, _ = raw(nd, b"WATCH %s\r\nGET %s\r\nMULTI\r\nINCR %s\r\nEXEC\r\n" % (kb, kb, kb),
                  until=b"*1\r\n:5\r\n")
