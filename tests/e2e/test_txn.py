@@ -50,6 +50,19 @@ def test_exec_runs_the_queue_and_errors_do_not_roll_back(cluster, role):
     rb = c.execute_command("KEEL.GETREV", b)
     assert ra[0] == b"4" and rb[0] == b"4"
     assert ra[2] == rb[2], (ra, rb)
+    # one EXEC is one log entry (retried: the leader's expiry sweep may
+    # propose an entry of its own in between)
+    ld = cluster.leader()
+    grew = []
+    for _ in range(5):
+        before = int(ld.info()["raft_last_index"])
+        p = c.pipeline(transaction=True)
+        p.set(a, "5").set(b, "6").get(a).incr(a).mget(a, b)
+        assert p.execute() == [True, True, b"5", 6, [b"6", b"6"]]
+        grew.append(int(ld.info()["raft_last_index"]) - before)
+        if grew[-1] == 1:
+            break
+    assert 1 in grew, grew
     c.close()
 
 
