@@ -249,10 +249,7 @@ struct kv_txn_layout {
 bool kv_txn_parse_layout(int argc, const uint8_t *const *argv,
 			 const size_t *lens, struct kv_txn_layout *l,
 			 const char **err);
-/* The argv index after the sub-command list of n starting at pos (the
- * layout has been parsed). */
-int kv_txn_skip(const uint8_t *const *argv, const size_t *lens, int pos,
-		int n);
+
 #define KV_NUM_COMMANDS 40
 extern const kv_cmd_fn kv_command_procs[KV_NUM_COMMANDS];
 

@@ -64,18 +64,6 @@ static int kv_txn_list(int argc, const uint8_t *const *argv,
 	return pos;
 }
 
-int kv_txn_skip(const uint8_t *const *argv, const size_t *lens, int pos,
-		int n)
-{
-	for (int i = 0; i < n; i++) {
-		int k = 0;
-		bool ok = kv_txn_count(argv, lens, pos, KV_MAX_ARGC, &k);
-		KEEL_ASSERT(ok);
-		pos += 1 + k;
-	}
-	return pos;
-}
-
 bool kv_txn_parse_layout(int argc, const uint8_t *const *argv,
 			 const size_t *lens, struct kv_txn_layout *l,
 			 const char **err)
