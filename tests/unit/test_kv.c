@@ -2789,6 +2789,149 @@ TEST(kv_txn_nomem_midway_changes_nothing)
 	}
 }
 
+/* The visible state as text: key, value, expiry of every live key. */
+struct vis {
+	char text[16384];
+	size_t n;
+};
+
+static int vis_cb(void *ctx, const uint8_t *key, size_t klen,
+		  const uint8_t *val, size_t vlen, const struct kv_meta *meta)
+{
+	struct vis *v = ctx;
+	int k = snprintf(v->text + v->n, sizeof(v->text) - v->n,
+			 "%.*s=%.*s@%" PRIu64 " ", (int)klen, (const char *)key,
+			 (int)(vlen > 64 ? 64 : vlen), (const char *)val,
+			 meta->expire_at_ms);
+	if (k > 0 && (size_t)k < sizeof(v->text) - v->n)
+		v->n += (size_t)k;
+	return 0;
+}
+
+static void visible(struct kv *kv, uint64_t now, struct vis *v)
+{
+	v->n = 0;
+	v->text[0] = 0;
+	struct kv_visit vi = {vis_cb, v};
+	kv_range(kv, NULL, 0, NULL, 0, now, 0, &vi);
+}
+
+static void sweep_one(struct h *h, uint64_t now)
+{
+	static struct collect due;
+	due.n = 0;
+	struct kv_visit v = {collect_mod_cb, &due};
+	kv_next_expired(h->kv, now, 16, &v);
+	for (int d = 0; d < due.n; d++) {
+		char line[96];
+		snprintf(line, sizeof(line), "KEEL.EXPIRE-DELETE %s %" PRIu64,
+			 due.keys[d], due.exp[d]);
+		h_run(h, now, line);
+	}
+}
+
+/* A transaction behaves like its commands run one after the other with
+ * nothing in between (Redis's EXEC): random transactions of the random
+ * stream's commands give the same sub-replies and the same visible state
+ * as the commands applied alone; rewritten through the leader's step they
+ * give the same bytes; each moves the revision by at most one. */
+TEST(kv_txn_random_equals_commands_in_sequence)
+{
+	uint64_t seed = test_seed(23);
+	struct keel_rand rnd;
+	keel_rand_seed(&rnd, seed);
+	static struct h a, b, c;
+	h_init(&a, MODE_RAW);
+	h_init(&b, MODE_RAW);
+	h_init(&c, MODE_REWRITE);
+	uint64_t now = 1000;
+	static struct rec seq;
+	static struct vis va, vb;
+	for (int i = 0; i < 3000 && !test_failed_now_; i++) {
+		const uint8_t *argv[128];
+		size_t lens[128];
+		static struct stream cmds[8];
+		char counts[8][8];
+		int n = 1 + (int)keel_rand_below(&rnd, 6), argc = 0;
+		argv[argc] = (const uint8_t *)"KEEL.EXEC";
+		lens[argc++] = 9;
+		argv[argc] = (const uint8_t *)"0";
+		lens[argc++] = 1;
+		snprintf(counts[7], 8, "%d", n);
+		argv[argc] = (const uint8_t *)counts[7];
+		lens[argc++] = strlen(counts[7]);
+		for (int j = 0; j < n; j++) {
+			struct stream *s = &cmds[j];
+			for (;;) {
+				rand_command(&rnd, s);
+				const struct kv_command *k =
+					kv_command_lookup(s->argv[0], s->lens[0]);
+				int ar = k ? k->arity : 0;
+				if (k && kv_command_txn_allowed(k) &&
+				    ((ar > 0 && s->argc == ar) ||
+				     (ar < 0 && s->argc >= -ar)))
+					break;
+			}
+			snprintf(counts[j], 8, "%d", s->argc);
+			argv[argc] = (const uint8_t *)counts[j];
+			lens[argc++] = strlen(counts[j]);
+			for (int k = 0; k < s->argc; k++) {
+				argv[argc] = s->argv[k];
+				lens[argc++] = s->lens[k];
+			}
+		}
+		now += keel_rand_below(&rnd, 300);
+		struct kv_stats st0, st1;
+		kv_stats(a.kv, &st0);
+		rec_reset(&a.rec);
+		rec_reset(&c.rec);
+		ASSERT(h_apply_argv(&a, now, argc, argv, lens) == 0);
+		ASSERT(h_apply_argv(&c, now, argc, argv, lens) == 0);
+		kv_stats(a.kv, &st1);
+		EXPECT(st1.revision - st0.revision <= 1);
+		/* The same commands one by one on b. */
+		rec_reset(&seq);
+		char hdr[16];
+		snprintf(hdr, sizeof(hdr), "*%d", n);
+		rec_put(&seq, hdr, strlen(hdr));
+		for (int j = 0; j < n; j++) {
+			rec_reset(&b.rec);
+			ASSERT(h_apply_argv(&b, now, cmds[j].argc, cmds[j].argv,
+					    cmds[j].lens) == 0);
+			rec_put(&seq, b.rec.text, strlen(b.rec.text));
+		}
+		if (strcmp(a.rec.text, seq.text) != 0 ||
+		    strcmp(a.rec.text, c.rec.text) != 0) {
+			fprintf(stderr, "  step %d: txn '%s'\n    alone '%s'\n    "
+				"rewritten '%s'\n", i, a.rec.text, seq.text,
+				c.rec.text);
+			test_failed_now_ = 1;
+			break;
+		}
+		visible(a.kv, now, &va);
+		visible(b.kv, now, &vb);
+		if (strcmp(va.text, vb.text) != 0) {
+			fprintf(stderr, "  step %d: state differs\n    txn   %s\n"
+				"    alone %s\n", i, va.text, vb.text);
+			test_failed_now_ = 1;
+			break;
+		}
+		if (i % 500 == 0) {
+			EXPECT(kv_invariants(a.kv));
+			EXPECT_EQ_U64(kv_digest(a.kv), kv_digest(c.kv));
+		}
+		if (keel_rand_chance(&rnd, 1, 10)) {
+			sweep_one(&a, now);
+			sweep_one(&b, now);
+			sweep_one(&c, now);
+		}
+	}
+	EXPECT_EQ_U64(kv_digest(a.kv), kv_digest(c.kv));
+	h_fini(&a);
+	h_fini(&b);
+	h_fini(&c);
+}
+
 /* ---- reply tapes ------------------------------------------------------------ */
 
 /* A reply recorded on a tape and played back renders exactly like the
