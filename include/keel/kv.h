@@ -88,7 +88,15 @@ enum kv_command_flags {
 	KV_CMD_INTERNAL = 1u << 3, /* proposed by the leader only, never by a client */
 	KV_CMD_REWRITE = 1u << 4,  /* has relative TTLs: run kv_rewrite_relative */
 	KV_CMD_FAST = 1u << 5,     /* O(1) or O(log n) */
+	/* The server's own building blocks (KEEL.EXEC, KEEL.WATCH-REVS):
+	 * routed by the node like any write or read, but not client
+	 * commands (the server builds them for EXEC and WATCH). */
+	KV_CMD_SERVER = 1u << 6,
+	/* Runs other commands (KEEL.EXEC, KEEL.TXN): never inside another
+	 * transaction; kv_rewrite_relative rewrites its sub-commands. */
+	KV_CMD_TXN = 1u << 7,
 };
+
 
 /* One row per command, as data the server's command table can use for
  * COMMAND, arity errors and routing. name is lowercase; arity uses Redis's
@@ -109,6 +117,11 @@ extern const size_t kv_commands_count;
 
 /* Case-insensitive lookup; NULL when kv does not implement the command. */
 const struct kv_command *kv_command_lookup(const uint8_t *name, size_t len);
+
+/* May cmd run inside a transaction (MULTI/EXEC, KEEL.TXN)? Not the
+ * internal, admin (FLUSHDB/FLUSHALL), server-only or transaction
+ * commands. */
+bool kv_command_txn_allowed(const struct kv_command *cmd);
 
 /* ---- command entries ----------------------------------------------------- */
 
@@ -189,10 +202,12 @@ void kv_destroy(struct kv *kv);
  * (an error reply for a malformed entry, an unknown command, wrong arity).
  * Bumps the global revision by one if the entry changed anything.
  * Returns 0, or KEEL_ERR_NOMEM: then the reply may be missing or partial.
- * Single-key commands allocate before they change anything, so the state
- * and the applied index are unchanged and the entry may be applied again;
- * a multi-key command (MSET) may have changed part of the state -- then the
- * replica must stop and recover from a snapshot and the log. */
+ * Single-key commands allocate before they change anything, and a
+ * transaction (KEEL.EXEC, KEEL.TXN) undoes what it did from its undo
+ * journal, so the state and the applied index are unchanged and the entry
+ * may be applied again; a multi-key command (MSET) outside a transaction
+ * may have changed part of the state -- then the replica must stop and
+ * recover from a snapshot and the log. */
 int kv_apply(struct kv *kv, uint64_t index, const uint8_t *cmd, size_t len,
 	     const struct kv_reply_ops *reply, void *reply_ctx);
 
@@ -248,6 +263,12 @@ uint64_t kv_digest(const struct kv *kv);
 bool kv_glob_match(const uint8_t *pat, size_t plen, const uint8_t *str,
 		   size_t slen);
 
+/* ---- transactions (docs/kv.md, "Transactions") ------------------------------ */
+
+/* Limits of one transaction command: sub-commands and compares. */
+#define KV_TXN_MAX_CMDS 65536
+#define KV_TXN_MAX_COMPARES 4096
+
 /* Writes v in decimal with a NUL into buf (room for 21 bytes) and returns
  * the digit count: the form kv's commands and replies use for numbers. */
 size_t kv_fmt_u64(uint64_t v, char *buf);
@@ -259,8 +280,11 @@ size_t kv_fmt_u64(uint64_t v, char *buf);
  * so a large keyspace can be streamed. The kv must not change while a plain
  * writer (kv_snapshot_writer_*) is live; a frozen version (kv_freeze, below)
  * streams the state at its freeze while applies go on. */
-#define KV_SNAP_VERSION 1
-#define KV_SNAP_HEADER_BYTES 56
+#define KV_SNAP_VERSION 2
+/* 56 fixed bytes, then KV_CREATE_MARKS u64 creation marks (docs/kv.md,
+ * "Transactions"). */
+#define KV_CREATE_MARKS 16
+#define KV_SNAP_HEADER_BYTES (56 + 8 * KV_CREATE_MARKS)
 #define KV_SNAP_RECORD_BYTES 40
 
 struct kv_snap_writer;

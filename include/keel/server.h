@@ -36,6 +36,15 @@
 #define SERVER_MAX_BULK_LEN (16u << 20)
 #define SERVER_MAX_COMMAND_BYTES (32u << 20)
 #define SERVER_MAX_ARGS (1u << 20)
+/* MULTI/EXEC per connection (docs/server.md "Transactions"): queued
+ * commands, their arguments and argument bytes, and watched keys (count
+ * and bytes). Past a cap the command is refused and EXEC aborts; the whole
+ * EXEC then still fits one peer frame when a follower forwards it. */
+#define SERVER_MULTI_MAX_CMDS 10000u
+#define SERVER_MULTI_MAX_ARGS (512u << 10)
+#define SERVER_MULTI_MAX_BYTES (16u << 20)
+#define SERVER_MAX_WATCHES 1024u
+#define SERVER_MAX_WATCH_BYTES (1u << 20)
 
 struct server_config {
 	raft_id id;
@@ -154,6 +163,11 @@ enum server_handler {
 	SERVER_H_READWRITE,
 	SERVER_H_DEBUG,
 	SERVER_H_CONFIG,
+	SERVER_H_MULTI,
+	SERVER_H_EXEC,
+	SERVER_H_DISCARD,
+	SERVER_H_WATCH,
+	SERVER_H_UNWATCH,
 	SERVER_H_COUNT,
 };
 
@@ -199,6 +213,8 @@ struct server_reply_slot {
 	uint64_t seq;
 	void *ctx; /* the caller's (the server: its connection) */
 	int proto; /* the caller's (the server: RESP version when it was asked) */
+	void *aux; /* the caller's (the server: a WATCH's keys); never freed
+		      by the queue */
 	bool done;
 	size_t len;
 	uint8_t *bytes; /* owned, len bytes once done */

@@ -276,6 +276,109 @@ static void kv_rw_options(struct kv_rw *w, int start, bool is_set, int64_t now)
 	w->argc = o + 2;
 }
 
+/* Rewrites one command in[0..inc) into out (room for inc + 1 arguments;
+ * num has a slot per out position). Returns the new argc. */
+static int kv_rw_one(const uint8_t *const *in, const size_t *inl, int inc,
+		     int64_t now, const uint8_t **out, size_t *outl,
+		     char (*num)[24])
+{
+	for (int i = 0; i < inc; i++) {
+		out[i] = in[i];
+		outl[i] = inl[i];
+	}
+	struct kv_rw w = {out, outl, num, inc};
+	const uint8_t *name = in[0];
+	size_t nl = inl[0];
+	if (kv_bytes_ieq(name, nl, "set") && inc >= 3) {
+		kv_rw_options(&w, 3, true, now);
+	} else if (kv_bytes_ieq(name, nl, "getex") && inc >= 2) {
+		kv_rw_options(&w, 2, false, now);
+	} else if ((kv_bytes_ieq(name, nl, "setex") ||
+		    kv_bytes_ieq(name, nl, "psetex")) &&
+		   inc == 4) {
+		int64_t at;
+		int64_t unit = (nl == 5) ? 1000 : 1;
+		if (kv_abs_positive(in[2], inl[2], unit, now, &at)) {
+			/* SETEX k s v -> SET k v PXAT at: argc 4 -> 5. */
+			kv_rw_set_word(&w, 0, "SET");
+			out[2] = in[3];
+			outl[2] = inl[3];
+			kv_rw_set_word(&w, 3, "PXAT");
+			kv_rw_set_num(&w, 4, at);
+			w.argc = 5;
+		}
+	} else if ((kv_bytes_ieq(name, nl, "expire") ||
+		    kv_bytes_ieq(name, nl, "pexpire")) &&
+		   inc >= 3) {
+		/* EXPIRE accepts negative times (delete now), so only overflow
+		 * keeps the original form (and its error). */
+		int64_t v;
+		int64_t unit = (nl == 6) ? 1000 : 1;
+		if (kv_parse_i64(in[2], inl[2], &v) &&
+		    v <= INT64_MAX / unit && v >= INT64_MIN / unit &&
+		    v * unit <= INT64_MAX - now) {
+			kv_rw_set_word(&w, 0, "PEXPIREAT");
+			kv_rw_set_num(&w, 2, v * unit + now);
+		}
+	}
+	return w.argc;
+}
+
+/* Copies in[from..to) to out at *o. */
+static void kv_rw_copy(const uint8_t *const *in, const size_t *inl, int from,
+		       int to, const uint8_t **out, size_t *outl, int *o)
+{
+	for (int i = from; i < to; i++) {
+		out[*o] = in[i];
+		outl[*o] = inl[i];
+		(*o)++;
+	}
+}
+
+/* Rewrites the n sub-commands at in[pos..] into out at *o, each with its
+ * new count. Returns the index after them in in. */
+static int kv_rw_list(const uint8_t *const *in, const size_t *inl, int pos,
+		      int n, int64_t now, const uint8_t **out, size_t *outl,
+		      char (*num)[24], int *o)
+{
+	for (int i = 0; i < n; i++) {
+		uint64_t k = 0;
+		bool ok = kv_parse_u64(in[pos], inl[pos], &k);
+		KEEL_ASSERT(ok && k >= 1);
+		int cnt_at = (*o)++;
+		int nc = kv_rw_one(in + pos + 1, inl + pos + 1, (int)k, now,
+				   out + *o, outl + *o, num + *o);
+		struct kv_rw w = {out, outl, num, 0};
+		kv_rw_set_num(&w, cnt_at, nc);
+		*o += nc;
+		pos += 1 + (int)k;
+	}
+	return pos;
+}
+
+/* KEEL.EXEC / KEEL.TXN: every sub-command rewritten as if proposed alone
+ * (a sub-command's argc may grow by one, SETEX -> SET .. PXAT). A layout
+ * that does not parse is left as it is. Returns the new argc. */
+static int kv_rw_txn(const uint8_t *const *in, const size_t *inl, int inc,
+		     int64_t now, const uint8_t **out, size_t *outl,
+		     char (*num)[24])
+{
+	struct kv_txn_layout l;
+	const char *err;
+	int o = 0;
+	if (!kv_txn_parse_layout(inc, in, inl, &l, &err)) {
+		kv_rw_copy(in, inl, 0, inc, out, outl, &o);
+		return o;
+	}
+	kv_rw_copy(in, inl, 0, l.then_pos, out, outl, &o);
+	int i = kv_rw_list(in, inl, l.then_pos, l.nthen, now, out, outl, num,
+			   &o);
+	kv_rw_copy(in, inl, i, l.else_pos, out, outl, &o);
+	i = kv_rw_list(in, inl, l.else_pos, l.nelse, now, out, outl, num, &o);
+	kv_rw_copy(in, inl, i, inc, out, outl, &o);
+	return o;
+}
+
 int kv_rewrite_relative(const struct keel_alloc *a, uint64_t now_ms, int argc,
 			const uint8_t *const *argv, const size_t *lens,
 			uint8_t **out, size_t *out_len)
@@ -284,74 +387,22 @@ int kv_rewrite_relative(const struct keel_alloc *a, uint64_t now_ms, int argc,
 		return KEEL_ERR_INVAL;
 	if ((uint64_t)argc > KV_MAX_ARGC)
 		return KEEL_ERR_TOO_BIG;
-	size_t n = (size_t)argc;
-	struct kv_rw w = {0};
-	w.argc = argc;
-	w.argv = a->malloc(a->ctx, n * sizeof(*w.argv));
-	w.lens = a->malloc(a->ctx, n * sizeof(*w.lens));
-	w.num = a->malloc(a->ctx, n * sizeof(*w.num));
+	/* Room: every command (or sub-command) may grow by one argument, and
+	 * a transaction has at most argc / 2 sub-commands. */
+	size_t n = (size_t)argc * 2 + 1;
+	const uint8_t **wargv = a->malloc(a->ctx, n * sizeof(*wargv));
+	size_t *wlens = a->malloc(a->ctx, n * sizeof(*wlens));
+	char(*num)[24] = a->malloc(a->ctx, n * sizeof(*num));
 	uint8_t *buf = NULL;
 	int rc = KEEL_ERR_NOMEM;
-	if (!w.argv || !w.lens || !w.num)
+	if (!wargv || !wlens || !num)
 		goto done;
-	for (size_t i = 0; i < n; i++) {
-		w.argv[i] = argv[i];
-		w.lens[i] = lens[i];
-	}
 	int64_t now = now_ms > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)now_ms;
-	const uint8_t *name = argv[0];
-	size_t nl = lens[0];
-	if (kv_bytes_ieq(name, nl, "set") && argc >= 3) {
-		kv_rw_options(&w, 3, true, now);
-	} else if (kv_bytes_ieq(name, nl, "getex") && argc >= 2) {
-		kv_rw_options(&w, 2, false, now);
-	} else if ((kv_bytes_ieq(name, nl, "setex") ||
-		    kv_bytes_ieq(name, nl, "psetex")) &&
-		   argc == 4) {
-		int64_t at;
-		int64_t unit = (nl == 5) ? 1000 : 1;
-		if (kv_abs_positive(argv[2], lens[2], unit, now, &at)) {
-			/* SETEX k s v -> SET k v PXAT at: argc 4 -> 5. */
-			const uint8_t *v4[5];
-			size_t l4[5];
-			char num[24];
-			size_t numl = kv_fmt_i64(at, num);
-			v4[0] = (const uint8_t *)"SET";
-			l4[0] = 3;
-			v4[1] = argv[1];
-			l4[1] = lens[1];
-			v4[2] = argv[3];
-			l4[2] = lens[3];
-			v4[3] = (const uint8_t *)"PXAT";
-			l4[3] = 4;
-			v4[4] = (const uint8_t *)num;
-			l4[4] = numl;
-			size_t sz = kv_cmd_encoded_size(5, l4);
-			rc = KEEL_ERR_TOO_BIG;
-			if (!sz)
-				goto done;
-			rc = KEEL_ERR_NOMEM;
-			buf = a->malloc(a->ctx, sz);
-			if (!buf)
-				goto done;
-			rc = kv_cmd_encode(now_ms, 5, v4, l4, buf, sz, out_len);
-			goto done;
-		}
-	} else if ((kv_bytes_ieq(name, nl, "expire") ||
-		    kv_bytes_ieq(name, nl, "pexpire")) &&
-		   argc >= 3) {
-		/* EXPIRE accepts negative times (delete now), so only overflow
-		 * keeps the original form (and its error). */
-		int64_t v;
-		int64_t unit = (nl == 6) ? 1000 : 1;
-		if (kv_parse_i64(argv[2], lens[2], &v) &&
-		    v <= INT64_MAX / unit && v >= INT64_MIN / unit &&
-		    v * unit <= INT64_MAX - now) {
-			kv_rw_set_word(&w, 0, "PEXPIREAT");
-			kv_rw_set_num(&w, 2, v * unit + now);
-		}
-	}
-	size_t sz = kv_cmd_encoded_size(w.argc, w.lens);
+	const struct kv_command *kc = kv_command_lookup(argv[0], lens[0]);
+	int wargc = kc && (kc->flags & KV_CMD_TXN)
+			    ? kv_rw_txn(argv, lens, argc, now, wargv, wlens, num)
+			    : kv_rw_one(argv, lens, argc, now, wargv, wlens, num);
+	size_t sz = kv_cmd_encoded_size(wargc, wlens);
 	rc = KEEL_ERR_TOO_BIG;
 	if (!sz)
 		goto done;
@@ -359,15 +410,15 @@ int kv_rewrite_relative(const struct keel_alloc *a, uint64_t now_ms, int argc,
 	buf = a->malloc(a->ctx, sz);
 	if (!buf)
 		goto done;
-	rc = kv_cmd_encode(now_ms, w.argc, w.argv, w.lens, buf, sz, out_len);
+	rc = kv_cmd_encode(now_ms, wargc, wargv, wlens, buf, sz, out_len);
 done:
 	if (rc == 0) {
 		*out = buf;
 	} else {
 		a->free(a->ctx, buf);
 	}
-	a->free(a->ctx, w.num);
-	a->free(a->ctx, w.lens);
-	a->free(a->ctx, w.argv);
+	a->free(a->ctx, num);
+	a->free(a->ctx, wlens);
+	a->free(a->ctx, wargv);
 	return rc;
 }

@@ -53,6 +53,13 @@ const struct kv_command kv_commands[] = {
 	{"keel.get", 2, R | F, 1, 1, 1},
 	{"keel.expire-delete", 3, W | F | KV_CMD_INTERNAL, 1, 1, 1},
 	{"keel.cas", 4, W | F, 1, 1, 1},
+	/* Transactions (txn.c, docs/kv.md "Transactions"). KEEL.EXEC and
+	 * KEEL.WATCH-REVS are what the server sends for EXEC and WATCH. */
+	{"keel.getrev", 2, R | F, 1, 1, 1},
+	{"keel.exec", -3, W | KV_CMD_SERVER | KV_CMD_TXN | KV_CMD_REWRITE, 0,
+	 0, 0},
+	{"keel.txn", -3, W | KV_CMD_TXN | KV_CMD_REWRITE, 0, 0, 0},
+	{"keel.watch-revs", -2, R | KV_CMD_SERVER, 1, -1, 1},
 };
 
 const size_t kv_commands_count = KEEL_ARRAY_LEN(kv_commands);
@@ -60,7 +67,7 @@ const size_t kv_commands_count = KEEL_ARRAY_LEN(kv_commands);
 _Static_assert(KEEL_ARRAY_LEN(kv_commands) == KV_NUM_COMMANDS,
 	       "kv_commands and kv_command_procs must stay in step");
 
-/* Linear: 35 short names, compared only when the lengths agree. */
+/* Linear: 40 short names, compared only when the lengths agree. */
 const struct kv_command *kv_command_lookup(const uint8_t *name, size_t len)
 {
 	for (size_t i = 0; i < kv_commands_count; i++)

@@ -347,6 +347,7 @@ int kv_set_value(struct kv *kv, const uint8_t *key, size_t klen,
 			kv_frozen_keep(kv->frozen, pre); /* ABSENT */
 		e->meta.create_revision = kv->pending_rev;
 		kv_link_entry(kv, e);
+		kv->create_marks[kv_mark_bucket(e->hash)] = kv->pending_rev;
 	} else {
 		if (pre) {
 			pre->meta = e->meta;
@@ -366,6 +367,8 @@ int kv_set_value(struct kv *kv, const uint8_t *key, size_t klen,
 			e->meta.version = 0;
 			kv_set_expire(kv, e, 0);
 			keep_ttl = false;
+			kv->create_marks[kv_mark_bucket(e->hash)] =
+				kv->pending_rev;
 		}
 	}
 	kv_replace_val(kv, e, buf, vlen, vlen);
@@ -542,10 +545,12 @@ void kv_stats(const struct kv *kv, struct kv_stats *st)
 
 uint64_t kv_digest(const struct kv *kv)
 {
-	uint8_t hdr[24];
+	uint8_t hdr[24 + 8 * KV_CREATE_MARKS];
 	keel_put_u64(hdr, kv->revision);
 	keel_put_u64(hdr + 8, kv->applied_index);
 	keel_put_u64(hdr + 16, kv->count);
+	for (unsigned i = 0; i < KV_CREATE_MARKS; i++)
+		keel_put_u64(hdr + 24 + 8 * i, kv->create_marks[i]);
 	uint64_t h = kv_hash64(hdr, sizeof(hdr), 0x6b65656c44494745ull);
 	struct kv_avl_iter it;
 	kv_avl_seek(&it, kv->by_key, NULL, kv_cmp_key);

@@ -120,8 +120,19 @@ struct kv {
 	/* Longest key ever linked (never shrinks): sizes the frozen writer's
 	 * cursor, since every key at a freeze is at most this long. */
 	size_t max_key_len;
+	/* Creation marks: create_marks[h(key) % KV_CREATE_MARKS] is the
+	 * newest revision that created a key of that bucket. A WATCH of an
+	 * absent key at revision R fails if its bucket's mark is above R
+	 * (docs/kv.md, "Transactions"). Replicated state: in the snapshot
+	 * header and the digest. Invariant: every mark <= revision. */
+	uint64_t create_marks[KV_CREATE_MARKS];
 	char errbuf[KV_ERRBUF]; /* formatted error replies */
 };
+
+static inline unsigned kv_mark_bucket(uint64_t hash)
+{
+	return (unsigned)(hash % KV_CREATE_MARKS);
+}
 
 /* Key order: memcmp, shorter first. <0, 0, >0. */
 int kv_keycmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
@@ -178,6 +189,9 @@ void kv_entry_free(struct kv *kv, struct kv_entry *e);
 
 void kv_snap_header(const struct kv *kv, uint8_t *h);
 void kv_snap_record(const struct kv_entry *e, uint8_t *r);
+/* Takes the creation marks from header h into kv; false if one is above
+ * revision (malformed). */
+bool kv_snap_marks(struct kv *kv, const uint8_t *h, uint64_t revision);
 extern const uint8_t kv_snap_magic[8];
 
 /* The frozen version's side of the mutation helpers (kv.c). A pre-image is
@@ -214,7 +228,29 @@ struct kv_ctx {
 };
 
 typedef int (*kv_cmd_fn)(struct kv_ctx *c);
-#define KV_NUM_COMMANDS 36
+/* The transaction commands (txn.c). */
+int kv_cmd_keel_exec(struct kv_ctx *c);
+int kv_cmd_keel_txn(struct kv_ctx *c);
+int kv_cmd_keel_watch_revs(struct kv_ctx *c);
+
+/* Where the parts of a KEEL.EXEC / KEEL.TXN argv are (txn.c). Sub-command
+ * lists start at *_pos: each sub-command is a decimal count n >= 1 and
+ * then its n arguments. */
+struct kv_txn_layout {
+	bool exec;    /* KEEL.EXEC: watch triples; KEEL.TXN: compares */
+	int ncond;    /* watch triples or compares */
+	int cond_pos; /* argv index of the first one */
+	int nthen, then_pos;
+	int nelse, else_pos; /* nelse 0 and else_pos = argc without ELSE */
+};
+/* Parses the layout (counts, bounds, sub-command counts) without looking
+ * at the sub-commands' names. false = malformed; then *err says why (a
+ * static string, no "ERR " prefix). */
+bool kv_txn_parse_layout(int argc, const uint8_t *const *argv,
+			 const size_t *lens, struct kv_txn_layout *l,
+			 const char **err);
+
+#define KV_NUM_COMMANDS 40
 extern const kv_cmd_fn kv_command_procs[KV_NUM_COMMANDS];
 
 /* Reply helpers. */

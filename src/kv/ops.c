@@ -784,6 +784,7 @@ const kv_cmd_fn kv_command_procs[] = {
 	cmd_pexpireat, cmd_ttl,      cmd_pttl,     cmd_persist,
 	cmd_keys,     cmd_scan,      cmd_dbsize,   cmd_flush,
 	cmd_flush,    cmd_keel_get,  cmd_expire_delete, cmd_keel_cas,
+	cmd_keel_get, kv_cmd_keel_exec, kv_cmd_keel_txn, kv_cmd_keel_watch_revs,
 };
 
 /* The extern declaration in kv_internal.h has KV_NUM_COMMANDS elements: an

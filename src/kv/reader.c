@@ -5,10 +5,10 @@
  * end.
  *
  * The verdict must be kv_snapshot_decode's for the same bytes. That decoder
- * checks, in order: magic, length >= 60, version, total length = input
+ * checks, in order: magic, length >= 188 (header + trailer), version, total length = input
  * length, the CRC over everything, then the fields in stream order. The
  * reader reports an error the moment it is certain whatever bytes follow:
- * the magic at 8 bytes; the version at 60 (before that a short input would
+ * the magic at 8 bytes; the version at 188 (before that a short input would
  * be TRUNCATED instead); more bytes than the total length at once. A field
  * error is found as its bytes arrive but is only the verdict if the CRC
  * passes, so it is kept (pending); the CRC and the pending error are judged
@@ -46,7 +46,7 @@ struct kv_snap_reader {
 	bool done;    /* finish handed the kv over */
 	uint64_t fed; /* bytes received */
 	uint8_t prefix[KV_RD_PREFIX];
-	/* From the header, once fed >= 60. */
+	/* From the header, once fed >= KV_RD_PREFIX. */
 	uint64_t total, end; /* end = total - 4: where the trailer starts */
 	uint64_t revision, count, expires;
 	/* The body: pos is the stream offset of the next byte to process. */
@@ -102,7 +102,7 @@ static void kv_rd_set_pending(struct kv_snap_reader *r, int rc)
 	}
 }
 
-/* The 60 first bytes are in: the header checks kv_snapshot_decode makes
+/* The first KV_RD_PREFIX bytes are in: the header checks kv_snapshot_decode makes
  * before the CRC are certain now; the ones after it become pending. */
 static int kv_rd_header(struct kv_snap_reader *r)
 {
@@ -127,6 +127,8 @@ static int kv_rd_header(struct kv_snap_reader *r)
 		kv_rd_set_pending(r, KEEL_ERR_MALFORMED);
 	else if (r->count > (r->end - KV_SNAP_HEADER_BYTES) /
 				    KV_SNAP_RECORD_BYTES)
+		kv_rd_set_pending(r, KEEL_ERR_MALFORMED);
+	else if (!kv_snap_marks(r->kv, h, r->revision))
 		kv_rd_set_pending(r, KEEL_ERR_MALFORMED);
 	return 0;
 }

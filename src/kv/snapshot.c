@@ -33,6 +33,19 @@ void kv_snap_header(const struct kv *kv, uint8_t *h)
 	keel_put_u64(h + 32, kv->revision);
 	keel_put_u64(h + 40, kv->count);
 	keel_put_u64(h + 48, kv->expires);
+	for (unsigned i = 0; i < KV_CREATE_MARKS; i++)
+		keel_put_u64(h + 56 + 8 * i, kv->create_marks[i]);
+}
+
+bool kv_snap_marks(struct kv *kv, const uint8_t *h, uint64_t revision)
+{
+	for (unsigned i = 0; i < KV_CREATE_MARKS; i++) {
+		uint64_t m = keel_get_u64(h + 56 + 8 * i);
+		if (m > revision)
+			return false;
+		kv->create_marks[i] = m;
+	}
+	return true;
 }
 
 void kv_snap_record(const struct kv_entry *e, uint8_t *r)
@@ -77,6 +90,8 @@ static int kv_snap_decode_into(struct kv *kv, const uint8_t *buf, size_t len)
 	uint64_t expires = keel_get_u64(buf + 48);
 	size_t end = len - 4;
 	if (count > (end - KV_SNAP_HEADER_BYTES) / KV_SNAP_RECORD_BYTES)
+		return KEEL_ERR_MALFORMED;
+	if (!kv_snap_marks(kv, buf, revision))
 		return KEEL_ERR_MALFORMED;
 	size_t off = KV_SNAP_HEADER_BYTES;
 	const struct kv_entry *prev = NULL;

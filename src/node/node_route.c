@@ -117,8 +117,7 @@ static uint8_t write_type(const uint8_t *name, size_t len)
 	if (sc)
 		return (uint8_t)sc;
 	const struct kv_command *kc = kv_command_lookup(name, len);
-	if (kc && (!strcmp(kc->name, "keel.exec") ||
-		   !strcmp(kc->name, "keel.txn")))
+	if (kc && (kc->flags & KV_CMD_TXN))
 		return NODE_ENTRY_TXN;
 	return NODE_ENTRY_KV;
 }

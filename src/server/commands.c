@@ -46,6 +46,16 @@ static const struct server_command local_commands[] = {
 	 "keel", "KEEL.SESSION REGISTER [TTL ms] | KEEPALIVE id | CLOSE id"},
 	{"keel.run", -4, SERVER_CMD_WRITE, SERVER_H_NODE, 0, 0, 0, "keel",
 	 "KEEL.RUN session seq command [arg ...]: the write runs exactly once"},
+	{"multi", 1, L | F, SERVER_H_MULTI, 0, 0, 0, "transactions",
+	 "Starts a transaction: commands are queued until EXEC"},
+	{"exec", 1, L, SERVER_H_EXEC, 0, 0, 0, "transactions",
+	 "Runs the queued commands as one log entry, atomically"},
+	{"discard", 1, L | F, SERVER_H_DISCARD, 0, 0, 0, "transactions",
+	 "Drops the queued commands and the watched keys"},
+	{"watch", -2, L, SERVER_H_WATCH, 1, -1, 1, "transactions",
+	 "EXEC runs only if none of these keys changed since (linearizable)"},
+	{"unwatch", 1, L | F, SERVER_H_UNWATCH, 0, 0, 0, "transactions",
+	 "Forgets the watched keys"},
 	{"keel.debug", -2, L | SERVER_CMD_ADMIN | SERVER_CMD_FAULTS,
 	 SERVER_H_DEBUG, 0, 0, 0, "server",
 	 "Fault injection for tests (needs --test-faults)"},
@@ -73,6 +83,8 @@ static const char *kv_group(const struct kv_command *k)
 		return "generic";
 	if (!strcmp(k->name, "dbsize") || !strncmp(k->name, "flush", 5))
 		return "server";
+	if (k->flags & KV_CMD_TXN)
+		return "transactions";
 	return "string";
 }
 
@@ -85,7 +97,9 @@ __attribute__((constructor)) static void kv_rows_build(void)
 {
 	for (size_t i = 0; i < kv_commands_count; i++) {
 		const struct kv_command *k = &kv_commands[i];
-		if (k->flags & KV_CMD_INTERNAL)
+		/* Internal (leader-only) and server-built commands
+		 * (KEEL.EXEC, KEEL.WATCH-REVS) are not client commands. */
+		if (k->flags & (KV_CMD_INTERNAL | KV_CMD_SERVER))
 			continue;
 		KEEL_ASSERT(kv_rows_.n < KV_ROWS_MAX);
 		struct server_command *c = &kv_rows_.rows[kv_rows_.n++];
@@ -105,7 +119,9 @@ __attribute__((constructor)) static void kv_rows_build(void)
 		c->last_key = k->last_key;
 		c->step = k->step;
 		c->group = kv_group(k);
-		c->summary = (k->flags & KV_CMD_WRITE)
+		c->summary = (k->flags & KV_CMD_TXN)
+				     ? "Compare, then one list of commands or another, atomically (docs/kv.md)"
+			     : (k->flags & KV_CMD_WRITE)
 				     ? "Redis-compatible write, through the Raft log"
 				     : "Redis-compatible read, linearizable by default";
 	}
@@ -123,7 +139,7 @@ const struct server_command *server_command_lookup(const uint8_t *name,
 		if (name_eq(local_commands[i].name, name, len))
 			return &local_commands[i];
 	const struct kv_command *k = kv_command_lookup(name, len);
-	if (!k || (k->flags & KV_CMD_INTERNAL))
+	if (!k || (k->flags & (KV_CMD_INTERNAL | KV_CMD_SERVER)))
 		return NULL;
 	for (uint32_t i = 0; i < kv_rows_.n; i++)
 		if (kv_rows_.rows[i].name == k->name)

@@ -59,6 +59,36 @@
 
 struct server;
 
+/* A queued command: one allocation holding the argv, the lengths, the
+ * bytes and its argument count in decimal (as KEEL.EXEC carries it). */
+struct txn_cmd {
+	size_t argc;
+	const uint8_t **argv;
+	size_t *lens;
+	char count[24];
+	size_t count_len;
+};
+
+/* A watched key and what the WATCH read saw: its mod_revision (0 =
+ * absent) and the revision of the read, in decimal; key bytes follow. */
+struct txn_watch {
+	char mod[24], rev[24];
+	size_t mod_len, rev_len;
+	size_t len;
+	uint8_t key[];
+};
+
+/* A WATCH at the node: its keys (copied), the reply slot's aux. */
+struct watch_req {
+	size_t n;
+	const uint8_t **keys;
+	size_t *lens;
+};
+
+/* The reply slot's aux of an EXEC (never dereferenced). */
+static const char exec_mark_;
+#define EXEC_MARK ((void *)(uintptr_t)&exec_mark_)
+
 struct conn {
 	struct conn *next, *prev;
 	struct server *s;
@@ -82,6 +112,19 @@ struct conn {
 	void *swap_mem;
 	struct server_reply_slot *swap_slot;
 	bool swapped;
+	/* MULTI/EXEC/WATCH (docs/server.md "Transactions"): the queue of
+	 * copied commands, whether one was refused while queuing (EXEC then
+	 * aborts), the watched keys with what a linearizable read saw, and
+	 * WATCH reads still at the node. */
+	bool in_multi;
+	bool multi_error;
+	struct txn_cmd **mq;
+	uint32_t mq_n, mq_cap;
+	size_t mq_args, mq_bytes;
+	struct txn_watch **watches;
+	uint32_t n_watches, watches_cap;
+	size_t watch_bytes;
+	uint32_t watch_inflight;
 	bool writing;
 	bool paused;   /* reading stopped: too much pending or unsent */
 	bool quitting; /* QUIT or a protocol error: close once flushed */
@@ -262,6 +305,33 @@ static void conn_process_input(struct conn *c);
 static void exec_command(struct conn *c, const struct resp_command *cmd);
 static void conn_maybe_resume(struct conn *c);
 
+/* ---- transaction state ---------------------------------------------------------- */
+
+static void txn_clear_queue(struct conn *c)
+{
+	for (uint32_t i = 0; i < c->mq_n; i++)
+		free(c->mq[i]);
+	c->mq_n = 0;
+	c->mq_args = c->mq_bytes = 0;
+	c->in_multi = false;
+	c->multi_error = false;
+}
+
+static void txn_clear_watches(struct conn *c)
+{
+	for (uint32_t i = 0; i < c->n_watches; i++)
+		free(c->watches[i]);
+	c->n_watches = 0;
+	c->watch_bytes = 0;
+}
+
+/* DISCARD, EXEC and connection close: the queue and the watches go. */
+static void txn_clear(struct conn *c)
+{
+	txn_clear_queue(c);
+	txn_clear_watches(c);
+}
+
 static void conn_free(struct conn *c)
 {
 	struct server *s = c->s;
@@ -278,6 +348,9 @@ static void conn_free(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	resp_parser_close(&c->parser);
+	txn_clear(c);
+	free(c->mq);
+	free(c->watches);
 	free(c->held_mem);
 	free(c->swap_mem);
 	server_replyq_close(&c->q);
@@ -562,6 +635,111 @@ static void encode_node_reply(struct server *s, struct resp_buf *b,
 	write_err(b, msg);
 }
 
+/* Collects KEEL.WATCH-REVS's reply: one array of integers. */
+struct watch_tape {
+	int64_t *v;
+	size_t n, cap;
+	int arrays;
+	bool bad;
+};
+
+static void wt_bad(void *ctx, const char *s)
+{
+	(void)s;
+	((struct watch_tape *)ctx)->bad = true;
+}
+static void wt_integer(void *ctx, int64_t v)
+{
+	struct watch_tape *t = ctx;
+	if (t->arrays != 1 || t->n >= t->cap)
+		t->bad = true;
+	else
+		t->v[t->n++] = v;
+}
+static void wt_bulk(void *ctx, const uint8_t *p, size_t len)
+{
+	(void)p;
+	(void)len;
+	((struct watch_tape *)ctx)->bad = true;
+}
+static void wt_null(void *ctx)
+{
+	((struct watch_tape *)ctx)->bad = true;
+}
+static void wt_array(void *ctx, size_t n)
+{
+	struct watch_tape *t = ctx;
+	if (t->arrays++ || n != t->cap)
+		t->bad = true;
+}
+static const struct kv_reply_ops watch_tape_ops = {
+	wt_bad, wt_bad, wt_integer, wt_bulk, wt_null, wt_array,
+};
+
+static bool watching(const struct conn *c, const uint8_t *key, size_t len)
+{
+	for (uint32_t i = 0; i < c->n_watches; i++)
+		if (c->watches[i]->len == len &&
+		    (!len || !memcmp(c->watches[i]->key, key, len)))
+			return true;
+	return false;
+}
+
+/* A WATCH's read came back: remember, for each key not watched yet, its
+ * mod_revision (0 = absent) and the revision the read saw, then +OK. Any
+ * other reply shape is played to the client as it is. */
+static void watch_done(struct conn *c, const struct watch_req *w,
+		       const struct node_reply *r, struct resp_buf *b)
+{
+	struct watch_tape t = {.cap = w->n + 1};
+	t.v = malloc(t.cap * sizeof(*t.v));
+	if (!t.v) {
+		write_err(b, "ERR out of memory");
+		return;
+	}
+	if (kv_tape_play(r->tape, r->tape_len, &watch_tape_ops, &t) ||
+	    t.bad || t.n != t.cap) {
+		free(t.v);
+		encode_node_reply(c->s, b, r);
+		return;
+	}
+	char rev[24];
+	size_t rev_len = kv_fmt_u64((uint64_t)t.v[0], rev);
+	for (size_t i = 0; i < w->n; i++) {
+		if (watching(c, w->keys[i], w->lens[i]))
+			continue; /* Redis keeps the first WATCH of a key */
+		if (c->n_watches == c->watches_cap) {
+			uint32_t cap = c->watches_cap ? 2 * c->watches_cap : 8;
+			void *p = realloc(c->watches, cap * sizeof(*c->watches));
+			if (!p)
+				goto nomem;
+			c->watches = p;
+			c->watches_cap = cap;
+		}
+		struct txn_watch *x = malloc(sizeof(*x) + w->lens[i]);
+		if (!x)
+			goto nomem;
+		x->len = w->lens[i];
+		if (x->len)
+			memcpy(x->key, w->keys[i], x->len);
+		x->mod_len = kv_fmt_u64((uint64_t)t.v[i + 1], x->mod);
+		memcpy(x->rev, rev, rev_len + 1);
+		x->rev_len = rev_len;
+		c->watches[c->n_watches++] = x;
+		c->watch_bytes += x->len;
+	}
+	free(t.v);
+	write_str(b, "OK");
+	return;
+nomem:
+	free(t.v);
+	/* Watching fewer keys than asked would let EXEC run on a change it
+	 * should have seen: forget them all and say so. */
+	txn_clear_watches(c);
+	write_err(b, "ERR out of memory while watching keys (all watches "
+		     "dropped)");
+}
+
 static void on_node_reply(void *ctx, const struct node_reply *r)
 {
 	struct server *s = ctx;
@@ -572,9 +750,19 @@ static void on_node_reply(void *ctx, const struct node_reply *r)
 	KEEL_ASSERT(c && c->node_pending > 0);
 	KEEL_ASSERT(!sl->done);
 	c->node_pending--;
+	/* aux: a WATCH's keys, or EXEC_MARK for an EXEC (its nil is Redis's
+	 * null array), or NULL. */
+	bool is_exec = sl->aux == EXEC_MARK;
+	struct watch_req *w = is_exec ? NULL : sl->aux;
+	sl->aux = NULL;
+	if (w) {
+		KEEL_ASSERT(c->watch_inflight > 0);
+		c->watch_inflight--;
+	}
 	if (r->status >= 0 && r->status < NODE_STATUS_COUNT)
 		s->node_replies[r->status]++;
 	if (c->closed) {
+		free(w);
 		/* The socket is gone; the slot is freed with the queue, and
 		 * the connection by the next sweep (not here: callers may be
 		 * walking the connection list). */
@@ -588,7 +776,14 @@ static void on_node_reply(void *ctx, const struct node_reply *r)
 	/* The protocol in force when the command was read: a later HELLO
 	 * in the same pipeline must not change this reply. */
 	resp_buf_set_proto(b, sl->proto);
-	encode_node_reply(s, b, r);
+	if (w && r->status == NODE_OK)
+		watch_done(c, w, r, b);
+	else if (is_exec && r->status == NODE_OK && r->tape_len == 1 &&
+		 r->tape[0] == 'n')
+		resp_write_null_array(b); /* a watched key changed */
+	else
+		encode_node_reply(s, b, r);
+	free(w);
 	if (b->failed) {
 		resp_buf_reset(b);
 		write_err(b, "ERR reply too large for this server's output cap");
@@ -1225,15 +1420,20 @@ static bool maybe_early_ack(struct conn *c, const struct resp_command *cmd)
 }
 
 /* Hands one node command to the node; its reply slot sl is queued and
- * counted in node_pending already. */
+ * counted in node_pending already, sl->aux set (a WATCH's request, or
+ * EXEC_MARK). */
 static void hand_to_node(struct conn *c, struct server_reply_slot *sl,
 			 const struct resp_command *cmd)
 {
 	struct server *s = c->s;
+	struct watch_req *w =
+		sl->aux && sl->aux != EXEC_MARK ? (struct watch_req *)sl->aux
+						: NULL;
 	struct node_request req = {
 		.cookie = (uint64_t)(uintptr_t)sl,
 		/* --test-bug stale-read (planted bug): every read local. */
-		.flags = c->readonly || s->cfg.test_bug == SERVER_BUG_STALE_READ
+		.flags = !w && (c->readonly ||
+				s->cfg.test_bug == SERVER_BUG_STALE_READ)
 				 ? NODE_REQ_LOCAL : 0,
 		/* Redis's program order: this connection's writes take effect
 		 * in the order it sent them (or the later ones not at all). */
@@ -1247,6 +1447,11 @@ static void hand_to_node(struct conn *c, struct server_reply_slot *sl,
 		/* No answer will come (the contract: INVAL for commands kv
 		 * does not route). Answer here. */
 		c->node_pending--;
+		sl->aux = NULL;
+		if (w) {
+			c->watch_inflight--;
+			free(w);
+		}
 		struct resp_buf *b = &s->scratch;
 		resp_buf_reset(b);
 		resp_buf_set_proto(b, sl->proto);
@@ -1307,21 +1512,252 @@ static bool reorder_write(struct conn *c, struct server_reply_slot *sl,
 	return true;
 }
 
-static void send_to_node(struct conn *c, const struct resp_command *cmd)
+/* Hands cmd (borrowed) to the node behind a new reply slot. w (owned,
+ * or NULL) marks a WATCH: its read is always linearizable and its reply
+ * is turned into watches (watch_done). */
+static void send_to_node_w(struct conn *c, const struct resp_command *cmd,
+			   struct watch_req *w, bool is_exec)
 {
-	if (maybe_early_ack(c, cmd))
+	if (!w && maybe_early_ack(c, cmd))
 		return;
 	struct server_reply_slot *sl = server_replyq_push(&c->q);
 	if (!sl) {
+		free(w);
 		conn_close(c, "out of memory");
 		return;
 	}
 	sl->ctx = c;
 	sl->proto = c->proto;
+	sl->aux = is_exec ? EXEC_MARK : w;
 	c->node_pending++;
-	if (reorder_write(c, sl, cmd))
+	if (w)
+		c->watch_inflight++;
+	if (!w && !is_exec && reorder_write(c, sl, cmd))
 		return;
 	hand_to_node(c, sl, cmd);
+}
+
+static void send_to_node(struct conn *c, const struct resp_command *cmd)
+{
+	send_to_node_w(c, cmd, NULL, false);
+}
+
+/* ---- MULTI / EXEC / DISCARD / WATCH / UNWATCH ------------------------------------ */
+
+/* Inside MULTI these run at once; everything else is queued or refused. */
+static bool txn_runs_in_multi(const struct server_command *sc)
+{
+	return sc && (sc->handler == SERVER_H_EXEC ||
+		      sc->handler == SERVER_H_DISCARD ||
+		      sc->handler == SERVER_H_MULTI ||
+		      sc->handler == SERVER_H_WATCH ||
+		      sc->handler == SERVER_H_QUIT);
+}
+
+static void reply_err_now(struct conn *c, const char *msg)
+{
+	struct resp_buf *b = reply_target(c);
+	write_err(b, msg);
+	c->s->error_replies++;
+	reply_done(c, b);
+}
+
+static void reply_str_now(struct conn *c, const char *msg)
+{
+	struct resp_buf *b = reply_target(c);
+	write_str(b, msg);
+	reply_done(c, b);
+}
+
+/* Refuses a command read in MULTI: EXEC will abort (flagTransaction). */
+static void multi_refuse(struct conn *c, const char *msg)
+{
+	c->multi_error = true;
+	reply_err_now(c, msg);
+}
+
+/* A command read while in MULTI: copied into the queue (+QUEUED), or
+ * refused with an error that makes EXEC abort (Redis's flagTransaction):
+ * unknown, wrong arity, not allowed in a transaction, over a cap. */
+static void multi_queue(struct conn *c, const struct server_command *sc,
+			const struct resp_command *cmd)
+{
+	char msg[512];
+	if (!sc || !server_command_arity_ok(sc, cmd->argc)) {
+		if (!sc)
+			server_err_unknown_command(msg, sizeof(msg), cmd->argc,
+						   cmd->argv, cmd->argv_len);
+		else
+			server_err_arity(msg, sizeof(msg), cmd->argv[0],
+					 cmd->argv_len[0]);
+		multi_refuse(c, msg);
+		return;
+	}
+	const struct kv_command *k =
+		sc->handler == SERVER_H_NODE
+			? kv_command_lookup(cmd->argv[0], cmd->argv_len[0])
+			: NULL;
+	if (!k || !kv_command_txn_allowed(k)) {
+		/* Local commands (PING, CLIENT, ...) cannot run inside the
+		 * log entry; FLUSHDB/FLUSHALL and KEEL.TXN are refused by kv. */
+		multi_refuse(c, "ERR Command not allowed inside a transaction");
+		return;
+	}
+	size_t bytes = 0;
+	for (size_t i = 0; i < cmd->argc; i++)
+		bytes += cmd->argv_len[i];
+	if (c->mq_n >= SERVER_MULTI_MAX_CMDS ||
+	    c->mq_args + 1 + cmd->argc > SERVER_MULTI_MAX_ARGS ||
+	    c->mq_bytes + bytes > SERVER_MULTI_MAX_BYTES) {
+		snprintf(msg, sizeof(msg),
+			 "ERR keel: transaction too large (at most %u commands, "
+			 "%u arguments and %u bytes queued)",
+			 SERVER_MULTI_MAX_CMDS, SERVER_MULTI_MAX_ARGS,
+			 SERVER_MULTI_MAX_BYTES);
+		multi_refuse(c, msg);
+		return;
+	}
+	if (c->mq_n == c->mq_cap) {
+		uint32_t cap = c->mq_cap ? 2 * c->mq_cap : 8;
+		void *p = realloc(c->mq, cap * sizeof(*c->mq));
+		if (!p) {
+			multi_refuse(c, "ERR out of memory");
+			return;
+		}
+		c->mq = p;
+		c->mq_cap = cap;
+	}
+	size_t sz = sizeof(struct txn_cmd) +
+		    cmd->argc * (sizeof(uint8_t *) + sizeof(size_t)) + bytes;
+	struct txn_cmd *q = malloc(sz);
+	if (!q) {
+		multi_refuse(c, "ERR out of memory");
+		return;
+	}
+	q->argc = cmd->argc;
+	q->argv = (const uint8_t **)(void *)(q + 1);
+	q->lens = (size_t *)(void *)(q->argv + cmd->argc);
+	uint8_t *data = (uint8_t *)(q->lens + cmd->argc);
+	for (size_t i = 0; i < cmd->argc; i++) {
+		if (cmd->argv_len[i])
+			memcpy(data, cmd->argv[i], cmd->argv_len[i]);
+		q->argv[i] = data;
+		q->lens[i] = cmd->argv_len[i];
+		data += cmd->argv_len[i];
+	}
+	q->count_len = kv_fmt_u64(cmd->argc, q->count);
+	c->mq[c->mq_n++] = q;
+	c->mq_args += 1 + cmd->argc;
+	c->mq_bytes += bytes;
+	reply_str_now(c, "QUEUED");
+}
+
+/* EXEC: the whole transaction, watches first, as one KEEL.EXEC write:
+ *   KEEL.EXEC <nwatch> (<key> <mod> <rev>)... <ncmds> (<argc> <arg>...)...
+ * The queue and the watches are gone afterwards, whatever the outcome. */
+static void h_exec(struct conn *c)
+{
+	if (!c->in_multi) {
+		reply_err_now(c, "ERR EXEC without MULTI");
+		return;
+	}
+	if (c->multi_error) {
+		txn_clear(c);
+		reply_err_now(c, "EXECABORT Transaction discarded because of "
+				 "previous errors.");
+		return;
+	}
+	size_t argc = 3 + 3 * (size_t)c->n_watches + c->mq_args;
+	void *m = malloc(argc * (sizeof(uint8_t *) + sizeof(size_t)));
+	if (!m) {
+		txn_clear(c);
+		reply_err_now(c, "ERR out of memory; transaction discarded, not "
+				 "executed");
+		return;
+	}
+	const uint8_t **argv = m;
+	size_t *lens = (size_t *)(void *)(argv + argc);
+	char nw[24], nc[24];
+	size_t i = 0;
+#define PUT(p, l)                                                             \
+	do {                                                                  \
+		argv[i] = (const uint8_t *)(p);                               \
+		lens[i] = (l);                                                \
+		i++;                                                          \
+	} while (0)
+	PUT("KEEL.EXEC", 9);
+	PUT(nw, kv_fmt_u64(c->n_watches, nw));
+	for (uint32_t k = 0; k < c->n_watches; k++) {
+		const struct txn_watch *x = c->watches[k];
+		PUT(x->key, x->len);
+		PUT(x->mod, x->mod_len);
+		PUT(x->rev, x->rev_len);
+	}
+	PUT(nc, kv_fmt_u64(c->mq_n, nc));
+	for (uint32_t k = 0; k < c->mq_n; k++) {
+		const struct txn_cmd *q = c->mq[k];
+		PUT(q->count, q->count_len);
+		for (size_t j = 0; j < q->argc; j++)
+			PUT(q->argv[j], q->lens[j]);
+	}
+#undef PUT
+	KEEL_ASSERT(i == argc);
+	struct resp_command ex = {.argc = argc, .argv = argv, .argv_len = lens};
+	c->pending_kind = SERVER_CMD_WRITE;
+	send_to_node_w(c, &ex, NULL, true); /* the node copies what it keeps */
+	free(m);
+	txn_clear(c);
+}
+
+static void h_watch(struct conn *c, const struct resp_command *cmd)
+{
+	if (c->in_multi) {
+		reply_err_now(c, "ERR WATCH inside MULTI is not allowed");
+		return;
+	}
+	size_t n = cmd->argc - 1, bytes = 0;
+	for (size_t i = 1; i < cmd->argc; i++)
+		bytes += cmd->argv_len[i];
+	if (c->n_watches + n > SERVER_MAX_WATCHES ||
+	    c->watch_bytes + bytes > SERVER_MAX_WATCH_BYTES) {
+		char msg[160];
+		snprintf(msg, sizeof(msg),
+			 "ERR keel: too many watched keys (at most %u keys and "
+			 "%u bytes per connection)",
+			 SERVER_MAX_WATCHES, SERVER_MAX_WATCH_BYTES);
+		reply_err_now(c, msg);
+		return;
+	}
+	/* The keys are copied for the reply; argv[0] is swapped for
+	 * KEEL.WATCH-REVS, a linearizable read of every key's mod_revision
+	 * and the revision it was read at. */
+	struct watch_req *w = malloc(sizeof(*w) +
+				     cmd->argc * (sizeof(uint8_t *) +
+						  sizeof(size_t)) +
+				     bytes);
+	if (!w) {
+		reply_err_now(c, "ERR out of memory");
+		return;
+	}
+	w->n = n;
+	const uint8_t **argv = (const uint8_t **)(void *)(w + 1);
+	size_t *lens = (size_t *)(void *)(argv + cmd->argc);
+	uint8_t *data = (uint8_t *)(lens + cmd->argc);
+	argv[0] = (const uint8_t *)"KEEL.WATCH-REVS";
+	lens[0] = 15;
+	for (size_t i = 1; i < cmd->argc; i++) {
+		if (cmd->argv_len[i])
+			memcpy(data, cmd->argv[i], cmd->argv_len[i]);
+		argv[i] = data;
+		lens[i] = cmd->argv_len[i];
+		data += cmd->argv_len[i];
+	}
+	w->keys = argv + 1;
+	w->lens = lens + 1;
+	struct resp_command rd = {.argc = cmd->argc, .argv = argv,
+				  .argv_len = lens};
+	c->pending_kind = SERVER_CMD_READ;
+	send_to_node_w(c, &rd, w, false);
 }
 
 static void exec_command(struct conn *c, const struct resp_command *cmd)
@@ -1339,6 +1775,10 @@ static void exec_command(struct conn *c, const struct resp_command *cmd)
 		write_err(b, msg);
 		s->error_replies++;
 		reply_done(c, b);
+		return;
+	}
+	if (c->in_multi && !txn_runs_in_multi(sc)) {
+		multi_queue(c, sc, cmd);
 		return;
 	}
 	if (!sc || !server_command_arity_ok(sc, cmd->argc)) {
@@ -1359,6 +1799,37 @@ static void exec_command(struct conn *c, const struct resp_command *cmd)
 							       : SERVER_CMD_READ;
 		send_to_node(c, cmd);
 		return;
+	}
+	switch (sc->handler) {
+	case SERVER_H_MULTI:
+		if (c->in_multi) {
+			reply_err_now(c, "ERR MULTI calls can not be nested");
+		} else {
+			c->in_multi = true;
+			c->multi_error = false;
+			reply_str_now(c, "OK");
+		}
+		return;
+	case SERVER_H_EXEC:
+		h_exec(c);
+		return;
+	case SERVER_H_DISCARD:
+		if (!c->in_multi) {
+			reply_err_now(c, "ERR DISCARD without MULTI");
+		} else {
+			txn_clear(c);
+			reply_str_now(c, "OK");
+		}
+		return;
+	case SERVER_H_WATCH:
+		h_watch(c, cmd);
+		return;
+	case SERVER_H_UNWATCH:
+		txn_clear_watches(c);
+		reply_str_now(c, "OK");
+		return;
+	default:
+		break;
 	}
 	struct resp_buf *b = reply_target(c);
 	switch (sc->handler) {
@@ -1422,11 +1893,35 @@ static bool must_wait(const struct conn *c, const struct resp_command *cmd)
 		return false;
 	const struct server_command *sc =
 		server_command_lookup(cmd->argv[0], cmd->argv_len[0]);
-	if (!sc || sc->handler != SERVER_H_NODE ||
-	    !server_command_arity_ok(sc, cmd->argc))
+	if (!sc || !server_command_arity_ok(sc, cmd->argc))
 		return false;
-	uint32_t kind = sc->flags & SERVER_CMD_WRITE ? SERVER_CMD_WRITE
-						     : SERVER_CMD_READ;
+	/* Inside MULTI a command is only queued (or refused): it needs no
+	 * turn. EXEC is a write; WATCH a read (it must see this
+	 * connection's writes, and EXEC its watches); DISCARD and UNWATCH
+	 * wait for WATCH reads still out, which would add watches after
+	 * them. */
+	if (c->in_multi && sc->handler != SERVER_H_EXEC)
+		return false;
+	uint32_t kind;
+	switch (sc->handler) {
+	case SERVER_H_NODE:
+		kind = sc->flags & SERVER_CMD_WRITE ? SERVER_CMD_WRITE
+						    : SERVER_CMD_READ;
+		break;
+	case SERVER_H_EXEC:
+		if (c->watch_inflight)
+			return true;
+		kind = SERVER_CMD_WRITE;
+		break;
+	case SERVER_H_WATCH:
+		kind = SERVER_CMD_READ;
+		break;
+	case SERVER_H_DISCARD:
+	case SERVER_H_UNWATCH:
+		return c->watch_inflight > 0;
+	default:
+		return false;
+	}
 	return kind != c->pending_kind;
 }
 

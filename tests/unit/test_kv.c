@@ -1486,7 +1486,7 @@ TEST(kv_snapshot_rejects_corruption_and_truncation)
 	/* Re-sealed edits must be caught by the field checks themselves. */
 	struct kv *out = NULL;
 	memcpy(buf, snap, len);
-	keel_put_u32(buf + 8, 2);
+	keel_put_u32(buf + 8, KV_SNAP_VERSION + 1);
 	keel_put_u32(buf + len - 4, keel_crc32c(0, buf, len - 4));
 	EXPECT(kv_snapshot_decode(&keel_alloc_libc, buf, len, &out) ==
 	       KEEL_ERR_VERSION);
@@ -1516,7 +1516,7 @@ TEST(kv_snapshot_empty_and_golden_header)
 	ASSERT(kv_snapshot_encode(kv, &keel_alloc_libc, &snap, &len) == 0);
 	EXPECT_EQ_U64(len, KV_SNAP_HEADER_BYTES + 4);
 	EXPECT(memcmp(snap, "KEELKVSN", 8) == 0);
-	EXPECT_EQ_U64(keel_get_u32(snap + 8), 1);
+	EXPECT_EQ_U64(keel_get_u32(snap + 8), 2);
 	EXPECT_EQ_U64(keel_get_u64(snap + 16), len);
 	EXPECT_EQ_U64(keel_get_u32(snap + len - 4),
 		      keel_crc32c(0, snap, len - 4));
@@ -2052,7 +2052,8 @@ TEST(kv_snap_reader_reports_certain_errors_early)
 	ASSERT(buf != NULL);
 	struct { size_t at; uint8_t val; size_t first_bad; int rc; } cases[] = {
 		{0, 'X', 8, KEEL_ERR_MAGIC},
-		{8, 2, KV_SNAP_HEADER_BYTES + 4, KEEL_ERR_VERSION},
+		{8, KV_SNAP_VERSION + 1, KV_SNAP_HEADER_BYTES + 4,
+		 KEEL_ERR_VERSION},
 	};
 	for (size_t c = 0; c < KEEL_ARRAY_LEN(cases); c++) {
 		memcpy(buf, snap, len);
@@ -2424,6 +2425,511 @@ TEST(kv_nomem_with_a_frozen_version)
 			EXPECT(fa.live == 0);
 		}
 	}
+}
+
+/* ---- transactions (txn.c) ---------------------------------------------------- */
+
+/* KEEL.EXEC: Redis's EXEC semantics (runtime errors do not roll back the
+ * others; a changed watched key gives nil and runs nothing) and the WATCH
+ * conditions: modified, deleted and re-created, expired, created and
+ * deleted in between; a stale key expired before WATCH may be deleted. */
+TEST(kv_txn_exec_semantics)
+{
+	static const struct row rows[] = {
+		{1000, "SET a 1", "+OK"},
+		{1000, "KEEL.EXEC 0 3 3 SET b x 2 INCR b 2 GET a",
+		 "*3 +OK -ERR value is not an integer or out of range $1"},
+		{1000, "GET b", "$x"},
+		{1000, "KEEL.GETREV b", "*4 $x :2 :2 :1"},
+		{1000, "KEEL.EXEC 1 a 1 2 1 3 SET a 2", "*1 +OK"},
+		{1000, "KEEL.EXEC 1 a 1 3 1 3 SET a 3", "(nil)"},
+		{1000, "GET a", "$2"},
+		{1000, "KEEL.EXEC 1 zz 0 3 1 3 SET a 4", "*1 +OK"},
+		{1000, "SET zz 1", "+OK"},
+		{1000, "DEL zz", ":1"},
+		/* Absent at WATCH (rev 4), absent now, created in between. */
+		{1000, "KEEL.EXEC 1 zz 0 4 1 3 SET a 5", "(nil)"},
+		{1000, "KEEL.EXEC 1 zz 0 6 1 2 GET a", "*1 $4"},
+		{1000, "KEEL.EXEC 0 1 1 FLUSHALL",
+		 "-ERR 'flushall' is not allowed in a transaction"},
+		{1000, "KEEL.EXEC 0 1 3 KEEL.TXN THEN 0",
+		 "-ERR 'keel.txn' is not allowed in a transaction"},
+		{1000, "KEEL.EXEC 0 1 3 KEEL.EXPIRE-DELETE a 1",
+		 "-ERR 'keel.expire-delete' is not allowed in a transaction"},
+		{1000, "KEEL.EXEC 0 1 2 NOPE x",
+		 "-ERR unknown command 'NOPE' in a transaction"},
+		{1000, "KEEL.EXEC 0 1 1 GET",
+		 "-ERR wrong number of arguments for 'get' command in a transaction"},
+		{1000, "KEEL.EXEC 0 2 1 GET", "-ERR KEEL.EXEC: malformed command list"},
+		{1000, "KEEL.EXEC 1 a x 1 0", "-ERR KEEL.EXEC: bad watch condition"},
+		{1000, "KEEL.EXEC 0 0", "*0"},
+		{1000, "SET t v PXAT 2000", "+OK"},
+		{1000, "KEEL.GETREV t", "*4 $v :7 :7 :1"},
+		/* Expired between WATCH and EXEC. */
+		{2500, "KEEL.EXEC 1 t 7 7 1 2 GET a", "(nil)"},
+		/* Already expired at WATCH (read as absent at rev 7): its
+		 * deletion is not a change (Redis 7: stale keys). */
+		{2500, "KEEL.WATCH-REVS a t zz", "*4 :7 :4 :0 :0"},
+		{2500, "KEEL.EXPIRE-DELETE t 7", ":1"},
+		{2500, "KEEL.EXEC 1 t 0 7 1 2 GET a", "*1 $4"},
+		{2500, "KEEL.WATCH-REVS a t zz", "*4 :8 :4 :0 :0"},
+		/* A relative TTL inside a transaction, rewritten or not. */
+		{3000, "KEEL.EXEC 0 2 5 SET k v EX 10 4 SETEX k2 5 w",
+		 "*2 +OK +OK"},
+		{3000, "PTTL k", ":10000"},
+		{3000, "PTTL k2", ":5000"},
+	};
+	RUN(rows);
+}
+
+/* KEEL.TXN: compares, branches, errors before anything runs. */
+TEST(kv_txn_conditional)
+{
+	static const struct row rows[] = {
+		{1000, "SET acct:a 100", "+OK"},
+		{1000, "SET acct:b 50", "+OK"},
+		{1000, "KEEL.TXN IF 2 acct:a VALUE = 100 acct:b MOD = 2 THEN 2 "
+		       "3 SET acct:a 70 3 SET acct:b 80 ELSE 1 2 GET acct:a",
+		 "*2 :1 *2 +OK +OK"},
+		{1000, "KEEL.TXN IF 2 acct:a VALUE = 100 acct:b MOD = 2 THEN 2 "
+		       "3 SET acct:a 70 3 SET acct:b 80 ELSE 1 2 GET acct:a",
+		 "*2 :0 *1 $70"},
+		/* One revision for everything the entry wrote. */
+		{1000, "KEEL.GETREV acct:a", "*4 $70 :1 :3 :2"},
+		{1000, "KEEL.GETREV acct:b", "*4 $80 :2 :3 :2"},
+		{1000, "KEEL.TXN IF 1 nokey EXISTS = 0 THEN 1 3 SET nokey 1",
+		 "*2 :1 *1 +OK"},
+		{1000, "KEEL.TXN IF 1 nokey CREATE = 4 THEN 0", "*2 :1 *0"},
+		{1000, "KEEL.TXN IF 1 nokey VERSION > 0 THEN 0 ELSE 0", "*2 :1 *0"},
+		{1000, "KEEL.TXN IF 1 absent VALUE != x THEN 0 ELSE 0", "*2 :0 *0"},
+		{1000, "KEEL.TXN IF 1 absent MOD < 1 THEN 0 ELSE 0", "*2 :1 *0"},
+		{1000, "KEEL.TXN IF 1 acct:a VALUE < 8 THEN 0 ELSE 0", "*2 :1 *0"},
+		{1000, "KEEL.TXN IF 1 acct:a VERSION != 2 THEN 0 ELSE 0", "*2 :0 *0"},
+		{1000, "KEEL.TXN THEN 1 2 INCR acct:a", "*2 :1 *1 :71"},
+		{1000, "keel.txn if 1 acct:a mod > 4 then 1 2 get acct:a",
+		 "*2 :1 *1 $71"},
+		{1000, "KEEL.TXN IF 1 a BAD = 1 THEN 0",
+		 "-ERR KEEL.TXN: compare field must be MOD, CREATE, VERSION, "
+		 "VALUE or EXISTS"},
+		{1000, "KEEL.TXN IF 1 a MOD >= 1 THEN 0",
+		 "-ERR KEEL.TXN: compare operator must be =, !=, < or >"},
+		{1000, "KEEL.TXN IF 1 a MOD = x THEN 0",
+		 "-ERR KEEL.TXN: compare value of MOD, CREATE, VERSION or "
+		 "EXISTS must be a non-negative integer"},
+		{1000, "KEEL.TXN IF 1 a EXISTS = 2 THEN 0",
+		 "-ERR KEEL.TXN: EXISTS compares with 0 or 1"},
+		{1000, "KEEL.TXN IF 2 a MOD = 1 THEN 0",
+		 "-ERR KEEL.TXN: IF needs a compare count and that many <key> "
+		 "<field> <op> <value> compares"},
+		{1000, "KEEL.TXN THEN 1 2 SET a",
+		 "-ERR wrong number of arguments for 'set' command in a "
+		 "transaction"},
+		{1000, "KEEL.TXN THEN 1 5 SET a",
+		 "-ERR KEEL.TXN: malformed THEN list (each command is <argc> "
+		 "<arg>...)"},
+		/* The branch not taken is checked too. */
+		{1000, "KEEL.TXN IF 1 x MOD = 0 THEN 0 ELSE 1 1 FLUSHDB",
+		 "-ERR 'flushdb' is not allowed in a transaction"},
+		{1000, "KEEL.TXN ELSE 0",
+		 "-ERR KEEL.TXN: expected THEN <count> after the compares"},
+		{1000, "KEEL.TXN THEN 0 junk",
+		 "-ERR KEEL.TXN: expected ELSE <count> or the end after THEN"},
+		{1000, "KEEL.TXN THEN 0 ELSE 0 x",
+		 "-ERR KEEL.TXN: malformed ELSE list (each command is <argc> "
+		 "<arg>...)"},
+		{1000, "KEEL.GETREV nope", "(nil)"},
+		{1000, "KEEL.GETREV", "-ERR wrong number of arguments for "
+				      "'keel.getrev' command"},
+	};
+	RUN(rows);
+}
+
+static void meta_of(struct h *h, const char *key, struct kv_meta *m)
+{
+	ASSERT(kv_get(h->kv, (const uint8_t *)key, strlen(key), 1000, NULL,
+		      NULL, m));
+}
+
+/* Every key written by one transaction gets its revision; the global
+ * revision moves by exactly one; a read-only or failed one moves nothing. */
+TEST(kv_txn_one_revision)
+{
+	struct h h;
+	h_init(&h, MODE_RAW);
+	h_run(&h, 1000, "SET x 1");
+	struct kv_stats st;
+	kv_stats(h.kv, &st);
+	uint64_t rev = st.revision;
+	h_run(&h, 1000, "KEEL.EXEC 0 5 3 SET a 1 5 MSET b 2 c 3 2 INCR x "
+			"3 APPEND a z 2 GET a");
+	EXPECT(strcmp(h.rec.text, "*5 +OK +OK :2 :2 $1z") == 0);
+	kv_stats(h.kv, &st);
+	EXPECT_EQ_U64(st.revision, rev + 1);
+	const char *keys[] = {"a", "b", "c", "x"};
+	for (size_t i = 0; i < KEEL_ARRAY_LEN(keys); i++) {
+		struct kv_meta m;
+		meta_of(&h, keys[i], &m);
+		EXPECT_EQ_U64(m.mod_revision, rev + 1);
+	}
+	struct kv_meta ma;
+	meta_of(&h, "a", &ma);
+	EXPECT_EQ_U64(ma.version, 1); /* SET then APPEND: one entry */
+	h_run(&h, 1000, "KEEL.EXEC 0 2 2 GET a 3 MGET b c");
+	EXPECT(strcmp(h.rec.text, "*2 $1z *2 $2 $3") == 0);
+	h_run(&h, 1000, "KEEL.EXEC 1 a 1 1 1 3 SET a q");
+	EXPECT(strcmp(h.rec.text, "(nil)") == 0);
+	h_run(&h, 1000, "KEEL.TXN IF 1 a EXISTS = 0 THEN 1 3 SET a q");
+	EXPECT(strcmp(h.rec.text, "*2 :0 *0") == 0);
+	kv_stats(h.kv, &st);
+	EXPECT_EQ_U64(st.revision, rev + 1);
+	EXPECT(kv_invariants(h.kv));
+	h_fini(&h);
+}
+
+static int decode_args(const uint8_t *buf, size_t len, char out[][24],
+		       int max)
+{
+	const uint8_t *argv[64];
+	size_t lens[64];
+	uint64_t now;
+	uint32_t argc;
+	if (kv_cmd_decode(buf, len, &now, &argc, argv, lens, 64) ||
+	    (int)argc > max)
+		return -1;
+	for (uint32_t i = 0; i < argc; i++) {
+		size_t n = lens[i] < 23 ? lens[i] : 23;
+		memcpy(out[i], argv[i], n);
+		out[i][n] = 0;
+	}
+	return (int)argc;
+}
+
+static void expect_rewrite(uint64_t now, const char *in, const char *want)
+{
+	const uint8_t *argv[MAX_ARGS];
+	size_t lens[MAX_ARGS];
+	char store[1024];
+	int argc = tokenize(in, argv, lens, store);
+	uint8_t *buf;
+	size_t len;
+	ASSERT(kv_rewrite_relative(&keel_alloc_libc, now, argc, argv, lens,
+				   &buf, &len) == 0);
+	char args[64][24];
+	int n = decode_args(buf, len, args, 64);
+	free(buf);
+	char got[1024] = "";
+	for (int i = 0; i < n; i++) {
+		if (i)
+			strcat(got, " ");
+		strcat(got, args[i]);
+	}
+	if (strcmp(got, want) != 0) {
+		fprintf(stderr, "  rewrite %s\n    want: %s\n    got:  %s\n", in,
+			want, got);
+		test_failed_now_ = 1;
+	}
+}
+
+/* The leader rewrites relative TTLs inside transactions too, each
+ * sub-command as if proposed alone, with its count fixed. */
+TEST(kv_txn_rewrite_relative)
+{
+	expect_rewrite(1000, "KEEL.EXEC 1 w 3 4 2 5 SET k v EX 10 4 SETEX k2 5 v",
+		       "KEEL.EXEC 1 w 3 4 2 5 SET k v PXAT 11000 5 SET k2 v "
+		       "PXAT 6000");
+	expect_rewrite(1000, "KEEL.TXN IF 1 k EXISTS = 1 THEN 2 3 EXPIRE k 5 "
+			     "2 GET k ELSE 1 4 PSETEX k 100 v",
+		       "KEEL.TXN IF 1 k EXISTS = 1 THEN 2 3 PEXPIREAT k 6000 "
+		       "2 GET k ELSE 1 5 SET k v PXAT 1100");
+	expect_rewrite(1000, "KEEL.TXN THEN 1 7 SET k v EX 1 PX 5",
+		       "KEEL.TXN THEN 1 7 SET k v EX 1 PX 5"); /* invalid: kept */
+	expect_rewrite(1000, "KEEL.TXN THEN 1 7 SET k v PX 1 PX 5",
+		       "KEEL.TXN THEN 1 5 SET k v PXAT 1005");
+	expect_rewrite(1000, "KEEL.TXN THEN 1 9 SET k", "KEEL.TXN THEN 1 9 SET k");
+	expect_rewrite(1000, "KEEL.EXEC 0 1 4 GETEX k EX 2",
+		       "KEEL.EXEC 0 1 4 GETEX k PXAT 3000");
+}
+
+/* Creation marks are replicated state: a snapshot carries them, so a
+ * replica restored from it judges WATCH of an absent key alike. */
+TEST(kv_txn_marks_survive_snapshots)
+{
+	struct h h;
+	h_init(&h, MODE_RAW);
+	h_run(&h, 1000, "SET gone 1");
+	h_run(&h, 1000, "DEL gone");
+	h_run(&h, 1000, "SET other 1");
+	uint8_t *snap;
+	size_t len;
+	ASSERT(kv_snapshot_encode(h.kv, &keel_alloc_libc, &snap, &len) == 0);
+	struct kv *back = NULL;
+	ASSERT(kv_snapshot_decode(&keel_alloc_libc, snap, len, &back) == 0);
+	EXPECT_EQ_U64(kv_digest(back), kv_digest(h.kv));
+	struct h h2;
+	memset(&h2, 0, sizeof(h2));
+	h2.kv = back;
+	h2.index = h.index;
+	/* Watched absent at revision 0: "gone" was created since. */
+	h_run(&h2, 1000, "KEEL.EXEC 1 gone 0 0 1 2 GET other");
+	EXPECT(strcmp(h2.rec.text, "(nil)") == 0);
+	h_run(&h2, 1000, "KEEL.EXEC 1 gone 0 3 1 2 GET other");
+	EXPECT(strcmp(h2.rec.text, "*1 $1") == 0);
+	/* A mark above the revision is malformed (re-sealed). */
+	keel_put_u64(snap + 56, 99);
+	keel_put_u32(snap + len - 4, keel_crc32c(0, snap, len - 4));
+	struct kv *bad = NULL;
+	EXPECT(kv_snapshot_decode(&keel_alloc_libc, snap, len, &bad) ==
+	       KEEL_ERR_MALFORMED);
+	struct kv_snap_reader *r = kv_snap_reader_create(&keel_alloc_libc, 0);
+	EXPECT(kv_snap_reader_feed(r, snap, len) == 0);
+	EXPECT(kv_snap_reader_finish(r, &bad) == KEEL_ERR_MALFORMED);
+	kv_snap_reader_destroy(r);
+	free(snap);
+	h_fini(&h2);
+	h_fini(&h);
+}
+
+/* All or nothing when memory runs out midway: for every allocation a
+ * transaction makes, failing it leaves the state and the digest as
+ * before, the retry succeeds, nothing leaks; with a frozen version live
+ * too, whose bytes stay the state at the freeze. */
+TEST(kv_txn_nomem_midway_changes_nothing)
+{
+	static const char *const txns[] = {
+		"KEEL.EXEC 1 a 1 9 7 3 SET a x 3 APPEND c zzz 2 DEL d "
+		"3 SET new 1 2 INCR b 3 EXPIRE a 50 5 MSET c 1 e 2",
+		"KEEL.TXN IF 1 a MOD = 1 THEN 6 4 SETEX z 5 v 3 APPEND new yy "
+		"2 GETDEL c 4 SET a 9 KEEPTTL 2 INCR n 3 APPEND n 0",
+	};
+	struct fail_alloc fa = {-1, 0};
+	const struct keel_alloc alloc = {&fa, fa_malloc, fa_realloc, fa_free};
+	for (int frozen = 0; frozen < 2; frozen++) {
+		for (size_t ti = 0; ti < KEEL_ARRAY_LEN(txns); ti++) {
+			int undone = 0, ok = 0;
+			for (long fail_at = 0; fail_at < 40; fail_at++) {
+				fa.countdown = -1;
+				struct kv *kv = kv_create(&alloc);
+				ASSERT(kv != NULL);
+				static struct h h;
+				memset(&h, 0, sizeof(h));
+				h.kv = kv;
+				h_run(&h, 1000, "SET a hello");
+				h_run(&h, 1000, "SET b 2 EX 100");
+				h_run(&h, 1000, "SET c 3");
+				h_run(&h, 1000, "SET d 7");
+				uint64_t before = kv_digest(kv);
+				uint8_t *want = NULL;
+				size_t wlen = 0;
+				struct kv_frozen *f = NULL;
+				uint8_t out[8192];
+				size_t n = 0, off = 0;
+				if (frozen) {
+					ASSERT(kv_snapshot_encode(kv, &keel_alloc_libc,
+								  &want, &wlen) == 0);
+					f = kv_freeze(kv, &keel_alloc_libc);
+					ASSERT(f != NULL);
+					kv_frozen_next(f, out, KV_SNAP_HEADER_BYTES +
+							       KV_SNAP_RECORD_BYTES + 2,
+						       &n);
+					off = n;
+				}
+				const uint8_t *argv[MAX_ARGS];
+				size_t lens[MAX_ARGS];
+				char store[1024];
+				int argc = tokenize(txns[ti], argv, lens, store);
+				uint8_t buf[1024];
+				size_t len;
+				ASSERT(kv_cmd_encode(1000, argc, argv, lens, buf,
+						     sizeof(buf), &len) == 0);
+				fa.countdown = fail_at;
+				rec_reset(&h.rec);
+				int rc = kv_apply(kv, 5, buf, len, &rec_ops, &h.rec);
+				fa.countdown = -1;
+				if (rc == KEEL_ERR_NOMEM) {
+					undone++;
+					EXPECT_EQ_U64(kv_digest(kv), before);
+					EXPECT(kv_invariants(kv));
+					struct kv_stats st;
+					kv_stats(kv, &st);
+					EXPECT_EQ_U64(st.applied_index, 4);
+					rec_reset(&h.rec);
+					EXPECT(kv_apply(kv, 5, buf, len, &rec_ops,
+							&h.rec) == 0);
+				} else {
+					EXPECT(rc == 0);
+					ok++;
+				}
+				/* Complete either way: every write happened. */
+				if (h.rec.text[0] != '*')
+					fprintf(stderr, "  reply: %s\n", h.rec.text);
+				EXPECT(h.rec.text[0] == '*');
+				EXPECT(kv_digest(kv) != before);
+				if (frozen) {
+					bool more = true;
+					while (more && off < sizeof(out)) {
+						more = kv_frozen_next(f, out + off, 7,
+								      &n);
+						off += n;
+					}
+					EXPECT(off == wlen &&
+					       memcmp(out, want, wlen) == 0);
+					kv_frozen_destroy(f);
+					free(want);
+				}
+				EXPECT(kv_invariants(kv));
+				kv_destroy(kv);
+				EXPECT(fa.live == 0);
+			}
+			/* Failures at many points, including after earlier
+			 * sub-commands had changed keys, and success once
+			 * the countdown outlasts the transaction. */
+			EXPECT(undone >= 8);
+			EXPECT(ok >= 1);
+		}
+	}
+}
+
+/* The visible state as text: key, value, expiry of every live key. */
+struct vis {
+	char text[16384];
+	size_t n;
+};
+
+static int vis_cb(void *ctx, const uint8_t *key, size_t klen,
+		  const uint8_t *val, size_t vlen, const struct kv_meta *meta)
+{
+	struct vis *v = ctx;
+	int k = snprintf(v->text + v->n, sizeof(v->text) - v->n,
+			 "%.*s=%.*s@%" PRIu64 " ", (int)klen, (const char *)key,
+			 (int)(vlen > 64 ? 64 : vlen), (const char *)val,
+			 meta->expire_at_ms);
+	if (k > 0 && (size_t)k < sizeof(v->text) - v->n)
+		v->n += (size_t)k;
+	return 0;
+}
+
+static void visible(struct kv *kv, uint64_t now, struct vis *v)
+{
+	v->n = 0;
+	v->text[0] = 0;
+	struct kv_visit vi = {vis_cb, v};
+	kv_range(kv, NULL, 0, NULL, 0, now, 0, &vi);
+}
+
+static void sweep_one(struct h *h, uint64_t now)
+{
+	static struct collect due;
+	due.n = 0;
+	struct kv_visit v = {collect_mod_cb, &due};
+	kv_next_expired(h->kv, now, 16, &v);
+	for (int d = 0; d < due.n; d++) {
+		char line[96];
+		snprintf(line, sizeof(line), "KEEL.EXPIRE-DELETE %s %" PRIu64,
+			 due.keys[d], due.exp[d]);
+		h_run(h, now, line);
+	}
+}
+
+/* A transaction behaves like its commands run one after the other with
+ * nothing in between (Redis's EXEC): random transactions of the random
+ * stream's commands give the same sub-replies and the same visible state
+ * as the commands applied alone; rewritten through the leader's step they
+ * give the same bytes; each moves the revision by at most one. */
+TEST(kv_txn_random_equals_commands_in_sequence)
+{
+	uint64_t seed = test_seed(23);
+	struct keel_rand rnd;
+	keel_rand_seed(&rnd, seed);
+	static struct h a, b, c;
+	h_init(&a, MODE_RAW);
+	h_init(&b, MODE_RAW);
+	h_init(&c, MODE_REWRITE);
+	uint64_t now = 1000;
+	static struct rec seq;
+	static struct vis va, vb;
+	for (int i = 0; i < 3000 && !test_failed_now_; i++) {
+		const uint8_t *argv[128];
+		size_t lens[128];
+		static struct stream cmds[8];
+		char counts[8][8];
+		int n = 1 + (int)keel_rand_below(&rnd, 6), argc = 0;
+		argv[argc] = (const uint8_t *)"KEEL.EXEC";
+		lens[argc++] = 9;
+		argv[argc] = (const uint8_t *)"0";
+		lens[argc++] = 1;
+		snprintf(counts[7], 8, "%d", n);
+		argv[argc] = (const uint8_t *)counts[7];
+		lens[argc++] = strlen(counts[7]);
+		for (int j = 0; j < n; j++) {
+			struct stream *s = &cmds[j];
+			for (;;) {
+				rand_command(&rnd, s);
+				const struct kv_command *k =
+					kv_command_lookup(s->argv[0], s->lens[0]);
+				int ar = k ? k->arity : 0;
+				if (k && kv_command_txn_allowed(k) &&
+				    ((ar > 0 && s->argc == ar) ||
+				     (ar < 0 && s->argc >= -ar)))
+					break;
+			}
+			snprintf(counts[j], 8, "%d", s->argc);
+			argv[argc] = (const uint8_t *)counts[j];
+			lens[argc++] = strlen(counts[j]);
+			for (int k = 0; k < s->argc; k++) {
+				argv[argc] = s->argv[k];
+				lens[argc++] = s->lens[k];
+			}
+		}
+		now += keel_rand_below(&rnd, 300);
+		struct kv_stats st0, st1;
+		kv_stats(a.kv, &st0);
+		rec_reset(&a.rec);
+		rec_reset(&c.rec);
+		ASSERT(h_apply_argv(&a, now, argc, argv, lens) == 0);
+		ASSERT(h_apply_argv(&c, now, argc, argv, lens) == 0);
+		kv_stats(a.kv, &st1);
+		EXPECT(st1.revision - st0.revision <= 1);
+		/* The same commands one by one on b. */
+		rec_reset(&seq);
+		char hdr[16];
+		snprintf(hdr, sizeof(hdr), "*%d", n);
+		rec_put(&seq, hdr, strlen(hdr));
+		for (int j = 0; j < n; j++) {
+			rec_reset(&b.rec);
+			ASSERT(h_apply_argv(&b, now, cmds[j].argc, cmds[j].argv,
+					    cmds[j].lens) == 0);
+			rec_put(&seq, b.rec.text, strlen(b.rec.text));
+		}
+		if (strcmp(a.rec.text, seq.text) != 0 ||
+		    strcmp(a.rec.text, c.rec.text) != 0) {
+			fprintf(stderr, "  step %d: txn '%s'\n    alone '%s'\n    "
+				"rewritten '%s'\n", i, a.rec.text, seq.text,
+				c.rec.text);
+			test_failed_now_ = 1;
+			break;
+		}
+		visible(a.kv, now, &va);
+		visible(b.kv, now, &vb);
+		if (strcmp(va.text, vb.text) != 0) {
+			fprintf(stderr, "  step %d: state differs\n    txn   %s\n"
+				"    alone %s\n", i, va.text, vb.text);
+			test_failed_now_ = 1;
+			break;
+		}
+		if (i % 500 == 0) {
+			EXPECT(kv_invariants(a.kv));
+			EXPECT_EQ_U64(kv_digest(a.kv), kv_digest(c.kv));
+		}
+		if (keel_rand_chance(&rnd, 1, 10)) {
+			sweep_one(&a, now);
+			sweep_one(&b, now);
+			sweep_one(&c, now);
+		}
+	}
+	EXPECT_EQ_U64(kv_digest(a.kv), kv_digest(c.kv));
+	h_fini(&a);
+	h_fini(&b);
+	h_fini(&c);
 }
 
 /* ---- reply tapes ------------------------------------------------------------ */

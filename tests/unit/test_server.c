@@ -204,8 +204,10 @@ TEST(commands_every_kv_client_command_routes_to_node)
 		const struct kv_command *k = &kv_commands[i];
 		const struct server_command *c = server_command_lookup(
 			(const uint8_t *)k->name, strlen(k->name));
-		if (k->flags & KV_CMD_INTERNAL) {
-			EXPECT(c == NULL); /* a client may never propose these */
+		if (k->flags & (KV_CMD_INTERNAL | KV_CMD_SERVER)) {
+			/* a client may never propose these: the leader's
+			 * own, or what the server builds for EXEC/WATCH */
+			EXPECT(c == NULL);
 			continue;
 		}
 		ASSERT(c != NULL);
@@ -223,6 +225,28 @@ TEST(commands_every_kv_client_command_routes_to_node)
 		EXPECT(c->flags & SERVER_CMD_LOCAL);
 		EXPECT(c->handler != SERVER_H_NODE);
 	}
+	/* Transactions: local rows (EXEC is one KEEL.EXEC write, WATCH a
+	 * KEEL.WATCH-REVS read, both built by the server), Redis's arity. */
+	static const struct { const char *name; int arity; int h; } txn[] = {
+		{"multi", 1, SERVER_H_MULTI},     {"exec", 1, SERVER_H_EXEC},
+		{"discard", 1, SERVER_H_DISCARD}, {"watch", -2, SERVER_H_WATCH},
+		{"unwatch", 1, SERVER_H_UNWATCH},
+	};
+	for (size_t i = 0; i < KEEL_ARRAY_LEN(txn); i++) {
+		const struct server_command *c = server_command_lookup(
+			(const uint8_t *)txn[i].name, strlen(txn[i].name));
+		ASSERT(c != NULL);
+		EXPECT(c->handler == txn[i].h);
+		EXPECT(c->arity == txn[i].arity);
+		EXPECT(c->flags & SERVER_CMD_LOCAL);
+	}
+	EXPECT(server_command_lookup((const uint8_t *)"KEEL.EXEC", 9) == NULL);
+	EXPECT(server_command_lookup((const uint8_t *)"keel.watch-revs", 15) ==
+	       NULL);
+	const struct server_command *t =
+		server_command_lookup((const uint8_t *)"KEEL.TXN", 8);
+	ASSERT(t != NULL);
+	EXPECT(t->handler == SERVER_H_NODE && (t->flags & SERVER_CMD_WRITE));
 	const struct server_command *d =
 		server_command_lookup((const uint8_t *)"KEEL.DEBUG", 10);
 	ASSERT(d != NULL);
