@@ -179,11 +179,12 @@ struct server_command {
 	int first_key, last_key, step;
 	const char *group;   /* COMMAND DOCS */
 	const char *summary; /* COMMAND DOCS */
+	const char *acl;     /* ACL categories, "@read @fast" (COMMAND INFO) */
 };
 
 /* Case-insensitive lookup over the server's commands and kv_commands[]
- * (KV_CMD_INTERNAL ones are not client commands: NULL). The result points
- * into static tables (read-only). */
+ * (KV_CMD_INTERNAL ones are not client commands: NULL), by a hash of the
+ * name. The result points into static tables (read-only). */
 const struct server_command *server_command_lookup(const uint8_t *name,
 						   size_t len);
 bool server_command_arity_ok(const struct server_command *c, size_t argc);

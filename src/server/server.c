@@ -1035,7 +1035,18 @@ static void command_info(struct resp_buf *b, const struct server_command *sc)
 	resp_write_integer(b, sc->first_key);
 	resp_write_integer(b, sc->last_key);
 	resp_write_integer(b, sc->step);
-	resp_write_set(b, 0); /* ACL categories */
+	/* ACL categories: the row's "@a @b" as a set of "@a", "@b" */
+	uint32_t ncat = 0;
+	for (const char *p = sc->acl; p && *p; p++)
+		ncat += *p == '@';
+	resp_write_set(b, ncat);
+	for (const char *p = sc->acl; p && *p;) {
+		const char *e = strchr(p, ' ');
+		size_t l = e ? (size_t)(e - p) : strlen(p);
+		if (l)
+			resp_write_bulk(b, (const uint8_t *)p, l);
+		p += l + (e != NULL);
+	}
 	resp_write_set(b, 0); /* tips */
 	resp_write_array(b, 0); /* key specs */
 	resp_write_array(b, 0); /* subcommands */
