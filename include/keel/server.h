@@ -79,6 +79,9 @@ enum server_test_bug {
 	SERVER_BUG_REORDER,    /* "reorder": of the first two writes in one read of a
 	                        * connection's input, the 2nd is handed to the node
 	                        * before the 1st (replies still in request order) */
+	SERVER_BUG_NO_ORDER,   /* "no-order": the node's program-order fix undone
+	                        * (node_config.test_no_order, the simulator's
+	                        * no-order mutant) */
 };
 
 void server_config_default(struct server_config *c);

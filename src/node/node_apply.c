@@ -117,7 +117,7 @@ static int dedup_admit(struct node *n, const struct node_entry_hdr *h,
 		if (node_dedup_bit(rec, h->seq) && !MUTANT(n, NODE_MUTANT_NO_DEDUP))
 			return DEDUP_DUP;
 		if (h->stream && stream_overtaken(rec, h->stream, h->seq) &&
-		    !MUTANT(n, NODE_MUTANT_NO_ORDER))
+		    !NO_ORDER(n))
 			return DEDUP_ORDER;
 	} else {
 		if (h->seq - rec->high >= DEDUP_WINDOW)

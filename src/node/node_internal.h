@@ -344,6 +344,9 @@ static inline void node_log(struct node *n, int level, const char *msg)
 #else
 #define MUTANT(n, m) false
 #endif
+/* The program-order fix undone: the simulator's mutant, or the server's
+ * --test-bug no-order (a real process under fault tests). */
+#define NO_ORDER(n) (MUTANT(n, NODE_MUTANT_NO_ORDER) || (n)->cfg.test_no_order)
 
 static inline void *xmalloc(struct node *n, size_t sz)
 {

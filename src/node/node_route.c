@@ -603,7 +603,7 @@ void node_dispatch_waiting(struct node *n)
 	n->route_leader = leader;
 	/* Oldest first: a stream's writes reach a (new) leader in request
 	 * order, so none is refused for having been overtaken. */
-	bool rev = MUTANT(n, NODE_MUTANT_NO_ORDER);
+	bool rev = NO_ORDER(n);
 	uint32_t lo = n->pw_lo, hi = n->pw_hi;
 	for (uint32_t k = lo; k < hi; k++) {
 		uint32_t i = rev ? hi - 1 - (k - lo) : k;

@@ -2528,6 +2528,8 @@ static int start_node(struct server *s)
 		.snapshot_log_bytes = s->cfg.snapshot_log_bytes,
 		.reply = on_node_reply,
 		.reply_ctx = s,
+		/* --test-bug no-order (planted, needs --test-faults) */
+		.test_no_order = s->cfg.test_bug == SERVER_BUG_NO_ORDER,
 	};
 	nc.members.n_voters = s->cfg.n_members;
 	for (uint32_t i = 0; i < s->cfg.n_members; i++)
@@ -2611,7 +2613,8 @@ int server_run(const struct server_config *cfg)
 		slog(s, ENV_LOG_WARN, "--test-bug: a bug is planted on purpose (%s)",
 		     cfg->test_bug == SERVER_BUG_STALE_READ  ? "stale-read"
 		     : cfg->test_bug == SERVER_BUG_EARLY_ACK ? "early-ack"
-							     : "reorder");
+		     : cfg->test_bug == SERVER_BUG_REORDER   ? "reorder"
+							     : "no-order");
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	code = 0;
 	slog(s, ENV_LOG_INFO, "stopped cleanly");

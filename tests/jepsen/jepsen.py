@@ -1327,7 +1327,7 @@ def main(argv):
     ap.add_argument("--secs", type=float, default=30.0, help="fault phase length")
     ap.add_argument("--clients", type=int, default=None, help="default 2 per node")
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "jepsen"))
-    ap.add_argument("--bug", default=None, choices=["stale-read", "early-ack", "reorder"],
+    ap.add_argument("--bug", default=None, choices=["stale-read", "early-ack", "reorder", "no-order"],
                     help="start the servers with --test-bug NAME (a planted bug)")
     ap.add_argument("--snapshot-entries", type=int, default=None,
                     help="start the servers with --snapshot-entries N (snapshot runs)")

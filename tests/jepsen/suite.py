@@ -56,6 +56,9 @@ SHORT = [
     (109, "kill-leader,kill-random,pause-leader,partition-leader,partition-halves", 3, 22,
      None, PIPE),
     (110, "kill-leader,pause-leader", 3, 8, "reorder", PIPE),
+    # The node's program-order fix undone (the simulator's no-order
+    # mutant, here --test-bug no-order): caught under leader changes.
+    (111, "kill-leader,partition-leader,pause-leader", 3, 15, "no-order", PIPE),
 ]
 
 LONG = [
@@ -78,6 +81,7 @@ LONG = [
     (217, "kill,pause,partition", 3, 90, None, PIPE),
     (218, "kill,pause,partition", 5, 90, None, PIPE),
     (219, "partition-leader,kill-random", 5, 20, "reorder", PIPE),
+    (220, "kill-leader,partition-leader,pause-leader", 5, 30, "no-order", PIPE),
 ]
 
 
