@@ -57,19 +57,7 @@ bool kv_parse_i64(const uint8_t *p, size_t len, int64_t *out)
 /* Plain decimal digits only (cursors, revisions). */
 bool kv_parse_u64(const uint8_t *p, size_t len, uint64_t *out)
 {
-	if (len == 0 || len > 20)
-		return false;
-	uint64_t v = 0;
-	for (size_t i = 0; i < len; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return false;
-		uint64_t d = (uint64_t)(p[i] - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return false;
-		v = v * 10 + d;
-	}
-	*out = v;
-	return true;
+	return keel_parse_u64_bytes(p, len, 0, UINT64_MAX, out);
 }
 
 size_t kv_fmt_u64(uint64_t v, char *buf)

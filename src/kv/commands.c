@@ -22,18 +22,6 @@
 
 static uint8_t kv_index_[KV_INDEX_SLOTS]; /* row + 1; 0 = empty */
 
-static uint32_t name_hash(const uint8_t *name, size_t len)
-{
-	uint32_t h = 2166136261u; /* FNV-1a over the lowercase bytes */
-	for (size_t i = 0; i < len; i++) {
-		uint8_t c = name[i];
-		if (c >= 'A' && c <= 'Z')
-			c = (uint8_t)(c - 'A' + 'a');
-		h = (h ^ c) * 16777619u;
-	}
-	return h;
-}
-
 __attribute__((constructor)) static void kv_index_build(void)
 {
 	/* Half empty at most: probes stay short, and a lookup of an unknown
@@ -43,7 +31,7 @@ __attribute__((constructor)) static void kv_index_build(void)
 		const char *nm = kv_commands[r].name;
 		size_t len = strlen(nm);
 		KEEL_ASSERT(len <= KV_CMD_NAME_MAX);
-		uint32_t i = name_hash((const uint8_t *)nm, len) &
+		uint32_t i = keel_lower_hash((const uint8_t *)nm, len) &
 			     (KV_INDEX_SLOTS - 1);
 		while (kv_index_[i])
 			i = (i + 1) & (KV_INDEX_SLOTS - 1);
@@ -55,7 +43,7 @@ const struct kv_command *kv_command_lookup(const uint8_t *name, size_t len)
 {
 	if (len > KV_CMD_NAME_MAX)
 		return NULL;
-	uint32_t i = name_hash(name, len) & (KV_INDEX_SLOTS - 1);
+	uint32_t i = keel_lower_hash(name, len) & (KV_INDEX_SLOTS - 1);
 	for (uint32_t probes = 0; probes < KV_INDEX_SLOTS; probes++) {
 		uint8_t r = kv_index_[i];
 		if (!r)

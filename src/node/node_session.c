@@ -42,27 +42,6 @@ static bool ieq(const uint8_t *p, size_t len, const char *s)
 	return true;
 }
 
-/* A decimal u64 in [min, max] with nothing else (no sign, no spaces). */
-static bool parse_u64(const uint8_t *p, size_t len, uint64_t min,
-		      uint64_t max, uint64_t *out)
-{
-	if (len == 0 || len > 20)
-		return false;
-	uint64_t v = 0;
-	for (size_t i = 0; i < len; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return false;
-		uint64_t d = (uint64_t)(p[i] - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return false;
-		v = v * 10 + d;
-	}
-	if (v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
 int node_session_cmd(const uint8_t *name, size_t len)
 {
 	if (ieq(name, len, "keel.session"))
@@ -88,7 +67,7 @@ static const char *parse_op(uint32_t argc, const uint8_t *const *argv,
 			return NULL;
 		if (argc != 4 || !ieq(argv[2], lens[2], "ttl"))
 			return usage;
-		if (!parse_u64(argv[3], lens[3], SESSION_TTL_MIN_MS,
+		if (!keel_parse_u64_bytes(argv[3], lens[3], SESSION_TTL_MIN_MS,
 			       SESSION_TTL_MAX_MS, arg))
 			return "ERR session TTL must be 1000..86400000 ms";
 		return NULL;
@@ -101,7 +80,7 @@ static const char *parse_op(uint32_t argc, const uint8_t *const *argv,
 		return usage;
 	if (argc != 3)
 		return usage;
-	if (!parse_u64(argv[2], lens[2], 1, UINT64_MAX, arg))
+	if (!keel_parse_u64_bytes(argv[2], lens[2], 1, UINT64_MAX, arg))
 		return "ERR session id must be a positive integer";
 	return NULL;
 }
@@ -119,8 +98,8 @@ const char *node_session_validate(uint32_t argc, const uint8_t *const *argv,
 	if (argc < 4)
 		return "ERR syntax: KEEL.RUN session seq command [arg ...]";
 	uint64_t v;
-	if (!parse_u64(argv[1], lens[1], 1, UINT64_MAX, &v) ||
-	    !parse_u64(argv[2], lens[2], 1, UINT64_MAX, &v))
+	if (!keel_parse_u64_bytes(argv[1], lens[1], 1, UINT64_MAX, &v) ||
+	    !keel_parse_u64_bytes(argv[2], lens[2], 1, UINT64_MAX, &v))
 		return "ERR KEEL.RUN: session and seq must be positive "
 		       "integers";
 	const struct kv_command *kc = kv_command_lookup(argv[3], lens[3]);
@@ -150,8 +129,8 @@ int node_session_build(struct node *n, size_t off, uint64_t now, uint8_t type,
 		return 0;
 	}
 	uint64_t sid = 0, seq = 0;
-	if (argc < 4 || !parse_u64(argv[1], lens[1], 1, UINT64_MAX, &sid) ||
-	    !parse_u64(argv[2], lens[2], 1, UINT64_MAX, &seq))
+	if (argc < 4 || !keel_parse_u64_bytes(argv[1], lens[1], 1, UINT64_MAX, &sid) ||
+	    !keel_parse_u64_bytes(argv[2], lens[2], 1, UINT64_MAX, &seq))
 		return KEEL_ERR_INVAL;
 	size_t kl = 0;
 	int rv = node_build_kv_at(n, off + SESSION_CMD_FIXED, now, argc - 3,

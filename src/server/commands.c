@@ -133,18 +133,6 @@ __attribute__((constructor(101))) static void kv_rows_build(void)
 #define SERVER_NAME_MAX 32
 static uint16_t server_index_[SERVER_INDEX_SLOTS]; /* row + 1; 0 = empty */
 
-static uint32_t name_hash(const uint8_t *name, size_t len)
-{
-	uint32_t h = 2166136261u;
-	for (size_t i = 0; i < len; i++) {
-		uint8_t c = name[i];
-		if (c >= 'A' && c <= 'Z')
-			c = (uint8_t)(c - 'A' + 'a');
-		h = (h ^ c) * 16777619u;
-	}
-	return h;
-}
-
 /* Row r of the two tables, local rows first (r < server_command_count). */
 static const struct server_command *row_at(uint32_t r)
 {
@@ -160,7 +148,7 @@ __attribute__((constructor(200))) static void server_index_build(void)
 		const char *nm = row_at(r)->name;
 		size_t len = strlen(nm);
 		KEEL_ASSERT(len <= SERVER_NAME_MAX);
-		uint32_t i = name_hash((const uint8_t *)nm, len) &
+		uint32_t i = keel_lower_hash((const uint8_t *)nm, len) &
 			     (SERVER_INDEX_SLOTS - 1);
 		while (server_index_[i])
 			i = (i + 1) & (SERVER_INDEX_SLOTS - 1);
@@ -178,7 +166,7 @@ const struct server_command *server_command_lookup(const uint8_t *name,
 {
 	if (len > SERVER_NAME_MAX)
 		return NULL;
-	uint32_t i = name_hash(name, len) & (SERVER_INDEX_SLOTS - 1);
+	uint32_t i = keel_lower_hash(name, len) & (SERVER_INDEX_SLOTS - 1);
 	for (uint32_t probes = 0; probes < SERVER_INDEX_SLOTS; probes++) {
 		uint16_t r = server_index_[i];
 		if (!r)
