@@ -147,6 +147,12 @@ struct node_config {
 	                             (each); beyond it: NODE_DROPPED (busy);
 	                             1 .. 2^24 */
 	uint32_t max_msg_entries; /* per append message; 0 = default */
+	/* Writes this node hands on (proposes or forwards) while an older
+	 * write of it is still unanswered: at most this many seqs apart;
+	 * newer ones wait here (not refused). 0 = the dedup window (4096),
+	 * which is also the most allowed: so every copy that reaches the log
+	 * is inside its origin's window and is never refused as stale. */
+	uint32_t max_inflight_writes;
 	uint32_t max_inflight_msgs; /* appends in flight per peer; 0 = default */
 	/* How long a request may wait for a leader and for its result; 0 =
 	 * 5 s. After it: NODE_NOT_LEADER if it was never handed on (proposed
@@ -234,6 +240,7 @@ struct node_stats {
 	uint64_t dedup_skipped;    /* applied entries skipped as duplicates */
 	uint64_t order_refused;    /* applied entries skipped: a later write of
 	                              their stream had run (program order) */
+	uint64_t window_waits;     /* writes held back: max_inflight_writes */
 	uint64_t session_runs;     /* session commands run (KEEL.RUN) */
 	uint64_t session_dups;     /* ... answered from the session table */
 	uint64_t expire_proposed;  /* KEEL.EXPIRE-DELETE entries proposed */

@@ -618,6 +618,8 @@ int node_create(const struct node_config *cfg, const struct env *env,
 		c->snap_max_sends = NODE_SNAP_SENDS;
 	if (!c->snap_retry_ns)
 		c->snap_retry_ns = c->retry_ns;
+	if (!c->max_inflight_writes || c->max_inflight_writes > NODE_DEDUP_WINDOW)
+		c->max_inflight_writes = NODE_DEDUP_WINDOW;
 	if (!c->snap_timeout_ns)
 		c->snap_timeout_ns = 10ull * KEEL_MAX(cfg->election_ticks, 1u) *
 				     cfg->tick_ns;
