@@ -353,8 +353,8 @@ static void print_violation(const struct check_bank_history *h,
 			       h->cells[h->ops[v->op].cells_at + a],
 			       v->diff_state[d]);
 		}
-		if (v->n_diff == 1 || v->n_diff == 2)
-			printf(" (a transfer applied partly?)");
+		if (v->n_diff == 1)
+			printf(" (one side of a transfer applied?)");
 		break;
 	case CHECK_BANK_REAL_TIME: {
 		print_bank_op(h, v->op);
