@@ -344,7 +344,8 @@ struct check_bank_violation {
 	size_t lo, hi, floor;
 	uint32_t lo_op, hi_op, floor_read;
 	/* REAL_TIME: how many prefixes the read's state equals, and the
-	 * nearest ones below lo (below_lo valid if has_below) and above hi. */
+	 * nearest ones below the allowed window (below, if has_below) and
+	 * above it (above, if has_above). */
 	size_t n_matches, below, above;
 	bool has_below, has_above;
 	/* NO_PREFIX: the prefix in the allowed window (or around it) whose
