@@ -117,13 +117,13 @@ static int member_value(struct check_json *j, struct member *m)
 		int rv = check_json_number(j, &m->v, false);
 		if (rv)
 			return rv;
-		for (size_t k = start; k < j->i; k++)
-			if (j->s[k] != '-' && (j->s[k] < '0' || j->s[k] > '9')) {
-				m->scalar = false; /* a fraction: not ours */
-				return 0;
-			}
-		j->i = start;
-		return check_json_number(j, &m->v, true);
+		/* An integer that fits int64 is ours; anything else (a
+		 * fraction, a huge number) is skipped like an unknown shape,
+		 * and refused only where the format needs an integer. */
+		m->v.kind = CHECK_VAL_INT;
+		m->scalar = check_parse_i64(j->s + start, j->i - start,
+					    &m->v.num) == 0;
+		return 0;
 	}
 	if (check_json_literal(j, "null")) {
 		m->v.kind = CHECK_VAL_NIL;

@@ -572,6 +572,16 @@ static const struct parse_case parse_cases[] = {
 	     "{\"process\":0,\"type\":\"ok\",\"f\":\"read\",\"value\":"
 	     "{\"a0\":5,\"a0\":5}}\n",
 	 KEEL_ERR_MALFORMED, 3},
+	{"balance not an integer",
+	 CFG "{\"process\":0,\"type\":\"invoke\",\"f\":\"read\"}\n"
+	     "{\"process\":0,\"type\":\"ok\",\"f\":\"read\",\"value\":"
+	     "{\"a0\":1.5,\"a1\":5}}\n",
+	 KEEL_ERR_MALFORMED, 3},
+	{"amount beyond int64",
+	 CFG "{\"process\":0,\"type\":\"invoke\",\"f\":\"transfer\","
+	     "\"value\":{\"from\":\"a0\",\"to\":\"a1\",\"id\":\"t1\","
+	     "\"amount\":9223372036854775808}}\n",
+	 KEEL_ERR_MALFORMED, 2},
 	{"unknown f",
 	 CFG "{\"process\":0,\"type\":\"invoke\",\"f\":\"cas\"}\n",
 	 KEEL_ERR_MALFORMED, 2},
@@ -639,7 +649,8 @@ TEST(parser_keeps_fields_in_any_order_and_skips_unknown_ones)
 	const char *text =
 		"{\"total\":10,\"note\":[1,{\"x\":null}],\"accounts\":[\"a0\","
 		"\"a\\u0031\"],\"initial\":{\"a1\":4,\"a0\":6},\"type\":\"bank\"}\n"
-		"{\"value\":{\"id\":\"t1\",\"amount\":1,\"extra\":1.5,\"to\":"
+		"{\"value\":{\"id\":\"t1\",\"amount\":1,\"extra\":1.5,"
+		"\"big\":123456789012345678901234567890,\"to\":"
 		"\"a1\",\"from\":\"a0\"},\"f\":\"transfer\",\"time\":7,"
 		"\"type\":\"invoke\",\"process\":3}\n"
 		"{\"process\":3,\"type\":\"ok\",\"f\":\"transfer\"}\n"
