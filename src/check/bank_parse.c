@@ -633,7 +633,7 @@ static int parse_line(struct bank_parse *p, const char *line, size_t n)
 	unsigned seen = 0;
 	int64_t process = 0, time = 0, total = 0;
 	struct check_value type = {0}, f = {0}, value = {0};
-	bool value_object = false;
+	bool value_object = false, value_null = false;
 	check_json_ws(&j);
 	if (j.i < n && j.s[j.i] == '}')
 		return check_json_bad(&j, "empty object");
@@ -693,6 +693,8 @@ static int parse_line(struct bank_parse *p, const char *line, size_t n)
 				rv = jobject(p, &j, FLD_VALUE);
 			} else if (j.i < n && j.s[j.i] == '"') {
 				rv = check_json_string(&j, &value);
+			} else if (check_json_literal(&j, "null")) {
+				value_null = true; /* as if absent */
 			} else {
 				rv = check_json_skip(&j, 1);
 			}
@@ -755,7 +757,7 @@ static int parse_line(struct bank_parse *p, const char *line, size_t n)
 				      "unknown f \"%.*s\" (bank: transfer, "
 				      "read)",
 				      (int)KEEL_MIN(f.len, 40), f.str);
-	bool has_value = (seen & FLD_VALUE) != 0;
+	bool has_value = (seen & FLD_VALUE) && !value_null;
 	if (has_value && !value_object &&
 	    (fn == CHECK_BANK_TRANSFER || t == CHECK_EV_OK))
 		return fail(p, KEEL_ERR_MALFORMED,

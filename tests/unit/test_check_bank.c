@@ -653,7 +653,8 @@ TEST(parser_keeps_fields_in_any_order_and_skips_unknown_ones)
 		"\"big\":123456789012345678901234567890,\"to\":"
 		"\"a1\",\"from\":\"a0\"},\"f\":\"transfer\",\"time\":7,"
 		"\"type\":\"invoke\",\"process\":3}\n"
-		"{\"process\":3,\"type\":\"ok\",\"f\":\"transfer\"}\n"
+		"{\"process\":3,\"type\":\"ok\",\"f\":\"transfer\","
+		"\"value\":null}\n"
 		"{\"type\":\"final\",\"f\":\"ledger\",\"value\":\"t1,\"}\n";
 	struct check_bank_history h;
 	struct check_parse_error err;
