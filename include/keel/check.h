@@ -370,8 +370,10 @@ struct check_bank_result {
 	size_t n_reads_placed;    /* ok reads given a prefix by check 3 */
 };
 
-/* Runs the three checks of docs/checker.md on h. Returns 0 with res filled
- * in, or KEEL_ERR_NOMEM. h is only read; memory comes from alloc. */
+/* Runs the three checks of docs/checker.md on h, which a successful
+ * check_bank_parse filled (at least one account). Returns 0 with res filled
+ * in, or KEEL_ERR_NOMEM. h is only read; memory comes from alloc; res is
+ * about 20 KiB, so callers may prefer it off the stack. */
 int check_bank_run(const struct check_bank_history *h,
 		   const struct keel_alloc *alloc,
 		   struct check_bank_result *res);
