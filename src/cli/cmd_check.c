@@ -245,6 +245,8 @@ static void print_balances(const struct check_bank_history *h, uint32_t i)
 		printf(": %" PRId64, b[a]);
 	}
 	printf("%s}", h->n_accounts > 16 ? ", ..." : "");
+	if (o->n_missing)
+		printf(" (accounts it did not name shown as 0)");
 }
 
 static void print_entry(const struct check_bank_history *h, size_t pos)
