@@ -665,6 +665,7 @@ int node_create(const struct node_config *cfg, const struct env *env,
 	n->limits.mutant_accept_bad_crc =
 		cfg->mutant == NODE_MUTANT_ACCEPT_BAD_CRC;
 #endif
+	node_sm_mutants(n);
 
 	const struct env_store_ops *so = env->store.ops;
 	if (so->snap_begin && so->snap_write && so->snap_finish &&

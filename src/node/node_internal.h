@@ -345,6 +345,28 @@ static inline void node_log(struct node *n, int level, const char *msg)
 #define MUTANT(n, m) false
 #endif
 
+/* Hands the replicated-state mutants to the node's kv and session table;
+ * called wherever they are (re)placed (create, install, restore). */
+static inline void node_sm_mutants(struct node *n)
+{
+#ifdef KEEL_MUTANTS
+	if (n->kv)
+		kv_set_mutant(n->kv,
+			      MUTANT(n, NODE_MUTANT_TXN_PARTIAL)
+				      ? KV_MUTANT_TXN_PARTIAL
+			      : MUTANT(n, NODE_MUTANT_WATCH_BLIND)
+				      ? KV_MUTANT_WATCH_BLIND
+				      : 0);
+	if (n->sessions)
+		session_set_mutant(n->sessions,
+				   MUTANT(n, NODE_MUTANT_SESSION_WRONG_REPLY)
+					   ? SESSION_MUTANT_WRONG_REPLY
+					   : 0);
+#else
+	(void)n;
+#endif
+}
+
 static inline void *xmalloc(struct node *n, size_t sz)
 {
 	return n->alloc->malloc(n->alloc->ctx, sz);

@@ -955,6 +955,7 @@ void node_install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
 	session_table_destroy(n->sessions);
 	n->sessions = r->sess_shadow;
 	r->sess_shadow = NULL;
+	node_sm_mutants(n);
 	n->applied = sm->index;
 	n->stats.snap_installs++;
 	snap_rec_push(n, (struct snap_rec){sm->index, sm->term,
@@ -1061,6 +1062,7 @@ static void restore_step(struct node *n, int status, const uint8_t *data,
 	n->kv = kv;
 	session_table_destroy(n->sessions);
 	n->sessions = sessions;
+	node_sm_mutants(n);
 	sess_stage_free(&rs->sess);
 	kv_snap_reader_destroy(rs->kvr);
 	xfree(n, rs);
