@@ -919,6 +919,8 @@ TEST(same_seed_gives_byte_identical_traces)
 	EXPECT(a.lines > 1000);
 	/* The pipelining clients are part of what must replay. */
 	EXPECT(strstr(a.p, " pipe 0 send node ") != NULL);
+	/* ... and the bank clients. */
+	EXPECT(strstr(a.p, " bank 0 send node ") != NULL);
 	EXPECT(a.n == b.n);
 	EXPECT(a.n == b.n && !memcmp(a.p, b.p, a.n));
 	EXPECT(ra.steps == rb.steps && ra.ops_ok == rb.ops_ok);
