@@ -133,6 +133,13 @@ enum node_mutant {
 	                                         never answered */
 	NODE_MUTANT_NO_ORDER = 110,           /* apply ignores the stream order
 	                                         and resends go newest first */
+	/* Replicated-state mutants: the node hands them to its kv and its
+	 * session table (kv_set_mutant, session_set_mutant). */
+	NODE_MUTANT_TXN_PARTIAL = 111,        /* a transaction stops after its
+	                                         first write command */
+	NODE_MUTANT_WATCH_BLIND = 112,        /* KEEL.EXEC ignores WATCH */
+	NODE_MUTANT_SESSION_WRONG_REPLY = 113, /* a session seq gets its slot's
+	                                          reply, whatever seq it was */
 };
 #endif
 

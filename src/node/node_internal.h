@@ -342,6 +342,7 @@ static inline void node_log(struct node *n, int level, const char *msg)
  * --test-bug no-order (a real process under fault tests). */
 #define NO_ORDER(n) (MUTANT(n, NODE_MUTANT_NO_ORDER) || (n)->cfg.test_no_order)
 
+
 static inline void *xmalloc(struct node *n, size_t sz)
 {
 	return n->alloc->malloc(n->alloc->ctx, sz);
