@@ -250,7 +250,7 @@ int sim_history_check(const struct sim_history *h, char *detail,
 	}
 	struct check_options opts = {.model = CHECK_MODEL_KV,
 				     .step_budget = 200000000ull,
-				     .max_cache_bytes = 256u << 20};
+				     .max_cache_bytes = 2048ull << 20};
 	struct check_result res;
 	memset(&res, 0, sizeof(res));
 	rv = check_history_run(&hist, &opts, &keel_alloc_libc, &res);
