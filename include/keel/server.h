@@ -79,6 +79,8 @@ enum server_test_bug {
 	SERVER_BUG_REORDER,    /* "reorder": of the first two writes in one read of a
 	                        * connection's input, the 2nd is handed to the node
 	                        * before the 1st (replies still in request order) */
+	SERVER_BUG_WATCH_BLIND, /* "watch-blind": EXEC is built without the WATCH
+	                         * conditions, so it always runs (lost updates) */
 };
 
 void server_config_default(struct server_config *c);

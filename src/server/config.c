@@ -219,10 +219,12 @@ int server_config_set(struct server_config *c, const char *key,
 			c->test_bug = SERVER_BUG_EARLY_ACK;
 		else if (!strcmp(val, "reorder"))
 			c->test_bug = SERVER_BUG_REORDER;
+		else if (!strcmp(val, "watch-blind"))
+			c->test_bug = SERVER_BUG_WATCH_BLIND;
 		else {
 			snprintf(err, err_len,
 				 "--test-bug: bad value '%s' (want stale-read, "
-				 "early-ack, reorder or none)",
+				 "early-ack, reorder, watch-blind or none)",
 				 val);
 			return KEEL_ERR_INVAL;
 		}
@@ -451,8 +453,9 @@ void server_config_usage(char *buf, size_t len)
 		 "  --snapshot-log-bytes N ... or after N bytes of applied entries\n"
 		 "                         (default 67108864 = 64 MiB)\n"
 		 "  --test-faults          enable KEEL.DEBUG fault injection (tests only)\n"
-		 "  --test-bug NAME        plant a bug (stale-read, early-ack, reorder) to show the\n"
-		 "                         Jepsen-style tests catch it; needs --test-faults\n"
+		 "  --test-bug NAME        plant a bug (stale-read, early-ack, reorder,\n"
+		 "                         watch-blind) to show the Jepsen-style tests\n"
+		 "                         catch it; needs --test-faults\n"
 		 "Stops cleanly on SIGTERM or SIGINT. docs/server.md has the details.\n",
 		 SERVER_DEFAULT_CLIENT_ADDR);
 }
