@@ -32,7 +32,10 @@ chosen per op:
            the session table answers a retry of a seq that ran with its
            recorded reply, so the transfer runs once and the op ends with a
            definite outcome (counted as retried-definite when an earlier
-           try was uncertain).
+           try was uncertain). ECHO_P of the definite ones are sent once
+           more, unneeded, through the next node: the reply must be the
+           first one (else an unexpected reply) and the ledger must show
+           the id once.
 
 A read is MULTI; GET every account; EXEC -- one log entry, one revision.
 
@@ -99,6 +102,7 @@ RETRIES = 5           # watch/txn: compare failures before the transfer gives up
 SESSION_TRIES = 10    # session: sends of one (sid, seq) before it gives up
 SESSION_BUDGET_S = 20.0   # ... or after this long
 SESSION_TTL_MS = 600000   # long: clock-skew moves the session table's clock
+ECHO_P = 0.2          # session: share of definite transfers sent once more
 PAUSE_S = (0.0, 0.005)    # between one client's ops
 EXCERPT = 3
 
@@ -457,6 +461,8 @@ class BankClient(threading.Thread):
                     self.ni = (self.ni + 1) % len(wl.cl.nodes)
                     continue
                 result = self.txn_reply(r, "KEEL.RUN KEEL.TXN")
+                if result is not None and self.rng.random() < ECHO_P:
+                    self.echo(cmd, r)
                 break
             else:
                 return "info" if uncertain else "fail"
@@ -470,6 +476,28 @@ class BankClient(threading.Thread):
             with wl.lock:
                 wl.nil += 1
         return "fail"
+
+
+    def echo(self, cmd, first):
+        """A retry nobody needed: the same (sid, seq) once more, through
+        the next node. It must get the recorded reply and run nothing (the
+        ledger shows the id once); any other definite reply is an
+        unexpected reply, which fails the run."""
+        wl = self.wl
+        nd = wl.cl.nodes[(self.ni + 1) % len(wl.cl.nodes)]
+        try:
+            r = nd.command(*cmd, timeout=CLIENT_TIMEOUT_S)
+        except redis.exceptions.ResponseError as e:
+            if classify_error(e)[1]:
+                self.odd("echo of KEEL.RUN %s %s: %s" % (cmd[1], cmd[2], e))
+            return
+        except (redis.exceptions.RedisError, OSError):
+            return
+        with wl.lock:
+            wl.echoes += 1
+            if r != first:
+                wl.odd.append("echo of KEEL.RUN %s %s replied %r, first %r"
+                              % (cmd[1], cmd[2], r, first))
 
 
 def parse_ledger(text):
@@ -646,6 +674,7 @@ class BankWorkload:
         self.nil = 0              # EXEC nil / branch not taken (then retried)
         self.resends = 0          # session: re-sends of one (sid, seq)
         self.retried_definite = 0
+        self.echoes = 0           # session: unneeded same-seq re-sends answered
         self.sessions = 0
         self.ledger_len = None
         self.bankcheck = "-"
@@ -759,20 +788,20 @@ class BankWorkload:
             d = self.tally[m]
             return "%d/%d/%d" % (d["ok"], d["fail"], d["info"])
         return (" accounts=%d total=%d transfers=%d watch=%s txn=%s session=%s read=%s "
-                "short=%d retry=%d resends=%d retried-definite=%d ledger=%s bankcheck=%s"
+                "short=%d retry=%d resends=%d retried-definite=%d echoes=%d ledger=%s bankcheck=%s"
                 % (len(self.accounts), self.total, len(self.outcome), t("watch"), t("txn"),
                    t("session"), t("read"), self.short, self.nil, self.resends,
-                   self.retried_definite,
+                   self.retried_definite, self.echoes,
                    "-" if self.ledger_len is None else self.ledger_len, self.bankcheck))
 
     def stats(self):
         return ("stats (ok/fail/info): transfers by watch %s, txn %s, session %s; reads %s; "
                 "funds short %d; compare retries %d; session re-sends %d, definite after an "
-                "uncertain send %d; sessions %d" % tuple(
+                "uncertain send %d, echoes %d; sessions %d" % tuple(
                     ["%d/%d/%d" % (self.tally[m]["ok"], self.tally[m]["fail"],
                                    self.tally[m]["info"]) for m in MODES + ("read",)]
                     + [self.short, self.nil, self.resends, self.retried_definite,
-                       self.sessions]))
+                       self.echoes, self.sessions]))
 
 
 def main(argv):
