@@ -3,7 +3,7 @@
 processes"): a list of runs of tests/jepsen/jepsen.py, one line each, then
 "N passed, M failed" (the line tools/run-tests.sh counts).
 
-  suite.py short   make test: every nemesis at least once, the three planted
+  suite.py short   make test: every nemesis at least once, the four planted
                    bugs caught; about 5 minutes on 2 cores
   suite.py long    make jepsen: longer runs, more seeds, 3 and 5 nodes
 
@@ -11,7 +11,7 @@ A planted-bug run passes only if it reports a VIOLATION. The suite also
 fails if some nemesis never ran in it (coverage), so a schedule change
 cannot silently drop one. Histories stay in build/jepsen/<suite>/<run>/.
 Replay one run: tests/jepsen/jepsen.py --seed S --nemesis N --nodes K --secs T
---net M [--workload pipeline] [--bug B] (the line of every run names them).
+--net M [--workload pipeline|bank] [--bug B] (the line of every run names them).
 
 Network mode (KEEL_JEPSEN_NET=auto|netns|debug, default auto): as root with
 working network namespaces, partitions are IP rules between namespaces
@@ -34,13 +34,19 @@ import netns  # noqa: E402
 # (seed, nemesis, nodes, secs, bug[, options]); options: "snap": N starts
 # the servers with --snapshot-entries N, "workload": "pipeline" runs
 # pipeline.py's clients (pipelined APPENDs per connection, program order
-# checked; issue 12) instead of the register mix.
+# checked; issue 12) instead of the register mix, "workload": "bank"
+# bank.py's money transfers (issue 12).
 # The snapshot runs start the servers with a small --snapshot-entries, so
 # every node snapshots many times a second: kill-snapshotting then kills
 # nodes mid-snapshot and partitions leave followers behind the leader's
 # log base (InstallSnapshot); the run fails unless snapshots finished and
 # a restarted node started from one.
 PIPE = {"workload": "pipeline"}
+# The bank workload (bank.py): transfers by WATCH/MULTI/EXEC, KEEL.TXN and
+# session-tagged KEEL.TXN; total, balances and ledger judged. Its planted
+# bug watch-blind (EXEC ignores the WATCH conditions) is caught without
+# faults within seconds (lost updates: wrong totals, final-mismatch).
+BANK = {"workload": "bank"}
 
 SHORT = [
     (101, "kill", 3, 40, None),
@@ -56,6 +62,9 @@ SHORT = [
     (109, "kill-leader,kill-random,pause-leader,partition-leader,partition-halves", 3, 22,
      None, PIPE),
     (110, "kill-leader,pause-leader", 3, 8, "reorder", PIPE),
+    (111, "kill-leader,pause-leader,partition-leader,clock-skew,slow-disk", 3, 18, None,
+     BANK),
+    (112, "kill-leader,partition-leader", 3, 8, "watch-blind", BANK),
 ]
 
 LONG = [
@@ -78,6 +87,9 @@ LONG = [
     (217, "kill,pause,partition", 3, 90, None, PIPE),
     (218, "kill,pause,partition", 5, 90, None, PIPE),
     (219, "partition-leader,kill-random", 5, 20, "reorder", PIPE),
+    (220, "all", 3, 90, None, BANK),
+    (221, "all", 5, 90, None, BANK),
+    (222, "pause-leader,kill-random", 5, 20, "watch-blind", BANK),
 ]
 
 
