@@ -62,7 +62,7 @@ SHORT = [
     (109, "kill-leader,kill-random,pause-leader,partition-leader,partition-halves", 3, 22,
      None, PIPE),
     (110, "kill-leader,pause-leader", 3, 8, "reorder", PIPE),
-    (111, "kill-leader,pause-leader,partition-leader,clock-skew,slow-disk", 3, 18, None,
+    (111, "kill-leader,pause-leader,partition-leader,clock-skew,slow-disk", 3, 20, None,
      BANK),
     (112, "kill-leader,partition-leader", 3, 8, "watch-blind", BANK),
 ]
