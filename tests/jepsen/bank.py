@@ -28,7 +28,8 @@ chosen per op:
   session  as txn, but the KEEL.TXN goes inside KEEL.RUN <sid> <seq> of the
            client's session (KEEL.SESSION REGISTER); a timeout, a lost
            connection, UNCERTAIN or "not executed" is retried with the SAME
-           (sid, seq), through the next node, up to SESSION_TRIES times:
+           (sid, seq), through the next node, up to SESSION_TRIES times or
+           SESSION_BUDGET_S:
            the session table answers a retry of a seq that ran with its
            recorded reply, so the transfer runs once and the op ends with a
            definite outcome (counted as retried-definite when an earlier
@@ -99,8 +100,8 @@ LEDGER = "ledger"
 READ_P = 0.2          # share of reads; the rest are transfers, a third per mode
 MODES = ("watch", "txn", "session")
 RETRIES = 5           # watch/txn: compare failures before the transfer gives up
-SESSION_TRIES = 10    # session: sends of one (sid, seq) before it gives up
-SESSION_BUDGET_S = 20.0   # ... or after this long
+SESSION_TRIES = 40    # session: sends of one (sid, seq) before it gives up
+SESSION_BUDGET_S = 20.0   # ... or after this long (a kill-all, an election)
 SESSION_TTL_MS = 600000   # long: clock-skew moves the session table's clock
 ECHO_P = 0.2          # session: share of definite transfers sent once more
 PAUSE_S = (0.0, 0.005)    # between one client's ops
@@ -424,7 +425,7 @@ class BankClient(threading.Thread):
                 if k:
                     with wl.lock:
                         wl.resends += 1
-                    time.sleep(self.rng.uniform(0.05, 0.3))
+                    time.sleep(self.rng.uniform(0.1, 0.5))
                     if now_s() > deadline:
                         return "info" if uncertain else "fail"
                 if not self.connect():
