@@ -591,7 +591,7 @@ def check_history(path):
     if neg:
         problems.append("negative: the ledger replay takes %s to %d at transfer %d (%s)"
                         % (neg[2], neg[3], neg[0] + 1, neg[1]))
-    if states[-1][0] is not None and sum(states[-1]) != total:
+    if sum(states[-1]) != total:
         problems.append("ledger replay sums to %d, not %d" % (sum(states[-1]), total))
     # the last read is a final read, from the MGET the ledger line came from
     if not reads:
