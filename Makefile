@@ -5,6 +5,7 @@
 #   make fuzz       each libFuzzer harness for FUZZ_SECONDS (default 60)
 #   make bench-raft core-only commit throughput
 #   make bench      keel vs Redis (appendfsync always) vs etcd, side by side
+#   make bench-txn  EXEC / KEEL.TXN / KEEL.RUN latency vs one SET, 1 client
 #   make tidy       the purity check on the pure modules
 #   make jepsen     the long Jepsen-style fault suite of real processes
 #   make clean
@@ -142,6 +143,11 @@ jepsen: deps $(BUILD)/keel
 
 bench-raft: $(BUILD)/keel
 	$(BUILD)/keel bench raft
+
+# EXEC of 10 SETs, KEEL.TXN and KEEL.RUN vs one SET at 1 client (issue 12).
+.PHONY: bench-txn
+bench-txn: $(BUILD)/keel
+	@KEEL_BIN=$(abspath $(BUILD))/keel /usr/bin/python3 bench/txn_latency.py
 
 # keel vs Redis (appendfsync always) vs etcd 3.4 (docs/benchmarks.md).
 .PHONY: bench

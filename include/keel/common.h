@@ -115,6 +115,13 @@ bool keel_crc32c_hw(void);
 /* Strict unsigned decimal: digits only (no sign, space or suffix), no
  * overflow, within [min, max]. True and *out set, or false. */
 bool keel_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* The same rule over bytes (a command argument): 1..20 digits. */
+bool keel_parse_u64_bytes(const uint8_t *p, size_t len, uint64_t min,
+			  uint64_t max, uint64_t *out);
+
+/* FNV-1a of the bytes with A-Z folded to a-z: the hash of the command
+ * tables' case-insensitive name indexes. */
+uint32_t keel_lower_hash(const uint8_t *p, size_t len);
 
 /* ---- little-endian codec helpers --------------------------------------- */
 

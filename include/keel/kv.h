@@ -103,6 +103,9 @@ enum kv_command_flags {
  * convention (the command name counts; negative = at least -arity).
  * first_key/last_key/step are 1-based argv positions (last_key -1 = last
  * argument); 0 = no keys. */
+struct kv_ctx; /* kv_internal.h */
+typedef int (*kv_cmd_fn)(struct kv_ctx *c);
+
 struct kv_command {
 	const char *name;
 	int arity;
@@ -110,6 +113,9 @@ struct kv_command {
 	int first_key;
 	int last_key;
 	int step;
+	const char *group; /* COMMAND DOCS: "string", "generic", ... */
+	const char *acl;   /* Redis ACL categories: "@write @string @fast" */
+	kv_cmd_fn proc;    /* runs it (kv_internal.h's struct kv_ctx) */
 };
 
 extern const struct kv_command kv_commands[];

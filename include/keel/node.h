@@ -162,6 +162,10 @@ struct node_config {
 	void *reply_ctx;
 	struct node_observer observer;
 	int mutant;               /* 0; see enum node_mutant (KEEL_MUTANTS) */
+	/* Planted bug for fault tests of real processes: behave as the
+	 * NODE_MUTANT_NO_ORDER mutant (program order per stream not kept).
+	 * Only `keel server --test-faults --test-bug no-order` sets it. */
+	bool test_no_order;
 	/* Snapshots and their transfer (docs/snapshots.md §1.1, §3.3); 0 =
 	 * the default in brackets. A store without the snapshot operations
 	 * (ops->snap_begin NULL) never snapshots. */

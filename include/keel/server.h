@@ -79,6 +79,9 @@ enum server_test_bug {
 	SERVER_BUG_REORDER,    /* "reorder": of the first two writes in one read of a
 	                        * connection's input, the 2nd is handed to the node
 	                        * before the 1st (replies still in request order) */
+	SERVER_BUG_NO_ORDER,   /* "no-order": the node's program-order fix undone
+	                        * (node_config.test_no_order, the simulator's
+	                        * no-order mutant) */
 	SERVER_BUG_WATCH_BLIND, /* "watch-blind": EXEC is built without the WATCH
 	                         * conditions, so it always runs (lost updates) */
 };
@@ -181,11 +184,12 @@ struct server_command {
 	int first_key, last_key, step;
 	const char *group;   /* COMMAND DOCS */
 	const char *summary; /* COMMAND DOCS */
+	const char *acl;     /* ACL categories, "@read @fast" (COMMAND INFO) */
 };
 
 /* Case-insensitive lookup over the server's commands and kv_commands[]
- * (KV_CMD_INTERNAL ones are not client commands: NULL). The result points
- * into static tables (read-only). */
+ * (KV_CMD_INTERNAL ones are not client commands: NULL), by a hash of the
+ * name. The result points into static tables (read-only). */
 const struct server_command *server_command_lookup(const uint8_t *name,
 						   size_t len);
 bool server_command_arity_ok(const struct server_command *c, size_t argc);

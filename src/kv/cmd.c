@@ -57,19 +57,7 @@ bool kv_parse_i64(const uint8_t *p, size_t len, int64_t *out)
 /* Plain decimal digits only (cursors, revisions). */
 bool kv_parse_u64(const uint8_t *p, size_t len, uint64_t *out)
 {
-	if (len == 0 || len > 20)
-		return false;
-	uint64_t v = 0;
-	for (size_t i = 0; i < len; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return false;
-		uint64_t d = (uint64_t)(p[i] - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return false;
-		v = v * 10 + d;
-	}
-	*out = v;
-	return true;
+	return keel_parse_u64_bytes(p, len, 0, UINT64_MAX, out);
 }
 
 size_t kv_fmt_u64(uint64_t v, char *buf)
@@ -388,8 +376,11 @@ int kv_rewrite_relative(const struct keel_alloc *a, uint64_t now_ms, int argc,
 	if ((uint64_t)argc > KV_MAX_ARGC)
 		return KEEL_ERR_TOO_BIG;
 	/* Room: every command (or sub-command) may grow by one argument, and
-	 * a transaction has at most argc / 2 sub-commands. */
-	size_t n = (size_t)argc * 2 + 1;
+	 * a transaction has at most argc / 2 sub-commands (each a count and
+	 * at least a name). */
+	const struct kv_command *kc = kv_command_lookup(argv[0], lens[0]);
+	bool txn = kc && (kc->flags & KV_CMD_TXN);
+	size_t n = (size_t)argc + (txn ? (size_t)argc / 2 : 0) + 1;
 	const uint8_t **wargv = a->malloc(a->ctx, n * sizeof(*wargv));
 	size_t *wlens = a->malloc(a->ctx, n * sizeof(*wlens));
 	char(*num)[24] = a->malloc(a->ctx, n * sizeof(*num));
@@ -398,9 +389,7 @@ int kv_rewrite_relative(const struct keel_alloc *a, uint64_t now_ms, int argc,
 	if (!wargv || !wlens || !num)
 		goto done;
 	int64_t now = now_ms > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)now_ms;
-	const struct kv_command *kc = kv_command_lookup(argv[0], lens[0]);
-	int wargc = kc && (kc->flags & KV_CMD_TXN)
-			    ? kv_rw_txn(argv, lens, argc, now, wargv, wlens, num)
+	int wargc = txn ? kv_rw_txn(argv, lens, argc, now, wargv, wlens, num)
 			    : kv_rw_one(argv, lens, argc, now, wargv, wlens, num);
 	size_t sz = kv_cmd_encoded_size(wargc, wlens);
 	rc = KEEL_ERR_TOO_BIG;

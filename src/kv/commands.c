@@ -1,6 +1,6 @@
 /*
- * commands.c -- the command table as data (for the server's COMMAND,
- * arity errors and routing), and the two entry points that run commands:
+ * commands.c -- finding a command (the hashed index over kv_commands[],
+ * whose rows are in ops.c) and the two entry points that run commands:
  * kv_apply for committed log entries and kv_read for reads.
  *
  * kv_apply is total: whatever bytes a log entry holds, it ends in exactly
@@ -11,68 +11,48 @@
 
 #include "kv/kv_internal.h"
 
-#define W KV_CMD_WRITE
-#define R KV_CMD_READ
-#define F KV_CMD_FAST
+/*
+ * Lookup by a hash of the lowercase name: an open-addressing index over
+ * kv_commands[] (its rows are in ops.c), built once before main
+ * by a constructor (as the CRC tables are) and only read afterwards.
+ * Names longer than KV_CMD_NAME_MAX are no command.
+ */
+#define KV_CMD_NAME_MAX 32
+#define KV_INDEX_SLOTS 128 /* a power of two, over twice the rows */
 
-/* The order matches kv_command_procs[] in ops.c. */
-const struct kv_command kv_commands[] = {
-	{"get", 2, R | F, 1, 1, 1},
-	{"set", -3, W | KV_CMD_REWRITE, 1, 1, 1},
-	{"setnx", 3, W | F, 1, 1, 1},
-	{"setex", 4, W | KV_CMD_REWRITE, 1, 1, 1},
-	{"psetex", 4, W | KV_CMD_REWRITE, 1, 1, 1},
-	{"getset", 3, W | F, 1, 1, 1},
-	{"getdel", 2, W | F, 1, 1, 1},
-	{"getex", -2, W | F | KV_CMD_REWRITE, 1, 1, 1},
-	{"mget", -2, R, 1, -1, 1},
-	{"mset", -3, W, 1, -1, 2},
-	{"msetnx", -3, W, 1, -1, 2},
-	{"del", -2, W, 1, -1, 1},
-	{"unlink", -2, W, 1, -1, 1},
-	{"exists", -2, R, 1, -1, 1},
-	{"incr", 2, W | F, 1, 1, 1},
-	{"incrby", 3, W | F, 1, 1, 1},
-	{"decr", 2, W | F, 1, 1, 1},
-	{"decrby", 3, W | F, 1, 1, 1},
-	{"append", 3, W | F, 1, 1, 1},
-	{"strlen", 2, R | F, 1, 1, 1},
-	{"type", 2, R | F, 1, 1, 1},
-	{"expire", -3, W | F | KV_CMD_REWRITE, 1, 1, 1},
-	{"pexpire", -3, W | F | KV_CMD_REWRITE, 1, 1, 1},
-	{"expireat", -3, W | F, 1, 1, 1},
-	{"pexpireat", -3, W | F, 1, 1, 1},
-	{"ttl", 2, R | F, 1, 1, 1},
-	{"pttl", 2, R | F, 1, 1, 1},
-	{"persist", 2, W | F, 1, 1, 1},
-	{"keys", 2, R, 0, 0, 0},
-	{"scan", -2, R, 0, 0, 0},
-	{"dbsize", 1, R | F, 0, 0, 0},
-	{"flushdb", -1, W | KV_CMD_ADMIN, 0, 0, 0},
-	{"flushall", -1, W | KV_CMD_ADMIN, 0, 0, 0},
-	{"keel.get", 2, R | F, 1, 1, 1},
-	{"keel.expire-delete", 3, W | F | KV_CMD_INTERNAL, 1, 1, 1},
-	{"keel.cas", 4, W | F, 1, 1, 1},
-	/* Transactions (txn.c, docs/kv.md "Transactions"). KEEL.EXEC and
-	 * KEEL.WATCH-REVS are what the server sends for EXEC and WATCH. */
-	{"keel.getrev", 2, R | F, 1, 1, 1},
-	{"keel.exec", -3, W | KV_CMD_SERVER | KV_CMD_TXN | KV_CMD_REWRITE, 0,
-	 0, 0},
-	{"keel.txn", -3, W | KV_CMD_TXN | KV_CMD_REWRITE, 0, 0, 0},
-	{"keel.watch-revs", -2, R | KV_CMD_SERVER, 1, -1, 1},
-};
+static uint8_t kv_index_[KV_INDEX_SLOTS]; /* row + 1; 0 = empty */
 
-const size_t kv_commands_count = KEEL_ARRAY_LEN(kv_commands);
+__attribute__((constructor)) static void kv_index_build(void)
+{
+	/* Half empty at most: probes stay short, and a lookup of an unknown
+	 * name always meets an empty slot. */
+	KEEL_ASSERT(kv_commands_count * 2 <= KV_INDEX_SLOTS);
+	for (size_t r = 0; r < kv_commands_count; r++) {
+		const char *nm = kv_commands[r].name;
+		size_t len = strlen(nm);
+		KEEL_ASSERT(len <= KV_CMD_NAME_MAX);
+		uint32_t i = keel_lower_hash((const uint8_t *)nm, len) &
+			     (KV_INDEX_SLOTS - 1);
+		while (kv_index_[i])
+			i = (i + 1) & (KV_INDEX_SLOTS - 1);
+		kv_index_[i] = (uint8_t)(r + 1);
+	}
+}
 
-_Static_assert(KEEL_ARRAY_LEN(kv_commands) == KV_NUM_COMMANDS,
-	       "kv_commands and kv_command_procs must stay in step");
-
-/* Linear: 40 short names, compared only when the lengths agree. */
 const struct kv_command *kv_command_lookup(const uint8_t *name, size_t len)
 {
-	for (size_t i = 0; i < kv_commands_count; i++)
-		if (kv_bytes_ieq(name, len, kv_commands[i].name))
-			return &kv_commands[i];
+	if (len > KV_CMD_NAME_MAX)
+		return NULL;
+	uint32_t i = keel_lower_hash(name, len) & (KV_INDEX_SLOTS - 1);
+	for (uint32_t probes = 0; probes < KV_INDEX_SLOTS; probes++) {
+		uint8_t r = kv_index_[i];
+		if (!r)
+			return NULL;
+		const struct kv_command *c = &kv_commands[r - 1];
+		if (kv_bytes_ieq(name, len, c->name))
+			return c;
+		i = (i + 1) & (KV_INDEX_SLOTS - 1);
+	}
 	return NULL;
 }
 
@@ -215,7 +195,7 @@ int kv_apply(struct kv *kv, uint64_t index, const uint8_t *cmd, size_t len,
 	kv->pending_rev = kv->revision + 1;
 	kv->changed = false;
 	if (kv_resolve(&c))
-		rc = kv_command_procs[c.cmd - kv_commands](&c);
+		rc = c.cmd->proc(&c);
 	if (kv->changed)
 		kv->revision = kv->pending_rev;
 	/* Out of memory: single-key commands allocate before they change
@@ -257,7 +237,7 @@ int kv_read(struct kv *kv, int argc, const uint8_t *const *argv,
 		return 0;
 	}
 	uint64_t rev = kv->revision;
-	int rc = kv_command_procs[c.cmd - kv_commands](&c);
+	int rc = c.cmd->proc(&c);
 	KEEL_ASSERT(kv->revision == rev && !kv->changed);
 	return rc;
 }

@@ -227,7 +227,6 @@ struct kv_ctx {
 	bool in_apply; /* false in kv_read: mutation is a bug */
 };
 
-typedef int (*kv_cmd_fn)(struct kv_ctx *c);
 /* The transaction commands (txn.c). */
 int kv_cmd_keel_exec(struct kv_ctx *c);
 int kv_cmd_keel_txn(struct kv_ctx *c);
@@ -250,8 +249,6 @@ bool kv_txn_parse_layout(int argc, const uint8_t *const *argv,
 			 const size_t *lens, struct kv_txn_layout *l,
 			 const char **err);
 
-#define KV_NUM_COMMANDS 40
-extern const kv_cmd_fn kv_command_procs[KV_NUM_COMMANDS];
 
 /* Reply helpers. */
 void kv_reply_ok(struct kv_ctx *c);

@@ -773,19 +773,95 @@ static int cmd_keel_cas(struct kv_ctx *c)
 	return 0;
 }
 
-/* In the order of kv_commands[] (commands.c). */
-const kv_cmd_fn kv_command_procs[] = {
-	cmd_get,      cmd_set,       cmd_setnx,    cmd_setex,
-	cmd_psetex,   cmd_getset,    cmd_getdel,   cmd_getex,
-	cmd_mget,     cmd_mset,      cmd_msetnx,   cmd_del,
-	cmd_del,      cmd_exists,    cmd_incr,     cmd_incrby,
-	cmd_decr,     cmd_decrby,    cmd_append,   cmd_strlen,
-	cmd_type,     cmd_expire,    cmd_pexpire,  cmd_expireat,
-	cmd_pexpireat, cmd_ttl,      cmd_pttl,     cmd_persist,
-	cmd_keys,     cmd_scan,      cmd_dbsize,   cmd_flush,
-	cmd_flush,    cmd_keel_get,  cmd_expire_delete, cmd_keel_cas,
-	cmd_keel_get, kv_cmd_keel_exec, kv_cmd_keel_txn, kv_cmd_keel_watch_revs,
+/*
+ * The command table: one row per command -- name, arity, flags, key spec,
+ * group, ACL categories, handler -- and nothing kept in step by hand
+ * (it was two parallel arrays). kv_command_lookup (commands.c) finds a row
+ * by a hash of its name; the server builds its rows from these.
+ */
+#define W KV_CMD_WRITE
+#define R KV_CMD_READ
+#define F KV_CMD_FAST
+#define RW KV_CMD_REWRITE
+const struct kv_command kv_commands[] = {
+	{"get", 2, R | F, 1, 1, 1, "string", "@read @string @fast", cmd_get},
+	{"set", -3, W | RW, 1, 1, 1, "string", "@write @string @slow",
+	 cmd_set},
+	{"setnx", 3, W | F, 1, 1, 1, "string", "@write @string @fast",
+	 cmd_setnx},
+	{"setex", 4, W | RW, 1, 1, 1, "string", "@write @string @slow",
+	 cmd_setex},
+	{"psetex", 4, W | RW, 1, 1, 1, "string", "@write @string @slow",
+	 cmd_psetex},
+	{"getset", 3, W | F, 1, 1, 1, "string", "@write @string @fast",
+	 cmd_getset},
+	{"getdel", 2, W | F, 1, 1, 1, "string", "@write @string @fast",
+	 cmd_getdel},
+	{"getex", -2, W | F | RW, 1, 1, 1, "string", "@write @string @fast",
+	 cmd_getex},
+	{"mget", -2, R, 1, -1, 1, "string", "@read @string @fast", cmd_mget},
+	{"mset", -3, W, 1, -1, 2, "string", "@write @string @slow", cmd_mset},
+	{"msetnx", -3, W, 1, -1, 2, "string", "@write @string @slow",
+	 cmd_msetnx},
+	{"del", -2, W, 1, -1, 1, "generic", "@keyspace @write @slow", cmd_del},
+	{"unlink", -2, W, 1, -1, 1, "generic", "@keyspace @write @fast",
+	 cmd_del},
+	{"exists", -2, R, 1, -1, 1, "generic", "@keyspace @read @fast",
+	 cmd_exists},
+	{"incr", 2, W | F, 1, 1, 1, "string", "@write @string @fast", cmd_incr},
+	{"incrby", 3, W | F, 1, 1, 1, "string", "@write @string @fast",
+	 cmd_incrby},
+	{"decr", 2, W | F, 1, 1, 1, "string", "@write @string @fast", cmd_decr},
+	{"decrby", 3, W | F, 1, 1, 1, "string", "@write @string @fast",
+	 cmd_decrby},
+	{"append", 3, W | F, 1, 1, 1, "string", "@write @string @fast",
+	 cmd_append},
+	{"strlen", 2, R | F, 1, 1, 1, "string", "@read @string @fast",
+	 cmd_strlen},
+	{"type", 2, R | F, 1, 1, 1, "generic", "@keyspace @read @fast",
+	 cmd_type},
+	{"expire", -3, W | F | RW, 1, 1, 1, "generic", "@keyspace @write @fast",
+	 cmd_expire},
+	{"pexpire", -3, W | F | RW, 1, 1, 1, "generic",
+	 "@keyspace @write @fast", cmd_pexpire},
+	{"expireat", -3, W | F, 1, 1, 1, "generic", "@keyspace @write @fast",
+	 cmd_expireat},
+	{"pexpireat", -3, W | F, 1, 1, 1, "generic", "@keyspace @write @fast",
+	 cmd_pexpireat},
+	{"ttl", 2, R | F, 1, 1, 1, "generic", "@keyspace @read @fast", cmd_ttl},
+	{"pttl", 2, R | F, 1, 1, 1, "generic", "@keyspace @read @fast",
+	 cmd_pttl},
+	{"persist", 2, W | F, 1, 1, 1, "generic", "@keyspace @write @fast",
+	 cmd_persist},
+	{"keys", 2, R, 0, 0, 0, "generic", "@keyspace @read @slow @dangerous",
+	 cmd_keys},
+	{"scan", -2, R, 0, 0, 0, "generic", "@keyspace @read @slow", cmd_scan},
+	{"dbsize", 1, R | F, 0, 0, 0, "server", "@keyspace @read @fast",
+	 cmd_dbsize},
+	{"flushdb", -1, W | KV_CMD_ADMIN, 0, 0, 0, "server",
+	 "@keyspace @write @slow @dangerous", cmd_flush},
+	{"flushall", -1, W | KV_CMD_ADMIN, 0, 0, 0, "server",
+	 "@keyspace @write @slow @dangerous", cmd_flush},
+	{"keel.get", 2, R | F, 1, 1, 1, "keel", "@read @string @fast",
+	 cmd_keel_get},
+	{"keel.expire-delete", 3, W | F | KV_CMD_INTERNAL, 1, 1, 1, "keel",
+	 "@keyspace @write @fast", cmd_expire_delete},
+	{"keel.cas", 4, W | F, 1, 1, 1, "keel", "@write @string @fast",
+	 cmd_keel_cas},
+	/* Transactions (txn.c, docs/kv.md "Transactions"). KEEL.EXEC and
+	 * KEEL.WATCH-REVS are what the server sends for EXEC and WATCH. */
+	{"keel.getrev", 2, R | F, 1, 1, 1, "keel", "@read @string @fast",
+	 cmd_keel_get},
+	{"keel.exec", -3, W | KV_CMD_SERVER | KV_CMD_TXN | RW, 0, 0, 0,
+	 "transactions", "@write @transaction @slow", kv_cmd_keel_exec},
+	{"keel.txn", -3, W | KV_CMD_TXN | RW, 0, 0, 0, "transactions",
+	 "@write @transaction @slow", kv_cmd_keel_txn},
+	{"keel.watch-revs", -2, R | KV_CMD_SERVER, 1, -1, 1, "transactions",
+	 "@read @transaction @fast", kv_cmd_keel_watch_revs},
 };
+#undef W
+#undef R
+#undef F
+#undef RW
 
-/* The extern declaration in kv_internal.h has KV_NUM_COMMANDS elements: an
- * initializer with a different count is a compile error, never a NULL. */
+const size_t kv_commands_count = KEEL_ARRAY_LEN(kv_commands);

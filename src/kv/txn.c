@@ -468,7 +468,7 @@ static int kv_txn_run(struct kv_ctx *c, int pos, int n)
 		KEEL_ASSERT(sub.cmd != NULL);
 		rc = kv_journal_cmd(&j, sub.cmd, k, sub.argv, sub.lens);
 		if (!rc)
-			rc = kv_command_procs[sub.cmd - kv_commands](&sub);
+			rc = sub.cmd->proc(&sub);
 		p += 1 + k;
 	}
 	if (rc)

@@ -626,10 +626,12 @@ int node_create(const struct node_config *cfg, const struct env *env,
 	int rv = KEEL_ERR_NOMEM;
 	peer_limits_default(&n->limits, cfg->cluster_id);
 	kv_tape_init(&n->tape, a, n->cfg.max_tape_bytes);
-	kv_tape_init(&n->stape, a, n->cfg.max_tape_bytes);
-	n->sessions = session_table_create(a);
+	int sm_rv = node_sm_init(&n->sm, a, n->cfg.max_tape_bytes);
+#ifdef KEEL_MUTANTS
+	n->sm.mutant = cfg->mutant;
+#endif
+	n->sm.no_order = NO_ORDER(n);
 	n->boot = env->rand.ops->next(env->rand.ctx);
-	n->kv = kv_create(a);
 	n->dec = a->malloc(a->ctx, NODE_MAX_MSG_ENTRIES * sizeof(*n->dec));
 	n->pw_cap = 2 * cfg->max_pending;
 	n->pw = a->malloc(a->ctx, (size_t)n->pw_cap * sizeof(*n->pw));
@@ -638,8 +640,8 @@ int node_create(const struct node_config *cfg, const struct env *env,
 	n->ex = a->malloc(a->ctx, NODE_MAX_EXPIRE_INFLIGHT * sizeof(*n->ex));
 	n->turn = a->malloc(a->ctx, NODE_TURN_MAX * sizeof(*n->turn));
 	n->turn_ents = a->malloc(a->ctx, NODE_TURN_MAX * sizeof(*n->turn_ents));
-	if (!n->kv || !n->sessions || !n->dec || !n->pw || !n->pr || !n->fr ||
-	    !n->ex || !n->turn || !n->turn_ents)
+	if (sm_rv || !n->dec || !n->pw || !n->pr || !n->fr || !n->ex ||
+	    !n->turn || !n->turn_ents)
 		goto fail;
 
 	struct raft_config rc;
@@ -741,11 +743,8 @@ void node_destroy(struct node *n)
 	a->free(a->ctx, n->lens);
 	a->free(a->ctx, n->dec);
 	kv_tape_close(&n->tape);
-	kv_tape_close(&n->stape);
-	session_table_destroy(n->sessions);
 	node_snap_destroy(n);
-	if (n->kv)
-		kv_destroy(n->kv);
+	node_sm_fini(&n->sm);
 	raft_destroy(n->raft);
 	a->free(a->ctx, n);
 }
@@ -754,6 +753,8 @@ void node_stats(const struct node *n, struct node_stats *st)
 {
 	*st = n->stats;
 	st->snap_writing = n->snap && n->snap->out.live;
+	st->session_runs = n->sm.session_runs;
+	st->session_dups = n->sm.session_dups;
 }
 
 const struct raft *node_raft(const struct node *n)
@@ -763,7 +764,7 @@ const struct raft *node_raft(const struct node *n)
 
 const struct kv *node_kv(const struct node *n)
 {
-	return n->kv;
+	return n->sm.kv;
 }
 
 uint64_t node_applied(const struct node *n)
@@ -773,29 +774,7 @@ uint64_t node_applied(const struct node *n)
 
 uint64_t node_state_digest(const struct node *n)
 {
-	uint64_t h = kv_digest(n->kv) ^ session_digest(n->sessions);
-	for (uint32_t i = 0; i < DEDUP_RECS; i++) {
-		const struct node_dedup_rec *r = &n->dedup[i];
-		if (!r->origin)
-			continue;
-		uint64_t w[5 + NODE_DEDUP_WORDS] = {i, r->origin, r->boot,
-						    r->high, r->last_index};
-		memcpy(w + 5, r->bits, sizeof(r->bits));
-		for (uint32_t k = 0; k < 5 + NODE_DEDUP_WORDS; k++) {
-			h = (h ^ w[k]) * 0x9e3779b97f4a7c15ull;
-			h ^= h >> 29;
-		}
-		uint64_t sw[1 + 2 * NODE_DEDUP_STREAMS] = {r->stream_floor};
-		for (uint32_t k = 0; k < NODE_DEDUP_STREAMS; k++) {
-			sw[1 + 2 * k] = r->streams[k].id;
-			sw[2 + 2 * k] = r->streams[k].hw;
-		}
-		for (uint32_t k = 0; k < 1 + 2 * NODE_DEDUP_STREAMS; k++) {
-			h = (h ^ sw[k]) * 0x9e3779b97f4a7c15ull;
-			h ^= h >> 29;
-		}
-	}
-	return h;
+	return node_sm_digest(&n->sm);
 }
 
 bool node_poisoned(const struct node *n)

@@ -95,6 +95,6 @@ void node_expire_tick(struct node *n)
 		return;
 	struct expire_ctx x = {n, n->cfg.expire_batch};
 	struct kv_visit v = {expire_visit, &x};
-	kv_next_expired(n->kv, wall_ms(n),
+	kv_next_expired(n->sm.kv, wall_ms(n),
 			(uint64_t)n->cfg.expire_batch + n->n_ex, &v);
 }

@@ -27,6 +27,7 @@
 #include "node/fwd.h"
 #include "node/nodesnap.h"
 #include "node/session.h"
+#include "node/sm.h"
 #include "node/snapxfer.h"
 #include "node/snapxfer_state.h"
 
@@ -254,7 +255,8 @@ struct node {
 	const struct env *env;
 	const struct keel_alloc *alloc;
 	struct raft *raft;
-	struct kv *kv;
+	/* The replicated state (sm.h): kv, the dedup window, sessions. */
+	struct node_sm sm;
 	struct peer_limits limits;
 	uint64_t boot; /* random per start: tells this run's proposals apart */
 	uint64_t stall_term; /* term in which a disk stall handed leadership on */
@@ -262,11 +264,6 @@ struct node {
 	uint64_t next_read;
 	uint64_t timer;
 	uint64_t applied;
-	/* The newest leader stamp (kv entry now_ms) among the entries this
-	 * node applied, kept monotone: the time its state is the leader's
-	 * state at. READONLY reads on a non-leader are judged at it (docs/
-	 * kv.md "TTL and expiry design"). 0 until an entry is applied. */
-	uint64_t applied_ms;
 	bool poisoned; /* a store write failed or kv could not apply: stop */
 
 	uint64_t writes_issued, writes_done;
@@ -290,14 +287,8 @@ struct node {
 	uint32_t n_ex;
 	uint64_t ex_term;
 
-	struct node_dedup_rec dedup[DEDUP_RECS];
 
 	struct kv_tape tape;
-	/* Exactly-once sessions (node_session.c): replicated state, in the
-	 * snapshot and the digest; stape records a session command's reply
-	 * on every replica. */
-	struct session_table *sessions;
-	struct kv_tape stape;
 	uint8_t *enc;
 	size_t enc_cap;
 	uint8_t *buf; /* entry / frame body scratch */
@@ -344,6 +335,9 @@ static inline void node_log(struct node *n, int level, const char *msg)
 #else
 #define MUTANT(n, m) false
 #endif
+/* The program-order fix undone: the simulator's mutant, or the server's
+ * --test-bug no-order (a real process under fault tests). */
+#define NO_ORDER(n) (MUTANT(n, NODE_MUTANT_NO_ORDER) || (n)->cfg.test_no_order)
 
 static inline void *xmalloc(struct node *n, size_t sz)
 {
@@ -422,7 +416,6 @@ int node_request_write(struct node *n, const struct node_request *req);
 int node_request_read(struct node *n, const struct node_request *req);
 
 /* node_apply.c */
-bool node_dedup_bit(const struct node_dedup_rec *r, uint64_t seq);
 void node_apply_entry(struct node *n, const struct raft_entry *e);
 
 /* node_expire.c */
@@ -458,9 +451,5 @@ const char *node_session_validate(uint32_t argc, const uint8_t *const *argv,
 int node_session_build(struct node *n, size_t off, uint64_t now, uint8_t type,
 		       uint32_t argc, const uint8_t *const *argv,
 		       const size_t *lens, size_t *len);
-/* Applies a type 3 or 4 body; the reply goes to r. 0 or KEEL_ERR_NOMEM. */
-int node_session_apply(struct node *n, uint8_t type, uint64_t index,
-		       const uint8_t *body, size_t len,
-		       const struct kv_reply_ops *r, void *rc);
 
 #endif /* KEEL_NODE_INTERNAL_H */

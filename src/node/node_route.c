@@ -264,7 +264,7 @@ static void serve_read(struct node *n, uint32_t i)
 		node_answer(n, p.cookie, NODE_DROPPED, 0, NULL, 0);
 	} else {
 		kv_tape_reset(&n->tape);
-		kv_read(n->kv, (int)argc, n->argv, n->lens, p.at_ms,
+		kv_read(n->sm.kv, (int)argc, n->argv, n->lens, p.at_ms,
 			&kv_tape_ops, &n->tape);
 		if (n->tape.failed)
 			node_answer(n, p.cookie, NODE_DROPPED, 0, NULL, 0);
@@ -603,7 +603,7 @@ void node_dispatch_waiting(struct node *n)
 	n->route_leader = leader;
 	/* Oldest first: a stream's writes reach a (new) leader in request
 	 * order, so none is refused for having been overtaken. */
-	bool rev = MUTANT(n, NODE_MUTANT_NO_ORDER);
+	bool rev = NO_ORDER(n);
 	uint32_t lo = n->pw_lo, hi = n->pw_hi;
 	for (uint32_t k = lo; k < hi; k++) {
 		uint32_t i = rev ? hi - 1 - (k - lo) : k;
@@ -859,9 +859,9 @@ int node_request_read(struct node *n, const struct node_request *req)
 		 * at the newest leader stamp it applied, where its state is
 		 * a state the leader had (docs/kv.md, TTL design, 5). */
 		uint64_t at = known_leader(n) == n->cfg.id ? wall_ms(n)
-							   : n->applied_ms;
+							   : n->sm.stamp_ms;
 		kv_tape_reset(&n->tape);
-		kv_read(n->kv, (int)req->argc, req->argv, req->lens, at,
+		kv_read(n->sm.kv, (int)req->argc, req->argv, req->lens, at,
 			&kv_tape_ops, &n->tape);
 		if (n->tape.failed)
 			node_answer(n, req->cookie, NODE_DROPPED, 0, NULL, 0);

@@ -23,9 +23,6 @@
 
 #include "node/node_internal.h"
 
-enum { SOP_REGISTER = 1, SOP_KEEPALIVE = 2, SOP_CLOSE = 3 };
-#define SESSION_OP_BYTES 17u
-#define SESSION_CMD_FIXED 16u
 
 static bool ieq(const uint8_t *p, size_t len, const char *s)
 {
@@ -39,27 +36,6 @@ static bool ieq(const uint8_t *p, size_t len, const char *s)
 		if (c != (uint8_t)s[i])
 			return false;
 	}
-	return true;
-}
-
-/* A decimal u64 in [min, max] with nothing else (no sign, no spaces). */
-static bool parse_u64(const uint8_t *p, size_t len, uint64_t min,
-		      uint64_t max, uint64_t *out)
-{
-	if (len == 0 || len > 20)
-		return false;
-	uint64_t v = 0;
-	for (size_t i = 0; i < len; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return false;
-		uint64_t d = (uint64_t)(p[i] - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return false;
-		v = v * 10 + d;
-	}
-	if (v < min || v > max)
-		return false;
-	*out = v;
 	return true;
 }
 
@@ -88,7 +64,7 @@ static const char *parse_op(uint32_t argc, const uint8_t *const *argv,
 			return NULL;
 		if (argc != 4 || !ieq(argv[2], lens[2], "ttl"))
 			return usage;
-		if (!parse_u64(argv[3], lens[3], SESSION_TTL_MIN_MS,
+		if (!keel_parse_u64_bytes(argv[3], lens[3], SESSION_TTL_MIN_MS,
 			       SESSION_TTL_MAX_MS, arg))
 			return "ERR session TTL must be 1000..86400000 ms";
 		return NULL;
@@ -101,7 +77,7 @@ static const char *parse_op(uint32_t argc, const uint8_t *const *argv,
 		return usage;
 	if (argc != 3)
 		return usage;
-	if (!parse_u64(argv[2], lens[2], 1, UINT64_MAX, arg))
+	if (!keel_parse_u64_bytes(argv[2], lens[2], 1, UINT64_MAX, arg))
 		return "ERR session id must be a positive integer";
 	return NULL;
 }
@@ -119,8 +95,8 @@ const char *node_session_validate(uint32_t argc, const uint8_t *const *argv,
 	if (argc < 4)
 		return "ERR syntax: KEEL.RUN session seq command [arg ...]";
 	uint64_t v;
-	if (!parse_u64(argv[1], lens[1], 1, UINT64_MAX, &v) ||
-	    !parse_u64(argv[2], lens[2], 1, UINT64_MAX, &v))
+	if (!keel_parse_u64_bytes(argv[1], lens[1], 1, UINT64_MAX, &v) ||
+	    !keel_parse_u64_bytes(argv[2], lens[2], 1, UINT64_MAX, &v))
 		return "ERR KEEL.RUN: session and seq must be positive "
 		       "integers";
 	const struct kv_command *kc = kv_command_lookup(argv[3], lens[3]);
@@ -150,8 +126,8 @@ int node_session_build(struct node *n, size_t off, uint64_t now, uint8_t type,
 		return 0;
 	}
 	uint64_t sid = 0, seq = 0;
-	if (argc < 4 || !parse_u64(argv[1], lens[1], 1, UINT64_MAX, &sid) ||
-	    !parse_u64(argv[2], lens[2], 1, UINT64_MAX, &seq))
+	if (argc < 4 || !keel_parse_u64_bytes(argv[1], lens[1], 1, UINT64_MAX, &sid) ||
+	    !keel_parse_u64_bytes(argv[2], lens[2], 1, UINT64_MAX, &seq))
 		return KEEL_ERR_INVAL;
 	size_t kl = 0;
 	int rv = node_build_kv_at(n, off + SESSION_CMD_FIXED, now, argc - 3,
@@ -162,150 +138,4 @@ int node_session_build(struct node *n, size_t off, uint64_t now, uint8_t type,
 	keel_put_u64(n->buf + off + 8, seq);
 	*len = SESSION_CMD_FIXED + kl;
 	return 0;
-}
-
-static void stamp(struct node *n, uint64_t ms)
-{
-	if (ms > n->applied_ms)
-		n->applied_ms = ms;
-}
-
-static void reply_fmt(const struct kv_reply_ops *r, void *rc, const char *a,
-		      uint64_t x, const char *b, uint64_t y, const char *c)
-{
-	char msg[200], nx[24], ny[24];
-	kv_fmt_u64(x, nx);
-	kv_fmt_u64(y, ny);
-	size_t k = 0;
-	const char *parts[5] = {a, nx, b, ny, c};
-	for (int i = 0; i < 5 && parts[i]; i++) {
-		if (i == 3 && !c)
-			break;
-		size_t l = strlen(parts[i]);
-		if (k + l >= sizeof(msg))
-			l = sizeof(msg) - 1 - k;
-		memcpy(msg + k, parts[i], l);
-		k += l;
-	}
-	msg[k] = '\0';
-	r->error(rc, msg);
-}
-
-static int apply_op(struct node *n, uint64_t index, const uint8_t *body,
-		    size_t len, const struct kv_reply_ops *r, void *rc)
-{
-	if (len != SESSION_OP_BYTES || body[0] < SOP_REGISTER ||
-	    body[0] > SOP_CLOSE) {
-		r->error(rc, "ERR malformed session entry; not executed");
-		return 0;
-	}
-	uint64_t now = keel_get_u64(body + 1), arg = keel_get_u64(body + 9);
-	stamp(n, now);
-	struct session_table *t = n->sessions;
-	int rv;
-	switch (body[0]) {
-	case SOP_REGISTER:
-		if (arg < SESSION_TTL_MIN_MS || arg > SESSION_TTL_MAX_MS) {
-			r->error(rc, "ERR session TTL must be 1000..86400000 ms");
-			return 0;
-		}
-		rv = session_register(t, index, arg, now);
-		if (rv == KEEL_ERR_NOMEM)
-			return rv;
-		if (rv == KEEL_ERR_BUSY)
-			reply_fmt(r, rc, "ERR too many sessions (",
-				  SESSION_MAX,
-				  " live): close some or let them expire; "
-				  "not registered", 0, NULL);
-		else if (rv)
-			r->error(rc, "ERR session id in use; not registered");
-		else
-			r->integer(rc, (int64_t)index);
-		return 0;
-	case SOP_KEEPALIVE:
-		rv = session_keepalive(t, arg, now);
-		break;
-	default:
-		rv = session_close(t, arg);
-		break;
-	}
-	if (rv)
-		reply_fmt(r, rc, "NOSESSION unknown or expired session ", arg,
-			  NULL, 0, NULL);
-	else
-		r->status(rc, "OK");
-	return 0;
-}
-
-static int apply_cmd(struct node *n, uint64_t index, const uint8_t *body,
-		     size_t len, const struct kv_reply_ops *r, void *rc)
-{
-	if (len < SESSION_CMD_FIXED + KV_CMD_HEADER_BYTES ||
-	    body[SESSION_CMD_FIXED] != KV_CMD_VERSION) {
-		r->error(rc, "ERR malformed session entry; not executed");
-		return 0;
-	}
-	uint64_t sid = keel_get_u64(body), seq = keel_get_u64(body + 8);
-	const uint8_t *cmd = body + SESSION_CMD_FIXED;
-	size_t cmd_len = len - SESSION_CMD_FIXED;
-	uint64_t now = keel_get_u64(cmd + 1);
-	stamp(n, now);
-	if (seq == 0) {
-		r->error(rc, "ERR malformed session entry; not executed");
-		return 0;
-	}
-	const uint8_t *rep = NULL;
-	size_t rep_len = 0;
-	uint64_t high = 0;
-	int v = session_check(n->sessions, sid, seq, now, &rep, &rep_len,
-			      &high);
-	switch (v) {
-	case SESSION_NONE:
-		reply_fmt(r, rc, "NOSESSION unknown or expired session ", sid,
-			  "; not executed", 0, NULL);
-		return 0;
-	case SESSION_OLD:
-		reply_fmt(r, rc, "SESSIONOLD seq below the kept window of "
-				 "session ", sid, " (newest seq ", high,
-			  "): not run again; its reply is gone");
-		return 0;
-	case SESSION_DUP:
-		n->stats.session_dups++;
-		if (!rep) {
-			r->error(rc, "SESSIONREPLY this seq already ran once; "
-				     "its reply was too large to keep");
-			return 0;
-		}
-		if (kv_tape_play(rep, rep_len, r, rc))
-			r->error(rc, "ERR internal error: a kept reply does not "
-				     "play");
-		return 0;
-	default:
-		break;
-	}
-	/* Every replica records the reply: a retry may reach any of them. */
-	kv_tape_reset(&n->stape);
-	int rv = kv_apply(n->kv, index, cmd, cmd_len, &kv_tape_ops, &n->stape);
-	if (rv)
-		return rv;
-	n->stats.session_runs++;
-	size_t keep = n->stape.failed ? SIZE_MAX : n->stape.len;
-	rv = session_record(n->sessions, sid, seq, n->stape.buf, keep);
-	if (rv)
-		return rv;
-	if (n->stape.failed)
-		r->error(rc, "SESSIONREPLY the command ran once; its reply was "
-			     "too large to deliver");
-	else if (kv_tape_play(n->stape.buf, n->stape.len, r, rc))
-		r->error(rc, "ERR internal error: a reply does not play");
-	return 0;
-}
-
-int node_session_apply(struct node *n, uint8_t type, uint64_t index,
-		       const uint8_t *body, size_t len,
-		       const struct kv_reply_ops *r, void *rc)
-{
-	if (type == NODE_ENTRY_SESSION)
-		return apply_op(n, index, body, len, r, rc);
-	return apply_cmd(n, index, body, len, r, rc);
 }

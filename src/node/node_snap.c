@@ -194,13 +194,13 @@ static void maybe_snapshot(struct node *n)
 	if (err || !term)
 		return;
 	struct snap_out *so = &ss->out;
-	struct kv_frozen *src_ctx = kv_freeze(n->kv, n->alloc);
+	struct kv_frozen *src_ctx = kv_freeze(n->sm.kv, n->alloc);
 	if (!src_ctx)
 		return; /* out of memory: the next tick tries again */
 	uint64_t kv_len = kv_frozen_size(src_ctx);
 	/* The session table at A: small next to kv, so copied whole, as the
 	 * dedup window is. */
-	uint64_t sess_len = session_encoded_size(n->sessions);
+	uint64_t sess_len = session_encoded_size(n->sm.sessions);
 	KEEL_ASSERT(sess_len <= NODE_SNAP_SESS_MAX);
 	uint8_t *sess = xmalloc(n, (size_t)sess_len);
 	struct node_snap_head *h = xmalloc(n, sizeof(*h)); /* 43 KiB */
@@ -210,7 +210,7 @@ static void maybe_snapshot(struct node *n)
 		kv_frozen_destroy(src_ctx);
 		return;
 	}
-	session_encode(n->sessions, sess);
+	session_encode(n->sm.sessions, sess);
 	memset(h, 0, sizeof(*h));
 	h->index = a;
 	h->term = term;
@@ -218,7 +218,7 @@ static void maybe_snapshot(struct node *n)
 	h->sess_len = sess_len;
 	h->members = n->cfg.members;
 	if (!MUTANT(n, NODE_MUTANT_SNAP_NO_DEDUP))
-		memcpy(h->dedup, n->dedup, sizeof(h->dedup));
+		memcpy(h->dedup, n->sm.dedup, sizeof(h->dedup));
 	node_snap_writer_init(&so->w, h, frozen_src, src_ctx, sess);
 	xfree(n, h);
 	struct env_store_snap es = {.index = a,
@@ -948,12 +948,8 @@ void node_install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
 	}
 	const struct node_snap_head *h = node_snap_reader_head(&r->reader);
 	KEEL_ASSERT(h != NULL);
-	memcpy(n->dedup, h->dedup, sizeof(n->dedup));
-	kv_destroy(n->kv);
-	n->kv = r->shadow;
+	node_sm_replace(&n->sm, r->shadow, h->dedup, r->sess_shadow);
 	r->shadow = NULL;
-	session_table_destroy(n->sessions);
-	n->sessions = r->sess_shadow;
 	r->sess_shadow = NULL;
 	n->applied = sm->index;
 	n->stats.snap_installs++;
@@ -968,16 +964,16 @@ void node_install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
 	 * a duplicate would deny a write that happened). */
 	const struct node_dedup_rec *mine = NULL;
 	for (uint32_t i = 0; i < DEDUP_RECS; i++)
-		if (n->dedup[i].origin == n->cfg.id &&
-		    n->dedup[i].boot == n->boot)
-			mine = &n->dedup[i];
+		if (n->sm.dedup[i].origin == n->cfg.id &&
+		    n->sm.dedup[i].boot == n->boot)
+			mine = &n->sm.dedup[i];
 	for (uint32_t i = n->pw_lo; i < n->pw_hi; i++) {
 		struct pending_write *p = &n->pw[i];
 		if (p->dead)
 			continue;
 		bool ran = mine && p->seq <= mine->high &&
 			   (mine->high - p->seq >= DEDUP_WINDOW ||
-			    node_dedup_bit(mine, p->seq));
+			    node_sm_dedup_bit(mine, p->seq));
 		if ((p->mode == W_LOCAL && p->index <= sm->index) || ran) {
 			uint64_t cookie = p->cookie;
 			node_free_pw(n, i);
@@ -1056,11 +1052,7 @@ static void restore_step(struct node *n, int status, const uint8_t *data,
 		return;
 	}
 	const struct node_snap_head *h = node_snap_reader_head(&rs->reader);
-	memcpy(n->dedup, h->dedup, sizeof(n->dedup));
-	kv_destroy(n->kv);
-	n->kv = kv;
-	session_table_destroy(n->sessions);
-	n->sessions = sessions;
+	node_sm_replace(&n->sm, kv, h->dedup, sessions);
 	sess_stage_free(&rs->sess);
 	kv_snap_reader_destroy(rs->kvr);
 	xfree(n, rs);

@@ -1,13 +1,15 @@
 /*
  * nodesnap.c -- the node snapshot payload codec (nodesnap.h,
- * docs/snapshots.md §1.3). The writer emits head, kv bytes (pulled from a
- * source) and trailer in any chunk size; the reader takes the same bytes in
- * any split, checks the head field by field as soon as it is complete,
- * hands the kv bytes to a sink, and checks the trailer CRC at the end.
+ * docs/snapshots.md §1.3): a fixed head, then one section per piece of
+ * replicated state (tag, version, length, bytes, CRC), the kv section last,
+ * then the payload CRC. The writer emits it in any chunk size (the kv bytes
+ * pulled from a source); the reader takes the same bytes in any split,
+ * checks each part as soon as it is complete, hands the session and kv
+ * bytes to sinks, and checks every CRC.
  */
-#include <assert.h>
 #include <string.h>
 
+#include "keel/kv.h"
 #include "node/nodesnap.h"
 
 /* ---- members ------------------------------------------------------------ */
@@ -69,6 +71,15 @@ static void put_streams(uint8_t *p, const struct node_dedup_rec *r)
 	}
 }
 
+static uint8_t *put_sect_hdr(uint8_t *p, uint32_t tag, uint32_t version,
+			     uint64_t len)
+{
+	keel_put_u32(p, tag);
+	keel_put_u32(p + 4, version);
+	keel_put_u64(p + 8, len);
+	return p + NODE_SNAP_SECT_HDR;
+}
+
 void node_snap_writer_init(struct node_snap_writer *w,
 			   const struct node_snap_head *h,
 			   node_snap_source_fn src, void *src_ctx,
@@ -77,13 +88,13 @@ void node_snap_writer_init(struct node_snap_writer *w,
 	KEEL_ASSERT(h->index >= 1);
 	KEEL_ASSERT(h->term >= 1);
 	KEEL_ASSERT(h->members.n_voters >= 1);
+	KEEL_ASSERT(h->sess_len <= NODE_SNAP_SESS_MAX);
+	KEEL_ASSERT(sess || !h->sess_len);
 	memset(w, 0, sizeof(*w));
-	uint8_t *b = w->head;
+	uint8_t *b = w->pre;
 	memcpy(b, NODE_SNAP_MAGIC, 8);
 	keel_put_u32(b + 8, NODE_SNAP_VERSION);
 	keel_put_u32(b + 12, 0);
-	KEEL_ASSERT(h->sess_len <= NODE_SNAP_SESS_MAX);
-	KEEL_ASSERT(sess || !h->sess_len);
 	w->total = node_snap_total(h->kv_len, h->sess_len);
 	keel_put_u64(b + 16, w->total);
 	keel_put_u64(b + 24, h->index);
@@ -94,34 +105,46 @@ void node_snap_writer_init(struct node_snap_writer *w,
 	members_sorted(&h->members, ids);
 	for (uint32_t i = 0; i < RAFT_MAX_VOTERS; i++)
 		keel_put_u64(b + NODE_SNAP_MEMBERS_OFF + 8 * i, ids[i]);
-	keel_put_u32(b + 176, NODE_DEDUP_WINDOW);
-	keel_put_u32(b + 180, NODE_DEDUP_RECS);
+	keel_put_u32(b + 176, NODE_SNAP_SECTIONS);
+	keel_put_u32(b + 180, 0);
+	/* dedup: window, record count, the records in slot order */
+	uint8_t *p = put_sect_hdr(b + NODE_SNAP_FIXED, NODE_SNAP_TAG_DEDUP, 1,
+				  NODE_SNAP_DEDUP_BYTES);
+	keel_put_u32(p, NODE_DEDUP_WINDOW);
+	keel_put_u32(p + 4, NODE_DEDUP_RECS);
 	for (uint32_t i = 0; i < NODE_DEDUP_RECS; i++)
-		put_dedup(b + NODE_SNAP_DEDUP_OFF + NODE_DEDUP_REC_BYTES * i,
-			  &h->dedup[i]);
+		put_dedup(p + 8 + NODE_DEDUP_REC_BYTES * i, &h->dedup[i]);
+	keel_put_u32(p + NODE_SNAP_DEDUP_BYTES,
+		     keel_crc32c(0, p, NODE_SNAP_DEDUP_BYTES));
+	p += NODE_SNAP_DEDUP_BYTES + NODE_SNAP_SECT_CRC;
+	/* streams: one table per dedup record, same slot order */
+	p = put_sect_hdr(p, NODE_SNAP_TAG_STREAMS, 1, NODE_SNAP_STREAMS_BYTES);
 	for (uint32_t i = 0; i < NODE_DEDUP_RECS; i++)
-		put_streams(b + NODE_SNAP_STREAMS_OFF +
-				    NODE_DEDUP_STREAM_BYTES * i,
-			    &h->dedup[i]);
-	keel_put_u64(b + NODE_SNAP_KVLEN_OFF, h->kv_len);
-	keel_put_u64(b + NODE_SNAP_SESSLEN_OFF, h->sess_len);
-	static_assert(NODE_SNAP_DEDUP_OFF +
-				      NODE_DEDUP_RECS * NODE_DEDUP_REC_BYTES ==
-			      NODE_SNAP_STREAMS_OFF,
-		      "dedup records end where the stream tables start");
-	static_assert(NODE_SNAP_STREAMS_OFF +
-				      NODE_DEDUP_RECS * NODE_DEDUP_STREAM_BYTES ==
-			      NODE_SNAP_KVLEN_OFF,
-		      "stream tables end where the kv length starts");
-	static_assert(NODE_SNAP_KVLEN_OFF_V1 + 8 == NODE_SNAP_HEAD_V1,
-		      "v1 head layout");
-	static_assert(NODE_SNAP_SESSLEN_OFF + 8 == NODE_SNAP_HEAD,
-		      "head layout");
+		put_streams(p + NODE_DEDUP_STREAM_BYTES * i, &h->dedup[i]);
+	keel_put_u32(p + NODE_SNAP_STREAMS_BYTES,
+		     keel_crc32c(0, p, NODE_SNAP_STREAMS_BYTES));
+	p += NODE_SNAP_STREAMS_BYTES + NODE_SNAP_SECT_CRC;
+	/* sessions: its header here, its bytes borrowed */
+	p = put_sect_hdr(p, NODE_SNAP_TAG_SESSIONS, 1, h->sess_len);
+	KEEL_ASSERT(p == w->pre + NODE_SNAP_SESS_OFF);
+	keel_put_u32(w->mid, keel_crc32c(0, sess, (size_t)h->sess_len));
+	put_sect_hdr(w->mid + NODE_SNAP_SECT_CRC, NODE_SNAP_TAG_KV,
+		     KV_SNAP_VERSION, h->kv_len);
+	w->sess = sess;
+	w->sess_len = h->sess_len;
+	w->kv_len = h->kv_len;
 	w->kv_more = true;
 	w->src = src;
 	w->src_ctx = src_ctx;
-	w->sess = sess;
-	w->sess_len = h->sess_len;
+}
+
+/* Copies up to cap bytes of a fixed part [base, base + len) at w->pos. */
+static size_t emit(struct node_snap_writer *w, uint8_t *buf, size_t cap,
+		   const uint8_t *part, uint64_t base, uint64_t len)
+{
+	size_t take = (size_t)KEEL_MIN((uint64_t)cap, base + len - w->pos);
+	memcpy(buf, part + (w->pos - base), take);
+	return take;
 }
 
 bool node_snap_writer_next(struct node_snap_writer *w, uint8_t *buf,
@@ -129,54 +152,56 @@ bool node_snap_writer_next(struct node_snap_writer *w, uint8_t *buf,
 {
 	KEEL_ASSERT(cap > 0);
 	KEEL_ASSERT(w->pos <= w->total);
+	const uint64_t sess_at = NODE_SNAP_SESS_OFF;
+	const uint64_t mid_at = sess_at + w->sess_len;
+	const uint64_t kv_at = mid_at + sizeof(w->mid);
+	const uint64_t post_at = kv_at + w->kv_len;
 	size_t k = 0;
-	uint64_t sess_end = w->total - 4;
-	uint64_t kv_end = sess_end - w->sess_len;
 	while (k < cap && w->pos < w->total) {
-		if (w->pos < NODE_SNAP_HEAD) {
-			size_t take = (size_t)KEEL_MIN((uint64_t)(cap - k),
-						       NODE_SNAP_HEAD - w->pos);
-			memcpy(buf + k, w->head + w->pos, take);
-			w->crc = keel_crc32c(w->crc, buf + k, take);
-			w->crc_all = keel_crc32c(w->crc_all, buf + k, take);
-			w->pos += take;
-			k += take;
-		} else if (w->pos < kv_end) {
+		size_t got;
+		if (w->pos < sess_at) {
+			got = emit(w, buf + k, cap - k, w->pre, 0, sess_at);
+		} else if (w->pos < mid_at) {
+			got = emit(w, buf + k, cap - k, w->sess, sess_at,
+				   w->sess_len);
+		} else if (w->pos < kv_at) {
+			got = emit(w, buf + k, cap - k, w->mid, mid_at,
+				   sizeof(w->mid));
+		} else if (w->pos < post_at) {
 			size_t room = (size_t)KEEL_MIN((uint64_t)(cap - k),
-						       kv_end - w->pos);
-			size_t got = 0;
+						       post_at - w->pos);
+			got = 0;
 			KEEL_ASSERT(w->kv_more);
 			w->kv_more = w->src(w->src_ctx, buf + k, room, &got);
 			KEEL_ASSERT(got <= room);
 			/* The source must produce exactly kv_len bytes. */
 			if (w->kv_more)
-				KEEL_ASSERT(w->pos + got < kv_end);
+				KEEL_ASSERT(w->pos + got < post_at);
 			else
-				KEEL_ASSERT(w->pos + got == kv_end);
-			w->crc = keel_crc32c(w->crc, buf + k, got);
-			w->crc_all = keel_crc32c(w->crc_all, buf + k, got);
-			w->pos += got;
-			k += got;
+				KEEL_ASSERT(w->pos + got == post_at);
+			w->kv_crc = keel_crc32c(w->kv_crc, buf + k, got);
 			if (got == 0 && w->kv_more)
 				break; /* a source may yield nothing once */
-		} else if (w->pos < sess_end) {
-			size_t take = (size_t)KEEL_MIN((uint64_t)(cap - k),
-						       sess_end - w->pos);
-			memcpy(buf + k, w->sess + (w->pos - kv_end), take);
-			w->crc = keel_crc32c(w->crc, buf + k, take);
-			w->crc_all = keel_crc32c(w->crc_all, buf + k, take);
-			w->pos += take;
-			k += take;
 		} else {
-			if (w->pos == sess_end)
-				keel_put_u32(w->trailer, w->crc);
-			size_t take = (size_t)KEEL_MIN((uint64_t)(cap - k),
-						       w->total - w->pos);
-			memcpy(buf + k, w->trailer + (w->pos - sess_end), take);
-			w->crc_all = keel_crc32c(w->crc_all, buf + k, take);
-			w->pos += take;
-			k += take;
+			if (w->pos == post_at) {
+				keel_put_u32(w->post, w->kv_crc);
+				keel_put_u32(w->post + NODE_SNAP_SECT_CRC,
+					     keel_crc32c(w->crc, w->post,
+							 NODE_SNAP_SECT_CRC));
+			}
+			got = emit(w, buf + k, cap - k, w->post, post_at,
+				   sizeof(w->post));
 		}
+		/* the payload CRC covers everything before its own 4 bytes */
+		uint64_t crc_end = w->total - 4;
+		if (w->pos < crc_end) {
+			size_t c = (size_t)KEEL_MIN((uint64_t)got,
+						    crc_end - w->pos);
+			w->crc = keel_crc32c(w->crc, buf + k, c);
+		}
+		w->crc_all = keel_crc32c(w->crc_all, buf + k, got);
+		w->pos += got;
+		k += got;
 	}
 	*n = k;
 	return w->pos < w->total;
@@ -248,29 +273,24 @@ static void get_streams(const uint8_t *p, struct node_dedup_rec *r)
 	}
 }
 
-/* The head is complete: every §1.3 rule on it. */
-static int parse_head(struct node_snap_reader *r)
+/* The fixed head is complete: every §1.3 rule on it. */
+static int parse_fixed(struct node_snap_reader *r)
 {
-	const uint8_t *b = r->head_buf;
+	const uint8_t *b = r->fixed;
 	struct node_snap_head *h = &r->head;
 	if (memcmp(b, NODE_SNAP_MAGIC, 8) != 0)
 		return KEEL_ERR_MAGIC;
-	bool v1 = r->head_len == NODE_SNAP_HEAD_V1;
-	if (keel_get_u32(b + 12) != 0)
+	if (keel_get_u32(b + 8) != NODE_SNAP_VERSION)
+		return KEEL_ERR_VERSION;
+	if (keel_get_u32(b + 12) != 0 || keel_get_u32(b + 180) != 0)
 		return KEEL_ERR_MALFORMED;
-	uint64_t total = keel_get_u64(b + 16);
-	h->kv_len = keel_get_u64(b + (v1 ? NODE_SNAP_KVLEN_OFF_V1
-					 : NODE_SNAP_KVLEN_OFF));
-	h->sess_len = v1 ? 0 : keel_get_u64(b + NODE_SNAP_SESSLEN_OFF);
+	r->total = keel_get_u64(b + 16);
 	/* The length checks first: nothing below is sized by them, but the
-	 * caller's staging is. */
-	if (h->sess_len > NODE_SNAP_SESS_MAX ||
-	    h->kv_len > UINT64_MAX - (r->head_len + 4u + h->sess_len) ||
-	    total != r->head_len + 4u + h->kv_len + h->sess_len)
+	 * caller's staging is. Each section's length is checked against
+	 * what is left of P before it is used. */
+	if (r->total < NODE_SNAP_OVERHEAD)
 		return KEEL_ERR_MALFORMED;
-	if (h->kv_len < NODE_SNAP_KV_HEAD + 4)
-		return KEEL_ERR_MALFORMED;
-	if (r->want.max_bytes && total > r->want.max_bytes)
+	if (r->want.max_bytes && r->total > r->want.max_bytes)
 		return KEEL_ERR_TOO_BIG;
 	h->index = keel_get_u64(b + 24);
 	h->term = keel_get_u64(b + 32);
@@ -300,27 +320,90 @@ static int parse_head(struct node_snap_reader *r)
 	h->members.n_learners = nl;
 	memcpy(h->members.voters, ids, nv * sizeof(raft_id));
 	memcpy(h->members.learners, ids + nv, nl * sizeof(raft_id));
-	if (keel_get_u32(b + 176) != NODE_DEDUP_WINDOW ||
-	    keel_get_u32(b + 180) != NODE_DEDUP_RECS)
-		return KEEL_ERR_MALFORMED;
-	for (uint32_t i = 0; i < NODE_DEDUP_RECS; i++)
-		get_dedup(b + NODE_SNAP_DEDUP_OFF + NODE_DEDUP_REC_BYTES * i,
-			  &h->dedup[i]);
-	/* v1 had no streams: a log without streams leaves the tables empty,
-	 * which is what every replica replaying it has too. */
-	for (uint32_t i = 0; !v1 && i < NODE_DEDUP_RECS; i++)
-		get_streams(b + NODE_SNAP_STREAMS_OFF +
-				    NODE_DEDUP_STREAM_BYTES * i,
-			    &h->dedup[i]);
-	if (node_snap_check_dedup(h->dedup))
-		return KEEL_ERR_MALFORMED;
 	if ((r->want.index && h->index != r->want.index) ||
 	    (r->want.term && h->term != r->want.term))
 		return KEEL_ERR_INVAL;
 	if (r->want.members && !same_members(r->want.members, &h->members))
 		return KEEL_ERR_INVAL;
-	r->total = total;
+	r->n_sections = keel_get_u32(b + 176);
+	if (r->n_sections != NODE_SNAP_SECTIONS)
+		return KEEL_ERR_MALFORMED;
 	return 0;
+}
+
+/* A section header is in: its tag, version and length against the rules
+ * and against what is left of P. */
+static int parse_sect_hdr(struct node_snap_reader *r, uint64_t at)
+{
+	uint32_t tag = keel_get_u32(r->shdr);
+	uint32_t version = keel_get_u32(r->shdr + 4);
+	uint64_t len = keel_get_u64(r->shdr + 8);
+	if (tag != NODE_SNAP_TAG_DEDUP && tag != NODE_SNAP_TAG_STREAMS &&
+	    tag != NODE_SNAP_TAG_SESSIONS && tag != NODE_SNAP_TAG_KV)
+		return KEEL_ERR_VERSION; /* a newer writer's state */
+	if (tag <= r->last_tag)
+		return KEEL_ERR_MALFORMED; /* order, or a repeat */
+	bool last = r->sect_i + 1 == r->n_sections;
+	if ((tag == NODE_SNAP_TAG_KV) != last)
+		return KEEL_ERR_MALFORMED; /* kv is last, and only last */
+	/* at: the offset just past this header */
+	if (r->total - at < NODE_SNAP_SECT_CRC + 4)
+		return KEEL_ERR_MALFORMED;
+	uint64_t left = r->total - at - NODE_SNAP_SECT_CRC - 4;
+	if (len > left)
+		return KEEL_ERR_MALFORMED;
+	switch (tag) {
+	case NODE_SNAP_TAG_DEDUP:
+		if (version != 1 || len != NODE_SNAP_DEDUP_BYTES)
+			return version != 1 ? KEEL_ERR_VERSION
+					    : KEEL_ERR_MALFORMED;
+		break;
+	case NODE_SNAP_TAG_STREAMS:
+		if (version != 1 || len != NODE_SNAP_STREAMS_BYTES)
+			return version != 1 ? KEEL_ERR_VERSION
+					    : KEEL_ERR_MALFORMED;
+		break;
+	case NODE_SNAP_TAG_SESSIONS:
+		if (version != 1)
+			return KEEL_ERR_VERSION;
+		if (len > NODE_SNAP_SESS_MAX)
+			return KEEL_ERR_MALFORMED;
+		r->head.sess_len = len;
+		break;
+	default: /* kv: whatever is left but the two CRCs */
+		if (version != KV_SNAP_VERSION)
+			return KEEL_ERR_VERSION;
+		if (len != left || len < NODE_SNAP_KV_HEAD + 4)
+			return KEEL_ERR_MALFORMED;
+		r->head.kv_len = len;
+		break;
+	}
+	r->last_tag = tag;
+	r->tag = tag;
+	r->sect_len = len;
+	r->sect_pos = 0;
+	r->sect_crc = 0;
+	return 0;
+}
+
+/* A whole fixed-size section is in r->sbuf (CRC checked). */
+static int parse_fixed_sect(struct node_snap_reader *r)
+{
+	struct node_snap_head *h = &r->head;
+	const uint8_t *b = r->sbuf;
+	if (r->tag == NODE_SNAP_TAG_DEDUP) {
+		if (keel_get_u32(b) != NODE_DEDUP_WINDOW ||
+		    keel_get_u32(b + 4) != NODE_DEDUP_RECS)
+			return KEEL_ERR_MALFORMED;
+		for (uint32_t i = 0; i < NODE_DEDUP_RECS; i++)
+			get_dedup(b + 8 + NODE_DEDUP_REC_BYTES * i,
+				  &h->dedup[i]);
+		return 0;
+	}
+	/* streams (after dedup: the records they belong to are known) */
+	for (uint32_t i = 0; i < NODE_DEDUP_RECS; i++)
+		get_streams(b + NODE_DEDUP_STREAM_BYTES * i, &h->dedup[i]);
+	return node_snap_check_dedup(h->dedup) ? KEEL_ERR_MALFORMED : 0;
 }
 
 /* The kv snapshot's own header, as far as the node can judge it: its
@@ -353,95 +436,93 @@ void node_snap_reader_init(struct node_snap_reader *r,
 	r->sess_ctx = sess_ctx;
 }
 
+/* Section bytes [buf, buf + take): to the state they belong to. */
+static int sect_bytes(struct node_snap_reader *r, const uint8_t *buf,
+		      size_t take)
+{
+	if (r->tag == NODE_SNAP_TAG_DEDUP || r->tag == NODE_SNAP_TAG_STREAMS) {
+		memcpy(r->sbuf + r->sect_pos, buf, take);
+		return 0;
+	}
+	if (r->tag == NODE_SNAP_TAG_SESSIONS)
+		return r->sess_sink ? r->sess_sink(r->sess_ctx, buf, take) : 0;
+	if (r->sect_pos < NODE_SNAP_KV_HEAD) {
+		size_t h = (size_t)KEEL_MIN((uint64_t)take,
+					    NODE_SNAP_KV_HEAD - r->sect_pos);
+		memcpy(r->kv_head + r->sect_pos, buf, h);
+		if (r->sect_pos + h == NODE_SNAP_KV_HEAD) {
+			int rv = check_kv_head(r);
+			if (rv)
+				return rv;
+		}
+	}
+	return r->sink ? r->sink(r->sink_ctx, buf, take) : 0;
+}
+
 int node_snap_reader_feed(struct node_snap_reader *r, const uint8_t *buf,
 			  size_t len)
 {
 	while (len > 0 && !r->err) {
-		if (!r->head_done) {
-			/* The first 12 bytes (magic, version) say how long
-			 * the head is; until then take only those. */
-			uint32_t until = r->head_len ? r->head_len : 12u;
-			size_t take = (size_t)KEEL_MIN((uint64_t)len,
-						       until - r->pos);
-			memcpy(r->head_buf + r->pos, buf, take);
-			r->crc = keel_crc32c(r->crc, buf, take);
-			r->pos += take;
-			buf += take;
-			len -= take;
-			if (r->pos < until)
-				continue;
-			if (!r->head_len) {
-				if (memcmp(r->head_buf, NODE_SNAP_MAGIC, 8)) {
-					r->err = KEEL_ERR_MAGIC;
-					break;
-				}
-				uint32_t v = keel_get_u32(r->head_buf + 8);
-				if (v == NODE_SNAP_VERSION)
-					r->head_len = NODE_SNAP_HEAD;
-				else if (v == NODE_SNAP_VERSION_V1)
-					r->head_len = NODE_SNAP_HEAD_V1;
-				else
-					r->err = KEEL_ERR_VERSION;
-				continue;
-			}
-			r->err = parse_head(r);
-			r->head_done = r->err == 0;
-			continue;
-		}
-		KEEL_ASSERT(r->head_done);
-		uint64_t sess_end = r->total - 4;
-		uint64_t kv_end = sess_end - r->head.sess_len;
-		if (r->pos < kv_end) {
-			size_t take = (size_t)KEEL_MIN((uint64_t)len,
-						       kv_end - r->pos);
-			uint64_t kv_off = r->pos - r->head_len;
-			if (kv_off < NODE_SNAP_KV_HEAD) {
-				size_t h = (size_t)KEEL_MIN(
-					(uint64_t)take,
-					NODE_SNAP_KV_HEAD - kv_off);
-				memcpy(r->kv_head + kv_off, buf, h);
-				if (kv_off + h == NODE_SNAP_KV_HEAD) {
-					r->err = check_kv_head(r);
-					if (r->err)
-						break;
-				}
-			}
-			r->crc = keel_crc32c(r->crc, buf, take);
-			int rv = r->sink ? r->sink(r->sink_ctx, buf, take) : 0;
-			if (rv) {
-				r->err = rv;
+		size_t take;
+		if (r->pos < NODE_SNAP_FIXED) {
+			take = (size_t)KEEL_MIN((uint64_t)len,
+						NODE_SNAP_FIXED - r->pos);
+			memcpy(r->fixed + r->pos, buf, take);
+			if (r->pos + take == NODE_SNAP_FIXED &&
+			    (r->err = parse_fixed(r)))
 				break;
-			}
-			r->pos += take;
-			buf += take;
-			len -= take;
-			continue;
-		}
-		if (r->pos < sess_end) {
-			size_t take = (size_t)KEEL_MIN((uint64_t)len,
-						       sess_end - r->pos);
-			r->crc = keel_crc32c(r->crc, buf, take);
-			int rv = r->sess_sink
-					 ? r->sess_sink(r->sess_ctx, buf, take)
-					 : 0;
-			if (rv) {
-				r->err = rv;
-				break;
-			}
-			r->pos += take;
-			buf += take;
-			len -= take;
-			continue;
-		}
-		if (r->pos >= r->total) {
+		} else if (r->pos >= r->total) {
 			r->err = KEEL_ERR_MALFORMED; /* bytes past P */
 			break;
+		} else if (r->part == 0) { /* a section header */
+			take = (size_t)KEEL_MIN((uint64_t)len,
+						NODE_SNAP_SECT_HDR - r->part_pos);
+			memcpy(r->shdr + r->part_pos, buf, take);
+			r->part_pos += (uint32_t)take;
+			if (r->part_pos == NODE_SNAP_SECT_HDR) {
+				if ((r->err = parse_sect_hdr(r, r->pos + take)))
+					break;
+				r->part = r->sect_len ? 1 : 2;
+				r->part_pos = 0;
+			}
+		} else if (r->part == 1) { /* its bytes */
+			take = (size_t)KEEL_MIN((uint64_t)len,
+						r->sect_len - r->sect_pos);
+			if ((r->err = sect_bytes(r, buf, take)))
+				break;
+			r->sect_crc = keel_crc32c(r->sect_crc, buf, take);
+			r->sect_pos += take;
+			if (r->sect_pos == r->sect_len)
+				r->part = 2;
+		} else { /* its CRC, or (part 3) the payload's */
+			take = (size_t)KEEL_MIN((uint64_t)len, 4u - r->part_pos);
+			memcpy(r->crcbuf + r->part_pos, buf, take);
+			r->part_pos += (uint32_t)take;
 		}
-		size_t take = (size_t)KEEL_MIN((uint64_t)len, r->total - r->pos);
-		memcpy(r->trailer + (r->pos - sess_end), buf, take);
+		if (r->pos + take <= r->total - 4)
+			r->crc = keel_crc32c(r->crc, buf, take);
+		else if (r->pos < r->total - 4)
+			r->crc = keel_crc32c(r->crc, buf,
+					     (size_t)(r->total - 4 - r->pos));
 		r->pos += take;
 		buf += take;
 		len -= take;
+		if (r->part == 2 && r->part_pos == 4) {
+			if (keel_get_u32(r->crcbuf) != r->sect_crc) {
+				r->err = KEEL_ERR_CORRUPT;
+				break;
+			}
+			if ((r->tag == NODE_SNAP_TAG_DEDUP ||
+			     r->tag == NODE_SNAP_TAG_STREAMS) &&
+			    (r->err = parse_fixed_sect(r)))
+				break;
+			r->sect_i++;
+			r->part = r->sect_i == r->n_sections ? 3 : 0;
+			r->part_pos = 0;
+			/* every section before kv is in: the head is whole */
+			if (r->sect_i + 1 == r->n_sections)
+				r->head_done = true;
+		}
 	}
 	return r->err;
 }
@@ -450,10 +531,11 @@ int node_snap_reader_finish(struct node_snap_reader *r)
 {
 	if (r->err)
 		return r->err;
-	if (!r->head_done || r->pos < r->total)
+	if (r->pos < NODE_SNAP_FIXED || r->pos < r->total || r->part != 3 ||
+	    r->part_pos != 4)
 		return KEEL_ERR_TRUNCATED;
 	KEEL_ASSERT(r->pos == r->total);
-	if (keel_get_u32(r->trailer) != r->crc)
+	if (keel_get_u32(r->crcbuf) != r->crc)
 		return KEEL_ERR_CORRUPT;
 	return 0;
 }

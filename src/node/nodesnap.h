@@ -51,30 +51,54 @@ struct node_dedup_rec {
 	struct node_dedup_stream streams[NODE_DEDUP_STREAMS]; /* any order */
 };
 
-/* ---- layout ------------------------------------------------------------- */
+/* ---- layout (docs/snapshots.md §1.3) ---------------------------------------
+ * A fixed head, then sections, then the payload CRC:
+ *   0    8  magic KEELNODE        8  4  version 2       12  4  flags 0
+ *   16   8  P (total, trailer included)
+ *   24   8  applied index A      32  8  term of A
+ *   40   4  n_voters             44  4  n_learners      48 128 member ids
+ *   176  4  n_sections           180 4  reserved 0
+ *   184  sections, tags strictly increasing, the kv section last; each:
+ *        u32 tag, u32 version, u64 len, len bytes, u32 CRC32C of the bytes
+ *   P-4  4  CRC32C of bytes [0, P-4)
+ * A section is one piece of replicated state with its own version and
+ * checksum: adding one touches no other. A reader refuses a tag it does
+ * not know (a newer writer's state it cannot keep). */
 #define NODE_SNAP_MAGIC "KEELNODE"
 #define NODE_SNAP_VERSION 2u
+#define NODE_SNAP_FIXED 184u
 #define NODE_SNAP_MEMBERS_OFF 48u
-#define NODE_SNAP_DEDUP_OFF 184u
-#define NODE_SNAP_STREAMS_OFF 10424u /* v2: the stream tables */
-#define NODE_SNAP_KVLEN_OFF 43704u
-#define NODE_SNAP_SESSLEN_OFF 43712u /* v2: the session table's length */
-#define NODE_SNAP_HEAD 43720u     /* bytes before the kv snapshot */
-#define NODE_SNAP_OVERHEAD 43724u /* head + trailer: P = OVERHEAD + L + S */
+#define NODE_SNAP_SECT_HDR 16u
+#define NODE_SNAP_SECT_CRC 4u
+
+enum node_snap_tag {
+	NODE_SNAP_TAG_DEDUP = 1,    /* v1: u32 window, u32 recs, recs x 160 */
+	NODE_SNAP_TAG_STREAMS = 2,  /* v1: recs x 520 (program order) */
+	NODE_SNAP_TAG_SESSIONS = 3, /* v1: session.c's encoding */
+	NODE_SNAP_TAG_KV = 100,     /* the kv snapshot (docs/kv.md) */
+};
+#define NODE_SNAP_SECTIONS 4u
+#define NODE_SNAP_DEDUP_BYTES (8u + NODE_DEDUP_RECS * NODE_DEDUP_REC_BYTES)
+#define NODE_SNAP_STREAMS_BYTES (NODE_DEDUP_RECS * NODE_DEDUP_STREAM_BYTES)
+/* Everything but the kv and session bytes. */
+#define NODE_SNAP_OVERHEAD                                                     \
+	(NODE_SNAP_FIXED +                                                     \
+	 NODE_SNAP_SECTIONS * (NODE_SNAP_SECT_HDR + NODE_SNAP_SECT_CRC) +      \
+	 NODE_SNAP_DEDUP_BYTES + NODE_SNAP_STREAMS_BYTES + 4u)
 /* The session table's encoding (session.h) is at most this long. */
 #define NODE_SNAP_SESS_MAX (96ull << 20)
-/* Version 1 (before streams) is still read: no stream section. */
-#define NODE_SNAP_VERSION_V1 1u
-#define NODE_SNAP_KVLEN_OFF_V1 10424u
-#define NODE_SNAP_HEAD_V1 10432u
-#define NODE_SNAP_KV_HEAD 56u     /* kv snapshot header (docs/kv.md) */
+#define NODE_SNAP_KV_HEAD 32u     /* of the kv header: the fields checked */
+/* Bytes before the session section's bytes, and before the kv bytes. */
+#define NODE_SNAP_SESS_OFF                                                     \
+	(NODE_SNAP_FIXED + 3u * NODE_SNAP_SECT_HDR + 2u * NODE_SNAP_SECT_CRC +  \
+	 NODE_SNAP_DEDUP_BYTES + NODE_SNAP_STREAMS_BYTES)
 
 /* Everything of the payload except the kv bytes. */
 struct node_snap_head {
 	uint64_t index; /* applied index A */
 	uint64_t term;  /* term of A */
 	uint64_t kv_len; /* L: bytes of the kv snapshot */
-	uint64_t sess_len; /* S: bytes of the session table after it (v2) */
+	uint64_t sess_len; /* S: bytes of the session table */
 	struct raft_config_members members;
 	struct node_dedup_rec dedup[NODE_DEDUP_RECS]; /* slot order */
 };
@@ -93,17 +117,24 @@ typedef bool (*node_snap_source_fn)(void *ctx, uint8_t *buf, size_t cap,
 				    size_t *n);
 
 struct node_snap_writer {
-	uint8_t head[NODE_SNAP_HEAD];
-	uint8_t trailer[4];
+	/* The bytes before the session table's (fixed head, the dedup and
+	 * stream sections, the session section's header), then the session
+	 * table's (borrowed), then mid (its CRC, the kv section's header),
+	 * the kv bytes from the source, then post (the kv CRC, the payload
+	 * CRC). */
+	uint8_t pre[NODE_SNAP_SESS_OFF];
+	uint8_t mid[NODE_SNAP_SECT_CRC + NODE_SNAP_SECT_HDR];
+	uint8_t post[NODE_SNAP_SECT_CRC + 4];
+	const uint8_t *sess;
+	uint64_t sess_len, kv_len;
 	uint64_t total;    /* P */
 	uint64_t pos;      /* Invariant: bytes emitted, <= total */
 	uint32_t crc;      /* Invariant: CRC32C of [0, min(pos, P - 4)) */
 	uint32_t crc_all;  /* Invariant: CRC32C of [0, pos) */
+	uint32_t kv_crc;   /* CRC32C of the kv bytes emitted */
 	bool kv_more;      /* the source has more bytes */
 	node_snap_source_fn src;
 	void *src_ctx;
-	const uint8_t *sess; /* the session table's bytes (borrowed) */
-	uint64_t sess_len;
 };
 
 /* Encodes h's head (members are written sorted, voters then learners, so
@@ -141,17 +172,25 @@ struct node_snap_reader {
 	void *sink_ctx;
 	node_snap_sink_fn sess_sink; /* the session table's bytes; may be NULL */
 	void *sess_ctx;
-	uint8_t head_buf[NODE_SNAP_HEAD];
+	uint8_t fixed[NODE_SNAP_FIXED];
+	uint8_t shdr[NODE_SNAP_SECT_HDR]; /* the section header being read */
+	uint8_t sbuf[NODE_SNAP_STREAMS_BYTES]; /* a fixed-size section */
 	uint8_t kv_head[NODE_SNAP_KV_HEAD];
-	uint8_t trailer[4];
+	uint8_t crcbuf[4];
 	struct node_snap_head head; /* valid once head_done */
-	bool head_done;
-	uint32_t head_len; /* by the version: NODE_SNAP_HEAD(_V1); 0 until
-			      the version bytes are in */
-	uint64_t total; /* P, once head_done */
-	uint64_t pos;   /* Invariant: bytes consumed */
-	uint32_t crc;   /* CRC32C of [0, min(pos, P - 4)) */
-	int err;        /* sticky */
+	bool head_done;  /* every section before kv is in and checked */
+	uint64_t total;  /* P, once the fixed head is in */
+	uint64_t pos;    /* Invariant: bytes consumed */
+	uint32_t crc;    /* CRC32C of [0, min(pos, P - 4)) */
+	/* The section being read. */
+	uint32_t n_sections, sect_i;
+	uint32_t last_tag;
+	uint32_t tag;
+	uint64_t sect_len, sect_pos;
+	uint32_t sect_crc;
+	uint32_t part;   /* 0 header, 1 bytes, 2 crc, 3 payload trailer */
+	uint32_t part_pos;
+	int err;         /* sticky */
 };
 
 /* want (and the members it points at) is copied. The kv part goes to
@@ -170,7 +209,8 @@ int node_snap_reader_feed(struct node_snap_reader *r, const uint8_t *buf,
  * KEEL_ERR_CORRUPT (trailer CRC), or the sticky error. The kv sink's own
  * finish (length, kv CRC) is the caller's. */
 int node_snap_reader_finish(struct node_snap_reader *r);
-/* The decoded head once the head's bytes passed, else NULL. */
+/* The decoded head once every section before the kv one passed, else
+ * NULL. */
 const struct node_snap_head *
 node_snap_reader_head(const struct node_snap_reader *r);
 

@@ -38,6 +38,14 @@
 
 struct session_table;
 
+/* The log entries' bodies (fwd.h types 3 and 4; node_session.c builds
+ * them, sm.c applies them): a session op is u8 op, u64 leader stamp, u64
+ * argument (TTL for REGISTER, else the id); a session command is u64 id,
+ * u64 seq, then a kv command entry. */
+enum { SOP_REGISTER = 1, SOP_KEEPALIVE = 2, SOP_CLOSE = 3 };
+#define SESSION_OP_BYTES 17u
+#define SESSION_CMD_FIXED 16u
+
 /* What a (session, seq) is, for a command about to run. */
 enum session_verdict {
 	SESSION_RUN = 0,   /* not run yet: run it, then session_record */

@@ -20,45 +20,58 @@
 
 static const struct server_command local_commands[] = {
 	{"ping", -1, L | F, SERVER_H_PING, 0, 0, 0, "connection",
-	 "Returns PONG, or the argument"},
+	 "Returns PONG, or the argument", "@fast @connection"},
 	{"echo", 2, L | F, SERVER_H_ECHO, 0, 0, 0, "connection",
-	 "Returns the given string"},
+	 "Returns the given string", "@fast @connection"},
 	{"hello", -1, L | F, SERVER_H_HELLO, 0, 0, 0, "connection",
-	 "Handshakes with the server, optionally switching to RESP3"},
+	 "Handshakes with the server, optionally switching to RESP3",
+	 "@fast @connection"},
 	{"select", 2, L | F, SERVER_H_SELECT, 0, 0, 0, "connection",
-	 "Selects the database (keel has only database 0)"},
+	 "Selects the database (keel has only database 0)",
+	 "@fast @connection"},
 	{"quit", -1, L | F, SERVER_H_QUIT, 0, 0, 0, "connection",
-	 "Closes the connection"},
+	 "Closes the connection", "@fast @connection"},
 	{"client", -2, L, SERVER_H_CLIENT, 0, 0, 0, "connection",
-	 "CLIENT ID | SETNAME name | GETNAME"},
+	 "CLIENT ID | SETNAME name | GETNAME", "@slow @connection"},
 	{"command", -1, L, SERVER_H_COMMAND, 0, 0, 0, "server",
-	 "COMMAND [COUNT | DOCS [name ...] | INFO [name ...]]"},
+	 "COMMAND [COUNT | DOCS [name ...] | INFO [name ...]]",
+	 "@slow @connection"},
 	{"info", -1, L, SERVER_H_INFO, 0, 0, 0, "server",
-	 "Server, clients, stats, keyspace and raft information"},
+	 "Server, clients, stats, keyspace and raft information",
+	 "@slow @dangerous"},
 	{"readonly", 1, L | F, SERVER_H_READONLY, 0, 0, 0, "connection",
-	 "Serves reads on this connection from this node's state (may be stale)"},
+	 "Serves reads on this connection from this node's state (may be stale)",
+	 "@fast @connection"},
 	{"readwrite", 1, L | F, SERVER_H_READWRITE, 0, 0, 0, "connection",
-	 "Returns this connection to linearizable reads"},
+	 "Returns this connection to linearizable reads", "@fast @connection"},
 	{"config", -2, L, SERVER_H_CONFIG, 0, 0, 0, "server",
-	 "CONFIG GET pattern (read-only; a few keys for client tools)"},
+	 "CONFIG GET pattern (read-only; a few keys for client tools)",
+	 "@admin @slow @dangerous"},
 	/* Exactly-once sessions: node-level writes (docs/kv.md "Sessions"). */
 	{"keel.session", -2, SERVER_CMD_WRITE, SERVER_H_NODE, 0, 0, 0,
-	 "keel", "KEEL.SESSION REGISTER [TTL ms] | KEEPALIVE id | CLOSE id"},
+	 "keel", "KEEL.SESSION REGISTER [TTL ms] | KEEPALIVE id | CLOSE id",
+	 "@write @fast"},
 	{"keel.run", -4, SERVER_CMD_WRITE, SERVER_H_NODE, 0, 0, 0, "keel",
-	 "KEEL.RUN session seq command [arg ...]: the write runs exactly once"},
+	 "KEEL.RUN session seq command [arg ...]: the write runs exactly once",
+	 "@write @slow"},
 	{"multi", 1, L | F, SERVER_H_MULTI, 0, 0, 0, "transactions",
-	 "Starts a transaction: commands are queued until EXEC"},
+	 "Starts a transaction: commands are queued until EXEC",
+	 "@fast @transaction"},
 	{"exec", 1, L, SERVER_H_EXEC, 0, 0, 0, "transactions",
-	 "Runs the queued commands as one log entry, atomically"},
+	 "Runs the queued commands as one log entry, atomically",
+	 "@slow @transaction"},
 	{"discard", 1, L | F, SERVER_H_DISCARD, 0, 0, 0, "transactions",
-	 "Drops the queued commands and the watched keys"},
+	 "Drops the queued commands and the watched keys",
+	 "@fast @transaction"},
 	{"watch", -2, L, SERVER_H_WATCH, 1, -1, 1, "transactions",
-	 "EXEC runs only if none of these keys changed since (linearizable)"},
+	 "EXEC runs only if none of these keys changed since (linearizable)",
+	 "@fast @transaction"},
 	{"unwatch", 1, L | F, SERVER_H_UNWATCH, 0, 0, 0, "transactions",
-	 "Forgets the watched keys"},
+	 "Forgets the watched keys", "@fast @transaction"},
 	{"keel.debug", -2, L | SERVER_CMD_ADMIN | SERVER_CMD_FAULTS,
 	 SERVER_H_DEBUG, 0, 0, 0, "server",
-	 "Fault injection for tests (needs --test-faults)"},
+	 "Fault injection for tests (needs --test-faults)",
+	 "@admin @slow @dangerous"},
 };
 
 #undef L
@@ -73,27 +86,12 @@ struct kv_rows {
 	struct server_command rows[KV_ROWS_MAX];
 };
 
-static const char *kv_group(const struct kv_command *k)
-{
-	if (!strcmp(k->name, "del") || !strcmp(k->name, "unlink") ||
-	    !strcmp(k->name, "exists") || !strcmp(k->name, "type") ||
-	    !strcmp(k->name, "keys") || !strcmp(k->name, "scan") ||
-	    strstr(k->name, "expire") || !strcmp(k->name, "ttl") ||
-	    !strcmp(k->name, "pttl") || !strcmp(k->name, "persist"))
-		return "generic";
-	if (!strcmp(k->name, "dbsize") || !strncmp(k->name, "flush", 5))
-		return "server";
-	if (k->flags & KV_CMD_TXN)
-		return "transactions";
-	return "string";
-}
-
 /* The kv rows are derived from kv_commands[] (read-only static data); the
  * table is built by a constructor before main, like the CRC tables, and
  * never written again. */
 static struct kv_rows kv_rows_;
 
-__attribute__((constructor)) static void kv_rows_build(void)
+__attribute__((constructor(101))) static void kv_rows_build(void)
 {
 	for (size_t i = 0; i < kv_commands_count; i++) {
 		const struct kv_command *k = &kv_commands[i];
@@ -118,12 +116,43 @@ __attribute__((constructor)) static void kv_rows_build(void)
 		c->first_key = k->first_key;
 		c->last_key = k->last_key;
 		c->step = k->step;
-		c->group = kv_group(k);
+		c->group = k->group;
+		c->acl = k->acl;
 		c->summary = (k->flags & KV_CMD_TXN)
 				     ? "Compare, then one list of commands or another, atomically (docs/kv.md)"
 			     : (k->flags & KV_CMD_WRITE)
 				     ? "Redis-compatible write, through the Raft log"
 				     : "Redis-compatible read, linearizable by default";
+	}
+}
+
+/* One index over both tables, by a hash of the lowercase name (open
+ * addressing, at most half full); built before main after the kv rows,
+ * read-only afterwards. */
+#define SERVER_INDEX_SLOTS 256
+#define SERVER_NAME_MAX 32
+static uint16_t server_index_[SERVER_INDEX_SLOTS]; /* row + 1; 0 = empty */
+
+/* Row r of the two tables, local rows first (r < server_command_count). */
+static const struct server_command *row_at(uint32_t r)
+{
+	uint32_t nl = (uint32_t)KEEL_ARRAY_LEN(local_commands);
+	return r < nl ? &local_commands[r] : &kv_rows_.rows[r - nl];
+}
+
+__attribute__((constructor(200))) static void server_index_build(void)
+{
+	uint32_t n = server_command_count();
+	KEEL_ASSERT(n * 2 <= SERVER_INDEX_SLOTS);
+	for (uint32_t r = 0; r < n; r++) {
+		const char *nm = row_at(r)->name;
+		size_t len = strlen(nm);
+		KEEL_ASSERT(len <= SERVER_NAME_MAX);
+		uint32_t i = keel_lower_hash((const uint8_t *)nm, len) &
+			     (SERVER_INDEX_SLOTS - 1);
+		while (server_index_[i])
+			i = (i + 1) & (SERVER_INDEX_SLOTS - 1);
+		server_index_[i] = (uint16_t)(r + 1);
 	}
 }
 
@@ -135,15 +164,18 @@ static bool name_eq(const char *lower, const uint8_t *name, size_t len)
 const struct server_command *server_command_lookup(const uint8_t *name,
 						   size_t len)
 {
-	for (size_t i = 0; i < KEEL_ARRAY_LEN(local_commands); i++)
-		if (name_eq(local_commands[i].name, name, len))
-			return &local_commands[i];
-	const struct kv_command *k = kv_command_lookup(name, len);
-	if (!k || (k->flags & (KV_CMD_INTERNAL | KV_CMD_SERVER)))
+	if (len > SERVER_NAME_MAX)
 		return NULL;
-	for (uint32_t i = 0; i < kv_rows_.n; i++)
-		if (kv_rows_.rows[i].name == k->name)
-			return &kv_rows_.rows[i];
+	uint32_t i = keel_lower_hash(name, len) & (SERVER_INDEX_SLOTS - 1);
+	for (uint32_t probes = 0; probes < SERVER_INDEX_SLOTS; probes++) {
+		uint16_t r = server_index_[i];
+		if (!r)
+			return NULL;
+		const struct server_command *c = row_at(r - 1u);
+		if (name_eq(c->name, name, len))
+			return c;
+		i = (i + 1) & (SERVER_INDEX_SLOTS - 1);
+	}
 	return NULL;
 }
 

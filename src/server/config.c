@@ -219,12 +219,14 @@ int server_config_set(struct server_config *c, const char *key,
 			c->test_bug = SERVER_BUG_EARLY_ACK;
 		else if (!strcmp(val, "reorder"))
 			c->test_bug = SERVER_BUG_REORDER;
+		else if (!strcmp(val, "no-order"))
+			c->test_bug = SERVER_BUG_NO_ORDER;
 		else if (!strcmp(val, "watch-blind"))
 			c->test_bug = SERVER_BUG_WATCH_BLIND;
 		else {
 			snprintf(err, err_len,
 				 "--test-bug: bad value '%s' (want stale-read, "
-				 "early-ack, reorder, watch-blind or none)",
+				 "early-ack, reorder, no-order, watch-blind or none)",
 				 val);
 			return KEEL_ERR_INVAL;
 		}
@@ -454,8 +456,8 @@ void server_config_usage(char *buf, size_t len)
 		 "                         (default 67108864 = 64 MiB)\n"
 		 "  --test-faults          enable KEEL.DEBUG fault injection (tests only)\n"
 		 "  --test-bug NAME        plant a bug (stale-read, early-ack, reorder,\n"
-		 "                         watch-blind) to show the Jepsen-style tests\n"
-		 "                         catch it; needs --test-faults\n"
+		 "                         no-order, watch-blind) to show the Jepsen-style\n"
+		 "                         tests catch it; needs --test-faults\n"
 		 "Stops cleanly on SIGTERM or SIGINT. docs/server.md has the details.\n",
 		 SERVER_DEFAULT_CLIENT_ADDR);
 }

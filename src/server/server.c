@@ -1035,7 +1035,18 @@ static void command_info(struct resp_buf *b, const struct server_command *sc)
 	resp_write_integer(b, sc->first_key);
 	resp_write_integer(b, sc->last_key);
 	resp_write_integer(b, sc->step);
-	resp_write_set(b, 0); /* ACL categories */
+	/* ACL categories: the row's "@a @b" as a set of "@a", "@b" */
+	uint32_t ncat = 0;
+	for (const char *p = sc->acl; p && *p; p++)
+		ncat += *p == '@';
+	resp_write_set(b, ncat);
+	for (const char *p = sc->acl; p && *p;) {
+		const char *e = strchr(p, ' ');
+		size_t l = e ? (size_t)(e - p) : strlen(p);
+		if (l)
+			resp_write_bulk(b, (const uint8_t *)p, l);
+		p += l + (e != NULL);
+	}
 	resp_write_set(b, 0); /* tips */
 	resp_write_array(b, 0); /* key specs */
 	resp_write_array(b, 0); /* subcommands */
@@ -2522,6 +2533,8 @@ static int start_node(struct server *s)
 		.snapshot_log_bytes = s->cfg.snapshot_log_bytes,
 		.reply = on_node_reply,
 		.reply_ctx = s,
+		/* --test-bug no-order (planted, needs --test-faults) */
+		.test_no_order = s->cfg.test_bug == SERVER_BUG_NO_ORDER,
 	};
 	nc.members.n_voters = s->cfg.n_members;
 	for (uint32_t i = 0; i < s->cfg.n_members; i++)
@@ -2606,6 +2619,7 @@ int server_run(const struct server_config *cfg)
 		     cfg->test_bug == SERVER_BUG_STALE_READ  ? "stale-read"
 		     : cfg->test_bug == SERVER_BUG_EARLY_ACK ? "early-ack"
 		     : cfg->test_bug == SERVER_BUG_REORDER   ? "reorder"
+		     : cfg->test_bug == SERVER_BUG_NO_ORDER  ? "no-order"
 							     : "watch-blind");
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	code = 0;

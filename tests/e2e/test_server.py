@@ -830,3 +830,14 @@ def test_every_request_on_one_connection_is_answered_across_pause_and_kill(fresh
     assert any(t.oks_after(t_kill + 1.0) > 0 for t in alive)
     print("requests: %s; longest: %s" % (
         {t.tag: len(t.log) for t in conns}, {t.tag: round(t.longest(), 2) for t in conns}))
+
+
+def test_command_info_lists_acl_categories(cluster):
+    # COMMAND INFO's 7th field (redis-py's parser drops it: read it raw)
+    out, _ = raw(cluster.nodes[0], b"COMMAND INFO get keel.run\r\nPING\r\n",
+                 until=b"+PONG\r\n")
+    get = out[:out.index(b"keel.run")]
+    for cat in (b"@read", b"@string", b"@fast"):
+        assert b"$%d\r\n%s\r\n" % (len(cat), cat) in get
+    run = out[out.index(b"keel.run"):]
+    assert b"$6\r\n@write\r\n" in run

@@ -367,3 +367,48 @@ def test_command_table_lists_the_transaction_commands(cluster):
     out, _ = raw(nd, b"COMMAND LIST\r\nPING\r\n", until=b"+PONG\r\n")
     assert b"keel.exec" not in out and b"keel.watch-revs" not in out
     assert b"multi" in out and b"keel.txn" in out
+
+
+def test_exec_across_a_leader_pause_is_all_or_nothing(fresh_cluster):
+    """EXEC on a follower while the leader is stopped (SIGSTOP) and a new
+    one is elected: the answer is the result or an honest error (not
+    executed / outcome unknown), and every node ends with all of the
+    transaction's writes or none."""
+    import os
+    import signal
+    cl = fresh_cluster
+    outcomes = []
+    for round_ in range(2):
+        ld = cl.leader()
+        f = [nd for nd in cl.nodes if nd.id != ld.id][0]
+        c = f.client(socket_timeout=15)
+        keys = [key("p%d" % round_) for _ in range(4)]
+        os.kill(ld.proc.pid, signal.SIGSTOP)
+        try:
+            p = c.pipeline(transaction=True)
+            for i, k in enumerate(keys):
+                p.set(k, i)
+            p.incr(keys[0])
+            try:
+                res = p.execute()
+                assert res == [True] * 4 + [1], res
+                outcomes.append("ok")
+            except redis.exceptions.ResponseError as e:
+                msg = str(e)
+                assert ("not executed" in msg) or ("may or may not have been applied" in msg), msg
+                outcomes.append("not executed" if "not executed" in msg else "unknown")
+        finally:
+            os.kill(ld.proc.pid, signal.SIGCONT)
+        cl.wait_ready(timeout=20)
+        idx = max(int(nd.info()["raft_commit_index"]) for nd in cl.nodes)
+        for nd in cl.nodes:
+            nd.wait_applied(idx)
+            got = nd.client().mget(*keys)
+            assert got in ([None] * 4, [b"1", b"1", b"2", b"3"]), (nd.id, got)
+            if outcomes[-1] == "ok":
+                assert got == [b"1", b"1", b"2", b"3"], (nd.id, got)
+            if outcomes[-1] == "not executed":
+                assert got == [None] * 4, (nd.id, got)
+        c.close()
+    print("outcomes", outcomes)
+    assert outcomes, outcomes

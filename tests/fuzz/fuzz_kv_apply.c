@@ -14,6 +14,13 @@
  * restored, and the copy must have A's digest. Read commands also run
  * through kv_read, which must not change the digest.
  *
+ * A line starting with '|' is a transaction: its second byte moves the
+ * clock and sets an allocation countdown, the rest is commands separated
+ * by ";" tokens, sent as KEEL.EXEC 0 <n> (<argc> <arg>...)... . Replica A
+ * allocates through a failing allocator armed with that countdown: when
+ * the apply fails with KEEL_ERR_NOMEM the digest must be what it was
+ * (the undo journal), and the entry is applied again without failure.
+ *
  * Replica A also carries frozen versions (kv_freeze): one is taken at a
  * line starting with '#' or every 16th entry when none is live, the
  * expected bytes being kv_snapshot_encode at that moment; after every
@@ -24,6 +31,7 @@
  */
 #include "keel/kv.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,6 +80,71 @@ static void r_array(void *ctx, size_t n)
 static const struct kv_reply_ops ops = {r_status, r_error, r_integer,
 					r_bulk,   r_null,  r_array};
 
+/* Replica A's allocator: fails every allocation once countdown hits 0
+ * (< 0: never). One per process; the fuzzer runs one input at a time. */
+static long fail_countdown = -1;
+
+static void *fa_malloc(void *ctx, size_t n)
+{
+	(void)ctx;
+	if (fail_countdown == 0)
+		return NULL;
+	if (fail_countdown > 0)
+		fail_countdown--;
+	return malloc(n ? n : 1);
+}
+static void *fa_realloc(void *ctx, void *p, size_t n)
+{
+	(void)ctx;
+	if (fail_countdown == 0)
+		return NULL;
+	if (fail_countdown > 0)
+		fail_countdown--;
+	return realloc(p, n ? n : 1);
+}
+static void fa_free(void *ctx, void *p)
+{
+	(void)ctx;
+	free(p);
+}
+static const struct keel_alloc fail_alloc = {NULL, fa_malloc, fa_realloc,
+					     fa_free};
+
+/* Builds KEEL.EXEC 0 <n> (<argc> <arg>...)... from tokens split by ";".
+ * counts holds the numbers. Returns argc (0: nothing to run). */
+#define TXN_MAX_ARGS (3 + 2 * MAX_ARGS)
+static int txn_argv(const uint8_t *const *tok, const size_t *tl, int nt,
+		    const uint8_t **argv, size_t *lens, char (*counts)[8])
+{
+	int argc = 3, n = 0, start = 0;
+	argv[0] = (const uint8_t *)"KEEL.EXEC";
+	lens[0] = 9;
+	argv[1] = (const uint8_t *)"0";
+	lens[1] = 1;
+	for (int i = 0; i <= nt; i++) {
+		if (i < nt && !(tl[i] == 1 && tok[i][0] == ';'))
+			continue;
+		int k = i - start;
+		if (k > 0) {
+			int c = snprintf(counts[n + 1], 8, "%d", k);
+			argv[argc] = (const uint8_t *)counts[n + 1];
+			lens[argc++] = (size_t)c;
+			for (int j = start; j < i; j++) {
+				argv[argc] = tok[j];
+				lens[argc++] = tl[j];
+			}
+			n++;
+		}
+		start = i + 1;
+	}
+	if (n == 0)
+		return 0;
+	int c = snprintf(counts[0], 8, "%d", n);
+	argv[2] = (const uint8_t *)counts[0];
+	lens[2] = (size_t)c;
+	return argc;
+}
+
 struct fz {
 	struct kv_frozen *f;
 	uint8_t *want, *got;
@@ -109,7 +182,8 @@ static void fz_step(struct fz *z, size_t cap)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct kv *a = kv_create(&keel_alloc_libc);
+	fail_countdown = -1;
+	struct kv *a = kv_create(&fail_alloc);
 	struct kv *b = kv_create(&keel_alloc_libc);
 	check(a && b);
 	uint64_t index = 0, now = 1000;
@@ -136,6 +210,57 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(kv_apply(a, index, raw, len - 1, &ops, &ha) == 0);
 			check(kv_apply(b, index, raw, len - 1, &ops, &hb) == 0);
 			free(raw);
+		} else if (line[0] == '|') {
+			if (len < 2) {
+				index--;
+				continue;
+			}
+			now += line[1] % 64;
+			const uint8_t *tok[MAX_ARGS];
+			size_t tl[MAX_ARGS];
+			int nt = 0;
+			size_t i = 2;
+			while (i < len && nt < MAX_ARGS) {
+				size_t s = i;
+				while (i < len && line[i] != ' ')
+					i++;
+				tok[nt] = line + s;
+				tl[nt] = i - s;
+				nt++;
+				i++;
+			}
+			const uint8_t *argv[TXN_MAX_ARGS];
+			size_t lens[TXN_MAX_ARGS];
+			char counts[MAX_ARGS + 1][8];
+			int argc = txn_argv(tok, tl, nt, argv, lens, counts);
+			if (argc == 0) {
+				index--;
+				continue;
+			}
+			size_t need = kv_cmd_encoded_size(argc, lens), n;
+			check(need > 0);
+			uint8_t *buf = malloc(need);
+			check(buf != NULL);
+			check(kv_cmd_encode(now, argc, argv, lens, buf, need,
+					    &n) == 0);
+			uint64_t before = kv_digest(a);
+			fail_countdown = line[1] / 64 ? (long)(line[1] % 23) : -1;
+			int rc = kv_apply(a, index, buf, n, &ops, &ha);
+			fail_countdown = -1;
+			if (rc == KEEL_ERR_NOMEM) {
+				/* All or nothing: as before, and it may run
+				 * again. */
+				check(kv_digest(a) == before);
+				ha = 0;
+				rc = kv_apply(a, index, buf, n, &ops, &ha);
+			}
+			check(rc == 0);
+			free(buf);
+			uint8_t *rw;
+			check(kv_rewrite_relative(&keel_alloc_libc, now, argc,
+						  argv, lens, &rw, &n) == 0);
+			check(kv_apply(b, index, rw, n, &ops, &hb) == 0);
+			free(rw);
 		} else {
 			now += line[0];
 			const uint8_t *argv[MAX_ARGS];

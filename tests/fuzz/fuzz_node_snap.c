@@ -93,13 +93,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int ra = run(p, len, 0, &a, &sa, &ha);
 	int rb = run(p, len, data[0] ? data[0] : 1, &b, &sb, &hb);
 	check(ra == rb);
-	bool v2 = len >= 12 && keel_get_u32(p + 8) == NODE_SNAP_VERSION;
 	if (ra == 0) {
-		if (v2)
-			check(len == node_snap_total(ha.kv_len, ha.sess_len));
-		else
-			check(len == NODE_SNAP_HEAD_V1 + 4 + ha.kv_len &&
-			      ha.sess_len == 0);
+		check(len == node_snap_total(ha.kv_len, ha.sess_len));
 		check(a.len == ha.kv_len && sa.len == ha.sess_len);
 		check(sb.len == sa.len && memcmp(sa.buf, sb.buf, sa.len) == 0);
 		check(b.len == a.len && memcmp(a.buf, b.buf, a.len) == 0);
@@ -112,8 +107,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check(node_snap_check_dedup(ha.dedup) == 0);
 		check(keel_crc32c(0, p, len - 4) == keel_get_u32(p + len - 4));
 	}
-	if (ra == 0 && v2) {
-		/* canonical: re-encode (v1 payloads are read, never written) */
+	if (ra == 0) {
+		/* canonical: re-encode */
 		static struct node_snap_writer w;
 		struct source src = {a.buf, a.len, 0};
 		node_snap_writer_init(&w, &ha, src_next, &src, sa.buf);

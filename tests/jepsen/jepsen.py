@@ -1339,7 +1339,7 @@ def main(argv):
     ap.add_argument("--clients", type=int, default=None, help="default 2 per node")
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "jepsen"))
     ap.add_argument("--bug", default=None,
-                    choices=["stale-read", "early-ack", "reorder", "watch-blind"],
+                    choices=["stale-read", "early-ack", "reorder", "no-order", "watch-blind"],
                     help="start the servers with --test-bug NAME (a planted bug)")
     ap.add_argument("--snapshot-entries", type=int, default=None,
                     help="start the servers with --snapshot-entries N (snapshot runs)")

@@ -62,9 +62,12 @@ SHORT = [
     (109, "kill-leader,kill-random,pause-leader,partition-leader,partition-halves", 3, 22,
      None, PIPE),
     (110, "kill-leader,pause-leader", 3, 8, "reorder", PIPE),
-    (111, "kill-leader,pause-leader,partition-leader,clock-skew,slow-disk", 3, 20, None,
+    # The node's program-order fix undone (the simulator's no-order
+    # mutant, here --test-bug no-order): caught under leader changes.
+    (111, "kill-leader,partition-leader,pause-leader", 3, 15, "no-order", PIPE),
+    (113, "kill-leader,pause-leader,partition-leader,clock-skew,slow-disk", 3, 20, None,
      BANK),
-    (112, "kill-leader,partition-leader", 3, 8, "watch-blind", BANK),
+    (114, "kill-leader,partition-leader", 3, 8, "watch-blind", BANK),
 ]
 
 LONG = [
@@ -87,9 +90,10 @@ LONG = [
     (217, "kill,pause,partition", 3, 90, None, PIPE),
     (218, "kill,pause,partition", 5, 90, None, PIPE),
     (219, "partition-leader,kill-random", 5, 20, "reorder", PIPE),
-    (220, "all", 3, 90, None, BANK),
-    (221, "all", 5, 90, None, BANK),
-    (222, "pause-leader,kill-random", 5, 20, "watch-blind", BANK),
+    (220, "kill-leader,partition-leader,pause-leader", 5, 30, "no-order", PIPE),
+    (221, "all", 3, 90, None, BANK),
+    (222, "all", 5, 90, None, BANK),
+    (223, "pause-leader,kill-random", 5, 20, "watch-blind", BANK),
 ]
 
 

@@ -2989,3 +2989,35 @@ TEST(tape_replays_replies_exactly_and_refuses_damage)
 	kv_tape_close(&tape);
 	kv_destroy(kv);
 }
+
+/* One row per command: every row is whole (a handler, a group, ACL
+ * categories) and the hashed lookup finds each row by its name in any
+ * case, and nothing else. */
+TEST(command_table_rows_are_whole_and_lookup_finds_each)
+{
+	for (size_t i = 0; i < kv_commands_count; i++) {
+		const struct kv_command *c = &kv_commands[i];
+		EXPECT(c->proc != NULL);
+		EXPECT(c->group && *c->group && c->acl && c->acl[0] == '@');
+		EXPECT(c->flags & (KV_CMD_WRITE | KV_CMD_READ));
+		size_t n = strlen(c->name);
+		EXPECT(kv_command_lookup((const uint8_t *)c->name, n) == c);
+		char up[40];
+		ASSERT(n < sizeof(up));
+		for (size_t k = 0; k < n; k++)
+			up[k] = (char)((c->name[k] >= 'a' && c->name[k] <= 'z')
+					       ? c->name[k] - 32
+					       : c->name[k]);
+		EXPECT(kv_command_lookup((const uint8_t *)up, n) == c);
+		/* a name one byte shorter or longer is another name */
+		EXPECT(kv_command_lookup((const uint8_t *)c->name, n - 1) == NULL ||
+		       kv_command_lookup((const uint8_t *)c->name, n - 1) != c);
+		for (size_t j = 0; j < i; j++)
+			EXPECT(strcmp(kv_commands[j].name, c->name) != 0);
+	}
+	EXPECT(kv_command_lookup((const uint8_t *)"getx", 4) == NULL);
+	EXPECT(kv_command_lookup((const uint8_t *)"", 0) == NULL);
+	static uint8_t big[4096];
+	memset(big, 'a', sizeof(big));
+	EXPECT(kv_command_lookup(big, sizeof(big)) == NULL);
+}

@@ -268,6 +268,27 @@ TEST(commands_lookup_is_case_insensitive_and_exact)
 					     strlen(c->name)) == c);
 	}
 	EXPECT(server_command_at(server_command_count()) == NULL);
+	/* every row is whole: group, summary, ACL categories ("@x ...") */
+	for (uint32_t i = 0; i < server_command_count(); i++) {
+		const struct server_command *c = server_command_at(i);
+		EXPECT(c->group && *c->group && c->summary && *c->summary);
+		EXPECT(c->acl && c->acl[0] == '@');
+		/* and found in any case: upper */
+		char up[40];
+		size_t n = strlen(c->name);
+		ASSERT(n < sizeof(up));
+		for (size_t k = 0; k < n; k++)
+			up[k] = (char)((c->name[k] >= 'a' && c->name[k] <= 'z')
+					       ? c->name[k] - 32
+					       : c->name[k]);
+		EXPECT(server_command_lookup((const uint8_t *)up, n) == c);
+	}
+	/* a name longer than any command, and one of 1000 bytes */
+	static char longname[1000];
+	memset(longname, 'g', sizeof(longname));
+	EXPECT(server_command_lookup((const uint8_t *)longname, 33) == NULL);
+	EXPECT(server_command_lookup((const uint8_t *)longname,
+				     sizeof(longname)) == NULL);
 }
 
 TEST(commands_arity)
