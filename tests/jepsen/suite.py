@@ -65,7 +65,7 @@ SHORT = [
     # The node's program-order fix undone (the simulator's no-order
     # mutant, here --test-bug no-order): caught under leader changes.
     (111, "kill-leader,partition-leader,pause-leader", 3, 15, "no-order", PIPE),
-    (113, "kill-leader,pause-leader,partition-leader,clock-skew,slow-disk", 3, 20, None,
+    (113, "kill-leader,pause-leader,partition-leader,clock-skew,slow-disk", 3, 22, None,
      BANK),
     (114, "kill-leader,partition-leader", 3, 8, "watch-blind", BANK),
 ]
