@@ -3,7 +3,7 @@
 processes"): a list of runs of tests/jepsen/jepsen.py, one line each, then
 "N passed, M failed" (the line tools/run-tests.sh counts).
 
-  suite.py short   make test: every nemesis at least once, the four planted
+  suite.py short   make test: every nemesis at least once, the five planted
                    bugs caught; about 5 minutes on 2 cores
   suite.py long    make jepsen: longer runs, more seeds, 3 and 5 nodes
 
