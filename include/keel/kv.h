@@ -203,6 +203,20 @@ struct kv_stats {
 struct kv *kv_create(const struct keel_alloc *a);
 void kv_destroy(struct kv *kv);
 
+#ifdef KEEL_MUTANTS
+/* Planted bugs for the simulator's mutation runs (keel sim --mutant; the
+ * node sets them on every kv it applies to). */
+enum kv_mutant {
+	KV_MUTANT_NONE = 0,
+	/* A transaction with more than one write command stops after its
+	 * first one (as if it returned half way, without undo). */
+	KV_MUTANT_TXN_PARTIAL = 1,
+	/* KEEL.EXEC ignores its WATCH conditions. */
+	KV_MUTANT_WATCH_BLIND = 2,
+};
+void kv_set_mutant(struct kv *kv, int mutant);
+#endif
+
 /* Applies the command entry at log index (> the last applied index) and
  * writes its reply through reply/reply_ctx. Total: any bytes give a reply
  * (an error reply for a malformed entry, an unknown command, wrong arity).

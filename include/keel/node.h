@@ -133,6 +133,13 @@ enum node_mutant {
 	                                         never answered */
 	NODE_MUTANT_NO_ORDER = 110,           /* apply ignores the stream order
 	                                         and resends go newest first */
+	/* Replicated-state mutants: the node hands them to its kv and its
+	 * session table (kv_set_mutant, session_set_mutant). */
+	NODE_MUTANT_TXN_PARTIAL = 111,        /* a transaction stops after its
+	                                         first write command */
+	NODE_MUTANT_WATCH_BLIND = 112,        /* KEEL.EXEC ignores WATCH */
+	NODE_MUTANT_SESSION_WRONG_REPLY = 113, /* a session seq gets its slot's
+	                                          reply, whatever seq it was */
 };
 #endif
 
@@ -147,6 +154,12 @@ struct node_config {
 	                             (each); beyond it: NODE_DROPPED (busy);
 	                             1 .. 2^24 */
 	uint32_t max_msg_entries; /* per append message; 0 = default */
+	/* Writes this node hands on (proposes or forwards) while an older
+	 * write of it is still unanswered: at most this many seqs apart;
+	 * newer ones wait here (not refused). 0 = the dedup window (4096),
+	 * which is also the most allowed: so every copy that reaches the log
+	 * is inside its origin's window and is never refused as stale. */
+	uint32_t max_inflight_writes;
 	uint32_t max_inflight_msgs; /* appends in flight per peer; 0 = default */
 	/* How long a request may wait for a leader and for its result; 0 =
 	 * 5 s. After it: NODE_NOT_LEADER if it was never handed on (proposed
@@ -234,6 +247,7 @@ struct node_stats {
 	uint64_t dedup_skipped;    /* applied entries skipped as duplicates */
 	uint64_t order_refused;    /* applied entries skipped: a later write of
 	                              their stream had run (program order) */
+	uint64_t window_waits;     /* writes held back: max_inflight_writes */
 	uint64_t session_runs;     /* session commands run (KEEL.RUN) */
 	uint64_t session_dups;     /* ... answered from the session table */
 	uint64_t expire_proposed;  /* KEEL.EXPIRE-DELETE entries proposed */

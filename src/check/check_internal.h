@@ -97,6 +97,9 @@ int check_ctx_fail(struct check_parse_ctx *c, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Ensures the scratch buffer holds n bytes. */
 int check_ctx_scratch(struct check_parse_ctx *c, size_t n);
+/* The pairing slot of process (created empty if new), NULL on NOMEM. */
+struct check_proc_slot *check_ctx_proc(struct check_parse_ctx *c,
+				       int64_t process);
 /* One event of the history in line order. key may be NULL (single
  * register). */
 int check_ctx_event(struct check_parse_ctx *c, enum check_event_type type,
@@ -106,6 +109,32 @@ int check_ctx_event(struct check_parse_ctx *c, enum check_event_type type,
 /* Closes the history: open invocations become indeterminate, dropped ops
  * are removed. */
 int check_ctx_finish(struct check_parse_ctx *c);
+
+/* ---- the JSON reader (json.c), shared with the bank parser ------------ */
+
+/* A cursor over one line. Strings with escapes decode into c's scratch,
+ * which must hold the line (check_ctx_scratch) before reading starts. */
+struct check_json {
+	const char *s;
+	size_t i, n;
+	struct check_parse_ctx *c;
+	size_t max_str; /* longest string accepted; 0: CHECK_MAX_STR */
+};
+
+void check_json_ws(struct check_json *j);
+/* Records "bad JSON at column N: what" on c; returns KEEL_ERR_MALFORMED. */
+int check_json_bad(struct check_json *j, const char *what);
+/* A string; j is at its opening quote. v points into the line or the
+ * scratch: valid until the next line. */
+int check_json_string(struct check_json *j, struct check_value *v);
+/* A number; integer_only: it must be an int64 (v filled in), otherwise it
+ * is only skipped. */
+int check_json_number(struct check_json *j, struct check_value *v,
+		      bool integer_only);
+/* Consumes word if the input continues with it. */
+bool check_json_literal(struct check_json *j, const char *word);
+/* Skips any value, at most CHECK_MAX_DEPTH deep. */
+int check_json_skip(struct check_json *j, int depth);
 
 /* Names shared by all formats: read/get, write/put, cas, incr, append, del.
  * Returns -1 if unknown. */

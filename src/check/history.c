@@ -371,8 +371,8 @@ int check_ctx_scratch(struct check_parse_ctx *c, size_t n)
 }
 
 /* Finds the slot for process (inserting an empty one). */
-static struct check_proc_slot *proc_slot(struct check_parse_ctx *c,
-					 int64_t process)
+struct check_proc_slot *check_ctx_proc(struct check_parse_ctx *c,
+				       int64_t process)
 {
 	const struct keel_alloc *a = c->h->alloc;
 	if ((c->procs_n + 1) * 2 > c->procs_cap) {
@@ -626,7 +626,7 @@ int check_ctx_event(struct check_parse_ctx *c, enum check_event_type type,
 		    const struct check_raw_value *value, bool has_time,
 		    int64_t time)
 {
-	struct check_proc_slot *ps = proc_slot(c, process);
+	struct check_proc_slot *ps = check_ctx_proc(c, process);
 	if (!ps)
 		return check_ctx_fail(c, KEEL_ERR_NOMEM, "out of memory");
 	c->seq++;

@@ -9,34 +9,29 @@
  * the format does not know are skipped whatever their shape, up to
  * CHECK_MAX_DEPTH deep. Fields it knows must have the right type; numbers
  * it uses must be integers that fit in int64. Every error names its line.
+ * The reader's pieces (check_json_*) are shared with bank.c.
  */
 #include <string.h>
 
 #include "check/check_internal.h"
 
-struct jcur {
-	const char *s;
-	size_t i, n;
-	struct check_parse_ctx *c;
-};
-
-static void ws(struct jcur *j)
+void check_json_ws(struct check_json *j)
 {
 	while (j->i < j->n && (j->s[j->i] == ' ' || j->s[j->i] == '\t' ||
 			       j->s[j->i] == '\r' || j->s[j->i] == '\n'))
 		j->i++;
 }
 
-static int bad(struct jcur *j, const char *what)
+int check_json_bad(struct check_json *j, const char *what)
 {
 	return check_ctx_fail(j->c, KEEL_ERR_MALFORMED, "bad JSON at column %zu: %s",
 			      j->i + 1, what);
 }
 
-static int hex4(struct jcur *j, uint32_t *out)
+static int hex4(struct check_json *j, uint32_t *out)
 {
 	if (j->n - j->i < 4)
-		return bad(j, "short \\u escape");
+		return check_json_bad(j, "short \\u escape");
 	uint32_t v = 0;
 	for (int k = 0; k < 4; k++) {
 		char ch = j->s[j->i++];
@@ -48,7 +43,7 @@ static int hex4(struct jcur *j, uint32_t *out)
 		else if (ch >= 'A' && ch <= 'F')
 			v |= (uint32_t)(ch - 'A' + 10);
 		else
-			return bad(j, "bad hex digit in \\u escape");
+			return check_json_bad(j, "bad hex digit in \\u escape");
 	}
 	*out = v;
 	return 0;
@@ -56,7 +51,7 @@ static int hex4(struct jcur *j, uint32_t *out)
 
 /* A string at j (which is at the opening quote). Without escapes it points
  * into the input; with escapes it is decoded into the line's scratch. */
-static int jstring(struct jcur *j, struct check_value *v)
+int check_json_string(struct check_json *j, struct check_value *v)
 {
 	KEEL_ASSERT(j->s[j->i] == '"');
 	j->i++;
@@ -64,25 +59,25 @@ static int jstring(struct jcur *j, struct check_value *v)
 	bool escaped = false;
 	for (;; j->i++) {
 		if (j->i >= j->n)
-			return bad(j, "unterminated string");
+			return check_json_bad(j, "unterminated string");
 		unsigned char ch = (unsigned char)j->s[j->i];
 		if (ch == '"')
 			break;
 		if (ch < 0x20)
-			return bad(j, "control character in string");
+			return check_json_bad(j, "control character in string");
 		if (ch == '\\') {
 			escaped = true;
 			j->i++; /* skip the escaped char; checked below */
 			if (j->i >= j->n)
-				return bad(j, "unterminated string");
+				return check_json_bad(j, "unterminated string");
 		}
 	}
 	size_t end = j->i;
 	j->i++; /* closing quote */
-	if (end - start > CHECK_MAX_STR)
+	size_t max = j->max_str ? j->max_str : CHECK_MAX_STR;
+	if (end - start > max)
 		return check_ctx_fail(j->c, KEEL_ERR_TOO_BIG,
-				      "string longer than %u bytes",
-				      CHECK_MAX_STR);
+				      "string longer than %zu bytes", max);
 	memset(v, 0, sizeof(*v));
 	v->kind = CHECK_VAL_STR;
 	if (!escaped) {
@@ -96,7 +91,7 @@ static int jstring(struct jcur *j, struct check_value *v)
 	KEEL_ASSERT(c->scratch_used + (end - start) <= c->scratch_cap);
 	char *o = c->scratch + c->scratch_used;
 	size_t on = 0;
-	struct jcur d = {.s = j->s, .i = start, .n = end, .c = c};
+	struct check_json d = {.s = j->s, .i = start, .n = end, .c = c};
 	while (d.i < end) {
 		char ch = d.s[d.i++];
 		if (ch != '\\') {
@@ -131,16 +126,16 @@ static int jstring(struct jcur *j, struct check_value *v)
 			if (rv)
 				return rv;
 			if (cp >= 0xdc00 && cp <= 0xdfff)
-				return bad(&d, "lone low surrogate");
+				return check_json_bad(&d, "lone low surrogate");
 			if (cp >= 0xd800 && cp <= 0xdbff) {
 				if (end - d.i < 6 || d.s[d.i] != '\\' ||
 				    d.s[d.i + 1] != 'u')
-					return bad(&d, "lone high surrogate");
+					return check_json_bad(&d, "lone high surrogate");
 				d.i += 2;
 				if ((rv = hex4(&d, &lo)))
 					return rv;
 				if (lo < 0xdc00 || lo > 0xdfff)
-					return bad(&d, "bad low surrogate");
+					return check_json_bad(&d, "bad low surrogate");
 				cp = 0x10000 + ((cp - 0xd800) << 10) +
 				     (lo - 0xdc00);
 			}
@@ -163,7 +158,7 @@ static int jstring(struct jcur *j, struct check_value *v)
 			break;
 		}
 		default:
-			return bad(&d, "unknown escape");
+			return check_json_bad(&d, "unknown escape");
 		}
 	}
 	KEEL_ASSERT(on <= end - start);
@@ -174,7 +169,8 @@ static int jstring(struct jcur *j, struct check_value *v)
 }
 
 /* A number. integer_only: the format uses it, so it must be an int64. */
-static int jnumber(struct jcur *j, struct check_value *v, bool integer_only)
+int check_json_number(struct check_json *j, struct check_value *v,
+		      bool integer_only)
 {
 	size_t start = j->i;
 	if (j->i < j->n && j->s[j->i] == '-')
@@ -183,9 +179,9 @@ static int jnumber(struct jcur *j, struct check_value *v, bool integer_only)
 	while (j->i < j->n && j->s[j->i] >= '0' && j->s[j->i] <= '9')
 		j->i++;
 	if (j->i == digits)
-		return bad(j, "expected a digit");
+		return check_json_bad(j, "expected a digit");
 	if (j->i - digits > 1 && j->s[digits] == '0')
-		return bad(j, "leading zero");
+		return check_json_bad(j, "leading zero");
 	size_t int_end = j->i;
 	bool frac = false;
 	if (j->i < j->n && j->s[j->i] == '.') {
@@ -195,7 +191,7 @@ static int jnumber(struct jcur *j, struct check_value *v, bool integer_only)
 		while (j->i < j->n && j->s[j->i] >= '0' && j->s[j->i] <= '9')
 			j->i++;
 		if (j->i == d)
-			return bad(j, "expected a digit after '.'");
+			return check_json_bad(j, "expected a digit after '.'");
 	}
 	if (j->i < j->n && (j->s[j->i] == 'e' || j->s[j->i] == 'E')) {
 		frac = true;
@@ -206,12 +202,12 @@ static int jnumber(struct jcur *j, struct check_value *v, bool integer_only)
 		while (j->i < j->n && j->s[j->i] >= '0' && j->s[j->i] <= '9')
 			j->i++;
 		if (j->i == d)
-			return bad(j, "expected an exponent");
+			return check_json_bad(j, "expected an exponent");
 	}
 	if (!integer_only)
 		return 0;
 	if (frac)
-		return bad(j, "expected an integer");
+		return check_json_bad(j, "expected an integer");
 	memset(v, 0, sizeof(*v));
 	v->kind = CHECK_VAL_INT;
 	int rv = check_parse_i64(j->s + start, int_end - start, &v->num);
@@ -219,11 +215,11 @@ static int jnumber(struct jcur *j, struct check_value *v, bool integer_only)
 		return check_ctx_fail(j->c, rv, "integer out of range at column "
 					     "%zu", start + 1);
 	if (rv)
-		return bad(j, "bad integer");
+		return check_json_bad(j, "bad integer");
 	return 0;
 }
 
-static bool literal(struct jcur *j, const char *word)
+bool check_json_literal(struct check_json *j, const char *word)
 {
 	size_t n = strlen(word);
 	if (j->n - j->i >= n && !memcmp(j->s + j->i, word, n)) {
@@ -234,28 +230,29 @@ static bool literal(struct jcur *j, const char *word)
 }
 
 /* Skips any JSON value. */
-static int jskip(struct jcur *j, int depth)
+int check_json_skip(struct check_json *j, int depth)
 {
 	struct check_value v;
-	ws(j);
+	check_json_ws(j);
 	if (j->i >= j->n)
-		return bad(j, "expected a value");
+		return check_json_bad(j, "expected a value");
 	if (depth > CHECK_MAX_DEPTH)
 		return check_ctx_fail(j->c, KEEL_ERR_TOO_BIG,
 				      "JSON nested deeper than %d",
 				      CHECK_MAX_DEPTH);
 	char ch = j->s[j->i];
 	if (ch == '"')
-		return jstring(j, &v);
+		return check_json_string(j, &v);
 	if (ch == '-' || (ch >= '0' && ch <= '9'))
-		return jnumber(j, &v, false);
-	if (literal(j, "null") || literal(j, "true") || literal(j, "false"))
+		return check_json_number(j, &v, false);
+	if (check_json_literal(j, "null") || check_json_literal(j, "true") ||
+	    check_json_literal(j, "false"))
 		return 0;
 	if (ch != '[' && ch != '{')
-		return bad(j, "expected a value");
+		return check_json_bad(j, "expected a value");
 	char close = ch == '[' ? ']' : '}';
 	j->i++;
-	ws(j);
+	check_json_ws(j);
 	if (j->i < j->n && j->s[j->i] == close) {
 		j->i++;
 		return 0;
@@ -263,19 +260,19 @@ static int jskip(struct jcur *j, int depth)
 	for (;;) {
 		int rv;
 		if (close == '}') {
-			ws(j);
+			check_json_ws(j);
 			if (j->i >= j->n || j->s[j->i] != '"')
-				return bad(j, "expected a field name");
-			if ((rv = jstring(j, &v)))
+				return check_json_bad(j, "expected a field name");
+			if ((rv = check_json_string(j, &v)))
 				return rv;
-			ws(j);
+			check_json_ws(j);
 			if (j->i >= j->n || j->s[j->i] != ':')
-				return bad(j, "expected ':'");
+				return check_json_bad(j, "expected ':'");
 			j->i++;
 		}
-		if ((rv = jskip(j, depth + 1)))
+		if ((rv = check_json_skip(j, depth + 1)))
 			return rv;
-		ws(j);
+		check_json_ws(j);
 		if (j->i < j->n && j->s[j->i] == ',') {
 			j->i++;
 			continue;
@@ -284,34 +281,34 @@ static int jskip(struct jcur *j, int depth)
 			j->i++;
 			return 0;
 		}
-		return bad(j, "expected ',' or a closing bracket");
+		return check_json_bad(j, "expected ',' or a closing bracket");
 	}
 }
 
 /* A scalar the format uses: null, an integer or a string. */
-static int jscalar(struct jcur *j, struct check_value *v)
+static int jscalar(struct check_json *j, struct check_value *v)
 {
-	ws(j);
+	check_json_ws(j);
 	if (j->i >= j->n)
-		return bad(j, "expected a value");
+		return check_json_bad(j, "expected a value");
 	char ch = j->s[j->i];
 	memset(v, 0, sizeof(*v));
 	if (ch == '"')
-		return jstring(j, v);
+		return check_json_string(j, v);
 	if (ch == '-' || (ch >= '0' && ch <= '9'))
-		return jnumber(j, v, true);
-	if (literal(j, "null")) {
+		return check_json_number(j, v, true);
+	if (check_json_literal(j, "null")) {
 		v->kind = CHECK_VAL_NIL;
 		return 0;
 	}
-	return bad(j, "expected null, an integer or a string");
+	return check_json_bad(j, "expected null, an integer or a string");
 }
 
 /* "value": a scalar or [a, b]. */
-static int jvalue(struct jcur *j, struct check_raw_value *out)
+static int jvalue(struct check_json *j, struct check_raw_value *out)
 {
 	memset(out, 0, sizeof(*out));
-	ws(j);
+	check_json_ws(j);
 	out->present = true;
 	if (j->i >= j->n || j->s[j->i] != '[')
 		return jscalar(j, &out->v);
@@ -319,15 +316,15 @@ static int jvalue(struct jcur *j, struct check_raw_value *out)
 	int rv = jscalar(j, &out->v);
 	if (rv)
 		return rv;
-	ws(j);
+	check_json_ws(j);
 	if (j->i >= j->n || j->s[j->i] != ',')
-		return bad(j, "a value array needs exactly two elements");
+		return check_json_bad(j, "a value array needs exactly two elements");
 	j->i++;
 	if ((rv = jscalar(j, &out->v2)))
 		return rv;
-	ws(j);
+	check_json_ws(j);
 	if (j->i >= j->n || j->s[j->i] != ']')
-		return bad(j, "a value array needs exactly two elements");
+		return check_json_bad(j, "a value array needs exactly two elements");
 	j->i++;
 	out->is_pair = true;
 	return 0;
@@ -344,37 +341,37 @@ enum {
 
 static int parse_line(struct check_parse_ctx *c, const char *line, size_t n)
 {
-	struct jcur j = {.s = line, .i = 0, .n = n, .c = c};
+	struct check_json j = {.s = line, .i = 0, .n = n, .c = c};
 	int rv;
-	ws(&j);
+	check_json_ws(&j);
 	if (j.i == n)
 		return 0; /* blank line */
 	c->scratch_used = 0;
 	if ((rv = check_ctx_scratch(c, n)))
 		return rv;
 	if (j.s[j.i] != '{')
-		return bad(&j, "expected '{'");
+		return check_json_bad(&j, "expected '{'");
 	j.i++;
 	unsigned seen = 0;
 	struct check_value process = {0}, type = {0}, f = {0}, key = {0},
 			   time = {0};
 	struct check_raw_value value;
 	memset(&value, 0, sizeof(value));
-	ws(&j);
+	check_json_ws(&j);
 	if (j.i < n && j.s[j.i] == '}')
-		return bad(&j, "empty event");
+		return check_json_bad(&j, "empty event");
 	for (;;) {
 		struct check_value name;
-		ws(&j);
+		check_json_ws(&j);
 		if (j.i >= n || j.s[j.i] != '"')
-			return bad(&j, "expected a field name");
-		if ((rv = jstring(&j, &name)))
+			return check_json_bad(&j, "expected a field name");
+		if ((rv = check_json_string(&j, &name)))
 			return rv;
-		ws(&j);
+		check_json_ws(&j);
 		if (j.i >= n || j.s[j.i] != ':')
-			return bad(&j, "expected ':'");
+			return check_json_bad(&j, "expected ':'");
 		j.i++;
-		ws(&j);
+		check_json_ws(&j);
 		static const struct {
 			const char *name;
 			unsigned bit;
@@ -400,15 +397,15 @@ static int parse_line(struct check_parse_ctx *c, const char *line, size_t n)
 				bit == FLD_PROCESS ? &process : &time;
 			if (j.i >= n || !(j.s[j.i] == '-' ||
 					  (j.s[j.i] >= '0' && j.s[j.i] <= '9')))
-				return bad(&j, "expected an integer");
-			rv = jnumber(&j, v, true);
+				return check_json_bad(&j, "expected an integer");
+			rv = check_json_number(&j, v, true);
 			break;
 		}
 		case FLD_TYPE:
 		case FLD_F:
 			if (j.i >= n || j.s[j.i] != '"')
-				return bad(&j, "expected a string");
-			rv = jstring(&j, bit == FLD_TYPE ? &type : &f);
+				return check_json_bad(&j, "expected a string");
+			rv = check_json_string(&j, bit == FLD_TYPE ? &type : &f);
 			break;
 		case FLD_KEY:
 			rv = jscalar(&j, &key);
@@ -417,12 +414,12 @@ static int parse_line(struct check_parse_ctx *c, const char *line, size_t n)
 			rv = jvalue(&j, &value);
 			break;
 		default:
-			rv = jskip(&j, 1);
+			rv = check_json_skip(&j, 1);
 			break;
 		}
 		if (rv)
 			return rv;
-		ws(&j);
+		check_json_ws(&j);
 		if (j.i < n && j.s[j.i] == ',') {
 			j.i++;
 			continue;
@@ -431,11 +428,11 @@ static int parse_line(struct check_parse_ctx *c, const char *line, size_t n)
 			j.i++;
 			break;
 		}
-		return bad(&j, "expected ',' or '}'");
+		return check_json_bad(&j, "expected ',' or '}'");
 	}
-	ws(&j);
+	check_json_ws(&j);
 	if (j.i != n)
-		return bad(&j, "trailing text after the object");
+		return check_json_bad(&j, "trailing text after the object");
 	unsigned need = FLD_PROCESS | FLD_TYPE | FLD_F;
 	if ((seen & need) != need)
 		return check_ctx_fail(c, KEEL_ERR_MALFORMED,

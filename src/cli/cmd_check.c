@@ -5,7 +5,9 @@
  * polls through should_stop) and the printing.
  *
  * Exit codes: 0 linearizable, 1 not linearizable, 2 undecided within the
- * timeout, bad input or bad usage.
+ * timeout, bad input or bad usage. With --model bank (or a file whose
+ * first line is a bank config) it runs the bank checks instead: 0 valid,
+ * 1 violations found, 2 bad input or usage.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -23,7 +25,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: keel check [--format jepsen-etcd|kv|jsonl] "
-		"[--model register|kv]\n"
+		"[--model register|kv|bank]\n"
 		"                  [--timeout SECONDS] FILE\n"
 		"\n"
 		"Checks a history of client operations for linearizability.\n"
@@ -32,9 +34,14 @@ static void usage(FILE *f)
 		"  --format   input format (default: detected from the file)\n"
 		"  --model    register (read/write/cas) or kv (also incr,\n"
 		"             append, del); default register for jepsen-etcd\n"
+		"             bank: Jepsen's bank workload in JSON lines (total\n"
+		"             constant, ledger exactly-once, reads of ledger\n"
+		"             prefixes in real-time order); picked by itself\n"
+		"             when the first line is {\"type\":\"bank\",...}\n"
 		"  --timeout  give up after this many seconds (default 30)\n"
 		"exit: 0 linearizable, 1 not linearizable, 2 undecided or bad "
-		"input\n");
+		"input\n"
+		"      (bank: 0 valid, 1 violations, 2 bad input)\n");
 }
 
 struct deadline {
@@ -181,6 +188,274 @@ static void explain(const struct check_history *h,
 		printf("  ... and %zu more\n", r->n_stuck_total - r->n_stuck);
 }
 
+/* ---- the bank model ---------------------------------------------------- */
+
+static void print_name(const struct check_value *v)
+{
+	char s[96];
+	check_value_format(v, s, sizeof(s));
+	printf("%s", s);
+}
+
+static void print_account(const struct check_bank_history *h, uint32_t a)
+{
+	print_name(&h->accounts[a]);
+}
+
+/* "transfer "t17" a0->a3 5 (process 2, ok; invoked line 10, completed
+ * line 12)" or "read (process 1, ok; ...)". */
+static void print_bank_op(const struct check_bank_history *h, uint32_t i)
+{
+	const struct check_bank_op *o = &h->ops[i];
+	static const char *const outcome[] = {"ok", "fail", "info"};
+	if (o->f == CHECK_BANK_TRANSFER) {
+		struct check_value id = {.kind = CHECK_VAL_STR,
+					 .str = o->id,
+					 .len = o->id_len};
+		printf("transfer ");
+		print_name(&id);
+		printf(" ");
+		print_account(h, o->from);
+		printf("->");
+		print_account(h, o->to);
+		printf(" %" PRId64, o->amount);
+	} else {
+		printf("read");
+	}
+	printf(" (process %" PRId64 ", %s; invoked line %u", o->process,
+	       outcome[o->outcome], o->call_line);
+	if (o->ret_line)
+		printf(", completed line %u", o->ret_line);
+	else
+		printf(", never completed");
+	if (o->has_time && o->ret_line)
+		printf(", t=%" PRId64 "..%" PRId64, o->call_time, o->ret_time);
+	printf(")");
+}
+
+/* The read's balances, config order, the first 16. */
+static void print_balances(const struct check_bank_history *h, uint32_t i)
+{
+	const struct check_bank_op *o = &h->ops[i];
+	const int64_t *b = h->cells + o->cells_at;
+	printf("{");
+	for (uint32_t a = 0; a < h->n_accounts && a < 16; a++) {
+		printf("%s", a ? ", " : "");
+		print_account(h, a);
+		printf(": %" PRId64, b[a]);
+	}
+	printf("%s}", h->n_accounts > 16 ? ", ..." : "");
+	if (o->n_missing)
+		printf(" (accounts it did not name shown as 0)");
+}
+
+static void print_entry(const struct check_bank_history *h, size_t pos)
+{
+	struct check_value id = {.kind = CHECK_VAL_STR,
+				 .str = h->ledger[pos].id,
+				 .len = h->ledger[pos].id_len};
+	printf("ledger position %zu (", pos + 1);
+	print_name(&id);
+	printf(")");
+}
+
+static void print_violation(const struct check_bank_history *h,
+			    const struct check_bank_violation *v)
+{
+	printf("%s: ", check_bank_kind_name(v->kind));
+	switch (v->kind) {
+	case CHECK_BANK_READ_TOTAL:
+		print_bank_op(h, v->op);
+		if (v->overflow)
+			printf(": the balances' sum overflows int64, total %" PRId64 ": ",
+			       h->total);
+		else
+			printf(": balances sum to %" PRId64 ", not %" PRId64 ": ",
+			       v->value, h->total);
+		print_balances(h, v->op);
+		break;
+	case CHECK_BANK_READ_NEGATIVE:
+		print_bank_op(h, v->op);
+		printf(": ");
+		print_account(h, v->account);
+		printf(" = %" PRId64 ": ", v->value);
+		print_balances(h, v->op);
+		break;
+	case CHECK_BANK_READ_MISSING:
+		print_bank_op(h, v->op);
+		printf(": no balance for ");
+		print_account(h, v->account);
+		printf(" (%" PRId64 " account%s missing)", v->value,
+		       v->value == 1 ? "" : "s");
+		break;
+	case CHECK_BANK_READ_UNKNOWN: {
+		const struct check_bank_op *o = &h->ops[v->op];
+		struct check_value name = {.kind = CHECK_VAL_STR,
+					   .str = o->unknown,
+					   .len = o->unknown_len};
+		print_bank_op(h, v->op);
+		printf(": names ");
+		print_name(&name);
+		printf(", not a configured account (%" PRId64 " such)",
+		       v->value);
+		break;
+	}
+	case CHECK_BANK_LOST:
+		print_bank_op(h, v->op);
+		printf(": acknowledged, but not in the final ledger");
+		break;
+	case CHECK_BANK_FAILED_APPLIED:
+		print_bank_op(h, v->op);
+		printf(": failed, but the ledger applies it at ");
+		print_entry(h, v->pos);
+		break;
+	case CHECK_BANK_DUPLICATE:
+		print_bank_op(h, v->op);
+		printf(": applied %" PRId64 " times (ledger positions %zu and "
+		       "%zu%s)",
+		       v->value, v->pos + 1, v->pos2 + 1,
+		       v->value > 2 ? ", ..." : "");
+		break;
+	case CHECK_BANK_NEVER_INVOKED:
+		print_entry(h, v->pos);
+		printf(" names a transfer nobody invoked");
+		break;
+	case CHECK_BANK_LEDGER_ORDER:
+		print_bank_op(h, v->op);
+		printf(" is applied at ledger position %zu, before ", v->pos + 1);
+		print_bank_op(h, v->other);
+		printf(" at position %zu, which completed before the first "
+		       "was invoked",
+		       v->pos2 + 1);
+		break;
+	case CHECK_BANK_REPLAY_NEGATIVE:
+		printf("replaying the ledger from the initial balances, ");
+		print_bank_op(h, v->op);
+		printf(" at position %zu takes ", v->pos + 1);
+		print_account(h, v->account);
+		printf(" to %" PRId64, v->value);
+		break;
+	case CHECK_BANK_NO_PREFIX:
+		print_bank_op(h, v->op);
+		printf(" saw ");
+		print_balances(h, v->op);
+		printf(", the state after no prefix of the ledger");
+		printf("\n    real time allows prefixes %zu..%zu", v->lo,
+		       v->hi);
+		if (v->floor > v->lo)
+			printf(" (%zu.. by an earlier read)", v->floor);
+		printf("; nearest: after %zu transfers, %u account%s differ%s",
+		       v->nearest, v->n_diff, v->n_diff == 1 ? "" : "s",
+		       v->n_diff == 1 ? "s" : "");
+		for (uint32_t d = 0; d < v->n_diff_shown; d++) {
+			uint32_t a = v->diff_account[d];
+			printf("%s ", d ? "," : ":");
+			print_account(h, a);
+			printf(" read %" PRId64 " state %" PRId64,
+			       h->cells[h->ops[v->op].cells_at + a],
+			       v->diff_state[d]);
+		}
+		if (v->n_diff == 1)
+			printf(" (one side of a transfer applied?)");
+		break;
+	case CHECK_BANK_REAL_TIME: {
+		print_bank_op(h, v->op);
+		printf(" saw the state after %zu prefix%s of the ledger",
+		       v->n_matches, v->n_matches == 1 ? "" : "es");
+		if (v->has_below)
+			printf(" (the longest shorter than allowed: %zu)",
+			       v->below);
+		if (v->has_above)
+			printf(" (the shortest longer than allowed: %zu)",
+			       v->above);
+		size_t lo = KEEL_MAX(v->lo, v->floor);
+		printf(", but real time allows only %zu..%zu:", lo, v->hi);
+		if (v->floor > v->lo && v->floor_read != UINT32_MAX) {
+			printf("\n    at least %zu: the earlier ", v->floor);
+			print_bank_op(h, v->floor_read);
+			printf(" completed before it was invoked and saw no "
+			       "shorter prefix");
+		} else if (v->lo_op != UINT32_MAX) {
+			printf("\n    at least %zu: ", v->lo);
+			print_bank_op(h, v->lo_op);
+			printf(" completed before it was invoked");
+		}
+		if (v->hi_op != UINT32_MAX) {
+			printf("\n    at most %zu: ", v->hi);
+			print_bank_op(h, v->hi_op);
+			printf(" was invoked after it completed");
+		}
+		break;
+	}
+	case CHECK_BANK_KINDS:
+		break;
+	}
+	printf("\n");
+}
+
+static int run_bank(const char *path, const char *buf, size_t len)
+{
+	struct check_bank_history h;
+	struct check_parse_error err;
+	check_bank_init(&h, &keel_alloc_libc);
+	int rv = check_bank_parse(buf, len, &h, &err);
+	if (rv) {
+		if (err.line)
+			fprintf(stderr, "keel check: %s:%u: %s\n", path,
+				err.line, err.msg);
+		else
+			fprintf(stderr, "keel check: %s: %s\n", path, err.msg);
+		check_bank_close(&h);
+		return 2;
+	}
+	double start = cli_now_s();
+	struct check_bank_result *res = malloc(sizeof(*res));
+	if (!res) {
+		fprintf(stderr, "keel check: out of memory\n");
+		check_bank_close(&h);
+		return 2;
+	}
+	rv = check_bank_run(&h, &keel_alloc_libc, res);
+	double took = cli_now_s() - start;
+	if (rv) {
+		fprintf(stderr, "keel check: %s: %s\n", path,
+			keel_strerror(rv));
+		free(res);
+		check_bank_close(&h);
+		return 2;
+	}
+	bool valid = res->n_violations == 0;
+	printf("%s\n", valid ? "valid" : "invalid");
+	/* Grouped by kind, up to CHECK_BANK_SHOW of each. */
+	for (int k = 0; k < CHECK_BANK_KINDS; k++) {
+		for (size_t i = 0; i < res->n_shown; i++)
+			if ((int)res->shown[i].kind == k)
+				print_violation(&h, &res->shown[i]);
+		if (res->n_by_kind[k] > CHECK_BANK_SHOW)
+			printf("%s: ... and %zu more\n",
+			       check_bank_kind_name((enum check_bank_kind)k),
+			       res->n_by_kind[k] - CHECK_BANK_SHOW);
+	}
+	if (!res->consistency_checked)
+		printf("consistency check skipped: %s\n", res->skipped);
+	printf("(bank: %s; %u accounts, total %" PRId64 "; transfers %zu ok, "
+	       "%zu fail, %zu info; reads %zu ok, %zu fail, %zu info; ",
+	       valid ? "valid" : "invalid", h.n_accounts, h.total,
+	       h.n_transfers[CHECK_BANK_OK], h.n_transfers[CHECK_BANK_FAIL],
+	       h.n_transfers[CHECK_BANK_INFO], h.n_reads[CHECK_BANK_OK],
+	       h.n_reads[CHECK_BANK_FAIL], h.n_reads[CHECK_BANK_INFO]);
+	if (h.has_ledger)
+		printf("ledger %zu", h.n_ledger);
+	else
+		printf("no ledger");
+	if (res->consistency_checked)
+		printf(", %zu reads placed on prefixes", res->n_reads_placed);
+	printf("; %zu violations; %.3f s)\n", res->n_violations, took);
+	free(res);
+	check_bank_close(&h);
+	return valid ? 0 : 1;
+}
+
 static int parse_format(const char *s, enum check_format *f)
 {
 	if (!strcmp(s, "jepsen-etcd") || !strcmp(s, "etcd"))
@@ -199,6 +474,7 @@ static int parse_format(const char *s, enum check_format *f)
 int cmd_check(int argc, char **argv)
 {
 	enum check_format format = CHECK_FORMAT_AUTO;
+	bool bank = false;
 	struct check_options opts;
 	memset(&opts, 0, sizeof(opts));
 	double timeout_s = 30;
@@ -229,6 +505,8 @@ int cmd_check(int argc, char **argv)
 				opts.model = CHECK_MODEL_REGISTER;
 			else if (!strcmp(m, "kv"))
 				opts.model = CHECK_MODEL_KV;
+			else if (!strcmp(m, "bank"))
+				bank = true;
 			else {
 				fprintf(stderr,
 					"keel check: unknown model '%s'\n", m);
@@ -262,8 +540,21 @@ int cmd_check(int argc, char **argv)
 
 	char *buf;
 	size_t len;
+	if (bank && format != CHECK_FORMAT_AUTO &&
+	    format != CHECK_FORMAT_JSONL) {
+		fprintf(stderr, "keel check: --model bank reads JSON lines\n");
+		return 2;
+	}
 	if (read_file(path, &buf, &len))
 		return 2;
+	if (bank || (opts.model == CHECK_MODEL_AUTO &&
+		     (format == CHECK_FORMAT_AUTO ||
+		      format == CHECK_FORMAT_JSONL) &&
+		     check_bank_detect(buf, len))) {
+		int code = run_bank(path, buf, len);
+		free(buf);
+		return code;
+	}
 	struct check_history h;
 	struct check_parse_error err;
 	check_history_init(&h, &keel_alloc_libc);

@@ -22,6 +22,36 @@
 #include "cli/cli.h"
 #include "sim/sim.h"
 
+
+/* The bank's counts (docs/testing.md): transfers per mode as
+ * ran/compare-failed/not-executed/unknown, reads ok/failed, session
+ * retries (retried/made definite by a retry), session commands answered
+ * from the table / run (summed over replicas), uncertain transfers found
+ * present/absent. */
+static void bank_counts(const struct sim_result *r, char *out, size_t cap)
+{
+	static const char *const mode[] = {"watch", "txn", "session"};
+	size_t k = 0;
+	out[0] = 0;
+	for (int m = 0; m < 3 && k < cap; m++)
+		k += (size_t)snprintf(out + k, cap - k,
+				      "%sbank_%s=%" PRIu64 "/%" PRIu64
+				      "/%" PRIu64 "/%" PRIu64,
+				      m ? " " : "", mode[m], r->bank_ok[m],
+				      r->bank_failed[m],
+				      r->bank_not_executed[m],
+				      r->bank_unknown[m]);
+	if (k < cap)
+		snprintf(out + k, cap - k,
+			 " bank_reads=%" PRIu64 "/%" PRIu64
+			 " session_retries=%" PRIu64 "/%" PRIu64
+			 " session_dups=%" PRIu64 "/%" PRIu64
+			 " bank_uncertain=%" PRIu64 "/%" PRIu64,
+			 r->bank_reads, r->bank_reads_failed, r->bank_retries,
+			 r->bank_retry_definite, r->session_dups,
+			 r->session_runs, r->bank_uncertain_present,
+			 r->bank_uncertain_absent);
+}
 static void file_line(void *ctx, const char *line)
 {
 	FILE *f = ctx;
@@ -193,6 +223,25 @@ int cmd_sim(int argc, char **argv)
 		sum.pipe_late_drops += r.pipe_late_drops;
 		sum.pipe_uncertain_present += r.pipe_uncertain_present;
 		sum.pipe_uncertain_absent += r.pipe_uncertain_absent;
+		sum.banks += r.banks;
+		for (int m = 0; m < 3; m++) {
+			sum.bank_ok[m] += r.bank_ok[m];
+			sum.bank_failed[m] += r.bank_failed[m];
+			sum.bank_not_executed[m] += r.bank_not_executed[m];
+			sum.bank_unknown[m] += r.bank_unknown[m];
+		}
+		sum.bank_reads += r.bank_reads;
+		sum.bank_reads_failed += r.bank_reads_failed;
+		sum.bank_retries += r.bank_retries;
+		sum.bank_retry_definite += r.bank_retry_definite;
+		sum.bank_timeouts += r.bank_timeouts;
+		sum.bank_skipped += r.bank_skipped;
+		sum.session_dups += r.session_dups;
+		sum.session_runs += r.session_runs;
+		sum.bank_uncertain_present += r.bank_uncertain_present;
+		sum.bank_uncertain_absent += r.bank_uncertain_absent;
+		char bank[256];
+		bank_counts(&r, bank, sizeof(bank));
 		sum.max_hold_pm = r.max_hold_pm > sum.max_hold_pm
 					  ? r.max_hold_pm
 					  : sum.max_hold_pm;
@@ -215,7 +264,7 @@ int cmd_sim(int argc, char **argv)
 		       ") max_hold_pm=%" PRIu64 " pipelined=%" PRIu64
 		       "/%" PRIu64 "/%" PRIu64 "/%" PRIu64 "/%" PRIu64
 		       "/%" PRIu64 " streams=%" PRIu64 " late_drops=%" PRIu64
-		       " uncertain=%" PRIu64 "/%" PRIu64 " result=%s%s%s\n",
+		       " uncertain=%" PRIu64 "/%" PRIu64 " %s result=%s%s%s\n",
 		       seed, r.nodes, ops, fbuf, r.params, r.steps,
 		       r.sim_ns / 1000000, r.ops_ok, r.ops_fail, r.ops_info,
 		       r.crashes, r.crashes_lost, r.partitions, r.pauses,
@@ -230,7 +279,7 @@ int cmd_sim(int argc, char **argv)
 		       r.max_hold_pm, r.pipe_sent, r.pipe_ok, r.pipe_dropped,
 		       r.pipe_not_leader, r.pipe_unknown, r.pipe_lost,
 		       r.pipe_streams, r.pipe_late_drops,
-		       r.pipe_uncertain_present, r.pipe_uncertain_absent,
+		       r.pipe_uncertain_present, r.pipe_uncertain_absent, bank,
 		       r.ok ? "ok" : "VIOLATION",
 		       r.ok ? "" : " ",
 		       r.ok ? "" : r.violation);
@@ -295,6 +344,14 @@ int cmd_sim(int argc, char **argv)
 	       sum.pipe_lost, sum.pipe_streams, sum.pipe_timeouts,
 	       sum.pipe_late_drops, sum.pipe_uncertain_present,
 	       sum.pipe_uncertain_absent);
+	/* The bank, summed: transfers per mode ran/compare-failed/not
+	 * executed/unknown, reads, session retries. */
+	{
+		char bank[256];
+		bank_counts(&sum, bank, sizeof(bank));
+		printf("bank clients=%" PRIu64 " %s\n", (uint64_t)sum.banks,
+		       bank);
+	}
 	if (mutant) {
 		if (!caught)
 			printf("bug=%s NOT CAUGHT seeds=%" PRIu64 "-%" PRIu64

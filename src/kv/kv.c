@@ -108,6 +108,13 @@ struct kv *kv_create(const struct keel_alloc *a)
 	return kv;
 }
 
+#ifdef KEEL_MUTANTS
+void kv_set_mutant(struct kv *kv, int mutant)
+{
+	kv->mutant = mutant;
+}
+#endif
+
 /* With a frozen version live (FLUSHALL during a snapshot), an entry the
  * writer still needs is moved into its pre-images instead of being freed:
  * no allocation, so a flush cannot fail. */

@@ -127,7 +127,17 @@ struct kv {
 	 * header and the digest. Invariant: every mark <= revision. */
 	uint64_t create_marks[KV_CREATE_MARKS];
 	char errbuf[KV_ERRBUF]; /* formatted error replies */
+#ifdef KEEL_MUTANTS
+	int mutant; /* enum kv_mutant (kv_set_mutant), 0 = none */
+#endif
 };
+
+/* A planted bug in force (KEEL_MUTANTS builds only; false otherwise). */
+#ifdef KEEL_MUTANTS
+#define KV_MUTANT(kv, m) ((kv)->mutant == (int)(m))
+#else
+#define KV_MUTANT(kv, m) false
+#endif
 
 static inline unsigned kv_mark_bucket(uint64_t hash)
 {

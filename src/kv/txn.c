@@ -457,6 +457,10 @@ static int kv_txn_run(struct kv_ctx *c, int pos, int n)
 	}
 	c->r->array(c->rc, (size_t)n);
 	int rc = 0;
+	/* Planted bug (txn-partial): with more than one write command, stop
+	 * after the first; the rest answer OK without running. */
+	int writes = 0;
+	bool partial = KV_MUTANT(kv, KV_MUTANT_TXN_PARTIAL) && need > 1;
 	for (int i = 0, p = pos; i < n && !rc; i++) {
 		int k = 0;
 		(void)kv_txn_count(c->argv, c->lens, p, KV_MAX_ARGC, &k);
@@ -466,6 +470,13 @@ static int kv_txn_run(struct kv_ctx *c, int pos, int n)
 		sub.lens = c->lens + p + 1;
 		sub.cmd = kv_command_lookup(sub.argv[0], sub.lens[0]);
 		KEEL_ASSERT(sub.cmd != NULL);
+		if (partial && writes > 0) {
+			c->r->status(c->rc, "OK");
+			p += 1 + k;
+			continue;
+		}
+		if (sub.cmd->flags & KV_CMD_WRITE)
+			writes++;
 		rc = kv_journal_cmd(&j, sub.cmd, k, sub.argv, sub.lens);
 		if (!rc)
 			rc = sub.cmd->proc(&sub);
@@ -492,6 +503,8 @@ int kv_cmd_keel_exec(struct kv_ctx *c)
 	bool holds = true, syntax = true;
 	for (int i = 0; i < l.ncond && holds; i++)
 		holds = kv_watch_holds(c, l.cond_pos + 3 * i, &syntax);
+	if (KV_MUTANT(c->kv, KV_MUTANT_WATCH_BLIND))
+		holds = true; /* planted bug: the conditions are ignored */
 	if (!syntax) {
 		kv_txn_err(c, "bad watch condition");
 		return 0;

@@ -618,6 +618,8 @@ int node_create(const struct node_config *cfg, const struct env *env,
 		c->snap_max_sends = NODE_SNAP_SENDS;
 	if (!c->snap_retry_ns)
 		c->snap_retry_ns = c->retry_ns;
+	if (!c->max_inflight_writes || c->max_inflight_writes > NODE_DEDUP_WINDOW)
+		c->max_inflight_writes = NODE_DEDUP_WINDOW;
 	if (!c->snap_timeout_ns)
 		c->snap_timeout_ns = 10ull * KEEL_MAX(cfg->election_ticks, 1u) *
 				     cfg->tick_ns;
@@ -627,10 +629,7 @@ int node_create(const struct node_config *cfg, const struct env *env,
 	peer_limits_default(&n->limits, cfg->cluster_id);
 	kv_tape_init(&n->tape, a, n->cfg.max_tape_bytes);
 	int sm_rv = node_sm_init(&n->sm, a, n->cfg.max_tape_bytes);
-#ifdef KEEL_MUTANTS
-	n->sm.mutant = cfg->mutant;
-#endif
-	n->sm.no_order = NO_ORDER(n);
+	node_sm_set_mutant(&n->sm, n->cfg.mutant, NO_ORDER(n));
 	n->boot = env->rand.ops->next(env->rand.ctx);
 	n->dec = a->malloc(a->ctx, NODE_MAX_MSG_ENTRIES * sizeof(*n->dec));
 	n->pw_cap = 2 * cfg->max_pending;

@@ -112,6 +112,7 @@ struct pending_write {
 	uint64_t index;      /* LOCAL: where the proposal went */
 	uint8_t mode;
 	bool dead;           /* answered: a hole until compaction */
+	bool held;           /* waited for the window: never handed on yet */
 	bool queued;         /* in this turn's proposal queue, not proposed yet */
 	bool handed;         /* proposed or forwarded at least once */
 	bool acked;          /* FWD: a leader said it proposed it ... */
@@ -260,7 +261,8 @@ struct node {
 	struct peer_limits limits;
 	uint64_t boot; /* random per start: tells this run's proposals apart */
 	uint64_t stall_term; /* term in which a disk stall handed leadership on */
-	uint64_t next_seq;
+	uint64_t next_seq;  /* writes: the dedup window counts these */
+	uint64_t next_rseq; /* reads (their own numbers: no dedup) */
 	uint64_t next_read;
 	uint64_t timer;
 	uint64_t applied;
@@ -281,6 +283,7 @@ struct node {
 	struct fwd_read *fr;
 	uint32_t n_fr;
 	bool want_dispatch; /* something waits for a leader */
+	bool window_blocked; /* a write waits for older ones (the window) */
 	raft_id route_leader; /* the leader the last dispatch pass saw */
 
 	struct expire_inflight *ex;
@@ -338,6 +341,7 @@ static inline void node_log(struct node *n, int level, const char *msg)
 /* The program-order fix undone: the simulator's mutant, or the server's
  * --test-bug no-order (a real process under fault tests). */
 #define NO_ORDER(n) (MUTANT(n, NODE_MUTANT_NO_ORDER) || (n)->cfg.test_no_order)
+
 
 static inline void *xmalloc(struct node *n, size_t sz)
 {

@@ -195,6 +195,9 @@ void node_free_pw(struct node *n, uint32_t i)
 	n->pw[i].cmd = NULL;
 	n->pw[i].dead = true;
 	n->n_pw--;
+	/* the oldest may have gone: a write held for the window may go */
+	if (n->window_blocked && i == n->pw_lo)
+		n->want_dispatch = true;
 	while (n->pw_lo < n->pw_hi && n->pw[n->pw_lo].dead)
 		n->pw_lo++;
 	if (n->pw_lo == n->pw_hi)
@@ -529,6 +532,17 @@ static bool route_write(struct node *n, uint32_t i, raft_id leader)
 	struct pending_write *p = &n->pw[i];
 	if (leader == RAFT_NONE)
 		return false;
+	/* The bound of the dedup window (decision 9): never hand on a write
+	 * while one max_inflight_writes seqs older is unanswered, so a late
+	 * copy of that one can never be below the window. It waits here. */
+	if (!p->handed &&
+	    p->seq - n->pw[n->pw_lo].seq >= n->cfg.max_inflight_writes) {
+		if (!p->held)
+			n->stats.window_waits++;
+		p->held = true;
+		n->window_blocked = true;
+		return false;
+	}
 	if (leader != n->cfg.id) {
 		forward_write(n, p, leader);
 		return false;
@@ -596,6 +610,7 @@ static bool route_read(struct node *n, uint32_t i, raft_id leader)
 void node_dispatch_waiting(struct node *n)
 {
 	n->want_dispatch = false;
+	n->window_blocked = false;
 	raft_id leader = known_leader(n);
 	struct raft_status st;
 	raft_status(n->raft, &st);
@@ -649,7 +664,10 @@ void node_expire_timeouts(struct node *n)
 		    MUTANT(n, NODE_MUTANT_NO_WRITE_TIMEOUT))
 			continue;
 		uint64_t cookie = p->cookie;
-		int status = p->handed ? NODE_UNKNOWN : NODE_NOT_LEADER;
+		/* never handed on: waited for a leader, or for the window */
+		int status = p->handed ? NODE_UNKNOWN
+			     : p->held ? NODE_DROPPED
+				       : NODE_NOT_LEADER;
 		node_free_pw(n, i);
 		node_answer(n, cookie, status, 0, NULL, 0);
 	}
@@ -875,7 +893,7 @@ int node_request_read(struct node *n, const struct node_request *req)
 		return 0;
 	}
 	struct pending_read p = {.cookie = req->cookie,
-				 .seq = ++n->next_seq,
+				 .seq = ++n->next_rseq,
 				 .deadline = now_ns(n) +
 					     n->cfg.request_timeout_ns,
 				 .state = R_WAIT};

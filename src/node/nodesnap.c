@@ -441,6 +441,8 @@ static int sect_bytes(struct node_snap_reader *r, const uint8_t *buf,
 		      size_t take)
 {
 	if (r->tag == NODE_SNAP_TAG_DEDUP || r->tag == NODE_SNAP_TAG_STREAMS) {
+		/* their lengths were checked equal to their fixed sizes */
+		KEEL_ASSERT(r->sect_pos + take <= sizeof(r->sbuf));
 		memcpy(r->sbuf + r->sect_pos, buf, take);
 		return 0;
 	}

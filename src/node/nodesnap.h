@@ -23,11 +23,11 @@
 
 /* ---- the dedup window (docs/architecture.md decision 9) -------------------
  * Kept here because it is part of the payload; node.c owns the logic. */
-#define NODE_DEDUP_WINDOW 1024u
+#define NODE_DEDUP_WINDOW 4096u
 #define NODE_DEDUP_WORDS (NODE_DEDUP_WINDOW / 64u)
 #define NODE_DEDUP_BOOTS 4u
 #define NODE_DEDUP_RECS 64u
-#define NODE_DEDUP_REC_BYTES 160u
+#define NODE_DEDUP_REC_BYTES (32u + NODE_DEDUP_WINDOW / 8u) /* 544 */
 /* Program order per stream (decision 16): per (origin, boot) the highest
  * seq applied of each of up to NODE_DEDUP_STREAMS streams; a stream pushed
  * out raises stream_floor to its hw. */
@@ -72,7 +72,7 @@ struct node_dedup_rec {
 #define NODE_SNAP_SECT_CRC 4u
 
 enum node_snap_tag {
-	NODE_SNAP_TAG_DEDUP = 1,    /* v1: u32 window, u32 recs, recs x 160 */
+	NODE_SNAP_TAG_DEDUP = 1,    /* v1: u32 window, u32 recs, recs x 544 */
 	NODE_SNAP_TAG_STREAMS = 2,  /* v1: recs x 520 (program order) */
 	NODE_SNAP_TAG_SESSIONS = 3, /* v1: session.c's encoding */
 	NODE_SNAP_TAG_KV = 100,     /* the kv snapshot (docs/kv.md) */
@@ -174,7 +174,10 @@ struct node_snap_reader {
 	void *sess_ctx;
 	uint8_t fixed[NODE_SNAP_FIXED];
 	uint8_t shdr[NODE_SNAP_SECT_HDR]; /* the section header being read */
-	uint8_t sbuf[NODE_SNAP_STREAMS_BYTES]; /* a fixed-size section */
+	/* a fixed-size section: the larger of dedup and streams */
+	uint8_t sbuf[NODE_SNAP_DEDUP_BYTES > NODE_SNAP_STREAMS_BYTES
+			     ? NODE_SNAP_DEDUP_BYTES
+			     : NODE_SNAP_STREAMS_BYTES];
 	uint8_t kv_head[NODE_SNAP_KV_HEAD];
 	uint8_t crcbuf[4];
 	struct node_snap_head head; /* valid once head_done */

@@ -89,6 +89,14 @@ int session_check(struct session_table *t, uint64_t id, uint64_t seq,
 int session_record(struct session_table *t, uint64_t id, uint64_t seq,
 		   const uint8_t *tape, size_t len);
 
+#ifdef KEEL_MUTANTS
+/* Planted bug for the simulator (keel sim --mutant session-wrong-reply):
+ * session_check answers a seq with whatever reply its slot holds, without
+ * comparing the slot's seq (so a new seq may get an older seq's reply). */
+enum { SESSION_MUTANT_WRONG_REPLY = 1 };
+void session_set_mutant(struct session_table *t, int mutant);
+#endif
+
 /* A digest of the whole table (sessions in id order). */
 uint64_t session_digest(const struct session_table *t);
 

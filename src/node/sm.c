@@ -39,6 +39,35 @@ void node_sm_fini(struct node_sm *sm)
 	sm->sessions = NULL;
 }
 
+/* Hands the replicated-state mutants (KEEL_MUTANTS builds) to kv and the
+ * session table: whenever either is (re)placed. */
+static void set_mutants(struct node_sm *sm)
+{
+#ifdef KEEL_MUTANTS
+	if (sm->kv)
+		kv_set_mutant(sm->kv,
+			      SM_MUTANT(sm, NODE_MUTANT_TXN_PARTIAL)
+				      ? KV_MUTANT_TXN_PARTIAL
+			      : SM_MUTANT(sm, NODE_MUTANT_WATCH_BLIND)
+				      ? KV_MUTANT_WATCH_BLIND
+				      : 0);
+	if (sm->sessions)
+		session_set_mutant(sm->sessions,
+				   SM_MUTANT(sm, NODE_MUTANT_SESSION_WRONG_REPLY)
+					   ? SESSION_MUTANT_WRONG_REPLY
+					   : 0);
+#else
+	(void)sm;
+#endif
+}
+
+void node_sm_set_mutant(struct node_sm *sm, int mutant, bool no_order)
+{
+	sm->mutant = mutant;
+	sm->no_order = no_order;
+	set_mutants(sm);
+}
+
 void node_sm_replace(struct node_sm *sm, struct kv *kv,
 		     const struct node_dedup_rec *dedup,
 		     struct session_table *sessions)
@@ -48,6 +77,7 @@ void node_sm_replace(struct node_sm *sm, struct kv *kv,
 	memcpy(sm->dedup, dedup, sizeof(sm->dedup));
 	session_table_destroy(sm->sessions);
 	sm->sessions = sessions;
+	set_mutants(sm);
 }
 
 /* ---- the dedup window (replicated state) ---------------------------------- */

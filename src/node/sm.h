@@ -60,6 +60,10 @@ int node_sm_apply(struct node_sm *sm, const struct node_entry_hdr *h,
  * same log prefix have equal digests. */
 uint64_t node_sm_digest(const struct node_sm *sm);
 
+/* The planted bugs it plays (KEEL_MUTANTS builds: enum node_mutant; the
+ * server's --test-bug no-order sets no_order in any build). */
+void node_sm_set_mutant(struct node_sm *sm, int mutant, bool no_order);
+
 /* Installs a snapshot's state (taking kv and sessions, copying dedup). */
 void node_sm_replace(struct node_sm *sm, struct kv *kv,
 		     const struct node_dedup_rec *dedup,

@@ -1240,6 +1240,9 @@ static void info_text(struct server *s, const struct resp_command *cmd,
 		tx(t, "expire_proposed:%" PRIu64 "\r\n", ns.expire_proposed);
 		tx(t, "dedup_skipped:%" PRIu64 "\r\n", ns.dedup_skipped);
 		tx(t, "order_refused:%" PRIu64 "\r\n", ns.order_refused);
+		tx(t, "window_waits:%" PRIu64 "\r\n", ns.window_waits);
+		tx(t, "session_runs:%" PRIu64 "\r\n", ns.session_runs);
+		tx(t, "session_dups:%" PRIu64 "\r\n", ns.session_dups);
 		tx(t, "node_batch_runs:%" PRIu64 "\r\n", ns.batch_runs);
 		tx(t, "node_batched_requests:%" PRIu64 "\r\n", ns.batched_requests);
 		tx(t, "node_batch_max:%" PRIu64 "\r\n", ns.batch_max);

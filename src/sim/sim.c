@@ -46,6 +46,13 @@
 /* A pipelining client's cookies: this bit, its index above bit 48, a
  * counter below (a plain client's are its index above bit 40). */
 #define SIM_PIPE_COOKIE (1ull << 63)
+#define SIM_MAX_BANKS 3   /* bank clients per run */
+/* A bank client's cookies: this bit, its index above bit 48, a counter
+ * below. */
+#define SIM_BANK_COOKIE (1ull << 62)
+#define SIM_BANK_ARGS 48
+#define SIM_BANK_BYTES 640
+#define SIM_BANK_RETRIES 3 /* session retries of one (sid, seq) at most */
 
 enum ev_type {
 	EV_DELIVER = 1,
@@ -64,6 +71,10 @@ enum ev_type {
 	EV_PIPE_REPLY,   /* ... its answer reaches the client */
 	EV_PIPE_TIMEOUT, /* the oldest write in flight may be overdue */
 	EV_PIPE_CONNECT, /* a pipelining client (re)connects */
+	EV_BANK_REQ,     /* a bank client's request reaches its node */
+	EV_BANK_REPLY,   /* ... its answer reaches the client */
+	EV_BANK_TIMEOUT, /* its request may be overdue */
+	EV_BANK_NEXT,    /* it may start its next operation */
 };
 
 struct sim_event {
@@ -90,6 +101,14 @@ struct sim_pipe_msg {
 	uint8_t key_len, val_len;
 	char key[24];
 	char val[24];
+};
+
+/* A bank client's request: argv as counted bytes. */
+struct sim_bank_msg {
+	uint64_t cookie;
+	uint32_t argc, used;
+	uint32_t lens[SIM_BANK_ARGS];
+	uint8_t data[SIM_BANK_BYTES];
 };
 
 struct sim_req {
@@ -211,6 +230,43 @@ struct sim_pipe {
 	uint32_t n_fl;
 };
 
+/* A bank client (docs/testing.md, "The bank"): one operation at a time,
+ * each one or a few requests (a read of all balances; a transfer's reads
+ * and then its transaction). */
+enum bank_step {
+	BK_INIT = 1, /* KEEL.TXN IF 1 a0 EXISTS = 0 THEN MSET every account */
+	BK_REGISTER, /* KEEL.SESSION REGISTER TTL ... */
+	BK_READ_TXN, /* KEEL.TXN THEN n (GET a_i)... */
+	BK_READ_EXEC, /* KEEL.EXEC 0 n (GET a_i)... */
+	BK_WREVS,    /* KEEL.WATCH-REVS from to */
+	BK_MGET,     /* MGET from to (after the WATCH) */
+	BK_EXEC,     /* KEEL.EXEC 2 (from m R) (to m R) 3 SET SET APPEND */
+	BK_GETREV0,  /* KEEL.GETREV from */
+	BK_GETREV1,  /* KEEL.GETREV to */
+	BK_TXN,      /* KEEL.TXN IF 2 .. MOD = .. THEN 3 SET SET APPEND */
+	BK_RUN,      /* KEEL.RUN sid seq KEEL.TXN ... */
+};
+
+struct sim_bankc {
+	uint32_t idx;
+	bool busy;          /* an operation is in progress */
+	bool timeout_armed;
+	uint8_t step, mode;
+	uint64_t ops;       /* operations started (the budget) */
+	uint64_t seq;       /* cookie counter */
+	uint64_t cookie;    /* the current attempt's */
+	uint64_t deadline;  /* of the current request */
+	raft_id guess;
+	uint64_t sid, sseq; /* session: id (0 = none yet), last seq used */
+	uint32_t retries;   /* session: retries of the current (sid, seq) */
+	bool ambiguous;     /* session: an attempt may have run */
+	uint64_t xfer;      /* the transfer in progress (its id) */
+	uint32_t from, to;
+	uint64_t rev, mod[2];
+	int64_t val[2];
+	struct sim_bank_msg msg; /* the current request */
+};
+
 struct sim_ack {
 	uint64_t index;
 	uint64_t hash;
@@ -265,6 +321,15 @@ struct sim {
 	struct sim_order order;
 	uint64_t pipe_budget;
 	uint32_t pipe_busy; /* writes in flight, all pipes */
+	/* Bank clients: their own randomness (seeded after the pipes'), the
+	 * accounts and what the clients learned (bank.c), the operations
+	 * each may start in all, the clients with one in progress. */
+	struct keel_rand bank_rand;
+	uint32_t n_banks;
+	struct sim_bankc banks[SIM_MAX_BANKS];
+	struct sim_bank bank;
+	uint64_t bank_budget;
+	uint32_t bank_busy;
 	uint32_t next_process;
 	uint64_t ops_left;
 	uint32_t busy_clients;
@@ -890,6 +955,7 @@ static void on_reply(void *ctx, const struct node_reply *rep);
 static void pipes_node_down(struct sim *s, struct sim_node *n);
 static bool deferred(struct sim *s, struct sim_node *n, struct sim_event *ev);
 static void pipes_pump(struct sim *s);
+static void banks_pump(struct sim *s);
 
 static int start_node(struct sim *s, struct sim_node *n)
 {
@@ -939,6 +1005,8 @@ static void add_node_stats(struct sim *s, const struct node_stats *ns,
 	r->snap_verify_failed += ns->snap_verify_failed;
 	r->snap_installs += ns->snap_installs;
 	r->snap_restores += ns->snap_restored;
+	r->session_dups += ns->session_dups;
+	r->session_runs += ns->session_runs;
 }
 
 /* A recovery gave back less than was synced: the store lost data. */
@@ -1148,6 +1216,7 @@ static void client_next(struct sim *s, struct sim_client *c)
 	} else {
 		s->ops_left--;
 		pipes_pump(s);
+		banks_pump(s);
 		uint64_t p = keel_rand_below(r, 100);
 		c->req.op = p < 30   ? SIM_OP_GET
 			    : p < 50 ? SIM_OP_PUT
@@ -1433,8 +1502,9 @@ static void on_reply(void *ctx, const struct node_reply *rep)
 	struct sim_node *n = ctx;
 	struct sim *s = n->sim;
 	bool pipe = rep->cookie & SIM_PIPE_COOKIE;
+	bool bank = !pipe && (rep->cookie & SIM_BANK_COOKIE);
 	uint64_t ci = rep->cookie >> 40;
-	if (!pipe && ci <= s->n_clients) {
+	if (!pipe && !bank && ci <= s->n_clients) {
 		struct sim_client *c = &s->clients[ci];
 		if (c->held_node == n->idx + 1 && c->held_cookie == rep->cookie)
 			check_hold(s, c, true);
@@ -1456,16 +1526,21 @@ static void on_reply(void *ctx, const struct node_reply *rep)
 	rp->tape_len = (uint32_t)tl;
 	if (tl)
 		memcpy(rp->tape, rep->tape, tl);
-	/* A pipelining client's latency comes from its own stream, so the
-	 * plain clients draw what they always drew. */
+	/* A pipelining or bank client's latency comes from its own stream,
+	 * so the plain clients draw what they always drew. */
 	uint64_t d = s->lat_min +
-		     keel_rand_below(pipe ? &s->pipe_rand : &s->client_rand,
+		     keel_rand_below(pipe   ? &s->pipe_rand
+				     : bank ? &s->bank_rand
+					    : &s->client_rand,
 				     s->lat_jitter + 1);
 	push(s, (struct sim_event){
 			.time = s->now + d,
-			.type = pipe ? EV_PIPE_REPLY : EV_CLIENT_REPLY,
-			.a = pipe ? (rep->cookie & ~SIM_PIPE_COOKIE) >> 48
-				  : rep->cookie >> 40,
+			.type = pipe   ? EV_PIPE_REPLY
+				: bank ? EV_BANK_REPLY
+				       : EV_CLIENT_REPLY,
+			.a = pipe   ? (rep->cookie & ~SIM_PIPE_COOKIE) >> 48
+			     : bank ? (rep->cookie & ~SIM_BANK_COOKIE) >> 48
+				    : rep->cookie >> 40,
 			.p = rp});
 }
 
@@ -1765,6 +1840,660 @@ static void pipe_timeout(struct sim *s, struct sim_pipe *p)
 	}
 	s->res->pipe_timeouts++;
 	pipe_reset(s, p, "timeout", 0);
+}
+
+/* ---- bank clients ------------------------------------------------------------------ */
+
+/*
+ * Issue 12 §6: Jepsen's bank workload. 1-3 bank clients (drawn from a
+ * random stream of their own, seeded after every other one) move money
+ * between N accounts b.a0.. seeded with a total by one conditional
+ * transaction, each transfer also appending "<id>," to the ledger b.l in
+ * the same transaction, by three means: (a) KEEL.WATCH-REVS, MGET, then
+ * KEEL.EXEC with the watch conditions (what the server builds for WATCH /
+ * MULTI / EXEC); (b) KEEL.GETREV of both, then KEEL.TXN IF both MOD = ..
+ * THEN SET SET APPEND; (c) the same KEEL.TXN inside KEEL.RUN sid seq of a
+ * session, retried at the same (sid, seq) -- at any node -- after an
+ * uncertain answer, so the retry's reply is the one run's. Reads of every
+ * balance are one KEEL.TXN of GETs or one KEEL.EXEC with no watch.
+ * sim_check_bank (bank.c) judges it all at the end.
+ */
+
+static void bank_arg(struct sim_bankc *b, const char *p, size_t len)
+{
+	struct sim_bank_msg *m = &b->msg;
+	KEEL_ASSERT(m->argc < SIM_BANK_ARGS && m->used + len <= SIM_BANK_BYTES);
+	memcpy(m->data + m->used, p, len);
+	m->lens[m->argc++] = (uint32_t)len;
+	m->used += (uint32_t)len;
+}
+
+static void bank_args(struct sim_bankc *b, const char *words)
+{
+	/* Space-separated words (no empty ones). */
+	const char *p = words;
+	while (*p) {
+		const char *e = strchr(p, ' ');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+		bank_arg(b, p, len);
+		p += len;
+		while (*p == ' ')
+			p++;
+	}
+}
+
+__attribute__((format(printf, 2, 3))) static void
+bank_argf(struct sim_bankc *b, const char *fmt, ...);
+
+static void bank_argf(struct sim_bankc *b, const char *fmt, ...)
+{
+	char w[128];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(w, sizeof(w), fmt, ap);
+	va_end(ap);
+	bank_args(b, w);
+}
+
+static void bank_arm_timeout(struct sim *s, struct sim_bankc *b)
+{
+	if (b->timeout_armed)
+		return;
+	b->timeout_armed = true;
+	push(s, (struct sim_event){.time = b->deadline,
+				   .type = EV_BANK_TIMEOUT,
+				   .a = b->idx});
+}
+
+/* Sends the current request (again, after NOT_LEADER or as a session
+ * retry) to node id `to` as a new attempt. */
+static void bank_send(struct sim *s, struct sim_bankc *b, raft_id to)
+{
+	b->cookie = SIM_BANK_COOKIE | ((uint64_t)b->idx << 48) | ++b->seq;
+	struct sim_bank_msg *m = malloc(sizeof(*m));
+	KEEL_ASSERT(m != NULL);
+	*m = b->msg;
+	m->cookie = b->cookie;
+	uint64_t d = s->lat_min + keel_rand_below(&s->bank_rand,
+						  s->lat_jitter + 1);
+	if (tracing(s)) {
+		char w[200];
+		size_t k = 0, off = 0;
+		for (uint32_t i = 0; i < m->argc && k + 2 < sizeof(w); i++) {
+			size_t l = KEEL_MIN((size_t)m->lens[i],
+					    sizeof(w) - k - 2);
+			if (i)
+				w[k++] = ' ';
+			memcpy(w + k, m->data + off, l);
+			k += l;
+			off += m->lens[i];
+		}
+		w[k] = 0;
+		trace(s, "bank %u send node %u %s", b->idx, (unsigned)to, w);
+	}
+	push(s, (struct sim_event){.time = s->now + d,
+				   .type = EV_BANK_REQ,
+				   .node = (uint8_t)(to - 1),
+				   .p = m});
+	bank_arm_timeout(s, b);
+}
+
+static raft_id bank_pick(struct sim *s, struct sim_bankc *b)
+{
+	if (b->guess && keel_rand_below(&s->bank_rand, 2))
+		return b->guess;
+	return 1 + keel_rand_below(&s->bank_rand, s->n_nodes);
+}
+
+/* A new request of the operation: its own deadline. */
+static void bank_step(struct sim *s, struct sim_bankc *b, int step)
+{
+	b->step = (uint8_t)step;
+	b->deadline = s->now + s->client_timeout;
+	bank_send(s, b, bank_pick(s, b));
+}
+
+static bool bank_may_start(struct sim *s, struct sim_bankc *b)
+{
+	if (b->busy || s->liveness || s->ops_left == 0 || !s->opt.ops)
+		return false;
+	uint64_t started = s->opt.ops - s->ops_left;
+	return b->ops < s->bank_budget * started / s->opt.ops + 1;
+}
+
+static void bank_begin(struct sim *s, struct sim_bankc *b)
+{
+	struct keel_rand *r = &s->bank_rand;
+	struct sim_bank *bk = &s->bank;
+	b->busy = true;
+	s->bank_busy++;
+	b->ops++;
+	b->msg.argc = b->msg.used = 0;
+	b->xfer = 0;
+	b->retries = 0;
+	b->ambiguous = false;
+	if (!bk->init_acked) {
+		/* Seed every account in one transaction, once: a retry (or
+		 * another client's) finds a0 present and runs nothing. */
+		bank_argf(b, "KEEL.TXN IF 1 b.a0 EXISTS = 0 THEN 1 %u MSET",
+			  1 + 2 * bk->n_accts);
+		for (uint32_t i = 0; i < bk->n_accts; i++)
+			bank_argf(b, "b.a%u %lld", i, (long long)bk->init[i]);
+		bank_step(s, b, BK_INIT);
+		return;
+	}
+	uint64_t p = keel_rand_below(r, 100);
+	if (p < 25) {
+		bool exec = keel_rand_below(r, 2);
+		bank_args(b, exec ? "KEEL.EXEC 0" : "KEEL.TXN THEN");
+		bank_argf(b, "%u", bk->n_accts);
+		for (uint32_t i = 0; i < bk->n_accts; i++)
+			bank_argf(b, "2 GET b.a%u", i);
+		bank_step(s, b, exec ? BK_READ_EXEC : BK_READ_TXN);
+		return;
+	}
+	b->mode = (uint8_t)keel_rand_below(r, SIM_BANK_MODES);
+	b->from = (uint32_t)keel_rand_below(r, bk->n_accts);
+	b->to = (b->from + 1 + (uint32_t)keel_rand_below(r, bk->n_accts - 1)) %
+		bk->n_accts;
+	if (b->mode == SIM_BANK_SESSION && !b->sid) {
+		bank_args(b, "KEEL.SESSION REGISTER TTL 86400000");
+		bank_step(s, b, BK_REGISTER);
+		return;
+	}
+	if (b->mode == SIM_BANK_WATCH) {
+		bank_argf(b, "KEEL.WATCH-REVS b.a%u b.a%u", b->from, b->to);
+		bank_step(s, b, BK_WREVS);
+	} else {
+		bank_argf(b, "KEEL.GETREV b.a%u", b->from);
+		bank_step(s, b, BK_GETREV0);
+	}
+}
+
+static void bank_end(struct sim *s, struct sim_bankc *b)
+{
+	KEEL_ASSERT(b->busy);
+	b->busy = false;
+	s->bank_busy--;
+	push(s, (struct sim_event){
+			.time = s->now + keel_rand_below(&s->bank_rand,
+							 200 * US),
+			.type = EV_BANK_NEXT,
+			.a = b->idx});
+}
+
+static void bank_next(struct sim *s, struct sim_bankc *b)
+{
+	if (bank_may_start(s, b))
+		bank_begin(s, b);
+}
+
+static void banks_pump(struct sim *s)
+{
+	for (uint32_t i = 0; i < s->n_banks; i++)
+		bank_next(s, &s->banks[i]);
+}
+
+/* The transfer, once both balances are known: from the richer side of
+ * the pair when `from` is empty; nothing when both are. */
+static void bank_transfer(struct sim *s, struct sim_bankc *b)
+{
+	struct sim_bank *bk = &s->bank;
+	if (b->val[0] <= 0) {
+		uint32_t t = b->from;
+		b->from = b->to;
+		b->to = t;
+		int64_t v = b->val[0];
+		b->val[0] = b->val[1];
+		b->val[1] = v;
+		uint64_t m = b->mod[0];
+		b->mod[0] = b->mod[1];
+		b->mod[1] = m;
+	}
+	if (b->val[0] <= 0 || b->val[1] < 0) {
+		s->res->bank_skipped++;
+		bank_end(s, b);
+		return;
+	}
+	int64_t amount =
+		1 + (int64_t)keel_rand_below(&s->bank_rand,
+					     (uint64_t)KEEL_MIN(b->val[0], 20));
+	b->xfer = sim_bank_xfer(bk, b->idx, b->mode, b->from, b->to, amount);
+	b->msg.argc = b->msg.used = 0;
+	if (b->mode == SIM_BANK_WATCH) {
+		bank_argf(b, "KEEL.EXEC 2 b.a%u %llu %llu", b->from,
+			  (unsigned long long)b->mod[0],
+			  (unsigned long long)b->rev);
+		bank_argf(b, "b.a%u %llu %llu 3", b->to,
+			  (unsigned long long)b->mod[1],
+			  (unsigned long long)b->rev);
+	} else {
+		if (b->mode == SIM_BANK_SESSION) {
+			/* Seqs grow with gaps (as when workers share a
+			 * session), below the table's window of 64. */
+			b->sseq += 1 + keel_rand_below(&s->bank_rand, 48);
+			bank_argf(b, "KEEL.RUN %llu %llu",
+				  (unsigned long long)b->sid,
+				  (unsigned long long)b->sseq);
+		}
+		bank_argf(b, "KEEL.TXN IF 2 b.a%u MOD = %llu", b->from,
+			  (unsigned long long)b->mod[0]);
+		bank_argf(b, "b.a%u MOD = %llu THEN 3", b->to,
+			  (unsigned long long)b->mod[1]);
+	}
+	bank_argf(b, "3 SET b.a%u %lld", b->from,
+		  (long long)(b->val[0] - amount));
+	bank_argf(b, "3 SET b.a%u %lld", b->to,
+		  (long long)(b->val[1] + amount));
+	bank_argf(b, "3 APPEND b.l %llu,", (unsigned long long)b->xfer);
+	bank_step(s, b, b->mode == SIM_BANK_WATCH  ? BK_EXEC
+			: b->mode == SIM_BANK_TXN ? BK_TXN
+						  : BK_RUN);
+}
+
+/* A reply tape, flattened: every value in order, arrays as their count. */
+struct btok {
+	char kind; /* 's' 'e' 'i' 'b' 'n' 'a' */
+	int64_t num;
+	const uint8_t *p;
+	size_t len;
+};
+struct bcollect {
+	struct btok t[SIM_BANK_ARGS];
+	uint32_t n;
+	bool over;
+};
+
+static void bc_add(void *ctx, char kind, int64_t num, const uint8_t *p,
+		   size_t len)
+{
+	struct bcollect *bc = ctx;
+	if (bc->n == SIM_BANK_ARGS) {
+		bc->over = true;
+		return;
+	}
+	bc->t[bc->n++] = (struct btok){kind, num, p, len};
+}
+static void bc_status(void *ctx, const char *str)
+{
+	bc_add(ctx, 's', 0, (const uint8_t *)str, strlen(str));
+}
+static void bc_error(void *ctx, const char *str)
+{
+	bc_add(ctx, 'e', 0, (const uint8_t *)str, strlen(str));
+}
+static void bc_integer(void *ctx, int64_t v)
+{
+	bc_add(ctx, 'i', v, NULL, 0);
+}
+static void bc_bulk(void *ctx, const uint8_t *p, size_t len)
+{
+	bc_add(ctx, 'b', 0, p, len);
+}
+static void bc_null(void *ctx)
+{
+	bc_add(ctx, 'n', 0, NULL, 0);
+}
+static void bc_array(void *ctx, size_t n)
+{
+	bc_add(ctx, 'a', (int64_t)n, NULL, 0);
+}
+static const struct kv_reply_ops bcollect_ops = {bc_status, bc_error,
+						 bc_integer, bc_bulk,
+						 bc_null, bc_array};
+
+/* A balance: a bulk holding a decimal integer. */
+static bool bank_num(const struct btok *t, int64_t *out)
+{
+	if (t->kind != 'b' || t->len == 0 || t->len > 19)
+		return false;
+	int64_t v = 0;
+	size_t i = 0;
+	bool neg = t->p[0] == '-';
+	if (neg)
+		i++;
+	if (i == t->len)
+		return false;
+	for (; i < t->len; i++) {
+		if (t->p[i] < '0' || t->p[i] > '9')
+			return false;
+		v = v * 10 + (t->p[i] - '0');
+	}
+	*out = neg ? -v : v;
+	return true;
+}
+
+static void bank_bad_reply(struct sim *s, struct sim_bankc *b,
+			   const struct bcollect *bc, const char *why)
+{
+	char d[240];
+	int k = snprintf(d, sizeof(d), "seed %llu bank client %u step %u: %s",
+			 (unsigned long long)s->opt.seed, b->idx, b->step, why);
+	if (bc->n && bc->t[0].kind == 'e' && k > 0 && (size_t)k < sizeof(d))
+		snprintf(d + k, sizeof(d) - (size_t)k, ": -%.*s",
+			 (int)KEEL_MIN(bc->t[0].len, 120), bc->t[0].p);
+	sim_checker_fail(&s->chk, "bank-reply", d);
+}
+
+/* A transfer's transaction answered: [flag, [OK, OK, len]] (KEEL.TXN) or
+ * [OK, OK, len] / nil (KEEL.EXEC). */
+static void bank_xfer_answer(struct sim *s, struct sim_bankc *b,
+			     const struct bcollect *bc)
+{
+	struct sim_xfer *x = sim_bank_get(&s->bank, b->xfer);
+	KEEL_ASSERT(x != NULL);
+	const struct btok *t = bc->t;
+	bool ran;
+	uint32_t sub;
+	if (b->step == BK_EXEC) {
+		ran = bc->n >= 1 && t[0].kind == 'a';
+		sub = 0;
+		if (!ran && !(bc->n == 1 && t[0].kind == 'n')) {
+			bank_bad_reply(s, b, bc, "KEEL.EXEC: not an array or nil");
+			return;
+		}
+	} else {
+		if (bc->n < 3 || t[0].kind != 'a' || t[0].num != 2 ||
+		    t[1].kind != 'i' || (t[1].num != 0 && t[1].num != 1) ||
+		    t[2].kind != 'a') {
+			bank_bad_reply(s, b, bc, "KEEL.TXN: not [flag, [..]]");
+			return;
+		}
+		ran = t[1].num == 1;
+		sub = 2;
+	}
+	if (ran) {
+		/* The APPEND's reply is the third: the ledger's length. A
+		 * reply that carries no length leaves 0, which no ledger
+		 * position matches. */
+		x->len = 0;
+		if (t[sub].num == 3 && bc->n == sub + 4 &&
+		    t[sub + 3].kind == 'i' && t[sub + 3].num > 0)
+			x->len = (uint64_t)t[sub + 3].num;
+		x->state = SIM_XFER_OK;
+		s->res->bank_ok[b->mode]++;
+	} else {
+		x->state = SIM_XFER_FAILED;
+		s->res->bank_failed[b->mode]++;
+	}
+	x->retries = b->retries;
+	x->retry_answered = b->retries > 0;
+	if (b->retries)
+		s->res->bank_retry_definite++;
+	if (tracing(s))
+		trace(s, "bank %u transfer %llu %s len=%llu retries=%u", b->idx,
+		      (unsigned long long)b->xfer,
+		      sim_xfer_state_name(x->state),
+		      (unsigned long long)x->len, b->retries);
+	bank_end(s, b);
+}
+
+static void bank_ok(struct sim *s, struct sim_bankc *b,
+		    const struct bcollect *bc)
+{
+	struct sim_bank *bk = &s->bank;
+	const struct btok *t = bc->t;
+	if (bc->over) {
+		bank_bad_reply(s, b, bc, "reply too long");
+		return;
+	}
+	if (bc->n && t[0].kind == 'e') {
+		bank_bad_reply(s, b, bc, "error reply");
+		return;
+	}
+	switch (b->step) {
+	case BK_INIT:
+		if (bc->n < 2 || t[0].kind != 'a' || t[1].kind != 'i') {
+			bank_bad_reply(s, b, bc, "seeding: not [flag, [..]]");
+			return;
+		}
+		bk->init_acked = true;
+		bank_end(s, b);
+		return;
+	case BK_REGISTER:
+		if (bc->n != 1 || t[0].kind != 'i' || t[0].num <= 0) {
+			bank_bad_reply(s, b, bc, "REGISTER: not an id");
+			return;
+		}
+		b->sid = (uint64_t)t[0].num;
+		b->sseq = 0;
+		bank_end(s, b);
+		return;
+	case BK_READ_TXN:
+	case BK_READ_EXEC: {
+		uint32_t at = b->step == BK_READ_TXN ? 3 : 1;
+		if (b->step == BK_READ_TXN &&
+		    (bc->n < 3 || t[0].kind != 'a' || t[1].kind != 'i' ||
+		     t[1].num != 1)) {
+			bank_bad_reply(s, b, bc, "read: not [1, [..]]");
+			return;
+		}
+		if (bc->n != at + bk->n_accts || t[at - 1].kind != 'a' ||
+		    t[at - 1].num != (int64_t)bk->n_accts) {
+			bank_bad_reply(s, b, bc, "read: not one value per "
+						 "account");
+			return;
+		}
+		int64_t bal[SIM_BANK_MAX_ACCTS] = {0};
+		uint32_t absent = 0;
+		for (uint32_t i = 0; i < bk->n_accts; i++) {
+			if (t[at + i].kind == 'n')
+				absent |= 1u << i;
+			else if (!bank_num(&t[at + i], &bal[i])) {
+				bank_bad_reply(s, b, bc, "read: a balance "
+							 "is not a number");
+				return;
+			}
+		}
+		sim_bank_read(bk, b->idx, b->step == BK_READ_EXEC, bal, absent);
+		s->res->bank_reads++;
+		bank_end(s, b);
+		return;
+	}
+	case BK_WREVS:
+		if (bc->n != 4 || t[0].kind != 'a' || t[1].kind != 'i' ||
+		    t[2].kind != 'i' || t[3].kind != 'i') {
+			bank_bad_reply(s, b, bc, "WATCH-REVS: not [R, m, m]");
+			return;
+		}
+		b->rev = (uint64_t)t[1].num;
+		b->mod[0] = (uint64_t)t[2].num;
+		b->mod[1] = (uint64_t)t[3].num;
+		if (!b->mod[0] || !b->mod[1]) { /* an account absent */
+			bank_end(s, b);
+			return;
+		}
+		b->msg.argc = b->msg.used = 0;
+		bank_argf(b, "MGET b.a%u b.a%u", b->from, b->to);
+		bank_step(s, b, BK_MGET);
+		return;
+	case BK_MGET:
+		if (bc->n != 3 || t[0].kind != 'a') {
+			bank_bad_reply(s, b, bc, "MGET: not two values");
+			return;
+		}
+		if (t[1].kind == 'n' || t[2].kind == 'n') {
+			bank_end(s, b);
+			return;
+		}
+		if (!bank_num(&t[1], &b->val[0]) ||
+		    !bank_num(&t[2], &b->val[1])) {
+			bank_bad_reply(s, b, bc, "MGET: not numbers");
+			return;
+		}
+		bank_transfer(s, b);
+		return;
+	case BK_GETREV0:
+	case BK_GETREV1: {
+		if (bc->n == 1 && t[0].kind == 'n') {
+			bank_end(s, b);
+			return;
+		}
+		uint32_t w = b->step == BK_GETREV1;
+		if (bc->n != 5 || t[0].kind != 'a' || t[3].kind != 'i' ||
+		    !bank_num(&t[1], &b->val[w])) {
+			bank_bad_reply(s, b, bc, "GETREV: not [value, c, m, v]");
+			return;
+		}
+		b->mod[w] = (uint64_t)t[3].num;
+		if (!w) {
+			b->msg.argc = b->msg.used = 0;
+			bank_argf(b, "KEEL.GETREV b.a%u", b->to);
+			bank_step(s, b, BK_GETREV1);
+			return;
+		}
+		bank_transfer(s, b);
+		return;
+	}
+	default:
+		bank_xfer_answer(s, b, bc);
+		return;
+	}
+}
+
+/* The current request ended without an answer to play: not executed
+ * (NODE_DROPPED), uncertain (NODE_UNKNOWN) or no answer in time. */
+static void bank_no_answer(struct sim *s, struct sim_bankc *b, bool not_run)
+{
+	struct sim_xfer *x = b->xfer ? sim_bank_get(&s->bank, b->xfer) : NULL;
+	switch (b->step) {
+	case BK_EXEC:
+	case BK_TXN:
+		x->state = not_run ? SIM_XFER_NOT_EXECUTED : SIM_XFER_UNKNOWN;
+		if (not_run)
+			s->res->bank_not_executed[b->mode]++;
+		else
+			s->res->bank_unknown[b->mode]++;
+		break;
+	case BK_RUN:
+		if (!not_run)
+			b->ambiguous = true;
+		if (not_run && !b->ambiguous) {
+			x->state = SIM_XFER_NOT_EXECUTED;
+			s->res->bank_not_executed[b->mode]++;
+			break;
+		}
+		/* It may have run: ask again at the same (sid, seq), at
+		 * any node; the answer must be the one run's. */
+		if (b->retries < SIM_BANK_RETRIES) {
+			b->retries++;
+			s->res->bank_retries++;
+			b->deadline = s->now + s->client_timeout;
+			bank_send(s, b,
+				  1 + keel_rand_below(&s->bank_rand,
+						      s->n_nodes));
+			return;
+		}
+		x->state = SIM_XFER_UNKNOWN;
+		x->retries = b->retries;
+		s->res->bank_unknown[b->mode]++;
+		break;
+	case BK_READ_TXN:
+	case BK_READ_EXEC:
+		s->res->bank_reads_failed++;
+		break;
+	default:
+		break; /* a transfer's read, seeding, registering: try anew */
+	}
+	if (x && tracing(s))
+		trace(s, "bank %u transfer %llu %s", b->idx,
+		      (unsigned long long)b->xfer,
+		      sim_xfer_state_name(x->state));
+	bank_end(s, b);
+}
+
+static void bank_reply(struct sim *s, struct sim_bankc *b,
+		       const struct sim_reply *rp)
+{
+	if (!b->busy || rp->cookie != b->cookie)
+		return; /* an attempt given up */
+	if (tracing(s))
+		trace(s, "bank %u reply %s idx=%llu", b->idx,
+		      node_status_name(rp->status),
+		      (unsigned long long)rp->index);
+	switch (rp->status) {
+	case NODE_NOT_LEADER:
+		/* Not executed: the same request at the hint (or any). */
+		b->guess = rp->hint ? rp->hint
+				    : 1 + keel_rand_below(&s->bank_rand,
+							  s->n_nodes);
+		bank_send(s, b, b->guess);
+		return;
+	case NODE_DROPPED:
+		bank_no_answer(s, b, true);
+		return;
+	case NODE_UNKNOWN:
+		bank_no_answer(s, b, false);
+		return;
+	case NODE_OK:
+		break;
+	default: {
+		struct bcollect none = {0};
+		bank_bad_reply(s, b, &none, "unknown status");
+		return;
+	}
+	}
+	struct bcollect bc;
+	bc.n = 0;
+	bc.over = false;
+	if (kv_tape_play(rp->tape, rp->tape_len, &bcollect_ops, &bc)) {
+		bank_bad_reply(s, b, &bc, "malformed reply tape");
+		return;
+	}
+	bank_ok(s, b, &bc);
+}
+
+static void bank_timeout(struct sim *s, struct sim_bankc *b)
+{
+	b->timeout_armed = false;
+	if (!b->busy)
+		return;
+	if (b->deadline > s->now) { /* armed for an earlier request */
+		bank_arm_timeout(s, b);
+		return;
+	}
+	if (tracing(s))
+		trace(s, "bank %u timeout step %u", b->idx, b->step);
+	s->res->bank_timeouts++;
+	b->cookie = 0; /* a late answer is for an attempt given up */
+	bank_no_answer(s, b, false);
+}
+
+static void bank_request(struct sim *s, struct sim_node *n,
+			 struct sim_event *ev)
+{
+	struct sim_bank_msg *m = ev->p;
+	if (!n->node) {
+		/* Connection refused: nothing was sent. */
+		struct node_reply rep = {.cookie = m->cookie,
+					 .status = NODE_NOT_LEADER};
+		on_reply(n, &rep);
+		free(m);
+		return;
+	}
+	if (deferred(s, n, ev))
+		return;
+	const uint8_t *argv[SIM_BANK_ARGS];
+	size_t lens[SIM_BANK_ARGS];
+	uint32_t off = 0;
+	for (uint32_t i = 0; i < m->argc; i++) {
+		argv[i] = m->data + off;
+		lens[i] = m->lens[i];
+		off += m->lens[i];
+	}
+	struct node_request req = {.cookie = m->cookie,
+				   .argc = m->argc,
+				   .argv = argv,
+				   .lens = lens};
+	if (tracing(s))
+		trace(s, "request node %u bank %llu %.*s", n->idx + 1,
+		      (unsigned long long)((m->cookie & ~SIM_BANK_COOKIE) >>
+					   48),
+		      (int)m->lens[0], (const char *)m->data);
+	int rv = node_request(n->node, &req);
+	KEEL_ASSERT(rv == 0);
+	free(m);
+	check_node(s, n);
 }
 
 /* ---- faults ---------------------------------------------------------------------- */
@@ -2238,6 +2967,19 @@ static void dispatch(struct sim *s, struct sim_event *ev)
 	case EV_PIPE_CONNECT:
 		pipe_connect(s, &s->pipes[ev->a], n);
 		return;
+	case EV_BANK_REQ:
+		bank_request(s, n, ev);
+		return;
+	case EV_BANK_REPLY:
+		bank_reply(s, &s->banks[ev->a], ev->p);
+		free(ev->p);
+		return;
+	case EV_BANK_TIMEOUT:
+		bank_timeout(s, &s->banks[ev->a]);
+		return;
+	case EV_BANK_NEXT:
+		bank_next(s, &s->banks[ev->a]);
+		return;
 	case EV_FAULT:
 		fault_tick(s);
 		return;
@@ -2288,7 +3030,8 @@ static void free_event(struct sim_event *ev)
 {
 	if (ev->type == EV_DELIVER || ev->type == EV_CLIENT_REQ ||
 	    ev->type == EV_CLIENT_REPLY || ev->type == EV_PIPE_REQ ||
-	    ev->type == EV_PIPE_REPLY)
+	    ev->type == EV_PIPE_REPLY || ev->type == EV_BANK_REQ ||
+	    ev->type == EV_BANK_REPLY)
 		free(ev->p);
 }
 
@@ -2318,7 +3061,8 @@ static bool run_until(struct sim *s, bool (*done)(struct sim *), uint64_t bound)
 
 static bool fault_phase_done(struct sim *s)
 {
-	return s->ops_left == 0 && s->busy_clients == 0 && s->pipe_busy == 0;
+	return s->ops_left == 0 && s->busy_clients == 0 && s->pipe_busy == 0 &&
+	       s->bank_busy == 0;
 }
 
 static bool converged(struct sim *s)
@@ -2429,6 +3173,9 @@ static const struct mutant_name mutants[] = {
 	{"snap-ack-early", NODE_MUTANT_SNAP_ACK_EARLY},
 	{"no-write-timeout", NODE_MUTANT_NO_WRITE_TIMEOUT},
 	{"no-order", NODE_MUTANT_NO_ORDER},
+	{"txn-partial", NODE_MUTANT_TXN_PARTIAL},
+	{"watch-blind", NODE_MUTANT_WATCH_BLIND},
+	{"session-wrong-reply", NODE_MUTANT_SESSION_WRONG_REPLY},
 	{"ack-before-fsync", SIM_MUTANT_ACK_BEFORE_FSYNC},
 	{"skip-checksum", SIM_MUTANT_SKIP_CHECKSUM},
 	{"no-truncate", SIM_MUTANT_NO_TRUNCATE},
@@ -2792,6 +3539,44 @@ static void check_order(struct sim *s, struct sim_node *n)
 		      s->chk.violated ? s->chk.what : "ok");
 }
 
+/* The bank (bank.c), once everything converged: the ledger and every
+ * balance as the node holds them. */
+static void check_bank(struct sim *s, struct sim_node *n)
+{
+	if (s->chk.violated)
+		return;
+	const struct kv *kv = node_kv(n->node);
+	struct sim_bank *b = &s->bank;
+	int64_t bal[SIM_BANK_MAX_ACCTS] = {0};
+	uint32_t absent = 0;
+	for (uint32_t i = 0; i < b->n_accts; i++) {
+		char key[16];
+		int kl = snprintf(key, sizeof(key), "b.a%u", i);
+		const uint8_t *val = NULL;
+		size_t vl = 0;
+		struct btok t = {'b', 0, NULL, 0};
+		if (!kv_get(kv, (const uint8_t *)key, (size_t)kl, 0, &val, &vl,
+			    NULL)) {
+			absent |= 1u << i;
+			continue;
+		}
+		t.p = val;
+		t.len = vl;
+		if (!bank_num(&t, &bal[i]))
+			bal[i] = INT64_MIN; /* not a number: no replay gives it */
+	}
+	const uint8_t *led = NULL;
+	size_t ll = 0;
+	bool found = kv_get(kv, (const uint8_t *)"b.l", 3, 0, &led, &ll, NULL);
+	sim_check_bank(&s->chk, b, s->opt.seed, found, led, ll, bal, absent);
+	s->res->bank_uncertain_present = b->uncertain_present;
+	s->res->bank_uncertain_absent = b->uncertain_absent;
+	if (tracing(s))
+		trace(s, "bank checked: %u transfers, %u reads, ledger %zu bytes, "
+			 "%s",
+		      b->n_x, b->n_r, ll, s->chk.violated ? s->chk.what : "ok");
+}
+
 static void maybe_cut(struct sim *s)
 {
 	if (!s->barrier || s->busy_clients > 0)
@@ -2829,6 +3614,7 @@ static void sim_close(struct sim *s)
 	free(s->heap);
 	free(s->acks);
 	sim_order_close(&s->order);
+	sim_bank_close(&s->bank);
 	sim_checker_close(&s->chk);
 	sim_history_close(&s->hist);
 }
@@ -2944,6 +3730,28 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 			pipe_schedule_connect(s, p, 0);
 		}
 	}
+	/* Bank clients: from a stream of their own, seeded after all the
+	 * others (the pipes' included). Together they may start about a
+	 * tenth as many operations as the plain clients run. */
+	keel_rand_seed(&s->bank_rand, keel_rand_next(&master));
+	{
+		struct keel_rand *br = &s->bank_rand;
+		s->n_banks = (uint32_t)rnd_range(br, 1, SIM_MAX_BANKS);
+		uint32_t na = (uint32_t)rnd_range(br, 3, SIM_BANK_MAX_ACCTS);
+		int64_t init[SIM_BANK_MAX_ACCTS];
+		for (uint32_t i = 0; i < na; i++)
+			init[i] = (int64_t)rnd_range(br, 0, 100);
+		sim_bank_init(&s->bank, na, init);
+		s->bank_budget = o->ops / 10 / s->n_banks + 1;
+		r->banks = s->n_banks;
+		r->bank_accts = na;
+		for (uint32_t i = 0; i < s->n_banks; i++)
+			s->banks[i].idx = i;
+		size_t pl = strlen(r->params);
+		snprintf(r->params + pl, sizeof(r->params) - pl,
+			 " banks=%u accounts=%u total=%lld", s->n_banks, na,
+			 (long long)s->bank.total);
+	}
 	s->ops_left = o->ops;
 	for (uint32_t i = 0; i < s->n_clients; i++)
 		push(s, (struct sim_event){
@@ -2976,6 +3784,7 @@ int sim_run(const struct sim_options *o, struct sim_result *r)
 			up = &s->nodes[i];
 		cut_window(s, up, true);
 		check_order(s, up);
+		check_bank(s, up);
 	} else if (o->history) {
 		sim_history_write_jsonl(&s->hist, history_line, s);
 	}

@@ -59,7 +59,7 @@ struct sim_options {
 struct sim_result {
 	bool ok;
 	char violation[420]; /* which check, at which step */
-	char params[512];    /* every parameter derived from the seed */
+	char params[768];    /* every parameter derived from the seed */
 	uint32_t nodes;
 	uint64_t steps;
 	uint64_t ops_invoked, ops_ok, ops_fail, ops_info;
@@ -102,6 +102,23 @@ struct sim_result {
 	uint64_t pipe_unknown, pipe_lost;
 	uint64_t pipe_streams, pipe_timeouts, pipe_late_drops;
 	uint64_t pipe_uncertain_present, pipe_uncertain_absent;
+	/* The bank (docs/testing.md): bank clients and accounts; transfers
+	 * per mode (watch, txn, session) by what their clients were told
+	 * (ran, compare failed, not executed, unknown); reads of every
+	 * balance answered / not; session retries of an uncertain (sid,
+	 * seq) and the transfers a retry made definite; client timeouts;
+	 * transfers skipped (both accounts empty); session commands the
+	 * replicas answered from the table (node_stats.session_dups, summed
+	 * over every replica's apply) and ran; uncertain transfers found
+	 * in the ledger / not. */
+	uint32_t banks, bank_accts;
+	uint64_t bank_ok[3], bank_failed[3], bank_not_executed[3];
+	uint64_t bank_unknown[3];
+	uint64_t bank_reads, bank_reads_failed;
+	uint64_t bank_retries, bank_retry_definite, bank_timeouts;
+	uint64_t bank_skipped;
+	uint64_t session_dups, session_runs;
+	uint64_t bank_uncertain_present, bank_uncertain_absent;
 };
 
 /* Runs one seed. Returns 0 (r->ok says whether every check passed) or an

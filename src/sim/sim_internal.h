@@ -373,6 +373,88 @@ bool sim_order_answer(struct sim_order *o, uint32_t key, uint64_t token,
 bool sim_check_order(struct sim_checker *c, struct sim_order *o, uint32_t key,
 		     uint64_t seed, bool found, const uint8_t *val, size_t len);
 
+/* ---- the bank workload (bank.c) ------------------------------------------- */
+
+/* Bank clients (sim.c, docs/testing.md "The bank") move money between N
+ * accounts with transactions, each appending "<id>," to a ledger key in
+ * the same transaction, and read every balance in one transaction. */
+#define SIM_BANK_MAX_ACCTS 6
+
+enum sim_bank_mode {
+	SIM_BANK_WATCH = 0, /* KEEL.WATCH-REVS, MGET, KEEL.EXEC with watches */
+	SIM_BANK_TXN,       /* KEEL.GETREV x2, KEEL.TXN IF .. MOD = .. THEN */
+	SIM_BANK_SESSION,   /* the same KEEL.TXN inside KEEL.RUN sid seq,
+			       retried at the same (sid, seq) */
+	SIM_BANK_MODES,
+};
+/* "watch", "txn", "session". */
+const char *sim_bank_mode_name(int mode);
+
+/* What the client learned of a transfer. */
+enum sim_xfer_state {
+	SIM_XFER_SENT = 0,     /* no definite answer yet */
+	SIM_XFER_OK,           /* ran (THEN taken / EXEC array): present
+				  once, ending at len */
+	SIM_XFER_FAILED,       /* compare failed (ELSE / EXEC nil): absent */
+	SIM_XFER_NOT_EXECUTED, /* NODE_DROPPED / NOT_LEADER: absent */
+	SIM_XFER_UNKNOWN,      /* NODE_UNKNOWN or timeout: at most once */
+	SIM_XFER_STATES,
+};
+const char *sim_xfer_state_name(int state);
+
+struct sim_xfer {
+	uint32_t client;
+	uint8_t mode, from, to, state;
+	int64_t amount;
+	uint64_t len;          /* SIM_XFER_OK: the ledger's length then */
+	uint32_t retries;      /* session: attempts after an uncertain one */
+	bool retry_answered;   /* session: the definite answer came from a
+				  retry of the same (sid, seq) */
+};
+
+struct sim_bank_read {
+	uint32_t client;
+	uint8_t mode;    /* 0 KEEL.TXN, 1 KEEL.EXEC */
+	uint32_t absent; /* bit a: account a had no value */
+	int64_t bal[SIM_BANK_MAX_ACCTS];
+};
+
+struct sim_bank {
+	uint32_t n_accts;
+	int64_t init[SIM_BANK_MAX_ACCTS];
+	int64_t total;
+	bool init_acked; /* the seeding transaction was acknowledged */
+	struct sim_xfer *x; /* transfer id i at x[i - 1] */
+	uint32_t n_x, cap_x;
+	struct sim_bank_read *r;
+	uint32_t n_r, cap_r;
+	/* Filled by sim_check_bank: transfers without a definite answer
+	 * found in the ledger / not. */
+	uint64_t uncertain_present, uncertain_absent;
+};
+
+void sim_bank_init(struct sim_bank *b, uint32_t n_accts, const int64_t *init);
+void sim_bank_close(struct sim_bank *b);
+/* A new transfer (SIM_XFER_SENT): its id (1, 2, 3, ...). */
+uint64_t sim_bank_xfer(struct sim_bank *b, uint32_t client, int mode,
+		       uint32_t from, uint32_t to, int64_t amount);
+struct sim_xfer *sim_bank_get(struct sim_bank *b, uint64_t id);
+/* An acknowledged read of every balance. */
+void sim_bank_read(struct sim_bank *b, uint32_t client, int mode,
+		   const int64_t *bal, uint32_t absent);
+/* The bank check (docs/testing.md), on a converged node's ledger value
+ * (ledger_found false: no such key) and balances (absent: bit a = no
+ * account a). Records the first violation, naming the seed, the client,
+ * the transfer and an excerpt of the ledger: bank-read-total,
+ * bank-read-negative, bank-read-absent, bank-ledger-garbage,
+ * bank-duplicate, bank-negative, bank-ack-lost, bank-reply-mismatch,
+ * bank-not-executed-present, bank-balance; for a session transfer the
+ * reply checks are bank-session-reply (its reply, first or retried, is not
+ * what its one run answered). */
+bool sim_check_bank(struct sim_checker *c, struct sim_bank *b, uint64_t seed,
+		    bool ledger_found, const uint8_t *v, size_t vl,
+		    const int64_t *bal, uint32_t absent);
+
 /* ---- history (history.c) --------------------------------------------------- */
 
 /* The clients' operations (the history's "f"), each one Redis command:

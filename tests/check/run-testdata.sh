@@ -6,6 +6,11 @@
 # line per file and closes with "N passed, M failed"; exits non-zero on any
 # mismatch.
 #
+# It also runs the bank model's examples in tests/check/bank/ (in the
+# repository): expected.txt lists each file with its exit code (0 valid,
+# 1 violations, 2 malformed input), for 0 and 1 the first line, and for 1
+# the violation kinds (comma-separated) that must each be reported.
+#
 # The test data lives beside the repository (CI clones shared/ next to it):
 # $(git rev-parse --show-toplevel)/../shared/testdata, else
 # /work/shared/testdata, or $KEEL_TESTDATA if set.
@@ -24,11 +29,6 @@ if [ -z "$data" ]; then
 	fi
 fi
 data=$data/linearizability
-if [ ! -d "$data" ]; then
-	echo "no test data at $data"
-	echo "0 passed, 1 failed"
-	exit 1
-fi
 if [ ! -x "$KEEL" ]; then
 	make --no-print-directory "$KEEL" >/dev/null || { echo "cannot build $KEEL"; echo "0 passed, 1 failed"; exit 1; }
 fi
@@ -38,6 +38,33 @@ failed=0
 total_ms=0
 max_ms=0
 max_file=
+
+bank=tests/check/bank
+while read -r file want_rc want kinds _; do
+	[ -n "$file" ] || continue
+	case $file in \#*) continue ;; esac
+	out=$(timeout -k 1 "$LIMIT" "$KEEL" check --model bank "$bank/$file" 2>&1)
+	rc=$?
+	got=$(printf '%s\n' "$out" | head -n 1)
+	missing=
+	for k in $(printf '%s' "${kinds:-}" | tr ',' ' '); do
+		printf '%s\n' "$out" | grep -q "^$k: " || missing="$missing $k"
+	done
+	if [ "$rc" -eq "$want_rc" ] && [ -z "$missing" ] && { [ -z "$want" ] || [ "$got" = "$want" ]; }; then
+		echo "ok   bank/$file exit $rc ${want:-} ${kinds:-}"
+		passed=$((passed + 1))
+	else
+		echo "FAIL bank/$file: want exit $want_rc ${want:-} ${kinds:-}, got exit $rc '$got'${missing:+, not reported:$missing}"
+		printf '%s\n' "$out" | head -n 20 | sed 's/^/    /'
+		failed=$((failed + 1))
+	fi
+done <"$bank/expected.txt"
+
+if [ ! -d "$data" ]; then
+	echo "no test data at $data"
+	echo "$passed passed, $((failed + 1)) failed"
+	exit 1
+fi
 for dir in jepsen-etcd kv; do
 	verdicts=$data/$dir/verdicts.txt
 	if [ ! -f "$verdicts" ]; then

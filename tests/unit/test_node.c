@@ -755,6 +755,9 @@ static void advance(int ticks)
 	}
 }
 
+/* max_inflight_writes for the next cluster_start (0 = the default). */
+static uint32_t c_inflight;
+
 static void cluster_start_with(uint32_t election_ticks, uint64_t timeout)
 {
 	struct cluster *c = &cl_;
@@ -777,6 +780,7 @@ static void cluster_start_with(uint32_t election_ticks, uint64_t timeout)
 					  .max_pending = 8,
 					  .request_timeout_ns = timeout,
 					  .retry_ns = 5 * C_TICK,
+					  .max_inflight_writes = c_inflight,
 					  .reply = c_reply,
 					  .reply_ctx = n};
 		cfg.members.n_voters = C_NODES;
@@ -951,6 +955,38 @@ TEST(forwarded_stream_writes_reach_a_new_leader_in_request_order)
 	struct node_stats st;
 	node_stats(cn(2), &st);
 	EXPECT_EQ_U64(st.order_refused, 0);
+	cluster_stop();
+}
+
+/* The dedup window's bound (decision 9): a node never hands on a write
+ * max_inflight_writes seqs newer than its oldest unanswered one. Here 2:
+ * the first write is lost on the way, the second runs, the third waits
+ * (it is not refused, not forwarded) until the first's resend ran. So the
+ * log holds them 2, 1, 3 -- without the bound it would be 2, 3, 1. */
+TEST(writes_wait_rather_than_outrun_the_dedup_window)
+{
+	c_inflight = 2;
+	cluster_start();
+	c_inflight = 0;
+	cluster_elect();
+	struct cluster *c = &cl_;
+	c->drop_type = PEER_TYPE_FWD_WRITE;
+	c->drop_n = 1;
+	ASSERT(REQ(cn(2), 1, 0, "APPEND", "k", "1,") == 0);
+	ASSERT(REQ(cn(2), 2, 0, "APPEND", "k", "2,") == 0);
+	ASSERT(REQ(cn(2), 3, 0, "APPEND", "k", "3,") == 0);
+	pump();
+	advance(2);
+	struct node_stats st;
+	node_stats(cn(2), &st);
+	EXPECT_EQ_U64(st.window_waits, 1);
+	EXPECT_EQ_U64(st.fwd_writes_sent, 2); /* the third is held */
+	EXPECT(kv_has(1, "k", "2,"));
+	advance(10); /* the resend of the first, then the third */
+	ASSERT(c->n[1].n_replies == 3);
+	for (int i = 0; i < 3; i++)
+		EXPECT(c->n[1].reply[i].status == NODE_OK);
+	EXPECT(kv_has(1, "k", "2,1,3,") && kv_has(3, "k", "2,1,3,"));
 	cluster_stop();
 }
 

@@ -169,9 +169,9 @@ TEST(layout_matches_document)
 	uint32_t crc;
 	uint8_t *p = encode_all(kv, 42, NULL, &len, &crc, NULL);
 	uint64_t L = kv_snapshot_size(kv);
-	/* 184 + 4 x (16 + 4) + 10248 + 33280 + 4 = 43796 */
-	EXPECT_EQ_U64(NODE_SNAP_OVERHEAD, 43796);
-	EXPECT_EQ_U64(len, 43796 + L);
+	/* 184 + 4 x (16 + 4) + 34824 + 33280 + 4 = 68372 */
+	EXPECT_EQ_U64(NODE_SNAP_OVERHEAD, 68372);
+	EXPECT_EQ_U64(len, 68372 + L);
 	EXPECT(memcmp(p, "KEELNODE", 8) == 0);
 	EXPECT_EQ_U64(keel_get_u32(p + 8), 2);
 	EXPECT_EQ_U64(keel_get_u32(p + 12), 0);
@@ -190,9 +190,9 @@ TEST(layout_matches_document)
 	/* section 1, dedup: tag, version, length, then window and records */
 	EXPECT_EQ_U64(keel_get_u32(p + 184), 1);
 	EXPECT_EQ_U64(keel_get_u32(p + 188), 1);
-	EXPECT_EQ_U64(keel_get_u64(p + 192), 10248);
+	EXPECT_EQ_U64(keel_get_u64(p + 192), 34824);
 	EXPECT_EQ_U64(OFF_DEDUP, 200);
-	EXPECT_EQ_U64(keel_get_u32(p + 200), 1024);
+	EXPECT_EQ_U64(keel_get_u32(p + 200), 4096);
 	EXPECT_EQ_U64(keel_get_u32(p + 204), 64);
 	/* slot 0: origin, boot, high, last_index, bits[0] */
 	EXPECT_EQ_U64(keel_get_u64(p + 208), 2);
@@ -201,10 +201,10 @@ TEST(layout_matches_document)
 	EXPECT_EQ_U64(keel_get_u64(p + 232), 42);
 	EXPECT_EQ_U64(keel_get_u64(p + 240), 0x3e);
 	/* slot 5's last word */
-	EXPECT_EQ_U64(keel_get_u64(p + 208 + 5 * 160 + 32 + 15 * 8),
+	EXPECT_EQ_U64(keel_get_u64(p + 208 + 5 * 544 + 32 + 15 * 8),
 		      1ull << 63);
-	EXPECT_EQ_U64(keel_get_u32(p + 200 + 10248),
-		      keel_crc32c(0, p + 200, 10248));
+	EXPECT_EQ_U64(keel_get_u32(p + 200 + 34824),
+		      keel_crc32c(0, p + 200, 34824));
 	/* section 2, streams: floor, then 32 (id, hw) per record */
 	EXPECT_EQ_U64(keel_get_u32(p + OFF_STREAMS - 16), 2);
 	EXPECT_EQ_U64(keel_get_u64(p + OFF_STREAMS - 8), 33280);
@@ -344,34 +344,34 @@ TEST(refusals_one_per_rule)
 	MUT(keel_put_u32(p + 184, 7), KEEL_ERR_VERSION);
 	MUT(keel_put_u32(p + S - 16, 1), KEEL_ERR_MALFORMED);
 	MUT(keel_put_u32(p + 188, 2), KEEL_ERR_VERSION);
-	MUT(keel_put_u64(p + 192, 10240), KEEL_ERR_MALFORMED);
+	MUT(keel_put_u64(p + 192, 34816), KEEL_ERR_MALFORMED);
 	MUT(keel_put_u32(p + K - 12, KV_SNAP_VERSION + 1), KEEL_ERR_VERSION);
 	MUT(keel_put_u64(p + K - 8, 77), KEEL_ERR_MALFORMED);     /* kv len */
 	MUT(keel_put_u64(p + OFF_SESS - 8, 1ull << 40), KEEL_ERR_MALFORMED);
 	/* the kv section not last: tags 1, 2, 100 (sessions skipped) */
 	MUT(keel_put_u32(p + OFF_SESS - 16, 100), KEEL_ERR_MALFORMED);
 	/* the dedup section's own rules */
-	MUT(keel_put_u32(p + OFF_DEDUP, 512), KEEL_ERR_MALFORMED);
+	MUT(keel_put_u32(p + OFF_DEDUP, 1024), KEEL_ERR_MALFORMED);
 	MUT(keel_put_u32(p + OFF_DEDUP + 4, 32), KEEL_ERR_MALFORMED);
 	/* a free slot (slot 1) with a non-zero field */
-	MUT(keel_put_u64(p + D + 160 + 40, 1), KEEL_ERR_MALFORMED);
+	MUT(keel_put_u64(p + D + 544 + 40, 1), KEEL_ERR_MALFORMED);
 	/* a used slot with high 0 */
 	MUT(keel_put_u64(p + D + 16, 0), KEEL_ERR_MALFORMED);
 	/* slot 1 repeats slot 0's (origin, boot) */
-	MUT((keel_put_u64(p + D + 160, 2), keel_put_u64(p + D + 168, 77),
-	     keel_put_u64(p + D + 176, 1)),
+	MUT((keel_put_u64(p + D + 544, 2), keel_put_u64(p + D + 552, 77),
+	     keel_put_u64(p + D + 560, 1)),
 	    KEEL_ERR_MALFORMED);
 	/* five boots of origin 2 (slots 0, 1..4) */
 	MUT(for (uint32_t s = 1; s <= 4; s++) {
-		keel_put_u64(p + D + 160 * s, 2);
-		keel_put_u64(p + D + 160 * s + 8, 100 + s);
-		keel_put_u64(p + D + 160 * s + 16, 1);
+		keel_put_u64(p + D + 544 * s, 2);
+		keel_put_u64(p + D + 544 * s + 8, 100 + s);
+		keel_put_u64(p + D + 544 * s + 16, 1);
 	}, KEEL_ERR_MALFORMED);
 	/* four boots are fine */
 	MUT(for (uint32_t s = 1; s <= 3; s++) {
-		keel_put_u64(p + D + 160 * s, 2);
-		keel_put_u64(p + D + 160 * s + 8, 100 + s);
-		keel_put_u64(p + D + 160 * s + 16, 1);
+		keel_put_u64(p + D + 544 * s, 2);
+		keel_put_u64(p + D + 544 * s + 8, 100 + s);
+		keel_put_u64(p + D + 544 * s + 16, 1);
 	}, 0);
 	/* streams (slot 0's table): a free slot 1 with a stream */
 	MUT((keel_put_u64(p + S + 520 + 8, 5),

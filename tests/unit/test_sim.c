@@ -22,6 +22,12 @@
  *     value that is not a token list;
  *   - the pipelining clients' requests reach their node in the order sent,
  *     several in flight; a short sweep keeps every stream in order;
+ *   - the bank checker (bank.c) accepts a consistent run and catches a read
+ *     whose total is off, negative or missing an account, a transfer twice,
+ *     an acknowledged one missing, a not-run one present, one elsewhere
+ *     than its reply said, a ledger of garbage, final balances that are
+ *     not the ledger replayed, an overdraft, and a session reply that
+ *     belongs to another seq; a short sweep with the bank clients is ok;
  *   - the same seed gives byte-identical traces; another seed does not;
  *   - small runs with every fault are ok (under ASan/UBSan here).
  */
@@ -681,6 +687,187 @@ TEST(order_checker_catches_a_write_that_was_not_executed)
 	sim_order_close(&o);
 }
 
+/* ---- the bank (bank.c) ------------------------------------------------------------ */
+
+/* Three accounts 50/30/20 (total 100) and four transfers:
+ * 1 a0->a1 10 (watch, ran: ledger "1," len 2), 2 a1->a2 5 (txn, ran: len 4),
+ * 3 a2->a0 7 (session, ran on a retry: len 6), 4 a0->a2 3 (txn, compare
+ * failed). Ledger "1,2,3,"; final balances 47/35/18. */
+static void bank_setup(struct sim_bank *b)
+{
+	static const int64_t init[3] = {50, 30, 20};
+	sim_bank_init(b, 3, init);
+	b->init_acked = true;
+	EXPECT(sim_bank_xfer(b, 0, SIM_BANK_WATCH, 0, 1, 10) == 1);
+	EXPECT(sim_bank_xfer(b, 1, SIM_BANK_TXN, 1, 2, 5) == 2);
+	EXPECT(sim_bank_xfer(b, 1, SIM_BANK_SESSION, 2, 0, 7) == 3);
+	EXPECT(sim_bank_xfer(b, 0, SIM_BANK_TXN, 0, 2, 3) == 4);
+	sim_bank_get(b, 1)->state = SIM_XFER_OK;
+	sim_bank_get(b, 1)->len = 2;
+	sim_bank_get(b, 2)->state = SIM_XFER_OK;
+	sim_bank_get(b, 2)->len = 4;
+	sim_bank_get(b, 3)->state = SIM_XFER_OK;
+	sim_bank_get(b, 3)->len = 6;
+	sim_bank_get(b, 3)->retries = 1;
+	sim_bank_get(b, 3)->retry_answered = true;
+	sim_bank_get(b, 4)->state = SIM_XFER_FAILED;
+	static const int64_t r1[3] = {50, 30, 20}, r2[3] = {40, 40, 20};
+	sim_bank_read(b, 0, 0, r1, 0);
+	sim_bank_read(b, 1, 1, r2, 0);
+}
+
+/* Judges ledger (NULL: no such key) with final balances bal; whether the
+ * check held. c is left open for the caller to read and close. */
+static bool bank_judge(struct sim_checker *c, struct sim_bank *b,
+		       const char *ledger, const int64_t *bal, uint32_t absent)
+{
+	KEEL_ASSERT(sim_checker_init(c, 3) == 0);
+	c->step = 99;
+	bool ok = sim_check_bank(c, b, 7, ledger != NULL,
+				 (const uint8_t *)ledger,
+				 ledger ? strlen(ledger) : 0, bal, absent);
+	if (!ok)
+		fprintf(stderr, "  %s\n", c->what);
+	return ok;
+}
+
+static const int64_t bank_final[3] = {47, 35, 18};
+
+TEST(bank_checker_accepts_a_consistent_run)
+{
+	struct sim_bank b;
+	struct sim_checker c;
+	bank_setup(&b);
+	EXPECT(bank_judge(&c, &b, "1,2,3,", bank_final, 0));
+	sim_checker_close(&c);
+	/* An unknown transfer may be present (once) or absent. */
+	sim_bank_get(&b, 4)->state = SIM_XFER_UNKNOWN;
+	EXPECT(bank_judge(&c, &b, "1,2,3,", bank_final, 0));
+	sim_checker_close(&c);
+	static const int64_t with4[3] = {44, 35, 21};
+	EXPECT(bank_judge(&c, &b, "1,2,3,4,", with4, 0));
+	EXPECT(b.uncertain_present == 1 && b.uncertain_absent == 1);
+	sim_checker_close(&c);
+	sim_bank_close(&b);
+	/* Seeding never acknowledged, nothing sent: absent, or as seeded. */
+	static const int64_t init[3] = {50, 30, 20};
+	sim_bank_init(&b, 3, init);
+	EXPECT(bank_judge(&c, &b, NULL, init, 7));
+	sim_checker_close(&c);
+	EXPECT(bank_judge(&c, &b, NULL, init, 0));
+	sim_checker_close(&c);
+	sim_bank_close(&b);
+}
+
+TEST(bank_checker_catches_a_bad_read)
+{
+	struct sim_bank b;
+	struct sim_checker c;
+	bank_setup(&b);
+	/* A transaction applied partly: the money left a0, never reached
+	 * a1. */
+	static const int64_t half[3] = {40, 30, 20};
+	sim_bank_read(&b, 2, 0, half, 0);
+	EXPECT(!bank_judge(&c, &b, "1,2,3,", bank_final, 0));
+	EXPECT(strstr(c.what, "bank-read-total at step 99") != NULL);
+	EXPECT(strstr(c.what, "seed 7 client 2 read 3") != NULL);
+	EXPECT(strstr(c.what, "sums to 90 (total 100)") != NULL);
+	sim_checker_close(&c);
+	b.r[2].bal[0] = -10;
+	b.r[2].bal[1] = 90;
+	EXPECT(!bank_judge(&c, &b, "1,2,3,", bank_final, 0));
+	EXPECT(strstr(c.what, "bank-read-negative") != NULL);
+	sim_checker_close(&c);
+	b.r[2].absent = 2;
+	EXPECT(!bank_judge(&c, &b, "1,2,3,", bank_final, 0));
+	EXPECT(strstr(c.what, "bank-read-absent") != NULL);
+	sim_checker_close(&c);
+	sim_bank_close(&b);
+}
+
+TEST(bank_checker_catches_a_bad_ledger)
+{
+	struct sim_bank b;
+	struct sim_checker c;
+	bank_setup(&b);
+	/* A transfer applied twice (a retry run again). */
+	static const int64_t twice[3] = {37, 45, 18};
+	EXPECT(!bank_judge(&c, &b, "1,1,2,3,", twice, 0));
+	EXPECT(strstr(c.what, "bank-duplicate") != NULL);
+	EXPECT(strstr(c.what, "transfer 1 (watch, a0->a1 10") != NULL);
+	sim_checker_close(&c);
+	/* An acknowledged transfer missing. */
+	static const int64_t no2[3] = {47, 40, 13};
+	EXPECT(!bank_judge(&c, &b, "1,3,", no2, 0));
+	EXPECT(strstr(c.what, "bank-ack-lost") != NULL);
+	EXPECT(strstr(c.what, "transfer 2 (txn") != NULL);
+	sim_checker_close(&c);
+	/* A compare-failed (not run) transfer present. */
+	static const int64_t with4[3] = {44, 35, 21};
+	EXPECT(!bank_judge(&c, &b, "1,2,3,4,", with4, 0));
+	EXPECT(strstr(c.what, "bank-not-executed-present") != NULL);
+	sim_checker_close(&c);
+	sim_bank_get(&b, 4)->state = SIM_XFER_NOT_EXECUTED;
+	EXPECT(!bank_judge(&c, &b, "1,2,3,4,", with4, 0));
+	EXPECT(strstr(c.what, "answered not executed") != NULL);
+	sim_checker_close(&c);
+	sim_bank_get(&b, 4)->state = SIM_XFER_FAILED;
+	/* Taken effect elsewhere than its reply said. */
+	static const int64_t swapped[3] = {47, 35, 18};
+	EXPECT(!bank_judge(&c, &b, "2,1,3,", swapped, 0));
+	EXPECT(strstr(c.what, "bank-reply-mismatch") != NULL);
+	sim_checker_close(&c);
+	/* Garbage, or an id never sent. */
+	EXPECT(!bank_judge(&c, &b, "1,2,3,9,", bank_final, 0));
+	EXPECT(strstr(c.what, "bank-ledger-garbage") != NULL);
+	sim_checker_close(&c);
+	EXPECT(!bank_judge(&c, &b, "1,2,3", bank_final, 0));
+	EXPECT(strstr(c.what, "bank-ledger-garbage") != NULL);
+	sim_checker_close(&c);
+	/* A lost update: the ledger says 1,2,3 but a0 lost the 7. */
+	static const int64_t lost[3] = {40, 35, 18};
+	EXPECT(!bank_judge(&c, &b, "1,2,3,", lost, 0));
+	EXPECT(strstr(c.what, "bank-balance") != NULL);
+	EXPECT(strstr(c.what, "final a0=40 a1=35 a2=18, but the ledger's "
+			      "transfers give a0=47 a1=35 a2=18") != NULL);
+	sim_checker_close(&c);
+	/* An overdraft in the ledger's order (a stale read's transfer). */
+	sim_bank_get(&b, 2)->amount = 45;
+	static const int64_t over[3] = {47, -5, 58};
+	EXPECT(!bank_judge(&c, &b, "1,2,3,", over, 0));
+	EXPECT(strstr(c.what, "bank-negative") != NULL);
+	sim_checker_close(&c);
+	sim_bank_close(&b);
+}
+
+TEST(bank_checker_catches_a_session_reply_for_another_seq)
+{
+	struct sim_bank b;
+	struct sim_checker c;
+	bank_setup(&b);
+	/* Transfer 3's retry was answered with transfer 2's reply (len 4):
+	 * "ran", but not where the ledger holds it. */
+	sim_bank_get(&b, 3)->len = 4;
+	EXPECT(!bank_judge(&c, &b, "1,2,3,", bank_final, 0));
+	EXPECT(strstr(c.what, "bank-session-reply") != NULL);
+	EXPECT(strstr(c.what, "transfer 3 (session, a2->a0 7, ok len 4, 1 "
+			      "retries, answered on a retry)") != NULL);
+	sim_checker_close(&c);
+	/* ... or "ran" when it never did. */
+	sim_bank_get(&b, 3)->len = 6;
+	static const int64_t no3[3] = {40, 35, 25};
+	EXPECT(!bank_judge(&c, &b, "1,2,", no3, 0));
+	EXPECT(strstr(c.what, "bank-session-reply") != NULL);
+	EXPECT(strstr(c.what, "absent from the ledger") != NULL);
+	sim_checker_close(&c);
+	/* ... or "compare failed" when it ran. */
+	sim_bank_get(&b, 3)->state = SIM_XFER_FAILED;
+	EXPECT(!bank_judge(&c, &b, "1,2,3,", bank_final, 0));
+	EXPECT(strstr(c.what, "bank-session-reply") != NULL);
+	sim_checker_close(&c);
+	sim_bank_close(&b);
+}
+
 /* ---- whole runs ------------------------------------------------------------------ */
 
 struct trace_buf {
@@ -732,6 +919,8 @@ TEST(same_seed_gives_byte_identical_traces)
 	EXPECT(a.lines > 1000);
 	/* The pipelining clients are part of what must replay. */
 	EXPECT(strstr(a.p, " pipe 0 send node ") != NULL);
+	/* ... and the bank clients. */
+	EXPECT(strstr(a.p, " bank 0 send node ") != NULL);
 	EXPECT(a.n == b.n);
 	EXPECT(a.n == b.n && !memcmp(a.p, b.p, a.n));
 	EXPECT(ra.steps == rb.steps && ra.ops_ok == rb.ops_ok);
@@ -858,6 +1047,49 @@ TEST(pipelined_runs_keep_program_order)
 		(unsigned long long)sum.pipe_streams);
 	EXPECT(sum.pipe_ok > 100);
 	EXPECT(sum.pipe_streams > sum.pipes); /* some reconnected */
+}
+
+/* A short sweep with the bank clients under every fault: every run passes
+ * the bank check, and the workload does what it claims (transfers that
+ * ran and that lost their compare in every mode, reads, sessions). */
+TEST(bank_runs_keep_the_money)
+{
+	uint64_t seed = test_seed(1);
+	struct sim_result sum;
+	memset(&sum, 0, sizeof(sum));
+	for (uint64_t k = 0; k < 8; k++) {
+		struct sim_options o = {.seed = seed + k,
+					.ops = 600,
+					.faults = SIM_FAULTS_ALL};
+		struct sim_result r;
+		ASSERT(run_ok(&o, &r));
+		EXPECT(r.banks >= 1 && r.banks <= 3);
+		EXPECT(r.bank_accts >= 3 && r.bank_accts <= 6);
+		EXPECT(strstr(r.params, " banks=") != NULL);
+		for (int m = 0; m < 3; m++) {
+			sum.bank_ok[m] += r.bank_ok[m];
+			sum.bank_failed[m] += r.bank_failed[m];
+		}
+		sum.bank_reads += r.bank_reads;
+		sum.session_runs += r.session_runs;
+		sum.banks += r.banks;
+	}
+	fprintf(stderr, "  banks=%u ok=%llu/%llu/%llu failed=%llu/%llu/%llu "
+			"reads=%llu session_runs=%llu\n",
+		sum.banks, (unsigned long long)sum.bank_ok[0],
+		(unsigned long long)sum.bank_ok[1],
+		(unsigned long long)sum.bank_ok[2],
+		(unsigned long long)sum.bank_failed[0],
+		(unsigned long long)sum.bank_failed[1],
+		(unsigned long long)sum.bank_failed[2],
+		(unsigned long long)sum.bank_reads,
+		(unsigned long long)sum.session_runs);
+	for (int m = 0; m < 3; m++) {
+		EXPECT(sum.bank_ok[m] > 10);
+		EXPECT(sum.bank_failed[m] > 0); /* clients raced */
+	}
+	EXPECT(sum.bank_reads > 10);
+	EXPECT(sum.session_runs > 0);
 }
 
 /* docs/snapshots.md §4: the sweeps must exercise snapshots, not just
