@@ -777,7 +777,8 @@ class BankWorkload:
             else:
                 self.bankcheck = "ok" if rc == 0 else "rc%d" % rc
                 if rc != 0:
-                    first = out.splitlines()[0] if out else "?"
+                    # its verdict and the first violation it names
+                    first = " ".join(out.splitlines()[:2])[:240] if out else "?"
                     lines.append("keel check --model bank: exit %d: %s" % (rc, first))
         with open(os.path.join(out_dir, "check.txt"), "w") as f:
             f.write("bank.py check_history: %s\n" % ("; ".join(found) if found else "ok"))
