@@ -82,6 +82,8 @@ enum server_test_bug {
 	SERVER_BUG_NO_ORDER,   /* "no-order": the node's program-order fix undone
 	                        * (node_config.test_no_order, the simulator's
 	                        * no-order mutant) */
+	SERVER_BUG_WATCH_BLIND, /* "watch-blind": EXEC is built without the WATCH
+	                         * conditions, so it always runs (lost updates) */
 };
 
 void server_config_default(struct server_config *c);

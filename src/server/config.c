@@ -221,10 +221,12 @@ int server_config_set(struct server_config *c, const char *key,
 			c->test_bug = SERVER_BUG_REORDER;
 		else if (!strcmp(val, "no-order"))
 			c->test_bug = SERVER_BUG_NO_ORDER;
+		else if (!strcmp(val, "watch-blind"))
+			c->test_bug = SERVER_BUG_WATCH_BLIND;
 		else {
 			snprintf(err, err_len,
 				 "--test-bug: bad value '%s' (want stale-read, "
-				 "early-ack, reorder, no-order or none)",
+				 "early-ack, reorder, no-order, watch-blind or none)",
 				 val);
 			return KEEL_ERR_INVAL;
 		}
@@ -453,8 +455,9 @@ void server_config_usage(char *buf, size_t len)
 		 "  --snapshot-log-bytes N ... or after N bytes of applied entries\n"
 		 "                         (default 67108864 = 64 MiB)\n"
 		 "  --test-faults          enable KEEL.DEBUG fault injection (tests only)\n"
-		 "  --test-bug NAME        plant a bug (stale-read, early-ack, reorder, no-order) to show the\n"
-		 "                         Jepsen-style tests catch it; needs --test-faults\n"
+		 "  --test-bug NAME        plant a bug (stale-read, early-ack, reorder,\n"
+		 "                         no-order, watch-blind) to show the Jepsen-style\n"
+		 "                         tests catch it; needs --test-faults\n"
 		 "Stops cleanly on SIGTERM or SIGINT. docs/server.md has the details.\n",
 		 SERVER_DEFAULT_CLIENT_ADDR);
 }

@@ -1681,7 +1681,12 @@ static void h_exec(struct conn *c)
 				 "previous errors.");
 		return;
 	}
-	size_t argc = 3 + 3 * (size_t)c->n_watches + c->mq_args;
+	/* --test-bug watch-blind (planted bug, tests only): the conditions
+	 * the WATCHes read are left out, so EXEC always runs. */
+	uint32_t nwatch = c->s->cfg.test_bug == SERVER_BUG_WATCH_BLIND
+				  ? 0
+				  : c->n_watches;
+	size_t argc = 3 + 3 * (size_t)nwatch + c->mq_args;
 	void *m = malloc(argc * (sizeof(uint8_t *) + sizeof(size_t)));
 	if (!m) {
 		txn_clear(c);
@@ -1700,8 +1705,8 @@ static void h_exec(struct conn *c)
 		i++;                                                          \
 	} while (0)
 	PUT("KEEL.EXEC", 9);
-	PUT(nw, kv_fmt_u64(c->n_watches, nw));
-	for (uint32_t k = 0; k < c->n_watches; k++) {
+	PUT(nw, kv_fmt_u64(nwatch, nw));
+	for (uint32_t k = 0; k < nwatch; k++) {
 		const struct txn_watch *x = c->watches[k];
 		PUT(x->key, x->len);
 		PUT(x->mod, x->mod_len);
@@ -2617,7 +2622,8 @@ int server_run(const struct server_config *cfg)
 		     cfg->test_bug == SERVER_BUG_STALE_READ  ? "stale-read"
 		     : cfg->test_bug == SERVER_BUG_EARLY_ACK ? "early-ack"
 		     : cfg->test_bug == SERVER_BUG_REORDER   ? "reorder"
-							     : "no-order");
+		     : cfg->test_bug == SERVER_BUG_NO_ORDER  ? "no-order"
+							     : "watch-blind");
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	code = 0;
 	slog(s, ENV_LOG_INFO, "stopped cleanly");

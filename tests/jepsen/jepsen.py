@@ -19,7 +19,9 @@ liveness; read the final state through every node; then judge:
 That is the default workload (RegisterWorkload). --workload pipeline
 (pipeline.py) runs the same cluster, nemeses, liveness and run line with
 clients that pipeline APPENDs on one connection each and checks program
-order per connection (issue 12).
+order per connection (issue 12); --workload bank (bank.py) moves money
+between accounts by WATCH/MULTI/EXEC, KEEL.TXN and session-tagged
+KEEL.TXN and checks the total, the balances and the ledger (issue 12).
 
 It prints one line per run,
   seed=S nemesis=N nodes=3 secs=30 ops=... ok=... fail=... info=... result=ok
@@ -1130,15 +1132,21 @@ class RegisterWorkload:
                          sum(c["info"] for c in run.counters.values())))
 
 
+WORKLOADS = ["register", "pipeline", "bank"]
+
+
 def workload_class(name):
-    """register (this file) or pipeline (pipeline.py, imported here: it
-    imports this module)."""
+    """register (this file), pipeline (pipeline.py) or bank (bank.py);
+    those are imported here: they import this module."""
     if name == "register":
         return RegisterWorkload
     if name == "pipeline":
         import pipeline   # noqa: E402
         return pipeline.PipelineWorkload
-    raise SystemExit("jepsen: unknown workload '%s' (want register or pipeline)" % name)
+    if name == "bank":
+        import bank   # noqa: E402
+        return bank.BankWorkload
+    raise SystemExit("jepsen: unknown workload '%s' (want %s)" % (name, ", ".join(WORKLOADS)))
 
 
 def check_history(path):
@@ -1173,7 +1181,9 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None, 
             snap_entries=None, workload="register"):
     """Returns (result_ok, line, {nemesis kind: times it ran}). lay: the
     netns.Layout when running inside its hub (net=netns), else None.
-    workload: register (RegisterWorkload) or pipeline (pipeline.py)."""
+    workload: register (RegisterWorkload), pipeline (pipeline.py) or bank
+    (bank.py); a workload class may name its own history_class (a
+    History with the same event() for liveness)."""
     kinds = resolve_nemeses(nemesis)
     wcls = workload_class(workload)
     wtag = "" if workload == "register" else "-" + workload
@@ -1185,7 +1195,7 @@ def one_run(seed, nemesis, nodes, secs, clients, out_root, bug=None, name=None, 
     hist_path = os.path.join(out_dir, "history.jsonl")
     problems = []
     cl = Cluster(nodes, bug=bug, lay=lay, snap_entries=snap_entries)
-    hist = History(hist_path)
+    hist = getattr(wcls, "history_class", History)(hist_path)
     nlog = open(os.path.join(out_dir, "nemesis.log"), "w")
     nlog.write("seed=%d nemesis=%s nodes=%d secs=%g clients=%d workload=%s bug=%s net=%s%s "
                "dir=%s\n" % (seed, nemesis, nodes, secs, clients, workload, bug or "none",
@@ -1316,9 +1326,10 @@ def say(msg):
 def main(argv):
     ap = argparse.ArgumentParser(description="Jepsen-style fault test of real keel processes")
     ap.add_argument("--seed", type=int, default=None, help="schedule seed (printed)")
-    ap.add_argument("--workload", default="register", choices=["register", "pipeline"],
+    ap.add_argument("--workload", default="register", choices=WORKLOADS,
                     help="register: the mixed single-op clients (default); pipeline: "
-                    "pipelined APPENDs per connection, program order checked (pipeline.py)")
+                    "pipelined APPENDs per connection, program order checked (pipeline.py); "
+                    "bank: transfers by WATCH/MULTI/EXEC, KEEL.TXN and sessions (bank.py)")
     ap.add_argument("--nemesis", default=None,
                     help="comma list of nemeses or groups (%s; groups: %s); default all, "
                     "for the pipeline workload kill,pause,partition"
@@ -1327,7 +1338,8 @@ def main(argv):
     ap.add_argument("--secs", type=float, default=30.0, help="fault phase length")
     ap.add_argument("--clients", type=int, default=None, help="default 2 per node")
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "jepsen"))
-    ap.add_argument("--bug", default=None, choices=["stale-read", "early-ack", "reorder", "no-order"],
+    ap.add_argument("--bug", default=None,
+                    choices=["stale-read", "early-ack", "reorder", "no-order", "watch-blind"],
                     help="start the servers with --test-bug NAME (a planted bug)")
     ap.add_argument("--snapshot-entries", type=int, default=None,
                     help="start the servers with --snapshot-entries N (snapshot runs)")
@@ -1339,7 +1351,7 @@ def main(argv):
                     "or netns when possible (default; env KEEL_JEPSEN_NET)")
     a = ap.parse_args(argv)
     if a.nemesis is None:
-        a.nemesis = "all" if a.workload == "register" else "kill,pause,partition"
+        a.nemesis = "kill,pause,partition" if a.workload == "pipeline" else "all"
     if not os.access(KEEL, os.X_OK):
         print("jepsen: %s missing (make first)" % KEEL)
         return 2

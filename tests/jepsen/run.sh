@@ -14,7 +14,7 @@ if [ ! -x "$KEEL_BIN" ]; then
 	echo "jepsen: $KEEL_BIN missing (make first)"; echo "0 passed, 1 failed"; exit 1
 fi
 which=${1:-short}
-# Bounded: the short suite takes about 5 minutes, the long one about 22.
+# Bounded: the short suite takes about 5 minutes, the long one about 27.
 limit=600
 [ "$which" = long ] && limit=2400
 timeout --kill-after=30 $limit /usr/bin/python3 suite.py "$which"

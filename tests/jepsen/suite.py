@@ -3,7 +3,7 @@
 processes"): a list of runs of tests/jepsen/jepsen.py, one line each, then
 "N passed, M failed" (the line tools/run-tests.sh counts).
 
-  suite.py short   make test: every nemesis at least once, the three planted
+  suite.py short   make test: every nemesis at least once, the five planted
                    bugs caught; about 5 minutes on 2 cores
   suite.py long    make jepsen: longer runs, more seeds, 3 and 5 nodes
 
@@ -11,7 +11,7 @@ A planted-bug run passes only if it reports a VIOLATION. The suite also
 fails if some nemesis never ran in it (coverage), so a schedule change
 cannot silently drop one. Histories stay in build/jepsen/<suite>/<run>/.
 Replay one run: tests/jepsen/jepsen.py --seed S --nemesis N --nodes K --secs T
---net M [--workload pipeline] [--bug B] (the line of every run names them).
+--net M [--workload pipeline|bank] [--bug B] (the line of every run names them).
 
 Network mode (KEEL_JEPSEN_NET=auto|netns|debug, default auto): as root with
 working network namespaces, partitions are IP rules between namespaces
@@ -34,13 +34,19 @@ import netns  # noqa: E402
 # (seed, nemesis, nodes, secs, bug[, options]); options: "snap": N starts
 # the servers with --snapshot-entries N, "workload": "pipeline" runs
 # pipeline.py's clients (pipelined APPENDs per connection, program order
-# checked; issue 12) instead of the register mix.
+# checked; issue 12) instead of the register mix, "workload": "bank"
+# bank.py's money transfers (issue 12).
 # The snapshot runs start the servers with a small --snapshot-entries, so
 # every node snapshots many times a second: kill-snapshotting then kills
 # nodes mid-snapshot and partitions leave followers behind the leader's
 # log base (InstallSnapshot); the run fails unless snapshots finished and
 # a restarted node started from one.
 PIPE = {"workload": "pipeline"}
+# The bank workload (bank.py): transfers by WATCH/MULTI/EXEC, KEEL.TXN and
+# session-tagged KEEL.TXN; total, balances and ledger judged. Its planted
+# bug watch-blind (EXEC ignores the WATCH conditions) is caught without
+# faults within seconds (lost updates: wrong totals, final-mismatch).
+BANK = {"workload": "bank"}
 
 SHORT = [
     (101, "kill", 3, 40, None),
@@ -59,6 +65,9 @@ SHORT = [
     # The node's program-order fix undone (the simulator's no-order
     # mutant, here --test-bug no-order): caught under leader changes.
     (111, "kill-leader,partition-leader,pause-leader", 3, 15, "no-order", PIPE),
+    (113, "kill-leader,pause-leader,partition-leader,clock-skew,slow-disk", 3, 22, None,
+     BANK),
+    (114, "kill-leader,partition-leader", 3, 8, "watch-blind", BANK),
 ]
 
 LONG = [
@@ -82,6 +91,9 @@ LONG = [
     (218, "kill,pause,partition", 5, 90, None, PIPE),
     (219, "partition-leader,kill-random", 5, 20, "reorder", PIPE),
     (220, "kill-leader,partition-leader,pause-leader", 5, 30, "no-order", PIPE),
+    (221, "all", 3, 90, None, BANK),
+    (222, "all", 5, 90, None, BANK),
+    (223, "pause-leader,kill-random", 5, 20, "watch-blind", BANK),
 ]
 
 
