@@ -267,7 +267,7 @@ static void serve_read(struct node *n, uint32_t i)
 		node_answer(n, p.cookie, NODE_DROPPED, 0, NULL, 0);
 	} else {
 		kv_tape_reset(&n->tape);
-		kv_read(n->sm.kv, (int)argc, n->argv, n->lens, p.at_ms,
+		node_sm_read(&n->sm, argc, n->argv, n->lens, p.at_ms,
 			&kv_tape_ops, &n->tape);
 		if (n->tape.failed)
 			node_answer(n, p.cookie, NODE_DROPPED, 0, NULL, 0);
@@ -879,7 +879,7 @@ int node_request_read(struct node *n, const struct node_request *req)
 		uint64_t at = known_leader(n) == n->cfg.id ? wall_ms(n)
 							   : n->sm.stamp_ms;
 		kv_tape_reset(&n->tape);
-		kv_read(n->sm.kv, (int)req->argc, req->argv, req->lens, at,
+		node_sm_read(&n->sm, req->argc, req->argv, req->lens, at,
 			&kv_tape_ops, &n->tape);
 		if (n->tape.failed)
 			node_answer(n, req->cookie, NODE_DROPPED, 0, NULL, 0);

@@ -382,6 +382,13 @@ int node_sm_apply(struct node_sm *sm, const struct node_entry_hdr *h,
 	}
 }
 
+int node_sm_read(struct node_sm *sm, uint32_t argc, const uint8_t *const *argv,
+		 const size_t *lens, uint64_t now_ms,
+		 const struct kv_reply_ops *r, void *rc)
+{
+	return kv_read(sm->kv, (int)argc, argv, lens, now_ms, r, rc);
+}
+
 static uint64_t mix(uint64_t h, uint64_t w)
 {
 	h = (h ^ w) * 0x9e3779b97f4a7c15ull;

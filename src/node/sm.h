@@ -56,6 +56,12 @@ int node_sm_apply(struct node_sm *sm, const struct node_entry_hdr *h,
 		  uint64_t index, const uint8_t *body, size_t len,
 		  const struct kv_reply_ops *r, void *rc, int *verdict);
 
+/* Runs a read-only command against the state at now_ms (the leader's
+ * time the read is judged at): exactly one reply to r, nothing changed. */
+int node_sm_read(struct node_sm *sm, uint32_t argc, const uint8_t *const *argv,
+		 const size_t *lens, uint64_t now_ms,
+		 const struct kv_reply_ops *r, void *rc);
+
 /* A digest of the whole replicated state: replicas that applied the
  * same log prefix have equal digests. */
 uint64_t node_sm_digest(const struct node_sm *sm);
