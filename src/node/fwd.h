@@ -58,13 +58,13 @@ struct node_entry_hdr {
 	uint64_t stream; /* 0 when origin is 0 */
 };
 
-void node_entry_hdr_put(uint8_t *buf, const struct node_entry_hdr *h);
 /* Writes NODE_ENTRY_HEADER bytes (version 2). */
+void node_entry_hdr_put(uint8_t *buf, const struct node_entry_hdr *h);
 /* 0 and *h, *cmd, *cmd_len (the body, pointing into data), or
  * KEEL_ERR_MALFORMED (short, unknown version, type 0, origin/seq
- * inconsistent, a stream without an origin). A type above
- * any type this build does not know (>= 5) decodes: the applier (sm.c)
- * answers it with an error on every replica alike. */
+ * inconsistent, a stream without an origin). A type this build does not
+ * know (>= 5) decodes: the applier (sm.c) answers it with an error on
+ * every replica alike. */
 int node_entry_hdr_get(const uint8_t *data, size_t len,
 		       struct node_entry_hdr *h, const uint8_t **cmd,
 		       size_t *cmd_len);
