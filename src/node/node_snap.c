@@ -217,6 +217,7 @@ static void maybe_snapshot(struct node *n)
 	h->kv_len = kv_len;
 	h->sess_len = sess_len;
 	h->members = n->cfg.members;
+	h->stamp_ms = n->sm.stamp_ms;
 	if (!MUTANT(n, NODE_MUTANT_SNAP_NO_DEDUP))
 		memcpy(h->dedup, n->sm.dedup, sizeof(h->dedup));
 	node_snap_writer_init(&so->w, h, frozen_src, src_ctx, sess);
@@ -949,6 +950,8 @@ void node_install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
 	const struct node_snap_head *h = node_snap_reader_head(&r->reader);
 	KEEL_ASSERT(h != NULL);
 	node_sm_replace(&n->sm, r->shadow, h->dedup, r->sess_shadow);
+	if (h->stamp_ms > n->sm.stamp_ms)
+		n->sm.stamp_ms = h->stamp_ms;
 	r->shadow = NULL;
 	r->sess_shadow = NULL;
 	n->applied = sm->index;
@@ -1053,6 +1056,10 @@ static void restore_step(struct node *n, int status, const uint8_t *data,
 	}
 	const struct node_snap_head *h = node_snap_reader_head(&rs->reader);
 	node_sm_replace(&n->sm, kv, h->dedup, sessions);
+	/* READONLY reads are judged at the leader's time the state is at,
+	 * not at 0, from the first moment after a restart */
+	if (h->stamp_ms > n->sm.stamp_ms)
+		n->sm.stamp_ms = h->stamp_ms;
 	sess_stage_free(&rs->sess);
 	kv_snap_reader_destroy(rs->kvr);
 	xfree(n, rs);

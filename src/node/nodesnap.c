@@ -128,7 +128,15 @@ void node_snap_writer_init(struct node_snap_writer *w,
 	p = put_sect_hdr(p, NODE_SNAP_TAG_SESSIONS, 1, h->sess_len);
 	KEEL_ASSERT(p == w->pre + NODE_SNAP_SESS_OFF);
 	keel_put_u32(w->mid, keel_crc32c(0, sess, (size_t)h->sess_len));
-	put_sect_hdr(w->mid + NODE_SNAP_SECT_CRC, NODE_SNAP_TAG_KV,
+	/* clock: the newest leader stamp, then the kv section's header */
+	p = put_sect_hdr(w->mid + NODE_SNAP_SECT_CRC, NODE_SNAP_TAG_CLOCK, 1,
+			 NODE_SNAP_CLOCK_BYTES);
+	keel_put_u64(p, h->stamp_ms);
+	keel_put_u32(p + NODE_SNAP_CLOCK_BYTES,
+		     keel_crc32c(0, p, NODE_SNAP_CLOCK_BYTES));
+	p += NODE_SNAP_CLOCK_BYTES + NODE_SNAP_SECT_CRC;
+	KEEL_ASSERT(p + NODE_SNAP_SECT_HDR == w->mid + sizeof(w->mid));
+	put_sect_hdr(p, NODE_SNAP_TAG_KV,
 		     KV_SNAP_VERSION, h->kv_len);
 	w->sess = sess;
 	w->sess_len = h->sess_len;
@@ -339,7 +347,8 @@ static int parse_sect_hdr(struct node_snap_reader *r, uint64_t at)
 	uint32_t version = keel_get_u32(r->shdr + 4);
 	uint64_t len = keel_get_u64(r->shdr + 8);
 	if (tag != NODE_SNAP_TAG_DEDUP && tag != NODE_SNAP_TAG_STREAMS &&
-	    tag != NODE_SNAP_TAG_SESSIONS && tag != NODE_SNAP_TAG_KV)
+	    tag != NODE_SNAP_TAG_SESSIONS && tag != NODE_SNAP_TAG_CLOCK &&
+	    tag != NODE_SNAP_TAG_KV)
 		return KEEL_ERR_VERSION; /* a newer writer's state */
 	if (tag <= r->last_tag)
 		return KEEL_ERR_MALFORMED; /* order, or a repeat */
@@ -360,6 +369,11 @@ static int parse_sect_hdr(struct node_snap_reader *r, uint64_t at)
 		break;
 	case NODE_SNAP_TAG_STREAMS:
 		if (version != 1 || len != NODE_SNAP_STREAMS_BYTES)
+			return version != 1 ? KEEL_ERR_VERSION
+					    : KEEL_ERR_MALFORMED;
+		break;
+	case NODE_SNAP_TAG_CLOCK:
+		if (version != 1 || len != NODE_SNAP_CLOCK_BYTES)
 			return version != 1 ? KEEL_ERR_VERSION
 					    : KEEL_ERR_MALFORMED;
 		break;
@@ -391,6 +405,10 @@ static int parse_fixed_sect(struct node_snap_reader *r)
 {
 	struct node_snap_head *h = &r->head;
 	const uint8_t *b = r->sbuf;
+	if (r->tag == NODE_SNAP_TAG_CLOCK) {
+		h->stamp_ms = keel_get_u64(b);
+		return 0;
+	}
 	if (r->tag == NODE_SNAP_TAG_DEDUP) {
 		if (keel_get_u32(b) != NODE_DEDUP_WINDOW ||
 		    keel_get_u32(b + 4) != NODE_DEDUP_RECS)
@@ -440,7 +458,8 @@ void node_snap_reader_init(struct node_snap_reader *r,
 static int sect_bytes(struct node_snap_reader *r, const uint8_t *buf,
 		      size_t take)
 {
-	if (r->tag == NODE_SNAP_TAG_DEDUP || r->tag == NODE_SNAP_TAG_STREAMS) {
+	if (r->tag == NODE_SNAP_TAG_DEDUP || r->tag == NODE_SNAP_TAG_STREAMS ||
+	    r->tag == NODE_SNAP_TAG_CLOCK) {
 		/* their lengths were checked equal to their fixed sizes */
 		KEEL_ASSERT(r->sect_pos + take <= sizeof(r->sbuf));
 		memcpy(r->sbuf + r->sect_pos, buf, take);
@@ -515,7 +534,8 @@ int node_snap_reader_feed(struct node_snap_reader *r, const uint8_t *buf,
 				break;
 			}
 			if ((r->tag == NODE_SNAP_TAG_DEDUP ||
-			     r->tag == NODE_SNAP_TAG_STREAMS) &&
+			     r->tag == NODE_SNAP_TAG_STREAMS ||
+			     r->tag == NODE_SNAP_TAG_CLOCK) &&
 			    (r->err = parse_fixed_sect(r)))
 				break;
 			r->sect_i++;

@@ -75,16 +75,19 @@ enum node_snap_tag {
 	NODE_SNAP_TAG_DEDUP = 1,    /* v1: u32 window, u32 recs, recs x 544 */
 	NODE_SNAP_TAG_STREAMS = 2,  /* v1: recs x 520 (program order) */
 	NODE_SNAP_TAG_SESSIONS = 3, /* v1: session.c's encoding */
+	NODE_SNAP_TAG_CLOCK = 4,    /* v1: u64 newest leader stamp applied */
 	NODE_SNAP_TAG_KV = 100,     /* the kv snapshot (docs/kv.md) */
 };
-#define NODE_SNAP_SECTIONS 4u
+#define NODE_SNAP_SECTIONS 5u
+#define NODE_SNAP_CLOCK_BYTES 8u
 #define NODE_SNAP_DEDUP_BYTES (8u + NODE_DEDUP_RECS * NODE_DEDUP_REC_BYTES)
 #define NODE_SNAP_STREAMS_BYTES (NODE_DEDUP_RECS * NODE_DEDUP_STREAM_BYTES)
 /* Everything but the kv and session bytes. */
 #define NODE_SNAP_OVERHEAD                                                     \
 	(NODE_SNAP_FIXED +                                                     \
 	 NODE_SNAP_SECTIONS * (NODE_SNAP_SECT_HDR + NODE_SNAP_SECT_CRC) +      \
-	 NODE_SNAP_DEDUP_BYTES + NODE_SNAP_STREAMS_BYTES + 4u)
+	 NODE_SNAP_DEDUP_BYTES + NODE_SNAP_STREAMS_BYTES +                     \
+	 NODE_SNAP_CLOCK_BYTES + 4u)
 /* The session table's encoding (session.h) is at most this long. */
 #define NODE_SNAP_SESS_MAX (96ull << 20)
 #define NODE_SNAP_KV_HEAD 32u     /* of the kv header: the fields checked */
@@ -99,6 +102,9 @@ struct node_snap_head {
 	uint64_t term;  /* term of A */
 	uint64_t kv_len; /* L: bytes of the kv snapshot */
 	uint64_t sess_len; /* S: bytes of the session table */
+	/* The newest leader stamp applied at A: the time a READONLY read on
+	 * a restored node is judged at until it applies an entry. */
+	uint64_t stamp_ms;
 	struct raft_config_members members;
 	struct node_dedup_rec dedup[NODE_DEDUP_RECS]; /* slot order */
 };
@@ -123,7 +129,8 @@ struct node_snap_writer {
 	 * the kv bytes from the source, then post (the kv CRC, the payload
 	 * CRC). */
 	uint8_t pre[NODE_SNAP_SESS_OFF];
-	uint8_t mid[NODE_SNAP_SECT_CRC + NODE_SNAP_SECT_HDR];
+	uint8_t mid[NODE_SNAP_SECT_CRC + NODE_SNAP_SECT_HDR +
+		    NODE_SNAP_CLOCK_BYTES + NODE_SNAP_SECT_CRC + NODE_SNAP_SECT_HDR];
 	uint8_t post[NODE_SNAP_SECT_CRC + 4];
 	const uint8_t *sess;
 	uint64_t sess_len, kv_len;

@@ -59,6 +59,7 @@ static struct node_snap_head base_head(uint64_t index, uint64_t kv_len)
 	h.dedup[5].stream_floor = 900;
 	h.dedup[5].streams[0] = (struct node_dedup_stream){44, 1025};
 	h.dedup[5].streams[7] = (struct node_dedup_stream){12, 1000};
+	h.stamp_ms = 1700000000123ull;
 	return h;
 }
 
@@ -156,9 +157,10 @@ static const struct raft_config_members *conf3(void)
 #define OFF_STREAMS                                                          \
 	(OFF_DEDUP + NODE_SNAP_DEDUP_BYTES + 4 + NODE_SNAP_SECT_HDR)
 #define OFF_SESS (OFF_STREAMS + NODE_SNAP_STREAMS_BYTES + 4 + NODE_SNAP_SECT_HDR)
+#define OFF_CLOCK(sess_len) (OFF_SESS + (sess_len) + 4 + NODE_SNAP_SECT_HDR)
 static size_t off_kv(size_t sess_len)
 {
-	return OFF_SESS + sess_len + 4 + NODE_SNAP_SECT_HDR;
+	return OFF_CLOCK(sess_len) + 8 + 4 + NODE_SNAP_SECT_HDR;
 }
 
 TEST(layout_matches_document)
@@ -169,9 +171,9 @@ TEST(layout_matches_document)
 	uint32_t crc;
 	uint8_t *p = encode_all(kv, 42, NULL, &len, &crc, NULL);
 	uint64_t L = kv_snapshot_size(kv);
-	/* 184 + 4 x (16 + 4) + 34824 + 33280 + 4 = 68372 */
-	EXPECT_EQ_U64(NODE_SNAP_OVERHEAD, 68372);
-	EXPECT_EQ_U64(len, 68372 + L);
+	/* 184 + 5 x (16 + 4) + 34824 + 33280 + 8 + 4 = 68400 */
+	EXPECT_EQ_U64(NODE_SNAP_OVERHEAD, 68400);
+	EXPECT_EQ_U64(len, 68400 + L);
 	EXPECT(memcmp(p, "KEELNODE", 8) == 0);
 	EXPECT_EQ_U64(keel_get_u32(p + 8), 2);
 	EXPECT_EQ_U64(keel_get_u32(p + 12), 0);
@@ -185,7 +187,7 @@ TEST(layout_matches_document)
 	EXPECT_EQ_U64(keel_get_u64(p + 56), 2);
 	EXPECT_EQ_U64(keel_get_u64(p + 64), 3);
 	EXPECT_EQ_U64(keel_get_u64(p + 72), 0);
-	EXPECT_EQ_U64(keel_get_u32(p + 176), 4); /* sections */
+	EXPECT_EQ_U64(keel_get_u32(p + 176), 5); /* sections */
 	EXPECT_EQ_U64(keel_get_u32(p + 180), 0);
 	/* section 1, dedup: tag, version, length, then window and records */
 	EXPECT_EQ_U64(keel_get_u32(p + 184), 1);
@@ -221,6 +223,10 @@ TEST(layout_matches_document)
 	EXPECT_EQ_U64(keel_get_u32(p + OFF_SESS - 16), 3);
 	EXPECT_EQ_U64(keel_get_u64(p + OFF_SESS - 8), 0);
 	EXPECT_EQ_U64(keel_get_u32(p + OFF_SESS), 0); /* CRC of nothing */
+	/* section 4, clock: the newest leader stamp applied */
+	EXPECT_EQ_U64(keel_get_u32(p + OFF_CLOCK(0) - 16), 4);
+	EXPECT_EQ_U64(keel_get_u64(p + OFF_CLOCK(0) - 8), 8);
+	EXPECT_EQ_U64(keel_get_u64(p + OFF_CLOCK(0)), 1700000000123ull);
 	/* section 100, kv, last: version is kv's own */
 	size_t kvo = off_kv(0);
 	EXPECT_EQ_U64(keel_get_u32(p + kvo - 16), 100);
@@ -268,6 +274,7 @@ TEST(round_trip_random_splits)
 		EXPECT_EQ_U64(out.index, index);
 		EXPECT_EQ_U64(out.kv_len, kvl);
 		EXPECT(memcmp(out.dedup, in.dedup, sizeof(in.dedup)) == 0);
+		EXPECT_EQ_U64(out.stamp_ms, in.stamp_ms);
 		EXPECT_EQ_U64(out.members.voters[0], 1);
 		EXPECT_EQ_U64(crc, keel_crc32c(0, p, len));
 		/* Re-encoding from the decoded head gives the same bytes. */
@@ -288,7 +295,7 @@ TEST(round_trip_random_splits)
 static void reseal(uint8_t *p, size_t len)
 {
 	size_t at = NODE_SNAP_FIXED;
-	for (int k = 0; k < 4 && at + NODE_SNAP_SECT_HDR <= len; k++) {
+	for (int k = 0; k < 5 && at + NODE_SNAP_SECT_HDR <= len; k++) {
 		uint64_t l = keel_get_u64(p + at + 8);
 		if (l > len - at - NODE_SNAP_SECT_HDR - 4)
 			break; /* a length the test broke on purpose */
@@ -338,7 +345,9 @@ TEST(refusals_one_per_rule)
 	MUT(keel_put_u64(p + 56, 0), KEEL_ERR_MALFORMED);            /* id 0 */
 	MUT(keel_put_u64(p + 56, 1), KEEL_ERR_MALFORMED);            /* repeat */
 	MUT(keel_put_u64(p + 48 + 8 * 15, 9), KEEL_ERR_MALFORMED);   /* tail */
-	MUT(keel_put_u32(p + 176, 3), KEEL_ERR_MALFORMED);  /* section count */
+	MUT(keel_put_u32(p + 176, 4), KEEL_ERR_MALFORMED);  /* section count */
+	MUT(keel_put_u64(p + OFF_CLOCK(0) - 8, 7), KEEL_ERR_MALFORMED); /* clock */
+	MUT(keel_put_u32(p + OFF_CLOCK(0) - 12, 2), KEEL_ERR_VERSION);
 	/* section headers: an unknown tag (a newer writer's state), a
 	 * repeat or out of order, another version, another length */
 	MUT(keel_put_u32(p + 184, 7), KEEL_ERR_VERSION);
