@@ -751,10 +751,14 @@ static int recv_start(struct node *n, raft_id from,
 		r->handle = 0;
 		return rv;
 	}
-	struct node_snap_expect want = {.index = c->id.index,
-					.term = c->id.term,
-					.max_bytes = n->cfg.snapshot_max_bytes,
-					.members = &n->cfg.members};
+	struct node_snap_expect want = {
+		.index = c->id.index,
+		.term = c->id.term,
+		.max_bytes = n->cfg.snapshot_max_bytes,
+		.members = &n->cfg.members,
+		/* planted bug: every CRC of the payload ignored, as its
+		 * snap_crc and trailer are (recv_verify) */
+		.skip_crc = MUTANT(n, NODE_MUTANT_SNAP_SKIP_CRC)};
 	r->sess.a = n->alloc;
 	node_snap_reader_init(&r->reader, &want, kv_sink, r->kvr, sess_sink,
 			      &r->sess);

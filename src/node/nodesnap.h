@@ -170,6 +170,9 @@ struct node_snap_expect {
 	uint64_t index, term;  /* the snapshot id it is installed as; 0 = any */
 	uint64_t max_bytes;    /* P cap (snapshot_max_bytes) */
 	const struct raft_config_members *members; /* configured; NULL = any */
+	/* The snap-skip-crc planted bug (set only by KEEL_MUTANTS builds):
+	 * no section CRC and no payload CRC is compared. */
+	bool skip_crc;
 };
 
 struct node_snap_reader {
