@@ -173,16 +173,11 @@ static int jobject(struct bank_parse *p, struct check_json *j, int owner)
 		if ((rv = member_value(j, m)))
 			return rv;
 		p->n_members++;
-		check_json_ws(j);
-		if (j->i < j->n && j->s[j->i] == ',') {
-			j->i++;
-			continue;
-		}
-		if (j->i < j->n && j->s[j->i] == '}') {
-			j->i++;
+		bool done = false;
+		if ((rv = check_json_member_end(j, &done)))
+			return rv;
+		if (done)
 			return 0;
-		}
-		return check_json_bad(j, "expected ',' or '}'");
 	}
 }
 
@@ -703,22 +698,14 @@ static int parse_line(struct bank_parse *p, const char *line, size_t n)
 			rv = check_json_skip(&j, 1);
 			break;
 		}
-		if (rv)
+		bool done = false;
+		if (rv || (rv = check_json_member_end(&j, &done)))
 			return rv;
-		check_json_ws(&j);
-		if (j.i < n && j.s[j.i] == ',') {
-			j.i++;
-			continue;
-		}
-		if (j.i < n && j.s[j.i] == '}') {
-			j.i++;
+		if (done)
 			break;
-		}
-		return check_json_bad(&j, "expected ',' or '}'");
 	}
-	check_json_ws(&j);
-	if (j.i != n)
-		return check_json_bad(&j, "trailing text after the object");
+	if ((rv = check_json_line_end(&j)))
+		return rv;
 	if (!(seen & FLD_TYPE))
 		return fail(p, KEEL_ERR_MALFORMED, "a line needs \"type\"");
 	if (is(&type, "bank"))

@@ -133,6 +133,11 @@ int check_json_number(struct check_json *j, struct check_value *v,
 		      bool integer_only);
 /* Consumes word if the input continues with it. */
 bool check_json_literal(struct check_json *j, const char *word);
+/* After an object member: past its ',' (0, *done false) or the object's
+ * closing '}' (0, *done true); anything else is bad JSON. */
+int check_json_member_end(struct check_json *j, bool *done);
+/* The object was the whole line: only white space may follow it. */
+int check_json_line_end(struct check_json *j);
 /* Skips any value, at most CHECK_MAX_DEPTH deep. */
 int check_json_skip(struct check_json *j, int depth);
 

@@ -28,6 +28,24 @@ int check_json_bad(struct check_json *j, const char *what)
 			      j->i + 1, what);
 }
 
+int check_json_member_end(struct check_json *j, bool *done)
+{
+	check_json_ws(j);
+	if (j->i < j->n && (j->s[j->i] == ',' || j->s[j->i] == '}')) {
+		*done = j->s[j->i++] == '}';
+		return 0;
+	}
+	return check_json_bad(j, "expected ',' or '}'");
+}
+
+int check_json_line_end(struct check_json *j)
+{
+	check_json_ws(j);
+	if (j->i != j->n)
+		return check_json_bad(j, "trailing text after the object");
+	return 0;
+}
+
 static int hex4(struct check_json *j, uint32_t *out)
 {
 	if (j->n - j->i < 4)
@@ -417,22 +435,14 @@ static int parse_line(struct check_parse_ctx *c, const char *line, size_t n)
 			rv = check_json_skip(&j, 1);
 			break;
 		}
-		if (rv)
+		bool done = false;
+		if (rv || (rv = check_json_member_end(&j, &done)))
 			return rv;
-		check_json_ws(&j);
-		if (j.i < n && j.s[j.i] == ',') {
-			j.i++;
-			continue;
-		}
-		if (j.i < n && j.s[j.i] == '}') {
-			j.i++;
+		if (done)
 			break;
-		}
-		return check_json_bad(&j, "expected ',' or '}'");
 	}
-	check_json_ws(&j);
-	if (j.i != n)
-		return check_json_bad(&j, "trailing text after the object");
+	if ((rv = check_json_line_end(&j)))
+		return rv;
 	unsigned need = FLD_PROCESS | FLD_TYPE | FLD_F;
 	if ((seen & need) != need)
 		return check_ctx_fail(c, KEEL_ERR_MALFORMED,
